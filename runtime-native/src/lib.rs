@@ -1,0 +1,26 @@
+//! Linux containers for amphi.
+//!
+//! This crate turns an OCI runtime spec into a running Linux container: namespaces, a cgroup,
+//! the rootfs, devices, identity and limits. It knows nothing about containerd or WebAssembly:
+//! it runs a *workload* inside a prepared container, and "execve this argv" is just the
+//! built-in workload. Other workloads (wasm) are registered by the binary as [`WorkloadRunner`]s.
+//!
+//! Process model (see ARCHITECTURE.md): [`Spawner::fork_before_threads`] must be called first
+//! thing in `main`, while the process is single-threaded. Every container init and every exec is
+//! cloned by that spawner with `CLONE_PARENT`, so the caller (the shim, a child subreaper) is the
+//! parent of every container process and reaps it.
+
+pub mod cgroup;
+pub mod error;
+pub mod rootfs;
+pub mod spawner;
+pub mod spec;
+pub mod workload;
+
+mod child;
+mod sync;
+
+pub use cgroup::{Cgroup, CgroupStats};
+pub use error::{Error, Result};
+pub use spawner::{ExecRequest, InitRequest, PendingProcess, Spawner, Stdio};
+pub use workload::{ProcessContext, PreparedWorkload, Workload, WorkloadRunner, WorkloadTable};
