@@ -1,0 +1,191 @@
+//! One end-to-end case: a private daemon with the busybox image, helpers to drive containers
+//! through `ctr`, and the leak check at the end.
+
+use crate::cmd::{self, Output, Running};
+use crate::containerd::Containerd;
+use crate::images::{self, BUSYBOX};
+use crate::leaks;
+use crate::paths;
+use crate::versions::Version;
+use anyhow::{Context, Result};
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// `io.containerd.amphi.v1`, the shim under test.
+    Amphi,
+    /// `io.containerd.runc.v2`, to validate the tests themselves.
+    Runc,
+}
+
+impl Runtime {
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Amphi => "io.containerd.amphi.v1",
+            Runtime::Runc => "io.containerd.runc.v2",
+        }
+    }
+    /// The shim binary containerd starts for this runtime.
+    pub fn shim_binary(self) -> &'static str {
+        match self {
+            Runtime::Amphi => paths::SHIM_BINARY,
+            Runtime::Runc => "containerd-shim-runc-v2",
+        }
+    }
+}
+
+pub struct Case {
+    pub cd: Containerd,
+    pub runtime: Runtime,
+    name: String,
+    ids: RefCell<Vec<String>>,
+}
+
+/// Runs `f` as one case against `version` with `runtime`, then the leak check. Panics (fails
+/// the test) with the error chain and the tail of the containerd log on any failure.
+pub fn run_case(version: Version, runtime: Runtime, name: &str, f: impl FnOnce(&mut Case) -> Result<()>) {
+    let label = format!("{name} [containerd {} / {}]", version.label(), runtime.name());
+    let setup = (|| -> Result<Case> {
+        if runtime == Runtime::Amphi {
+            paths::shim_binary()?;
+        }
+        let cd = Containerd::start(version)?;
+        images::import_busybox(&cd)?;
+        Ok(Case { cd, runtime, name: name.replace('_', "-"), ids: RefCell::new(Vec::new()) })
+    })();
+    let mut case = match setup {
+        Ok(c) => c,
+        Err(e) => panic!("{label}: setup failed: {e:#}"),
+    };
+    let result = match catch_unwind(AssertUnwindSafe(|| f(&mut case))) {
+        Ok(Ok(())) => case.check_leaks().context("after the case"),
+        Ok(Err(e)) => Err(e),
+        Err(p) => Err(anyhow::anyhow!(
+            "panicked: {}",
+            p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+        )),
+    };
+    if let Err(e) = result {
+        let log = case.cd.log_tail(200);
+        drop(case);
+        panic!("{label} FAILED: {e:#}\n===== containerd log (last 200 lines) =====\n{log}\n===== end of log =====");
+    }
+}
+
+impl Case {
+    /// A fresh container id for this case (registered for the leak check).
+    pub fn id(&self, suffix: &str) -> String {
+        let mut id = format!("{}-{suffix}", self.name);
+        id.truncate(64);
+        self.ids.borrow_mut().push(id.clone());
+        id
+    }
+
+    pub fn image(&self) -> &'static str {
+        BUSYBOX
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> Result<Output> {
+        self.cd.ctr(args)
+    }
+
+    fn run_args<'a>(&'a self, mode: &[&'a str], opts: &[&'a str], id: &'a str, cmd: &[&'a str]) -> Vec<&'a str> {
+        let mut a = vec!["run"];
+        a.extend_from_slice(mode);
+        a.extend_from_slice(&["--runtime", self.runtime.name()]);
+        a.extend_from_slice(opts);
+        a.push(self.image());
+        a.push(id);
+        a.extend_from_slice(cmd);
+        a
+    }
+
+    /// `ctr run --rm --runtime R OPTS busybox ID CMD...` to completion.
+    pub fn run_rm(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Result<Output> {
+        self.cd.ctr(&self.run_args(&["--rm"], opts, id, cmd))
+    }
+
+    /// `ctr run --rm ...` in the background (ctr's exit code is the task's); returns once the
+    /// task is RUNNING.
+    pub fn run_bg(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Result<Running> {
+        let mut bg = Running::spawn(self.cd.ctr_command(&self.run_args(&["--rm"], opts, id, cmd)), None)?;
+        let r = self.wait_status(id, "RUNNING", Duration::from_secs(30));
+        if r.is_err() && bg.exited() {
+            let out = bg.wait(Duration::from_secs(1))?;
+            return Err(r.unwrap_err()).context(format!("ctr run exited: {}", out.describe()));
+        }
+        r?;
+        Ok(bg)
+    }
+
+    /// `ctr run -d ...`; returns once the task is RUNNING.
+    pub fn run_detached(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Result<()> {
+        self.cd.ctr(&self.run_args(&["-d"], opts, id, cmd))?.ok()?;
+        self.wait_status(id, "RUNNING", Duration::from_secs(30))
+    }
+
+    /// (pid, status) of a task from `ctr task ls`, None when there is no such task.
+    pub fn task(&self, id: &str) -> Result<Option<(u32, String)>> {
+        let out = self.ctr(&["task", "ls"])?.ok()?;
+        Ok(parse_task_ls(&out.stdout, id))
+    }
+
+    pub fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Result<()> {
+        cmd::wait_for(timeout, &format!("task {id} to be {status}"), || {
+            Ok(self.task(id)?.filter(|(_, s)| s == status).map(|_| ()))
+        })
+        .with_context(|| format!("task ls: {:?}", self.task(id).ok().flatten()))
+    }
+
+    /// Kills (SIGKILL, all processes), deletes the task and the container. Tolerates either
+    /// being gone already; fails if the container is still listed afterwards.
+    pub fn remove(&self, id: &str) -> Result<()> {
+        if let Some((_, status)) = self.task(id)? {
+            if status != "STOPPED" {
+                let _ = self.ctr(&["task", "kill", "-a", "-s", "SIGKILL", id]);
+                self.wait_status(id, "STOPPED", Duration::from_secs(20))?;
+            }
+            self.ctr(&["task", "delete", id])?;
+        }
+        if self.containers()?.iter().any(|c| c == id) {
+            self.ctr(&["containers", "delete", id])?.ok()?;
+        }
+        Ok(())
+    }
+
+    /// Container ids in our namespace.
+    pub fn containers(&self) -> Result<Vec<String>> {
+        let out = self.ctr(&["containers", "ls", "-q"])?.ok()?;
+        Ok(out.stdout.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
+    }
+
+    /// Every container this case made must be gone, and nothing left behind.
+    pub fn check_leaks(&self) -> Result<()> {
+        let left = self.containers()?;
+        let ids = self.ids.borrow().clone();
+        let still: Vec<&String> = ids.iter().filter(|i| left.contains(i)).collect();
+        anyhow::ensure!(still.is_empty(), "containers not removed by the case: {still:?}");
+        leaks::check(&self.cd, &ids, self.runtime.shim_binary(), Duration::from_secs(5))
+    }
+}
+
+/// Finds `id` in `ctr task ls` output (`TASK PID STATUS` columns).
+pub fn parse_task_ls(out: &str, id: &str) -> Option<(u32, String)> {
+    out.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() >= 3 && f[0] == id).then(|| (f[1].parse().unwrap_or(0), f[2].to_string()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_task_ls() {
+        let out = "TASK    PID      STATUS    \nab      1234     RUNNING\nabc     0        STOPPED\n";
+        assert_eq!(super::parse_task_ls(out, "ab"), Some((1234, "RUNNING".into())));
+        assert_eq!(super::parse_task_ls(out, "abc"), Some((0, "STOPPED".into())));
+        assert_eq!(super::parse_task_ls(out, "x"), None);
+    }
+}
