@@ -1,6 +1,164 @@
 //! containerd-shim-amphi-v1: native and WebAssembly containers behind one containerd shim v2.
+//!
+//! Modes (see `args`): `start` (launch or reuse the server, reply with its address), `delete`
+//! (clean up after a dead shim), `-v`, `-info`, and no action: the server itself.
 
+mod args;
+mod bootstrap;
+mod delete;
+mod error;
 mod events;
+mod logger;
 mod record;
+mod server;
+mod service;
+mod start;
 
-fn main() {}
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::types::introspection::{RuntimeInfo, RuntimeVersion};
+
+use crate::args::Mode;
+use crate::error::{Result, ShimError};
+
+/// The custom workloads container processes can run (the wasm runner is registered here).
+pub static WORKLOADS: runtime_native::WorkloadTable = &[];
+
+pub const RUNTIME_NAME: &str = "io.containerd.amphi.v1";
+pub const BINARY_NAME: &str = "containerd-shim-amphi-v1";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Set `AMPHI_GIT_REVISION` at build time to embed the commit.
+pub const REVISION: &str = match option_env!("AMPHI_GIT_REVISION") {
+    Some(r) => r,
+    None => "unknown",
+};
+
+fn main() {
+    let argv: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let result = args::parse(&argv).and_then(|flags| {
+        let mode = flags.mode()?;
+        run(mode, flags)
+    });
+    if let Err(e) = result {
+        eprintln!("{BINARY_NAME}: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(mode: Mode, flags: args::Flags) -> Result<()> {
+    match mode {
+        Mode::Server => {
+            // First, while this process has exactly one thread (see ARCHITECTURE.md).
+            let spawner =
+                runtime_native::Spawner::fork_before_threads(WORKLOADS).map_err(|source| {
+                    ShimError::Runtime {
+                        what: "fork the spawner".into(),
+                        source,
+                    }
+                })?;
+            // Orphaned container processes (CLONE_PARENT children of the spawner are ours
+            // already) are reparented to us, so we reap them and report their exit.
+            // SAFETY: prctl with integer arguments.
+            if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+                return Err(ShimError::io("prctl(PR_SET_CHILD_SUBREAPER)", "")(
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            server::run(flags, spawner)
+        }
+        Mode::Start => start::run(&flags),
+        Mode::Delete => delete::run(&flags),
+        Mode::Version => {
+            print!("{}", version_text());
+            Ok(())
+        }
+        Mode::Info => {
+            let options = read_info_options();
+            let bytes = runtime_info(options)?;
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)
+                .and_then(|_| out.flush())
+                .map_err(ShimError::io("write runtime info to", "stdout"))
+        }
+    }
+}
+
+fn version_text() -> String {
+    format!("{BINARY_NAME}:\n  Version:  {VERSION}\n  Revision: {REVISION}\n  Go version: n/a\n\n")
+}
+
+/// containerd may pass the runtime options (a protobuf `Any`) on stdin to `-info`.
+fn read_info_options() -> Option<Any> {
+    use std::io::{IsTerminal, Read};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    stdin.lock().take(10 << 20).read_to_end(&mut buf).ok()?;
+    if buf.is_empty() {
+        return None;
+    }
+    Any::parse_from_bytes(&buf)
+        .ok()
+        .filter(|a| !a.type_url.is_empty())
+}
+
+/// `containerd.types.RuntimeInfo`: our name and version, the options echoed back.
+fn runtime_info(options: Option<Any>) -> Result<Vec<u8>> {
+    RuntimeInfo {
+        name: RUNTIME_NAME.to_string(),
+        version: Some(RuntimeVersion {
+            version: VERSION.to_string(),
+            revision: REVISION.to_string(),
+            ..Default::default()
+        })
+        .into(),
+        options: options.into(),
+        ..Default::default()
+    }
+    .write_to_bytes()
+    .map_err(|source| ShimError::Protobuf {
+        what: "RuntimeInfo",
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_output() {
+        let v = version_text();
+        assert!(v.starts_with("containerd-shim-amphi-v1:\n  Version:  "));
+        assert!(v.contains("\n  Revision: "));
+    }
+
+    #[test]
+    fn runtime_info_bytes() {
+        let bytes = runtime_info(None).unwrap();
+        let info = RuntimeInfo::parse_from_bytes(&bytes).unwrap();
+        assert_eq!(info.name, "io.containerd.amphi.v1");
+        assert_eq!(info.version.version, VERSION);
+        assert!(info.options.is_none());
+        // field 1 (name), length-delimited, then field 2 (version) message.
+        let mut expect = vec![0x0a, RUNTIME_NAME.len() as u8];
+        expect.extend_from_slice(RUNTIME_NAME.as_bytes());
+        assert_eq!(&bytes[..expect.len()], &expect[..]);
+        assert_eq!(bytes[expect.len()], 0x12);
+
+        let opts = Any {
+            type_url: "x.Options".into(),
+            value: vec![1, 2],
+            ..Default::default()
+        };
+        let info =
+            RuntimeInfo::parse_from_bytes(&runtime_info(Some(opts.clone())).unwrap()).unwrap();
+        assert_eq!(info.options.unwrap(), opts);
+    }
+}

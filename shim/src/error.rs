@@ -1,0 +1,57 @@
+//! Errors of the shim's lifecycle (`start`, `delete`, the server's setup). The Task service has
+//! its own error type (`service::error`), the only one mapped to ttrpc codes.
+//!
+//! These errors end up on the shim's stderr, which containerd shows to the user
+//! (`ctr: failed to start shim: start failed: <this message>`), so each says what failed on what.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("invalid arguments: {0}")]
+    Args(String),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Bootstrap(String),
+    #[error("socket path {path} is {len} bytes long, longer than a unix socket address allows")]
+    SocketPathTooLong { path: PathBuf, len: usize },
+    #[error("spawn the shim server {exe}: {source}")]
+    SpawnServer {
+        exe: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("encode {what}: {source}")]
+    Protobuf {
+        what: &'static str,
+        #[source]
+        source: containerd_shim_protos::protobuf::Error,
+    },
+    #[error("{what}: {source}")]
+    Runtime {
+        what: String,
+        #[source]
+        source: runtime_native::Error,
+    },
+    #[error("ttrpc server: {0}")]
+    Ttrpc(#[from] ttrpc::Error),
+}
+
+pub type Result<T, E = ShimError> = std::result::Result<T, E>;
+
+impl ShimError {
+    /// `map_err` helper: `.map_err(ShimError::io("open", &path))`.
+    pub fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> ShimError {
+        let path = path.into();
+        move |source| ShimError::Io { op, path, source }
+    }
+}
