@@ -1,0 +1,957 @@
+//! The shim v2 Task service: every RPC containerd sends, with runc-shim semantics.
+//!
+//! RPC handlers are plain async methods returning `ServiceResult`, so they can be driven
+//! without a ttrpc context; the `Task` trait impl at the bottom only adapts and maps errors in
+//! one place (`error.rs`). Blocking work (spawning, cgroup files, mounts) runs on the blocking
+//! pool, never on a tokio worker.
+
+mod error;
+mod exits;
+mod reaper;
+mod state;
+mod stats;
+mod stdio;
+mod workload;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use containerd_shim_protos::api::{self, Empty};
+use containerd_shim_protos::events::task as ev;
+use containerd_shim_protos::protobuf::MessageField;
+use containerd_shim_protos::shim_async::Task;
+use containerd_shim_protos::topics;
+use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
+use runtime_native::{rootfs, spec, Cgroup, ExecRequest, InitRequest, Spawner};
+
+use crate::events::Publisher;
+use crate::record::ContainerRecord;
+use error::{ServiceError, ServiceResult};
+use reaper::ExitBook;
+use state::{Container, Exit, Phase, Process};
+use stdio::StdioPaths;
+
+pub use error::ServiceError as Error;
+
+pub struct ServiceContext {
+    pub namespace: String,
+    pub id: String,
+    pub spawner: Arc<Spawner>,
+    pub publisher: Publisher,
+    pub state_root: PathBuf,
+    pub shutdown: Arc<tokio::sync::Notify>,
+}
+
+pub struct TaskService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ctx: ServiceContext,
+    containers: Mutex<HashMap<String, Container>>,
+    exits: ExitBook,
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> ServiceError {
+    ServiceError::Internal(format!("blocking task failed: {e}"))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(blocking_err)
+}
+
+impl TaskService {
+    /// Must be called inside the tokio runtime: starts the reaper.
+    pub fn new(ctx: ServiceContext) -> TaskService {
+        let inner = Arc::new(Inner {
+            ctx,
+            containers: Mutex::new(HashMap::new()),
+            exits: ExitBook::default(),
+        });
+        let rx = reaper::spawn();
+        tokio::spawn(exits::dispatch(inner.clone(), rx));
+        TaskService { inner }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Container>> {
+        self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(
+        &self,
+        topic: &'static str,
+        event: Box<dyn containerd_shim_protos::protobuf::MessageDyn>,
+    ) {
+        self.ctx.publisher.publish(topic, event);
+    }
+
+    fn with_container<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Container) -> ServiceResult<T>,
+    ) -> ServiceResult<T> {
+        let mut g = self.lock();
+        let c = g
+            .get_mut(id)
+            .ok_or_else(|| ServiceError::NotFound(format!("task {id}")))?;
+        f(c)
+    }
+
+    fn with_process<T>(
+        &self,
+        id: &str,
+        exec_id: &str,
+        f: impl FnOnce(&mut Process, bool) -> ServiceResult<T>,
+    ) -> ServiceResult<T> {
+        self.with_container(id, |c| {
+            let paused = c.paused;
+            let p = c
+                .process_mut(exec_id)
+                .ok_or_else(|| ServiceError::NotFound(format!("exec {exec_id} of task {id}")))?;
+            f(p, paused)
+        })
+    }
+
+    fn cgroup_of(&self, id: &str) -> ServiceResult<Cgroup> {
+        self.with_container(id, |c| Ok(c.cgroup.clone()))
+    }
+
+    // ---- Create -------------------------------------------------------------------------
+
+    async fn create(&self, req: api::CreateTaskRequest) -> ServiceResult<api::CreateTaskResponse> {
+        let id = req.id.clone();
+        if self.lock().contains_key(&id) {
+            return Err(ServiceError::AlreadyExists(format!("task {id}")));
+        }
+        if !req.checkpoint.is_empty() {
+            return Err(ServiceError::Unimplemented(
+                "checkpoint/restore is not supported by amphi".into(),
+            ));
+        }
+        let bundle = PathBuf::from(&req.bundle);
+        let mut record = ContainerRecord {
+            id: id.clone(),
+            namespace: self.ctx.namespace.clone(),
+            bundle: bundle.clone(),
+            mounted_rootfs: None,
+            cgroup: None,
+            init_pid: 0,
+        };
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let mounts: Vec<rootfs::MountSpec> = req
+            .rootfs
+            .iter()
+            .map(|m| rootfs::MountSpec {
+                kind: m.type_.clone(),
+                source: m.source.clone(),
+                target: m.target.clone(),
+                options: m.options.clone(),
+            })
+            .collect();
+        let root = self.ctx.state_root.clone();
+        let spawner = self.ctx.spawner.clone();
+        let rec = record.clone();
+        let created =
+            blocking(move || create_container(rec, mounts, stdio, &spawner, &root)).await?;
+        let (container, rec) = match created {
+            Ok(v) => v,
+            Err(e) => return Err(e),
+        };
+        record = rec;
+        let pid = container.init.pid;
+        let _ = record;
+        let mut event = ev::TaskCreate {
+            container_id: id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            checkpoint: req.checkpoint.clone(),
+            pid: pid as u32,
+            ..Default::default()
+        };
+        event.io = MessageField::some(ev::TaskIO {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+            ..Default::default()
+        });
+        {
+            let mut g = self.lock();
+            g.insert(id.clone(), container);
+        }
+        self.publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event));
+        exits::watch_oom(self, &id);
+        Ok(api::CreateTaskResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    // ---- Start --------------------------------------------------------------------------
+
+    async fn start(self: &Arc<Self>, req: api::StartRequest) -> ServiceResult<api::StartResponse> {
+        if req.exec_id.is_empty() {
+            self.start_init(&req.id).await
+        } else {
+            self.start_exec(&req.id, &req.exec_id).await
+        }
+    }
+
+    async fn start_init(self: &Arc<Self>, id: &str) -> ServiceResult<api::StartResponse> {
+        let (pending, pid) = self.with_process(id, "", |p, _| {
+            if p.phase != Phase::Created {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "task {id} cannot be started: it is {:?}",
+                    p.status(false)
+                )));
+            }
+            let pending = p.pending.take().ok_or_else(|| {
+                ServiceError::FailedPrecondition(format!("task {id} is starting"))
+            })?;
+            p.starting = true;
+            Ok((pending, p.pid))
+        })?;
+        let result = blocking(move || pending.start()).await?;
+        self.finish_start(id, "", pid, result.map_err(ServiceError::from))
+    }
+
+    /// Common tail of Start: publish the start event, then any exit that raced it.
+    fn finish_start(
+        self: &Arc<Self>,
+        id: &str,
+        exec_id: &str,
+        pid: i32,
+        result: ServiceResult<()>,
+    ) -> ServiceResult<api::StartResponse> {
+        let deferred = self.with_process(id, exec_id, |p, _| {
+            p.starting = false;
+            if result.is_ok() && p.phase == Phase::Created {
+                p.phase = Phase::Running;
+            }
+            Ok(p.deferred_exit.take())
+        })?;
+        if result.is_ok() {
+            if exec_id.is_empty() {
+                self.publish(
+                    topics::TASK_START_EVENT_TOPIC,
+                    Box::new(ev::TaskStart {
+                        container_id: id.to_string(),
+                        pid: pid as u32,
+                        ..Default::default()
+                    }),
+                );
+            } else {
+                self.publish(
+                    topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+                    Box::new(ev::TaskExecStarted {
+                        container_id: id.to_string(),
+                        exec_id: exec_id.to_string(),
+                        pid: pid as u32,
+                        ..Default::default()
+                    }),
+                );
+            }
+        }
+        if let Some(code) = deferred {
+            exits::process_exited(self, id, exec_id, code);
+        }
+        result.map(|_| api::StartResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    // ---- Exec ---------------------------------------------------------------------------
+
+    fn exec(&self, req: api::ExecProcessRequest) -> ServiceResult<()> {
+        let spec_json = req
+            .spec
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
+        let process: oci_spec::runtime::Process =
+            serde_json::from_slice(&spec_json).map_err(|e| {
+                ServiceError::InvalidArgument(format!("exec {} process spec: {e}", req.exec_id))
+            })?;
+        self.with_container(&req.id, |c| {
+            if !c.init.is_alive() || c.init.phase != Phase::Running {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "cannot exec in task {}: it is not running",
+                    req.id
+                )));
+            }
+            if c.execs.contains_key(&req.exec_id) {
+                return Err(ServiceError::AlreadyExists(format!("exec {}", req.exec_id)));
+            }
+            let mut p = Process::new(
+                &req.exec_id,
+                StdioPaths {
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    terminal: req.terminal,
+                },
+            );
+            p.exec_spec = Some(process);
+            c.execs.insert(req.exec_id.clone(), p);
+            Ok(())
+        })?;
+        self.publish(
+            topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+            Box::new(ev::TaskExecAdded {
+                container_id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                ..Default::default()
+            }),
+        );
+        Ok(())
+    }
+
+    async fn start_exec(
+        self: &Arc<Self>,
+        id: &str,
+        exec_id: &str,
+    ) -> ServiceResult<api::StartResponse> {
+        let (request, stdio_paths, extra_fds) = self.with_container(id, |c| {
+            let init_pid = c.init.pid;
+            let spec = c.spec.clone();
+            let procs = c.cgroup.procs_files();
+            let rootfs = c.bundle.join("rootfs");
+            let p = c
+                .execs
+                .get_mut(exec_id)
+                .ok_or_else(|| ServiceError::NotFound(format!("exec {exec_id} of task {id}")))?;
+            if p.phase != Phase::Registered {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "exec {exec_id} was already started"
+                )));
+            }
+            let process = p.exec_spec.clone().unwrap_or_default();
+            let plan = workload::plan_exec(&rootfs, &process)?;
+            p.starting = true;
+            Ok((
+                ExecRequest {
+                    container_id: id.to_string(),
+                    exec_id: exec_id.to_string(),
+                    init_pid,
+                    process,
+                    spec,
+                    cgroup_procs: procs,
+                    workload: plan.workload,
+                },
+                p.stdio.clone(),
+                plan.extra_fds,
+            ))
+        })?;
+        let spawner = self.ctx.spawner.clone();
+        let paths = stdio_paths.clone();
+        let spawned = blocking(move || -> ServiceResult<_> {
+            let (mut stdio, holders) = if paths.terminal {
+                (runtime_native::Stdio::default(), Default::default())
+            } else {
+                stdio::open_direct(&paths)?
+            };
+            stdio.extra_fds = extra_fds;
+            let pending = spawner.spawn_exec(request, stdio)?;
+            Ok((pending, holders))
+        })
+        .await?;
+        let (mut pending, holders) = match spawned {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.with_process(id, exec_id, |p, _| {
+                    p.starting = false;
+                    Ok(())
+                });
+                return Err(e);
+            }
+        };
+        let pid = pending.pid;
+        let master = pending.pty_master.take();
+        let pty = match master {
+            Some(m) => {
+                let dup = m.try_clone().ok();
+                let (done, pty_holders) = stdio::spawn_pty_copy(m, &stdio_paths)?;
+                Some((dup, done, pty_holders))
+            }
+            None => None,
+        };
+        let already = self.with_process(id, exec_id, |p, _| {
+            p.pid = pid;
+            p.phase = Phase::Created;
+            p.holders = holders;
+            if let Some((dup, done, h)) = pty {
+                p.pty_master = dup;
+                p.io_done = Some(done);
+                p.holders = h;
+            }
+            Ok(())
+        });
+        already?;
+        if let Some(code) = self.exits.claim(pid) {
+            let _ = self.with_process(id, exec_id, |p, _| {
+                p.deferred_exit = Some(code);
+                Ok(())
+            });
+        }
+        let result = blocking(move || pending.start()).await?;
+        self.finish_start(id, exec_id, pid, result.map_err(ServiceError::from))
+    }
+
+    // ---- State, Wait, Pids ----------------------------------------------------------------
+
+    fn state(&self, req: &api::StateRequest) -> ServiceResult<api::StateResponse> {
+        self.with_container(&req.id, |c| {
+            let paused = c.paused;
+            let bundle = c.bundle.display().to_string();
+            let p = c.process(&req.exec_id).ok_or_else(|| {
+                ServiceError::NotFound(format!("exec {} of task {}", req.exec_id, req.id))
+            })?;
+            let mut resp = api::StateResponse {
+                id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                bundle,
+                pid: p.pid as u32,
+                stdin: p.stdio.stdin.clone(),
+                stdout: p.stdio.stdout.clone(),
+                stderr: p.stdio.stderr.clone(),
+                terminal: p.stdio.terminal,
+                ..Default::default()
+            };
+            resp.status = p.status(paused).into();
+            if let Some(exit) = &p.exit {
+                resp.exit_status = exit.code;
+                resp.exited_at = MessageField::some(exit.at.clone());
+            }
+            Ok(resp)
+        })
+    }
+
+    async fn wait(&self, req: &api::WaitRequest) -> ServiceResult<api::WaitResponse> {
+        let mut rx = self.with_process(&req.id, &req.exec_id, |p, _| Ok(p.exit_tx.subscribe()))?;
+        let exit = loop {
+            if let Some(exit) = rx.borrow_and_update().clone() {
+                break exit;
+            }
+            if rx.changed().await.is_err() {
+                return Err(ServiceError::NotFound(format!(
+                    "task {} was deleted",
+                    req.id
+                )));
+            }
+        };
+        Ok(api::WaitResponse {
+            exit_status: exit.code,
+            exited_at: MessageField::some(exit.at),
+            ..Default::default()
+        })
+    }
+
+    async fn pids(&self, id: &str) -> ServiceResult<api::PidsResponse> {
+        let cg = self.cgroup_of(id)?;
+        let pids = blocking(move || cg.pids()).await??;
+        let processes = pids
+            .into_iter()
+            .map(|pid| api::ProcessInfo {
+                pid: pid as u32,
+                ..Default::default()
+            })
+            .collect();
+        Ok(api::PidsResponse {
+            processes,
+            ..Default::default()
+        })
+    }
+
+    // ---- Kill, Pause, Resume, Update, Stats ---------------------------------------------
+
+    async fn kill(&self, req: &api::KillRequest) -> ServiceResult<()> {
+        let signal = nix::sys::signal::Signal::try_from(req.signal as i32).map_err(|_| {
+            ServiceError::InvalidArgument(format!(
+                "kill task {}: invalid signal {}",
+                req.id, req.signal
+            ))
+        })?;
+        if req.all && req.exec_id.is_empty() {
+            let (cg, paused) =
+                self.with_container(&req.id, |c| Ok((c.cgroup.clone(), c.paused)))?;
+            let sig = signal as i32;
+            return blocking(move || -> ServiceResult<()> {
+                cg.signal_all(sig)?;
+                // A frozen cgroup would hold SIGKILL until thawed, as runc does.
+                if paused && sig == libc::SIGKILL {
+                    cg.thaw()?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        let pid = self.with_process(&req.id, &req.exec_id, |p, _| {
+            if !p.is_alive() {
+                return Err(ServiceError::NotFound(format!(
+                    "process {} of task {} already finished",
+                    if p.exec_id.is_empty() {
+                        "init"
+                    } else {
+                        &p.exec_id
+                    },
+                    req.id
+                )));
+            }
+            Ok(p.pid)
+        })?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| match e {
+            nix::errno::Errno::ESRCH => {
+                ServiceError::NotFound(format!("process {pid} already finished"))
+            }
+            e => ServiceError::Internal(format!("kill {pid} with {signal}: {e}")),
+        })
+    }
+
+    async fn pause(&self, id: &str, pause: bool) -> ServiceResult<()> {
+        let cg = self.with_container(id, |c| {
+            if c.init.phase != Phase::Running {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "task {id} is not running"
+                )));
+            }
+            if c.paused == pause {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "task {id} is already {}",
+                    if pause { "paused" } else { "running" }
+                )));
+            }
+            Ok(c.cgroup.clone())
+        })?;
+        blocking(move || if pause { cg.freeze() } else { cg.thaw() }).await??;
+        self.with_container(id, |c| {
+            c.paused = pause;
+            Ok(())
+        })?;
+        if pause {
+            self.publish(
+                topics::TASK_PAUSED_EVENT_TOPIC,
+                Box::new(ev::TaskPaused {
+                    container_id: id.to_string(),
+                    ..Default::default()
+                }),
+            );
+        } else {
+            self.publish(
+                topics::TASK_RESUMED_EVENT_TOPIC,
+                Box::new(ev::TaskResumed {
+                    container_id: id.to_string(),
+                    ..Default::default()
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    async fn update(&self, req: &api::UpdateTaskRequest) -> ServiceResult<()> {
+        let data = req
+            .resources
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
+        let resources: oci_spec::runtime::LinuxResources =
+            serde_json::from_slice(&data).map_err(|e| {
+                ServiceError::InvalidArgument(format!("update task {}: resources: {e}", req.id))
+            })?;
+        let cg = self.cgroup_of(&req.id)?;
+        blocking(move || cg.update(&resources)).await??;
+        Ok(())
+    }
+
+    async fn stats(&self, id: &str) -> ServiceResult<api::StatsResponse> {
+        let cg = self.cgroup_of(id)?;
+        let s = blocking(move || cg.stats()).await??;
+        let any = stats::to_any(&s).map_err(ServiceError::Internal)?;
+        Ok(api::StatsResponse {
+            stats: MessageField::some(any),
+            ..Default::default()
+        })
+    }
+
+    // ---- ResizePty, CloseIO -------------------------------------------------------------
+
+    fn resize_pty(&self, req: &api::ResizePtyRequest) -> ServiceResult<()> {
+        self.with_process(&req.id, &req.exec_id, |p, _| match &p.pty_master {
+            Some(m) => stdio::resize(m, req.width, req.height),
+            None => Ok(()),
+        })
+    }
+
+    fn close_io(&self, req: &api::CloseIORequest) -> ServiceResult<()> {
+        self.with_process(&req.id, &req.exec_id, |p, _| {
+            if req.stdin {
+                p.holders.stdin_writer = None;
+            }
+            Ok(())
+        })
+    }
+
+    // ---- Delete, Shutdown, Connect -------------------------------------------------------
+
+    async fn delete(&self, req: &api::DeleteRequest) -> ServiceResult<api::DeleteResponse> {
+        if !req.exec_id.is_empty() {
+            let exit = self.with_container(&req.id, |c| {
+                let p = c.execs.get(&req.exec_id).ok_or_else(|| {
+                    ServiceError::NotFound(format!("exec {} of task {}", req.exec_id, req.id))
+                })?;
+                if p.is_alive() {
+                    return Err(ServiceError::FailedPrecondition(format!(
+                        "cannot delete exec {}: it is running",
+                        req.exec_id
+                    )));
+                }
+                let p = c.execs.remove(&req.exec_id).expect("checked above");
+                Ok((p.pid, p.exit))
+            })?;
+            return Ok(delete_response(exit.0, exit.1));
+        }
+        let container = {
+            let mut g = self.lock();
+            let c = g
+                .get(&req.id)
+                .ok_or_else(|| ServiceError::NotFound(format!("task {}", req.id)))?;
+            if c.init.phase == Phase::Running {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "cannot delete task {}: it is running",
+                    req.id
+                )));
+            }
+            g.remove(&req.id).expect("checked above")
+        };
+        let pid = container.init.pid;
+        let exit = container
+            .init
+            .exit
+            .clone()
+            .unwrap_or_else(|| Exit::now(137));
+        let root = self.ctx.state_root.clone();
+        let ns = self.ctx.namespace.clone();
+        let id = req.id.clone();
+        blocking(move || teardown(container, &root, &ns)).await?;
+        self.publish(
+            topics::TASK_DELETE_EVENT_TOPIC,
+            Box::new(ev::TaskDelete {
+                container_id: id.clone(),
+                pid: pid as u32,
+                exit_status: exit.code,
+                exited_at: MessageField::some(exit.at.clone()),
+                ..Default::default()
+            }),
+        );
+        Ok(delete_response(pid, Some(exit)))
+    }
+
+    fn shutdown(&self, now: bool) {
+        if now || self.lock().is_empty() {
+            self.ctx.shutdown.notify_one();
+        }
+    }
+
+    fn connect(&self, id: &str) -> ServiceResult<api::ConnectResponse> {
+        let task_pid = self.lock().get(id).map(|c| c.init.pid).unwrap_or(0);
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid: task_pid as u32,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        })
+    }
+}
+
+fn delete_response(pid: i32, exit: Option<Exit>) -> api::DeleteResponse {
+    let exit = exit.unwrap_or_else(|| Exit::now(0));
+    api::DeleteResponse {
+        pid: pid as u32,
+        exit_status: exit.code,
+        exited_at: MessageField::some(exit.at),
+        ..Default::default()
+    }
+}
+
+/// Everything Create does on the blocking pool: record, rootfs, cgroup, stdio, spawn. On any
+/// failure it undoes what it did, so a bad request leaves nothing behind.
+fn create_container(
+    mut record: ContainerRecord,
+    mounts: Vec<rootfs::MountSpec>,
+    stdio_paths: StdioPaths,
+    spawner: &Spawner,
+    state_root: &std::path::Path,
+) -> ServiceResult<(Container, ContainerRecord)> {
+    let save = |r: &ContainerRecord| {
+        r.save(state_root)
+            .map_err(|e| ServiceError::Internal(format!("save state of task {}: {e}", r.id)))
+    };
+    let spec = spec::load(&record.bundle)?;
+    let rootfs_dir = record.bundle.join("rootfs");
+    save(&record)?;
+    let undo = |r: &ContainerRecord| {
+        if let Some(cg) = &r.cgroup {
+            if let Err(e) = cg.destroy() {
+                log::warn!("cleanup of task {}: {e}", r.id);
+            }
+        }
+        if let Some(root) = &r.mounted_rootfs {
+            if let Err(e) = rootfs::unmount_all(root) {
+                log::warn!("cleanup of task {}: {e}", r.id);
+            }
+        }
+        let _ = ContainerRecord::remove(state_root, &r.namespace, &r.id);
+    };
+    let result = (|| -> ServiceResult<(Container, ContainerRecord)> {
+        if !mounts.is_empty() {
+            std::fs::create_dir_all(&rootfs_dir).map_err(|e| {
+                ServiceError::Internal(format!("create {}: {e}", rootfs_dir.display()))
+            })?;
+            record.mounted_rootfs = Some(rootfs_dir.clone());
+            save(&record)?;
+            rootfs::mount_all(&mounts, &rootfs_dir)?;
+        }
+        let rootfs_path = spec_root(&spec, &record.bundle);
+        let workload = workload::plan_init(&rootfs_path, &spec)?;
+        let cgroup = Cgroup::create(&record.id, &spec)?;
+        record.cgroup = Some(cgroup.clone());
+        save(&record)?;
+        let (stdio, holders) = if stdio_paths.terminal {
+            (runtime_native::Stdio::default(), Default::default())
+        } else {
+            stdio::open_direct(&stdio_paths)?
+        };
+        let mut stdio = stdio;
+        stdio.extra_fds = workload.extra_fds;
+        let own_pid_ns = has_new_namespace(&spec, "pid");
+        let mut pending = spawner.spawn_init(
+            InitRequest {
+                id: record.id.clone(),
+                bundle: record.bundle.clone(),
+                rootfs: rootfs_path,
+                spec: spec.clone(),
+                cgroup_procs: cgroup.procs_files(),
+                workload: workload.workload,
+            },
+            stdio,
+        )?;
+        record.init_pid = pending.pid;
+        save(&record)?;
+        let mut init = Process::new("", stdio_paths.clone());
+        init.pid = pending.pid;
+        init.phase = Phase::Created;
+        init.holders = holders;
+        if let Some(master) = pending.pty_master.take() {
+            init.pty_master = master.try_clone().ok();
+            let (done, pty_holders) = stdio::spawn_pty_copy(master, &stdio_paths)?;
+            init.io_done = Some(done);
+            init.holders = pty_holders;
+        }
+        init.pending = Some(pending);
+        let container = Container {
+            id: record.id.clone(),
+            bundle: record.bundle.clone(),
+            spec,
+            cgroup,
+            mounted_rootfs: record.mounted_rootfs.clone(),
+            init,
+            execs: HashMap::new(),
+            paused: false,
+            own_pid_ns,
+            oom_kills: 0,
+        };
+        Ok((container, record.clone()))
+    })();
+    if result.is_err() {
+        undo(&record);
+    }
+    result
+}
+
+/// The rootfs directory the spec names (relative to the bundle), `bundle/rootfs` by default.
+fn spec_root(spec: &oci_spec::runtime::Spec, bundle: &std::path::Path) -> PathBuf {
+    match spec.root() {
+        Some(r) if r.path().is_absolute() => r.path().clone(),
+        Some(r) => bundle.join(r.path()),
+        None => bundle.join("rootfs"),
+    }
+}
+
+fn has_new_namespace(spec: &oci_spec::runtime::Spec, kind: &str) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .map(|nss| {
+            nss.iter()
+                .any(|n| format!("{:?}", n.typ()).eq_ignore_ascii_case(kind) && n.path().is_none())
+        })
+        .unwrap_or(false)
+}
+
+/// Delete's cleanup: kill leftovers, remove the cgroup, unmount the rootfs, drop the record.
+fn teardown(container: Container, state_root: &std::path::Path, namespace: &str) {
+    if container.init.is_alive() && container.init.pid > 0 {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(container.init.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    if let Err(e) = container.cgroup.destroy() {
+        log::warn!("delete task {}: {e}", container.id);
+    }
+    if let Some(root) = &container.mounted_rootfs {
+        if let Err(e) = rootfs::unmount_all(root) {
+            log::warn!("delete task {}: {e}", container.id);
+        }
+    }
+    if let Err(e) = ContainerRecord::remove(state_root, namespace, &container.id) {
+        log::warn!("delete task {}: remove state: {e}", container.id);
+    }
+}
+
+// ---- ttrpc adapter ------------------------------------------------------------------------
+
+type TtrpcResult<T> = ttrpc::Result<T>;
+
+fn done<T>(r: ServiceResult<T>, rpc: &str) -> TtrpcResult<T> {
+    r.map_err(|e| {
+        log::info!("{rpc}: {e}");
+        e.into_ttrpc()
+    })
+}
+
+#[async_trait]
+impl Task for TaskService {
+    async fn state(
+        &self,
+        _: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> TtrpcResult<api::StateResponse> {
+        done(self.inner.state(&req), "state")
+    }
+
+    async fn create(
+        &self,
+        _: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        log::info!("create task {} in {}", req.id, req.bundle);
+        done(self.inner.create(req).await, "create")
+    }
+
+    async fn start(
+        &self,
+        _: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> TtrpcResult<api::StartResponse> {
+        done(self.inner.start(req).await, "start")
+    }
+
+    async fn delete(
+        &self,
+        _: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> TtrpcResult<api::DeleteResponse> {
+        done(self.inner.delete(&req).await, "delete")
+    }
+
+    async fn pids(
+        &self,
+        _: &TtrpcContext,
+        req: api::PidsRequest,
+    ) -> TtrpcResult<api::PidsResponse> {
+        done(self.inner.pids(&req.id).await, "pids")
+    }
+
+    async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<Empty> {
+        done(
+            self.inner.pause(&req.id, true).await.map(|_| Empty::new()),
+            "pause",
+        )
+    }
+
+    async fn resume(&self, _: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<Empty> {
+        done(
+            self.inner.pause(&req.id, false).await.map(|_| Empty::new()),
+            "resume",
+        )
+    }
+
+    async fn checkpoint(
+        &self,
+        _: &TtrpcContext,
+        req: api::CheckpointTaskRequest,
+    ) -> TtrpcResult<Empty> {
+        done(
+            Err(ServiceError::Unimplemented(format!(
+                "checkpoint of task {}: amphi does not implement checkpoint/restore",
+                req.id
+            ))),
+            "checkpoint",
+        )
+    }
+
+    async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
+        done(self.inner.kill(&req).await.map(|_| Empty::new()), "kill")
+    }
+
+    async fn exec(&self, _: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
+        done(self.inner.exec(req).map(|_| Empty::new()), "exec")
+    }
+
+    async fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<Empty> {
+        done(
+            self.inner.resize_pty(&req).map(|_| Empty::new()),
+            "resize_pty",
+        )
+    }
+
+    async fn close_io(&self, _: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<Empty> {
+        done(self.inner.close_io(&req).map(|_| Empty::new()), "close_io")
+    }
+
+    async fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
+        done(
+            self.inner.update(&req).await.map(|_| Empty::new()),
+            "update",
+        )
+    }
+
+    async fn wait(
+        &self,
+        _: &TtrpcContext,
+        req: api::WaitRequest,
+    ) -> TtrpcResult<api::WaitResponse> {
+        done(self.inner.wait(&req).await, "wait")
+    }
+
+    async fn stats(
+        &self,
+        _: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> TtrpcResult<api::StatsResponse> {
+        done(self.inner.stats(&req.id).await, "stats")
+    }
+
+    async fn connect(
+        &self,
+        _: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> TtrpcResult<api::ConnectResponse> {
+        done(self.inner.connect(&req.id), "connect")
+    }
+
+    async fn shutdown(&self, _: &TtrpcContext, req: api::ShutdownRequest) -> TtrpcResult<Empty> {
+        self.inner.shutdown(req.now);
+        Ok(Empty::new())
+    }
+}

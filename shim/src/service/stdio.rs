@@ -1,0 +1,346 @@
+//! Connecting a container process to the stdio containerd asked for.
+//!
+//! Without a terminal the process gets the fifos themselves: no copy loop, no buffers in the
+//! shim. The shim keeps its own end of each fifo open (`StdioHolders`): a writer on stdin so the
+//! process does not read EOF before containerd opened its side (released by CloseIO), and a
+//! reader-writer on stdout/stderr so the pipes survive a containerd restart (writes block
+//! instead of raising SIGPIPE while nobody reads). The holders are dropped when the process
+//! exits, so the reader sees EOF once the last container process closed its copy.
+//!
+//! With a terminal the process gets a pty slave; the shim copies between the master and the
+//! fifos (`spawn_pty_copy`).
+//!
+//! Addresses: a plain path or `fifo://` is a fifo, `file://` appends to a file; an empty string
+//! is /dev/null. Other schemes are rejected with an error naming them.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use runtime_native::Stdio;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::oneshot;
+
+use super::error::{ServiceError, ServiceResult};
+
+/// The stdio addresses of one process, as containerd gave them.
+#[derive(Debug, Clone, Default)]
+pub struct StdioPaths {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+/// The shim's own ends of a process's fifos; dropping them releases the pipes.
+#[derive(Default)]
+pub struct StdioHolders {
+    pub stdin_writer: Option<File>,
+    pub keep_alive: Vec<File>,
+}
+
+enum Target<'a> {
+    Null,
+    Fifo(&'a str),
+    File(&'a str),
+}
+
+fn parse(address: &str) -> ServiceResult<Target<'_>> {
+    if address.is_empty() {
+        return Ok(Target::Null);
+    }
+    if let Some(path) = address.strip_prefix("fifo://") {
+        return Ok(Target::Fifo(path));
+    }
+    if let Some(path) = address.strip_prefix("file://") {
+        return Ok(Target::File(path));
+    }
+    if address.starts_with('/') {
+        return Ok(Target::Fifo(address));
+    }
+    let scheme = address.split("://").next().unwrap_or(address);
+    Err(ServiceError::InvalidArgument(format!(
+        "stdio address {address:?}: unsupported scheme {scheme:?} (use a fifo path or file://)"
+    )))
+}
+
+fn io_err(what: &str, path: &str, e: std::io::Error) -> ServiceError {
+    ServiceError::Internal(format!("open {what} {path}: {e}"))
+}
+
+fn clear_nonblock(file: &File) {
+    // The process expects blocking stdio; O_NONBLOCK was only needed to open without a peer.
+    let _ = nix::fcntl::fcntl(
+        file.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    );
+}
+
+fn dev_null(write: bool) -> ServiceResult<OwnedFd> {
+    OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(|e| io_err("stdio", "/dev/null", e))
+}
+
+/// Opens the stdin source: (fd for the process, writer the shim holds).
+fn open_input(address: &str) -> ServiceResult<(OwnedFd, Option<File>)> {
+    match parse(address)? {
+        Target::Null => Ok((dev_null(false)?, None)),
+        Target::File(path) => {
+            let f = File::open(path).map_err(|e| io_err("stdin", path, e))?;
+            Ok((f.into(), None))
+        }
+        Target::Fifo(path) => {
+            let reader = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(|e| io_err("stdin fifo", path, e))?;
+            let writer = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(|e| io_err("stdin fifo", path, e))?;
+            clear_nonblock(&reader);
+            Ok((reader.into(), Some(writer)))
+        }
+    }
+}
+
+/// Opens an output sink: (fd for the process, reader-writer the shim holds).
+fn open_output(address: &str) -> ServiceResult<(OwnedFd, Option<File>)> {
+    match parse(address)? {
+        Target::Null => Ok((dev_null(true)?, None)),
+        Target::File(path) => {
+            if let Some(dir) = Path::new(path).parent() {
+                std::fs::create_dir_all(dir).map_err(|e| io_err("log dir", path, e))?;
+            }
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| io_err("log file", path, e))?;
+            Ok((f.into(), None))
+        }
+        Target::Fifo(path) => {
+            let holder = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| io_err("stdout fifo", path, e))?;
+            let writer = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(|e| io_err("stdout fifo", path, e))?;
+            clear_nonblock(&writer);
+            Ok((writer.into(), Some(holder)))
+        }
+    }
+}
+
+/// Opens what a process without a terminal gets as fds 0, 1, 2.
+pub fn open_direct(paths: &StdioPaths) -> ServiceResult<(Stdio, StdioHolders)> {
+    let (stdin, stdin_writer) = open_input(&paths.stdin)?;
+    let (stdout, out_holder) = open_output(&paths.stdout)?;
+    let (stderr, err_holder) = open_output(&paths.stderr)?;
+    let holders = StdioHolders {
+        stdin_writer,
+        keep_alive: out_holder.into_iter().chain(err_holder).collect(),
+    };
+    let stdio = Stdio {
+        stdin: Some(stdin),
+        stdout: Some(stdout),
+        stderr: Some(stderr),
+        ..Default::default()
+    };
+    Ok((stdio, holders))
+}
+
+/// Sets the pty's window size (ResizePty).
+pub fn resize(master: &impl AsRawFd, width: u32, height: u32) -> ServiceResult<()> {
+    let size = libc::winsize {
+        ws_row: height as u16,
+        ws_col: width as u16,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct that lives for the call.
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    if rc < 0 {
+        return Err(ServiceError::Internal(format!(
+            "resize pty: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+fn set_nonblocking(fd: &impl AsFd) -> std::io::Result<()> {
+    nix::fcntl::fcntl(
+        fd.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    Ok(())
+}
+
+/// Copies between a pty master and the fifos. Returns a receiver that fires once the output
+/// side has drained (the slave side closed: every process holding it exited), so the exit
+/// event can be published after the last byte.
+pub fn spawn_pty_copy(
+    master: OwnedFd,
+    paths: &StdioPaths,
+) -> ServiceResult<(oneshot::Receiver<()>, StdioHolders)> {
+    let (out_fd, out_holder) = open_output(&paths.stdout)?;
+    let input = match parse(&paths.stdin)? {
+        Target::Fifo(path) => Some(
+            OpenOptions::new()
+                .read(true)
+                .write(true) // keeps the fifo from reporting EOF before containerd writes
+                .open(path)
+                .map_err(|e| io_err("stdin fifo", path, e))?,
+        ),
+        _ => None,
+    };
+    let master_in = master
+        .try_clone()
+        .map_err(|e| ServiceError::Internal(format!("dup pty master: {e}")))?;
+    set_nonblocking(&master).map_err(|e| ServiceError::Internal(format!("pty: {e}")))?;
+    let (done_tx, done_rx) = oneshot::channel();
+    let out_file = File::from(out_fd);
+    tokio::spawn(async move {
+        copy_fd_to_file(master, out_file).await;
+        let _ = done_tx.send(());
+    });
+    if let Some(stdin) = input {
+        tokio::spawn(async move {
+            copy_file_to_fd(stdin, master_in).await;
+        });
+    }
+    let holders = StdioHolders {
+        stdin_writer: None,
+        keep_alive: out_holder.into_iter().collect(),
+    };
+    Ok((done_rx, holders))
+}
+
+async fn copy_fd_to_file(master: OwnedFd, mut out: File) {
+    use std::io::{Read, Write};
+    let Ok(afd) = AsyncFd::new(master) else {
+        return;
+    };
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let Ok(mut guard) = afd.readable().await else {
+            return;
+        };
+        let res = guard.try_io(|fd| {
+            let mut f = unsafe_file_ref(fd.get_ref());
+            f.read(&mut buf)
+        });
+        match res {
+            Ok(Ok(0)) => return,
+            Ok(Ok(n)) => {
+                // The fifo write may block briefly if the reader is slow; that is back-pressure.
+                if out.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Ok(Err(_)) => return, // EIO: the slave side is closed
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+async fn copy_file_to_fd(input: File, master: OwnedFd) {
+    use std::io::{Read, Write};
+    let _ = set_nonblocking(&input);
+    let Ok(ain) = AsyncFd::new(input) else { return };
+    let mut out = File::from(master);
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let Ok(mut guard) = ain.readable().await else {
+            return;
+        };
+        let res = guard.try_io(|f| (&*f.get_ref()).read(&mut buf));
+        match res {
+            Ok(Ok(0)) => return,
+            Ok(Ok(n)) => {
+                if out.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Ok(Err(_)) => return,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// A `File` view of a borrowed fd that never closes it.
+fn unsafe_file_ref(fd: &OwnedFd) -> std::mem::ManuallyDrop<File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the ManuallyDrop wrapper never closes the fd, which stays owned by `fd`.
+    std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(fd.as_raw_fd()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_parsed_by_scheme() {
+        assert!(matches!(parse("").unwrap(), Target::Null));
+        assert!(matches!(
+            parse("/run/x/stdout").unwrap(),
+            Target::Fifo("/run/x/stdout")
+        ));
+        assert!(matches!(parse("fifo:///a").unwrap(), Target::Fifo("/a")));
+        assert!(matches!(
+            parse("file:///var/log/a").unwrap(),
+            Target::File("/var/log/a")
+        ));
+        let err = parse("http://x").err().unwrap().to_string();
+        assert!(err.contains("unsupported scheme \"http\""), "{err}");
+    }
+
+    #[test]
+    fn fifo_output_reaches_the_reader_and_eof_follows_the_holders() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let mut reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        let (fd, holder) = open_output(path.to_str().unwrap()).unwrap();
+        let mut w = File::from(fd);
+        w.write_all(b"hello").unwrap();
+        drop(w);
+        drop(holder);
+        clear_nonblock(&reader);
+        let mut s = String::new();
+        reader.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello");
+    }
+
+    #[test]
+    fn file_output_appends() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/a.log");
+        let addr = format!("file://{}", path.display());
+        for line in ["one\n", "two\n"] {
+            let (fd, _) = open_output(&addr).unwrap();
+            File::from(fd).write_all(line.as_bytes()).unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\n");
+    }
+}
