@@ -1,1 +1,1418 @@
+//! The container process, from the clone in the spawner to execve (or the custom runner).
+//!
+//! Runs in a fork-like clone of the single-threaded spawner, so it may allocate freely. Every
+//! failure becomes a `Failed(message)` on the sync socket, naming the step and the object in
+//! user terms, followed by `_exit(1)`.
 
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+
+use crate::mountopt;
+use crate::spawner::{close_fds_except, ns_clone_flag, ChildFds, Request};
+use crate::sync::{self, ChildMsg, ParentMsg};
+use crate::workload::{ProcessContext, Workload, WorkloadTable};
+
+type R<T = ()> = std::result::Result<T, String>;
+
+/// Lower-case errno text, as runc prints it ("no such file or directory").
+pub(crate) fn etext(e: Errno) -> String {
+    let d = e.desc();
+    let mut c = d.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => d.to_string(),
+    }
+}
+
+fn ioerr(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => etext(Errno::from_raw(n)),
+        None => e.to_string(),
+    }
+}
+
+struct Child {
+    sync: RawFd,
+    extra: Vec<i32>,
+    workloads: WorkloadTable,
+    cap_last: u32,
+    /// /proc/self/cgroup as read after joining the cgroups (before a cgroup namespace).
+    self_cgroup: String,
+}
+
+impl Child {
+    fn warn(&self, msg: String) {
+        let _ = sync::send(&self.sync, &ChildMsg::Log(msg), &[]);
+    }
+}
+
+pub(crate) fn main(req: Request, fds: ChildFds, sync_sock: OwnedFd, workloads: WorkloadTable) -> ! {
+    let sync_fd = sync_sock.into_raw_fd();
+    let mut child = Child {
+        sync: sync_fd,
+        extra: Vec::new(),
+        workloads,
+        cap_last: 40,
+        self_cgroup: String::new(),
+    };
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut child, req, fds)));
+    let msg = match res {
+        Ok(Ok(())) => unsafe { libc::_exit(0) },
+        Ok(Err(m)) => m,
+        Err(_) => "internal error: container setup panicked".to_string(),
+    };
+    let _ = sync::send(&child.sync, &ChildMsg::Failed(msg), &[]);
+    unsafe { libc::_exit(1) }
+}
+
+fn dup_high(fd: RawFd, min: RawFd) -> R<RawFd> {
+    // SAFETY: duplicating an fd we own.
+    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    if n < 0 {
+        return Err(format!("dup fd {fd}: {}", etext(Errno::last())));
+    }
+    Ok(n)
+}
+
+fn dup2(from: RawFd, to: RawFd) -> R {
+    // SAFETY: plain dup2 onto a number we manage.
+    if unsafe { libc::dup2(from, to) } < 0 {
+        return Err(format!("dup2 {from} to {to}: {}", etext(Errno::last())));
+    }
+    Ok(())
+}
+
+/// Puts stdio on 0..2, the extra fds on 3.., the sync socket above them, closes the rest.
+fn setup_fds(c: &mut Child, fds: ChildFds) -> R {
+    let n = fds.extra.len() as RawFd;
+    let min = 3 + n + 8;
+    let sync = dup_high(c.sync, min)?;
+    c.sync = sync;
+    let devnull = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("open /dev/null: {}", etext(e)))?
+    .into_raw_fd();
+    let mut stdio = Vec::new();
+    for f in [fds.stdin, fds.stdout, fds.stderr] {
+        let raw = f.map(|f| f.into_raw_fd()).unwrap_or(devnull);
+        stdio.push(dup_high(raw, min)?);
+    }
+    let mut extra = Vec::new();
+    for f in fds.extra {
+        extra.push(dup_high(f.into_raw_fd(), min)?);
+    }
+    for (i, f) in stdio.iter().enumerate() {
+        dup2(*f, i as RawFd)?;
+    }
+    for (i, f) in extra.iter().enumerate() {
+        dup2(*f, 3 + i as RawFd)?;
+    }
+    c.extra = (0..n).map(|i| 3 + i).collect();
+    let mut keep = c.extra.clone();
+    keep.push(c.sync);
+    close_fds_except(&keep);
+    Ok(())
+}
+
+fn close_all(c: &Child) {
+    let mut keep = c.extra.clone();
+    keep.push(c.sync);
+    close_fds_except(&keep);
+}
+
+fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
+    // SAFETY: prctl with plain integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    setup_fds(c, fds)?;
+    c.cap_last = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    match req {
+        Request::Init(r) => {
+            let process = r.spec.process().clone().ok_or("the spec has no process")?;
+            join_cgroups(c, &r.cgroup_procs)?;
+            init_namespaces(c, &r.spec)?;
+            // SAFETY: plain syscall.
+            unsafe { libc::setsid() };
+            oom_score_adj(c, &process)?;
+            let nss = namespaces(&r.spec);
+            if nss
+                .iter()
+                .any(|(t, p)| *t == LinuxNamespaceType::Mount && p.is_none())
+            {
+                setup_rootfs(c, &r.spec, &r.rootfs)?;
+            } else {
+                c.warn("no new mount namespace: only chroot into the rootfs".into());
+                nix::unistd::chroot(&r.rootfs)
+                    .map_err(|e| format!("chroot to {}: {}", r.rootfs.display(), etext(e)))?;
+                std::env::set_current_dir("/").map_err(|e| format!("chdir /: {}", ioerr(&e)))?;
+            }
+            let new_uts = nss
+                .iter()
+                .any(|(t, p)| *t == LinuxNamespaceType::Uts && p.is_none());
+            hostname(c, &r.spec, new_uts)?;
+            sysctls(&r.spec, &nss)?;
+            finish(c, &r.spec, &process, &r.workload)
+        }
+        Request::Exec(r) => {
+            join_cgroups(c, &r.cgroup_procs)?;
+            exec_namespaces(r.init_pid)?;
+            std::env::set_current_dir("/")
+                .map_err(|e| format!("chdir to container root: {}", ioerr(&e)))?;
+            oom_score_adj(c, &r.process)?;
+            finish(c, &r.spec, &r.process, &r.workload)
+        }
+    }
+}
+
+fn namespaces(spec: &Spec) -> Vec<(LinuxNamespaceType, Option<PathBuf>)> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| (n.typ(), n.path().clone()))
+        .collect()
+}
+
+fn join_cgroups(c: &mut Child, procs: &[PathBuf]) -> R {
+    for p in procs {
+        fs::write(p, "0").map_err(|e| format!("join cgroup {}: {}", p.display(), ioerr(&e)))?;
+    }
+    c.self_cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    Ok(())
+}
+
+fn ns_order(t: LinuxNamespaceType) -> u8 {
+    match t {
+        LinuxNamespaceType::User => 0,
+        LinuxNamespaceType::Cgroup => 1,
+        LinuxNamespaceType::Mount => 9,
+        _ => 5,
+    }
+}
+
+fn init_namespaces(c: &Child, spec: &Spec) -> R {
+    let mut join: Vec<(LinuxNamespaceType, PathBuf, OwnedFd)> = Vec::new();
+    let mut new_cgroup = false;
+    for (t, p) in namespaces(spec) {
+        match (t, p) {
+            (LinuxNamespaceType::Pid, _) => {}
+            (LinuxNamespaceType::Cgroup, None) => new_cgroup = true,
+            (_, None) => {}
+            (t, Some(p)) => {
+                let f = open_ro(&p)
+                    .map_err(|e| format!("open {t} namespace {}: {}", p.display(), etext(e)))?;
+                join.push((t, p, f));
+            }
+        }
+    }
+    join.sort_by_key(|(t, _, _)| ns_order(*t));
+    for (t, p, f) in &join {
+        nix::sched::setns(f, ns_clone_flag(*t))
+            .map_err(|e| format!("join {t} namespace {}: {}", p.display(), etext(e)))?;
+    }
+    if new_cgroup {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| format!("create cgroup namespace: {}", etext(e)))?;
+    }
+    let _ = c;
+    Ok(())
+}
+
+fn open_ro(p: &Path) -> std::result::Result<OwnedFd, Errno> {
+    nix::fcntl::open(
+        p,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+}
+
+fn exec_namespaces(init_pid: i32) -> R {
+    let kinds = [
+        ("cgroup", LinuxNamespaceType::Cgroup),
+        ("user", LinuxNamespaceType::User),
+        ("ipc", LinuxNamespaceType::Ipc),
+        ("uts", LinuxNamespaceType::Uts),
+        ("net", LinuxNamespaceType::Network),
+        ("time", LinuxNamespaceType::Time),
+        ("mnt", LinuxNamespaceType::Mount),
+    ];
+    let mut join = Vec::new();
+    for (name, t) in kinds {
+        let p = PathBuf::from(format!("/proc/{init_pid}/ns/{name}"));
+        let f = match open_ro(&p) {
+            Ok(f) => f,
+            Err(Errno::ENOENT) if matches!(name, "time" | "cgroup") => continue,
+            Err(Errno::ENOENT | Errno::ESRCH) => {
+                return Err(format!("container init (pid {init_pid}) is not running"))
+            }
+            Err(e) => return Err(format!("open {}: {}", p.display(), etext(e))),
+        };
+        let own = match open_ro(Path::new(&format!("/proc/self/ns/{name}"))) {
+            Ok(o) => o,
+            Err(_) => continue,
+        };
+        let a = nix::sys::stat::fstat(&f).map_err(|e| format!("stat {}: {}", p.display(), e))?;
+        let b = nix::sys::stat::fstat(&own).map_err(|e| format!("stat own {name} ns: {e}"))?;
+        if a.st_ino == b.st_ino && a.st_dev == b.st_dev {
+            continue;
+        }
+        join.push((name, t, f));
+    }
+    for (name, t, f) in &join {
+        nix::sched::setns(f, ns_clone_flag(*t))
+            .map_err(|e| format!("join the container's {name} namespace: {}", etext(e)))?;
+    }
+    Ok(())
+}
+
+fn oom_score_adj(c: &Child, process: &Process) -> R {
+    let Some(adj) = process.oom_score_adj() else {
+        return Ok(());
+    };
+    let cur: i32 = fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if let Err(e) = fs::write("/proc/self/oom_score_adj", adj.to_string()) {
+        let perm = matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES));
+        if perm && adj < cur {
+            c.warn(format!(
+                "setting oom_score_adj to {adj} (lower than {cur}) failed, ignored: {}",
+                ioerr(&e)
+            ));
+        } else {
+            return Err(format!("set oom_score_adj to {adj}: {}", ioerr(&e)));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// rootfs
+
+fn do_mount(
+    src: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> std::result::Result<(), Errno> {
+    mount(src, target, fstype, flags, data)
+}
+
+/// Joins `unsafe_path` onto `root`, resolving symlinks as if `root` were `/`, so the result
+/// never points outside `root`.
+pub(crate) fn secure_join(root: &Path, unsafe_path: &Path) -> PathBuf {
+    let mut parts: Vec<std::ffi::OsString> = Vec::new();
+    let mut todo: std::collections::VecDeque<std::ffi::OsString> = unsafe_path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut links = 0;
+    while let Some(c) = todo.pop_front() {
+        if c == ".." {
+            parts.pop();
+            continue;
+        }
+        let mut cand = root.to_path_buf();
+        cand.extend(&parts);
+        cand.push(&c);
+        match fs::symlink_metadata(&cand) {
+            Ok(m) if m.file_type().is_symlink() && links < 255 => {
+                links += 1;
+                let Ok(target) = fs::read_link(&cand) else {
+                    parts.push(c);
+                    continue;
+                };
+                if target.is_absolute() {
+                    parts.clear();
+                }
+                let mut new: std::collections::VecDeque<std::ffi::OsString> = target
+                    .components()
+                    .filter_map(|c| match c {
+                        Component::Normal(n) => Some(n.to_os_string()),
+                        Component::ParentDir => Some("..".into()),
+                        _ => None,
+                    })
+                    .collect();
+                new.extend(todo.drain(..));
+                todo = new;
+            }
+            _ => parts.push(c),
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(&parts);
+    out
+}
+
+fn mkdir_all(p: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o755).create(p)
+}
+
+fn setup_rootfs(c: &Child, spec: &Spec, rootfs: &Path) -> R {
+    // SAFETY: umask never fails.
+    unsafe { libc::umask(0) };
+    let linux = spec.linux().clone().unwrap_or_default();
+    let prop_name = linux.rootfs_propagation().clone().unwrap_or_default();
+    let prop = if prop_name.is_empty() {
+        MsFlags::MS_SLAVE | MsFlags::MS_REC
+    } else {
+        mountopt::propagation(&prop_name)
+            .ok_or_else(|| format!("invalid rootfsPropagation {prop_name:?}"))?
+    };
+    do_mount(None, Path::new("/"), None, prop, None)
+        .map_err(|e| format!("set mount propagation of / to {prop_name:?}: {}", etext(e)))?;
+    if prop.contains(MsFlags::MS_SHARED) {
+        // pivot_root refuses a shared parent mount.
+        if let Some(parent) = mount_point_of(rootfs) {
+            let _ = do_mount(None, &parent, None, MsFlags::MS_PRIVATE, None);
+        }
+    }
+    do_mount(
+        rootfs.to_str(),
+        rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(|e| {
+        format!(
+            "bind mount rootfs {} on itself: {}",
+            rootfs.display(),
+            etext(e)
+        )
+    })?;
+
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    let mut dev_is_tmpfs = false;
+    let mut has_devpts = false;
+    for m in &mounts {
+        let dest = m.destination();
+        let typ = m.typ().clone().unwrap_or_default();
+        let opts = mountopt::parse(&m.options().clone().unwrap_or_default());
+        if dest == Path::new("/dev") && typ != "bind" && !opts.is_bind() {
+            dev_is_tmpfs = true;
+        }
+        if dest == Path::new("/dev/pts") {
+            has_devpts = true;
+        }
+        mount_one(c, rootfs, m)?;
+    }
+    if dev_is_tmpfs {
+        default_devices(rootfs)?;
+        dev_symlinks(rootfs, has_devpts)?;
+    }
+    for d in linux.devices().clone().unwrap_or_default() {
+        create_device(rootfs, &d)?;
+    }
+    pivot_root(rootfs)?;
+
+    for p in linux.masked_paths().clone().unwrap_or_default() {
+        mask_path(&p)?;
+    }
+    for p in linux.readonly_paths().clone().unwrap_or_default() {
+        readonly_path(&p)?;
+    }
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags("/");
+        do_mount(None, Path::new("/"), None, flags, None)
+            .map_err(|e| format!("make the root filesystem read-only: {}", etext(e)))?;
+    }
+    Ok(())
+}
+
+fn mount_point_of(p: &Path) -> Option<PathBuf> {
+    let p = fs::canonicalize(p).ok()?;
+    mountopt::mount_points()
+        .into_iter()
+        .map(PathBuf::from)
+        .filter(|m| p.starts_with(m) && *m != p)
+        .max_by_key(|m| m.as_os_str().len())
+}
+
+/// nosuid/nodev/noexec/... of the mount at `p`, which a bind remount must keep.
+fn locked_flags(p: &str) -> MsFlags {
+    let mut f = MsFlags::empty();
+    if let Ok(st) = nix::sys::statvfs::statvfs(p) {
+        use nix::sys::statvfs::FsFlags;
+        let fl = st.flags();
+        for (a, b) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if fl.contains(a) {
+                f |= b;
+            }
+        }
+    }
+    f
+}
+
+fn mount_one(c: &Child, rootfs: &Path, m: &oci_spec::runtime::Mount) -> R {
+    let dest = m.destination();
+    if !dest.is_absolute() {
+        return Err(format!(
+            "mount destination {} is not an absolute path",
+            dest.display()
+        ));
+    }
+    let typ = m.typ().clone().unwrap_or_else(|| "none".into());
+    let src = m
+        .source()
+        .as_ref()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| typ.clone());
+    let mut opts = mountopt::parse(&m.options().clone().unwrap_or_default());
+    if typ == "bind" {
+        opts.flags |= MsFlags::MS_BIND;
+    }
+    let bind = opts.is_bind();
+    let target = secure_join(rootfs, dest);
+    let what = format!("mount {src} to {}", dest.display());
+    if typ == "cgroup" || typ == "cgroup2" {
+        if let Err(e) = mount_cgroup(c, &target, &opts) {
+            c.warn(format!("{what} skipped: {e}"));
+        }
+        return Ok(());
+    }
+    let src_is_file = bind && fs::metadata(&src).map(|m| !m.is_dir()).unwrap_or(false);
+    if src_is_file {
+        if let Some(parent) = target.parent() {
+            mkdir_all(parent)
+                .map_err(|e| format!("{what}: create {}: {}", parent.display(), ioerr(&e)))?;
+        }
+        if fs::symlink_metadata(&target).is_err() {
+            fs::File::create(&target)
+                .map_err(|e| format!("{what}: create {}: {}", target.display(), ioerr(&e)))?;
+        }
+    } else {
+        mkdir_all(&target)
+            .map_err(|e| format!("{what}: create {}: {}", target.display(), ioerr(&e)))?;
+    }
+    let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
+    if bind {
+        do_mount(
+            Some(&src),
+            &target,
+            None,
+            opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
+            None,
+        )
+        .map_err(|e| format!("{what}: {}", etext(e)))?;
+        let rf = opts.remount_flags();
+        if !rf.is_empty() {
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | rf | locked_flags_path(&target);
+            do_mount(None, &target, None, flags, None)
+                .map_err(|e| format!("{what}: remount: {}", etext(e)))?;
+        }
+    } else {
+        let r = do_mount(Some(&src), &target, Some(&typ), opts.flags, data);
+        match r {
+            Ok(()) => {}
+            Err(Errno::EPERM) if typ == "sysfs" => {
+                // No own network namespace: bind the host's /sys instead, as runc does.
+                do_mount(
+                    Some("/sys"),
+                    &target,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                )
+                .map_err(|e| format!("{what}: {}", etext(e)))?;
+                let flags = MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | opts.remount_flags()
+                    | locked_flags_path(&target);
+                let _ = do_mount(None, &target, None, flags, None);
+            }
+            Err(e) => return Err(format!("{what}: {}", etext(e))),
+        }
+    }
+    for p in &opts.propagation {
+        do_mount(None, &target, None, *p, None)
+            .map_err(|e| format!("{what}: set propagation: {}", etext(e)))?;
+    }
+    Ok(())
+}
+
+fn locked_flags_path(p: &Path) -> MsFlags {
+    p.to_str().map(locked_flags).unwrap_or(MsFlags::empty())
+}
+
+fn cgroup2_host() -> bool {
+    nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// The container's view of its cgroups at `target`: cgroup2 on a v2 host; on v1 a tmpfs with
+/// the container's own directory of every hierarchy bound in.
+fn mount_cgroup(c: &Child, target: &Path, opts: &mountopt::MountOptions) -> R {
+    mkdir_all(target).map_err(|e| ioerr(&e))?;
+    let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+    if cgroup2_host() {
+        return do_mount(Some("cgroup2"), target, Some("cgroup2"), flags, None).map_err(etext);
+    }
+    do_mount(
+        Some("tmpfs"),
+        target,
+        Some("tmpfs"),
+        flags & !MsFlags::MS_RDONLY,
+        Some("mode=755"),
+    )
+    .map_err(etext)?;
+    for line in c.self_cgroup.lines() {
+        let mut it = line.splitn(3, ':');
+        let (_, ctrls, path) = match (it.next(), it.next(), it.next()) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => continue,
+        };
+        if ctrls.is_empty() {
+            continue;
+        }
+        let name = ctrls.strip_prefix("name=").unwrap_or(ctrls);
+        let host = Path::new("/sys/fs/cgroup").join(name);
+        if !host.is_dir() {
+            continue;
+        }
+        let src = host.join(path.trim_start_matches('/'));
+        let dst = target.join(name);
+        if mkdir_all(&dst).is_err() {
+            continue;
+        }
+        if let Err(e) = do_mount(src.to_str(), &dst, None, MsFlags::MS_BIND, None) {
+            c.warn(format!("bind cgroup {}: {}", src.display(), etext(e)));
+            continue;
+        }
+        let rf = flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+        let _ = do_mount(None, &dst, None, rf, None);
+        if name.contains(',') {
+            for part in name.split(',') {
+                let _ = std::os::unix::fs::symlink(name, target.join(part));
+            }
+        }
+    }
+    if flags.contains(MsFlags::MS_RDONLY) {
+        let _ = do_mount(
+            None,
+            target,
+            None,
+            MsFlags::MS_REMOUNT | flags,
+            Some("mode=755"),
+        );
+    }
+    Ok(())
+}
+
+const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+fn mknod_or_bind(target: &Path, kind: libc::mode_t, mode: u32, major: u64, minor: u64) -> R {
+    let _ = fs::remove_file(target);
+    let r = nix::sys::stat::mknod(
+        target,
+        nix::sys::stat::SFlag::from_bits_truncate(kind),
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+        nix::sys::stat::makedev(major, minor),
+    );
+    match r {
+        Ok(()) => Ok(()),
+        Err(Errno::EPERM) if kind == libc::S_IFCHR || kind == libc::S_IFBLK => {
+            // E.g. in a user namespace: bind the host's node instead.
+            let host = find_host_device(kind, major, minor)
+                .ok_or_else(|| format!("mknod {}: operation not permitted", target.display()))?;
+            fs::File::create(target)
+                .map_err(|e| format!("create {}: {}", target.display(), ioerr(&e)))?;
+            do_mount(host.to_str(), target, None, MsFlags::MS_BIND, None).map_err(|e| {
+                format!(
+                    "bind {} to {}: {}",
+                    host.display(),
+                    target.display(),
+                    etext(e)
+                )
+            })
+        }
+        Err(e) => Err(format!("mknod {}: {}", target.display(), etext(e))),
+    }
+}
+
+fn find_host_device(kind: libc::mode_t, major: u64, minor: u64) -> Option<PathBuf> {
+    let rdev = nix::sys::stat::makedev(major, minor);
+    for e in fs::read_dir("/dev").ok()?.flatten() {
+        if let Ok(m) = fs::metadata(e.path()) {
+            let ft = m.file_type();
+            let ok = if kind == libc::S_IFCHR {
+                ft.is_char_device()
+            } else {
+                ft.is_block_device()
+            };
+            if ok && m.rdev() == rdev {
+                return Some(e.path());
+            }
+        }
+    }
+    None
+}
+
+fn default_devices(rootfs: &Path) -> R {
+    let dev = secure_join(rootfs, Path::new("/dev"));
+    for (name, major, minor) in DEFAULT_DEVICES {
+        mknod_or_bind(&dev.join(name), libc::S_IFCHR, 0o666, major, minor)
+            .map_err(|e| format!("create device /dev/{name}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn dev_symlinks(rootfs: &Path, devpts: bool) -> R {
+    let dev = secure_join(rootfs, Path::new("/dev"));
+    let mut links = vec![
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+    ];
+    if devpts {
+        links.push(("pts/ptmx", "ptmx"));
+    }
+    for (src, name) in links {
+        let dst = dev.join(name);
+        if devpts && name == "ptmx" {
+            let _ = fs::remove_file(&dst);
+        }
+        match std::os::unix::fs::symlink(src, &dst) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("symlink /dev/{name}: {}", ioerr(&e))),
+        }
+    }
+    Ok(())
+}
+
+fn create_device(rootfs: &Path, d: &oci_spec::runtime::LinuxDevice) -> R {
+    use oci_spec::runtime::LinuxDeviceType as T;
+    let path = d.path();
+    if !path.starts_with("/dev") {
+        return Err(format!("device {} is not under /dev", path.display()));
+    }
+    let kind = match d.typ() {
+        T::C | T::U => libc::S_IFCHR,
+        T::B => libc::S_IFBLK,
+        T::P => libc::S_IFIFO,
+        T::A => {
+            return Err(format!(
+                "device {}: type \"a\" is not a device",
+                path.display()
+            ))
+        }
+    };
+    let target = secure_join(rootfs, path);
+    if let Some(parent) = target.parent() {
+        mkdir_all(parent).map_err(|e| format!("create {}: {}", parent.display(), ioerr(&e)))?;
+    }
+    let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
+    mknod_or_bind(&target, kind, mode, d.major() as u64, d.minor() as u64)
+        .map_err(|e| format!("create device {}: {e}", path.display()))?;
+    let uid = d.uid().map(nix::unistd::Uid::from_raw);
+    let gid = d.gid().map(nix::unistd::Gid::from_raw);
+    if uid.is_some() || gid.is_some() {
+        nix::unistd::chown(&target, uid, gid)
+            .map_err(|e| format!("chown device {}: {}", path.display(), etext(e)))?;
+    }
+    Ok(())
+}
+
+fn pivot_root(rootfs: &Path) -> R {
+    let oldroot = open_ro(Path::new("/")).map_err(|e| format!("open /: {}", etext(e)))?;
+    let newroot =
+        open_ro(rootfs).map_err(|e| format!("open rootfs {}: {}", rootfs.display(), etext(e)))?;
+    nix::unistd::fchdir(&newroot).map_err(|e| format!("chdir to rootfs: {}", etext(e)))?;
+    // SAFETY: pivot_root(".", ".") with valid C strings.
+    let r = unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) };
+    if r != 0 {
+        return Err(format!(
+            "pivot_root to {}: {}",
+            rootfs.display(),
+            etext(Errno::last())
+        ));
+    }
+    nix::unistd::fchdir(&oldroot).map_err(|e| format!("chdir to old root: {}", etext(e)))?;
+    do_mount(
+        None,
+        Path::new("."),
+        None,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(|e| format!("make old root rslave: {}", etext(e)))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("unmount old root: {}", etext(e)))?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {}", ioerr(&e)))?;
+    Ok(())
+}
+
+fn mask_path(p: &str) -> R {
+    let meta = match fs::metadata(p) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("mask path {p}: {}", ioerr(&e))),
+    };
+    if meta.is_dir() {
+        do_mount(
+            Some("tmpfs"),
+            Path::new(p),
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None,
+        )
+        .map_err(|e| format!("mask path {p}: {}", etext(e)))
+    } else {
+        let null = fs::metadata("/dev/null")
+            .map_err(|e| format!("mask path {p}: /dev/null: {}", ioerr(&e)))?;
+        if !null.file_type().is_char_device() || null.rdev() != nix::sys::stat::makedev(1, 3) {
+            return Err(format!(
+                "mask path {p}: /dev/null in the container is not the null device"
+            ));
+        }
+        do_mount(
+            Some("/dev/null"),
+            Path::new(p),
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )
+        .map_err(|e| format!("mask path {p}: {}", etext(e)))
+    }
+}
+
+fn readonly_path(p: &str) -> R {
+    if fs::symlink_metadata(p).is_err() {
+        return Ok(());
+    }
+    let path = Path::new(p);
+    do_mount(
+        Some(p),
+        path,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(|e| format!("make {p} read-only: {}", etext(e)))?;
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_REC
+        | locked_flags(p);
+    do_mount(None, path, None, flags, None).map_err(|e| format!("make {p} read-only: {}", etext(e)))
+}
+
+fn hostname(c: &Child, spec: &Spec, new_uts: bool) -> R {
+    let host = spec.hostname().clone().unwrap_or_default();
+    let domain = spec.domainname().clone().unwrap_or_default();
+    if host.is_empty() && domain.is_empty() {
+        return Ok(());
+    }
+    if !new_uts {
+        c.warn("hostname/domainname ignored: the container has no UTS namespace of its own".into());
+        return Ok(());
+    }
+    if !host.is_empty() {
+        nix::unistd::sethostname(&host)
+            .map_err(|e| format!("set hostname {host:?}: {}", etext(e)))?;
+    }
+    if !domain.is_empty() {
+        // SAFETY: valid pointer and length.
+        let r = unsafe { libc::setdomainname(domain.as_ptr().cast(), domain.len()) };
+        if r != 0 {
+            return Err(format!(
+                "set domainname {domain:?}: {}",
+                etext(Errno::last())
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Which namespace a sysctl belongs to, if any.
+pub(crate) fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        Some(LinuxNamespaceType::Ipc)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some(LinuxNamespaceType::Uts)
+    } else if key.starts_with("net.") {
+        Some(LinuxNamespaceType::Network)
+    } else {
+        None
+    }
+}
+
+fn sysctls(spec: &Spec, nss: &[(LinuxNamespaceType, Option<PathBuf>)]) -> R {
+    let Some(map) = spec.linux().as_ref().and_then(|l| l.sysctl().clone()) else {
+        return Ok(());
+    };
+    let mut keys: Vec<_> = map.into_iter().collect();
+    keys.sort();
+    for (k, v) in keys {
+        let key = k.replace('/', ".");
+        match sysctl_namespace(&key) {
+            Some(t) if nss.iter().any(|(n, _)| *n == t) => {}
+            _ => {
+                return Err(format!(
+                    "sysctl {k:?} is not allowed: it is not in a namespace of the container"
+                ))
+            }
+        }
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        fs::write(&path, v.as_bytes()).map_err(|e| format!("write sysctl {k}: {}", ioerr(&e)))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// process
+
+fn setup_pty(c: &Child, process: &Process, need_setsid: bool) -> R {
+    let master = nix::fcntl::open(
+        "/dev/ptmx",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("open /dev/ptmx: {}", etext(e)))?;
+    let mfd = master.as_raw_fd();
+    let unlock: libc::c_int = 0;
+    // SAFETY: ioctls on our own pty master with valid arguments.
+    unsafe {
+        if libc::ioctl(mfd, libc::TIOCSPTLCK, &unlock) != 0 {
+            return Err(format!("unlock pty: {}", etext(Errno::last())));
+        }
+    }
+    // SAFETY: TIOCGPTPEER returns a new fd for the slave.
+    let slave = unsafe { libc::ioctl(mfd, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY) };
+    if slave < 0 {
+        return Err(format!("open pty slave: {}", etext(Errno::last())));
+    }
+    if let Some(sz) = process.console_size() {
+        let ws = libc::winsize {
+            ws_row: sz.height() as u16,
+            ws_col: sz.width() as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: valid winsize pointer.
+        unsafe { libc::ioctl(mfd, libc::TIOCSWINSZ, &ws) };
+    }
+    if need_setsid {
+        // SAFETY: plain syscall.
+        unsafe { libc::setsid() };
+    }
+    // SAFETY: make the slave our controlling terminal.
+    if unsafe { libc::ioctl(slave, libc::TIOCSCTTY, 0) } != 0 {
+        return Err(format!(
+            "set controlling terminal: {}",
+            etext(Errno::last())
+        ));
+    }
+    for i in 0..3 {
+        dup2(slave, i)?;
+    }
+    // SAFETY: closing the fd TIOCGPTPEER gave us.
+    unsafe { libc::close(slave) };
+    sync::send(&c.sync, &ChildMsg::PtyMaster, &[mfd])?;
+    drop(master);
+    Ok(())
+}
+
+fn rlimits(process: &Process) -> R {
+    use oci_spec::runtime::PosixRlimitType as T;
+    for rl in process.rlimits().clone().unwrap_or_default() {
+        let res = match rl.typ() {
+            T::RlimitCpu => libc::RLIMIT_CPU,
+            T::RlimitFsize => libc::RLIMIT_FSIZE,
+            T::RlimitData => libc::RLIMIT_DATA,
+            T::RlimitStack => libc::RLIMIT_STACK,
+            T::RlimitCore => libc::RLIMIT_CORE,
+            T::RlimitRss => libc::RLIMIT_RSS,
+            T::RlimitNproc => libc::RLIMIT_NPROC,
+            T::RlimitNofile => libc::RLIMIT_NOFILE,
+            T::RlimitMemlock => libc::RLIMIT_MEMLOCK,
+            T::RlimitAs => libc::RLIMIT_AS,
+            T::RlimitLocks => libc::RLIMIT_LOCKS,
+            T::RlimitSigpending => libc::RLIMIT_SIGPENDING,
+            T::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+            T::RlimitNice => libc::RLIMIT_NICE,
+            T::RlimitRtprio => libc::RLIMIT_RTPRIO,
+            T::RlimitRttime => libc::RLIMIT_RTTIME,
+        };
+        let lim = libc::rlimit {
+            rlim_cur: rl.soft(),
+            rlim_max: rl.hard(),
+        };
+        // SAFETY: valid rlimit pointer.
+        if unsafe { libc::setrlimit(res, &lim) } != 0 {
+            let name = serde_json::to_string(&rl.typ()).unwrap_or_default();
+            return Err(format!(
+                "setrlimit {}: {}",
+                name.trim_matches('"'),
+                etext(Errno::last())
+            ));
+        }
+    }
+    Ok(())
+}
+
+const CAP_NAMES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// Number of a capability named like `CAP_NET_BIND_SERVICE` (or without the prefix).
+pub(crate) fn cap_number(name: &str) -> Option<u32> {
+    let n = name.trim().to_ascii_uppercase();
+    let n = n.strip_prefix("CAP_").unwrap_or(&n);
+    CAP_NAMES.iter().position(|c| *c == n).map(|i| i as u32)
+}
+
+fn cap_set(set: &Option<oci_spec::runtime::Capabilities>) -> R<u64> {
+    let mut bits = 0u64;
+    for cap in set.iter().flatten() {
+        let name = serde_json::to_string(cap).unwrap_or_default();
+        let name = name.trim_matches('"');
+        let n = cap_number(name).ok_or_else(|| format!("unknown capability {name:?}"))?;
+        bits |= 1 << n;
+    }
+    Ok(bits)
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+fn capset(eff: u64, perm: u64, inh: u64) -> std::result::Result<(), Errno> {
+    let hdr = CapHeader {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let data = [
+        CapData {
+            effective: eff as u32,
+            permitted: perm as u32,
+            inheritable: inh as u32,
+        },
+        CapData {
+            effective: (eff >> 32) as u32,
+            permitted: (perm >> 32) as u32,
+            inheritable: (inh >> 32) as u32,
+        },
+    ];
+    // SAFETY: header and two data structs as capset(2) v3 expects.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()) };
+    if r != 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+fn identity_and_caps(c: &Child, process: &Process) -> R {
+    let caps = process.capabilities().clone();
+    let user = process.user();
+    let sets = match &caps {
+        Some(cp) => Some((
+            cap_set(cp.bounding())?,
+            cap_set(cp.effective())?,
+            cap_set(cp.permitted())?,
+            cap_set(cp.inheritable())?,
+            cap_set(cp.ambient())?,
+        )),
+        None => None,
+    };
+    if let Some((bounding, ..)) = sets {
+        for n in 0..=c.cap_last {
+            if n < 64 && bounding & (1 << n) == 0 {
+                // SAFETY: prctl with integer arguments.
+                let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, n as libc::c_ulong, 0, 0, 0) };
+                if r != 0 && Errno::last() != Errno::EINVAL {
+                    return Err(format!(
+                        "drop capability CAP_{} from the bounding set: {}",
+                        CAP_NAMES.get(n as usize).unwrap_or(&"?"),
+                        etext(Errno::last())
+                    ));
+                }
+            }
+        }
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    let gids: Vec<nix::unistd::Gid> = user
+        .additional_gids()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(nix::unistd::Gid::from_raw)
+        .collect();
+    match nix::unistd::setgroups(&gids) {
+        Ok(()) => {}
+        Err(Errno::EPERM) if gids.is_empty() => {}
+        Err(e) => {
+            return Err(format!(
+                "setgroups {:?}: {}",
+                user.additional_gids(),
+                etext(e)
+            ))
+        }
+    }
+    let (uid, gid) = (user.uid(), user.gid());
+    // SAFETY: plain id syscalls.
+    if unsafe { libc::setresgid(gid, gid, gid) } != 0 {
+        return Err(format!("setgid {gid}: {}", etext(Errno::last())));
+    }
+    // SAFETY: as above.
+    if unsafe { libc::setresuid(uid, uid, uid) } != 0 {
+        return Err(format!("setuid {uid}: {}", etext(Errno::last())));
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    if let Some((_, eff, perm, inh, amb)) = sets {
+        capset(eff, perm, inh).map_err(|e| format!("set capabilities: {}", etext(e)))?;
+        // SAFETY: prctl with integer arguments.
+        unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            );
+        }
+        for n in 0..64u32 {
+            if amb & (1 << n) != 0 {
+                // SAFETY: prctl with integer arguments.
+                let r = unsafe {
+                    libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE,
+                        n as libc::c_ulong,
+                        0,
+                        0,
+                    )
+                };
+                if r != 0 {
+                    c.warn(format!(
+                        "raise ambient capability CAP_{}: {}",
+                        CAP_NAMES.get(n as usize).unwrap_or(&"?"),
+                        etext(Errno::last())
+                    ));
+                }
+            }
+        }
+    }
+    if process.no_new_privileges().unwrap_or(false) {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(format!("set no_new_privs: {}", etext(Errno::last())));
+        }
+    }
+    Ok(())
+}
+
+fn env_path(env: &[String]) -> String {
+    env.iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .map(str::to_string)
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())
+}
+
+fn is_executable(p: &Path) -> std::result::Result<(), Errno> {
+    let m = fs::metadata(p).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    if m.is_dir() {
+        return Err(Errno::EACCES);
+    }
+    nix::unistd::access(p, nix::unistd::AccessFlags::X_OK)?;
+    let _ = m.permissions().mode();
+    Ok(())
+}
+
+/// Resolves argv[0] inside the container: a path with a slash as is, else through `PATH`.
+pub(crate) fn resolve_exe(arg0: &str, env: &[String]) -> R<PathBuf> {
+    if arg0.is_empty() {
+        return Err("exec: the process has an empty argv[0]".into());
+    }
+    if arg0.contains('/') {
+        let p = PathBuf::from(arg0);
+        return match is_executable(&p) {
+            Ok(()) => Ok(p),
+            Err(Errno::ENOENT) => Err(format!(
+                "exec: \"{arg0}\": stat {arg0}: no such file or directory"
+            )),
+            Err(e) => Err(format!("exec: \"{arg0}\": {}", etext(e))),
+        };
+    }
+    for dir in env_path(env).split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let p = Path::new(dir).join(arg0);
+        if is_executable(&p).is_ok() {
+            return Ok(p);
+        }
+    }
+    Err(format!(
+        "exec: \"{arg0}\": executable file not found in $PATH"
+    ))
+}
+
+fn finish(c: &Child, spec: &Spec, process: &Process, workload: &Workload) -> R {
+    if spec
+        .linux()
+        .as_ref()
+        .map(|l| l.seccomp().is_some())
+        .unwrap_or(false)
+    {
+        c.warn("seccomp profile ignored: not supported yet".into());
+    }
+    let terminal = process.terminal().unwrap_or(false);
+    if terminal {
+        // The init is already a session leader.
+        let is_leader = nix::unistd::getsid(None).ok() == Some(nix::unistd::getpid());
+        setup_pty(c, process, !is_leader)?;
+    }
+    rlimits(process)?;
+    identity_and_caps(c, process)?;
+    let umask = process.user().umask().unwrap_or(0o022);
+    // SAFETY: umask never fails.
+    unsafe { libc::umask(umask as libc::mode_t) };
+    let cwd = process.cwd().to_string_lossy().into_owned();
+    let cwd = if cwd.is_empty() { "/".to_string() } else { cwd };
+    if let Err(e) = std::env::set_current_dir(&cwd) {
+        return Err(format!(
+            "chdir to cwd ({cwd:?}) set in config.json failed: {}",
+            ioerr(&e)
+        ));
+    }
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err("the process has no args in config.json".into());
+    }
+    let env = process.env().clone().unwrap_or_default();
+    let memory_limit = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .filter(|l| *l > 0)
+        .map(|l| l as u64);
+    let ctx = ProcessContext {
+        args: args.clone(),
+        env: env.clone(),
+        cwd: cwd.clone(),
+        terminal,
+        memory_limit,
+        extra_fds: c.extra.clone(),
+    };
+    close_all(c);
+    match workload {
+        Workload::Exec => {
+            let exe = resolve_exe(&args[0], &env)?;
+            let cexe = CString::new(exe.as_os_str().as_encoded_bytes())
+                .map_err(|_| format!("exec {}: path contains a NUL byte", exe.display()))?;
+            let cargs = to_cstrings(&args, "argument")?;
+            let cenv = to_cstrings(&env, "environment variable")?;
+            ready_and_wait(c)?;
+            let e = nix::unistd::execve(&cexe, &cargs, &cenv).unwrap_err();
+            let _ = sync::send(
+                &c.sync,
+                &ChildMsg::Failed(format!("exec {}: {}", exe.display(), etext(e))),
+                &[],
+            );
+            // SAFETY: leaving the child without running destructors.
+            unsafe { libc::_exit(127) }
+        }
+        Workload::Custom { runner, payload } => {
+            let r = c
+                .workloads
+                .iter()
+                .find(|(n, _)| *n == runner)
+                .map(|(_, r)| *r)
+                .ok_or_else(|| format!("unknown workload runner {runner:?}"))?;
+            let prepared = r.prepare(&ctx, payload)?;
+            ready_and_wait(c)?;
+            // SAFETY: closing our end of the sync socket: EOF tells the caller we started.
+            unsafe { libc::close(c.sync) };
+            let code = prepared.run(&ctx);
+            // SAFETY: leaving without running the spawner's destructors.
+            unsafe { libc::_exit(code & 0xff) }
+        }
+    }
+}
+
+fn to_cstrings(v: &[String], what: &str) -> R<Vec<CString>> {
+    v.iter()
+        .map(|s| {
+            CString::new(s.as_bytes()).map_err(|_| format!("{what} {s:?} contains a NUL byte"))
+        })
+        .collect()
+}
+
+fn ready_and_wait(c: &Child) -> R {
+    sync::send(&c.sync, &ChildMsg::Ready, &[])?;
+    match sync::recv::<ParentMsg>(&c.sync) {
+        Ok(Some((ParentMsg::Start, _))) => Ok(()),
+        // The caller gave up on this process.
+        _ => unsafe { libc::_exit(1) },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_by_name() {
+        assert_eq!(cap_number("CAP_CHOWN"), Some(0));
+        assert_eq!(cap_number("CAP_NET_BIND_SERVICE"), Some(10));
+        assert_eq!(cap_number("CAP_CHECKPOINT_RESTORE"), Some(40));
+        assert_eq!(cap_number("CAP_NOPE"), None);
+        // Every capability oci-spec knows maps to a number.
+        let caps = oci_spec::runtime::get_default_capabilities();
+        assert!(cap_set(&Some(caps)).is_ok());
+    }
+
+    #[test]
+    fn secure_join_stays_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("a/abs")).unwrap();
+        std::os::unix::fs::symlink("../../../..", root.join("a/b/up")).unwrap();
+        assert_eq!(secure_join(root, Path::new("/a/abs/x")), root.join("etc/x"));
+        assert_eq!(secure_join(root, Path::new("/a/b/up/y")), root.join("y"));
+        assert_eq!(secure_join(root, Path::new("/../../z")), root.join("z"));
+        assert_eq!(secure_join(root, Path::new("/a/b")), root.join("a/b"));
+    }
+
+    #[test]
+    fn resolves_through_container_path() {
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        fs::create_dir(&bin).unwrap();
+        let exe = bin.join("tool");
+        fs::write(&exe, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+        let env = vec![format!("PATH=/nonexistent:{}", bin.display())];
+        assert_eq!(resolve_exe("tool", &env).unwrap(), exe);
+        assert_eq!(
+            resolve_exe("nosuchcmd", &env).unwrap_err(),
+            "exec: \"nosuchcmd\": executable file not found in $PATH"
+        );
+        assert!(resolve_exe("/nope/x", &env)
+            .unwrap_err()
+            .contains("no such file or directory"));
+    }
+
+    #[test]
+    fn sysctl_namespaces() {
+        assert_eq!(
+            sysctl_namespace("net.ipv4.ip_forward"),
+            Some(LinuxNamespaceType::Network)
+        );
+        assert_eq!(
+            sysctl_namespace("kernel.shmmax"),
+            Some(LinuxNamespaceType::Ipc)
+        );
+        assert_eq!(
+            sysctl_namespace("fs.mqueue.msg_max"),
+            Some(LinuxNamespaceType::Ipc)
+        );
+        assert_eq!(sysctl_namespace("vm.swappiness"), None);
+    }
+}

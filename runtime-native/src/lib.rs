@@ -18,9 +18,10 @@ pub mod spec;
 pub mod workload;
 
 mod child;
+mod mountopt;
 mod sync;
 
 pub use cgroup::{Cgroup, CgroupStats};
 pub use error::{Error, Result};
 pub use spawner::{ExecRequest, InitRequest, PendingProcess, Spawner, Stdio};
-pub use workload::{ProcessContext, PreparedWorkload, Workload, WorkloadRunner, WorkloadTable};
+pub use workload::{PreparedWorkload, ProcessContext, Workload, WorkloadRunner, WorkloadTable};

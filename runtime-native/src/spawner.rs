@@ -7,19 +7,25 @@
 //! its own sync socket: `Ready` once it is set up (or `Failed(msg)`), and it waits there for
 //! `Start` before running the workload.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::sync::Mutex;
 
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use oci_spec::runtime::LinuxNamespaceType;
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, Workload, WorkloadTable};
+use crate::sync::{self, ChildMsg, ParentMsg};
+use crate::{Error, Result, Workload, WorkloadTable};
 
 /// Handle on the spawner process, held by the (multi-threaded) caller. Requests are
 /// serialised by an internal mutex; each call blocks for the few ms a clone + setup takes,
 /// so async callers use `spawn_blocking`.
 pub struct Spawner {
-    // implementation detail
-    _private: (),
+    sock: Mutex<OwnedFd>,
+    pid: i32,
 }
 
 /// The three stdio fds a container process gets, already opened by the caller. With
@@ -30,6 +36,10 @@ pub struct Stdio {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// More fds handed to the container process and left open for a custom workload runner
+    /// (e.g. an opened wasm artifact). The process finds them, in this order, at the numbers
+    /// in [`crate::ProcessContext::extra_fds`] (3, 4, ...).
+    pub extra_fds: Vec<OwnedFd>,
 }
 
 /// Create a container's first process.
@@ -73,25 +83,429 @@ pub struct PendingProcess {
     /// With `terminal: true`, the pty master; the caller copies between it and the stdio fifos
     /// and resizes it with `TIOCSWINSZ`.
     pub pty_master: Option<OwnedFd>,
-    // the sync socket, private
+    sync: OwnedFd,
+}
+
+/// What the caller asks the spawner for.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    Init(InitRequest),
+    Exec(ExecRequest),
+}
+
+/// Which fds travel with a request, in order: stdin, stdout, stderr (those present), extras.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct StdioLayout {
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    extra: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    req: Request,
+    stdio: StdioLayout,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    /// The sync socket to the new process travels with this message.
+    Spawned {
+        pid: i32,
+    },
+    Err(String),
+}
+
+/// The fds a container process starts with (still at the spawner's numbers).
+pub(crate) struct ChildFds {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    pub extra: Vec<OwnedFd>,
+}
+
+fn thread_count() -> Option<usize> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Makes sure fds 0, 1 and 2 are open (on /dev/null if they were closed), so that sockets and
+/// files never land on stdio numbers.
+fn ensure_stdio_open() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD on a number only inspects it.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            // SAFETY: plain open; the lowest free number is `fd`.
+            let n = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+            if n >= 0 && n != fd {
+                // SAFETY: n is ours.
+                unsafe { libc::close(n) };
+            }
+        }
+    }
+}
+
+/// Closes every fd >= 3 except `keep`.
+pub(crate) fn close_fds_except(keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter(|&&f| f >= 3)
+        .map(|&f| f as u32)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from: u32 = 3;
+    for k in keep.iter().copied().chain(std::iter::once(u32::MAX)) {
+        if k > from {
+            let to = if k == u32::MAX { u32::MAX } else { k - 1 };
+            // SAFETY: closing fds nobody else uses in this single-threaded process.
+            let r = unsafe { libc::syscall(libc::SYS_close_range, from, to, 0) };
+            if r != 0 {
+                close_range_slow(from, to);
+            }
+        }
+        from = k.saturating_add(1);
+    }
+}
+
+fn close_range_slow(from: u32, to: u32) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd >= from && fd <= to {
+            // SAFETY: see close_fds_except.
+            unsafe { libc::close(fd as i32) };
+        }
+    }
+}
+
+fn same_file(a: RawFd, b: RawFd) -> bool {
+    match (
+        nix::sys::stat::fstat(a_fd(a)),
+        nix::sys::stat::fstat(a_fd(b)),
+    ) {
+        (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
+        _ => false,
+    }
+}
+
+fn a_fd(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: used only for fds that stay open for the duration of the call.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+fn open_cloexec(path: &str) -> std::result::Result<OwnedFd, Errno> {
+    let fd = nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    Ok(fd)
+}
+
+/// Namespaces the clone creates, and a pid namespace the spawner must enter first.
+fn clone_plan(req: &Request) -> std::result::Result<(libc::c_int, Option<String>), String> {
+    match req {
+        Request::Exec(r) => Ok((0, Some(format!("/proc/{}/ns/pid", r.init_pid)))),
+        Request::Init(r) => {
+            let mut flags = 0;
+            let mut pidns = None;
+            let nss = r
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.namespaces().clone())
+                .unwrap_or_default();
+            for ns in &nss {
+                let typ = ns.typ();
+                match (typ, ns.path()) {
+                    (LinuxNamespaceType::Pid, Some(p)) => {
+                        pidns = Some(p.to_string_lossy().into_owned())
+                    }
+                    (_, Some(_)) => {}
+                    // Unshared by the child once it is in its cgroup.
+                    (LinuxNamespaceType::Cgroup, None) => {}
+                    (LinuxNamespaceType::User, None) => {
+                        return Err(
+                            "creating a user namespace is not supported (give a path to join one)"
+                                .into(),
+                        )
+                    }
+                    (t, None) => flags |= ns_clone_flag(t).bits(),
+                }
+            }
+            Ok((flags, pidns))
+        }
+    }
+}
+
+pub(crate) fn ns_clone_flag(t: LinuxNamespaceType) -> CloneFlags {
+    match t {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+    }
+}
+
+struct SpawnerState {
+    own_pidns: OwnedFd,
+    workloads: WorkloadTable,
+}
+
+fn spawner_main(sock: OwnedFd, workloads: WorkloadTable) -> ! {
+    let own_pidns = match open_cloexec("/proc/self/ns/pid") {
+        Ok(f) => f,
+        Err(_) => unsafe { libc::_exit(1) },
+    };
+    let st = SpawnerState {
+        own_pidns,
+        workloads,
+    };
+    loop {
+        let reply = match sync::recv::<Envelope>(&sock) {
+            Ok(None) => unsafe { libc::_exit(0) },
+            Err(e) => {
+                let _ = sync::send(&sock, &Reply::Err(e), &[]);
+                continue;
+            }
+            Ok(Some((env, fds))) => {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handle(&st, env, fds)
+                }));
+                match r {
+                    Ok(r) => r,
+                    Err(_) => Err("spawner panicked handling the request".to_string()),
+                }
+            }
+        };
+        let sent = match reply {
+            Ok((pid, sync_sock)) => {
+                sync::send(&sock, &Reply::Spawned { pid }, &[sync_sock.as_raw_fd()])
+            }
+            Err(e) => sync::send(&sock, &Reply::Err(e), &[]),
+        };
+        if sent.is_err() {
+            // The caller is gone.
+            unsafe { libc::_exit(0) };
+        }
+    }
+}
+
+fn handle(
+    st: &SpawnerState,
+    env: Envelope,
+    fds: Vec<OwnedFd>,
+) -> std::result::Result<(i32, OwnedFd), String> {
+    let l = env.stdio;
+    let want = l.stdin as usize + l.stdout as usize + l.stderr as usize + l.extra;
+    if fds.len() != want {
+        return Err(format!(
+            "request carried {} fds, expected {want}",
+            fds.len()
+        ));
+    }
+    let mut it = fds.into_iter();
+    let mut take = |present: bool| if present { it.next() } else { None };
+    let child_fds = ChildFds {
+        stdin: take(l.stdin),
+        stdout: take(l.stdout),
+        stderr: take(l.stderr),
+        extra: it.collect(),
+    };
+    let (flags, pidns_path) = clone_plan(&env.req)?;
+    let (parent_sock, child_sock) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("socketpair: {e}"))?;
+
+    let mut entered = false;
+    if let Some(p) = &pidns_path {
+        let f = open_cloexec(p).map_err(|e| format!("open pid namespace {p}: {e}"))?;
+        if !same_file(f.as_raw_fd(), st.own_pidns.as_raw_fd()) {
+            nix::sched::setns(&f, CloneFlags::CLONE_NEWPID)
+                .map_err(|e| format!("join pid namespace {p}: {e}"))?;
+            entered = true;
+        }
+    }
+    let clone_flags = flags as libc::c_ulong
+        | libc::CLONE_PARENT as libc::c_ulong
+        | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: a fork-like clone (no new stack, no shared memory) of a single-threaded process;
+    // the child continues on a copy of this stack and never returns from `child::main`.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            clone_flags,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+            0usize,
+        )
+    };
+    if pid == 0 {
+        let parent_raw = parent_sock.into_raw_fd();
+        // SAFETY: closing the caller's end in the child.
+        unsafe { libc::close(parent_raw) };
+        crate::child::main(env.req, child_fds, child_sock, st.workloads);
+    }
+    let err = Errno::last();
+    if entered {
+        if let Err(e) = nix::sched::setns(&st.own_pidns, CloneFlags::CLONE_NEWPID) {
+            // Every later child would land in the wrong pid namespace: better to die loudly.
+            eprintln!("amphi spawner: cannot return to own pid namespace: {e}");
+            unsafe { libc::_exit(1) };
+        }
+    }
+    if pid < 0 {
+        return Err(format!("clone container process: {}", err.desc()));
+    }
+    drop(child_sock);
+    drop(child_fds);
+    Ok((pid as i32, parent_sock))
 }
 
 impl Spawner {
     /// Forks the spawner. Must be called while the process has exactly one thread (first
     /// thing in `main`). `workloads` are the custom runners the container processes may use.
     pub fn fork_before_threads(workloads: WorkloadTable) -> Result<Spawner> {
-        todo!()
+        if let Some(n) = thread_count() {
+            if n > 1 {
+                return Err(Error::Spawner(format!(
+                    "fork_before_threads called with {n} threads running; call it first in main"
+                )));
+            }
+        }
+        ensure_stdio_open();
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| Error::Sys {
+            syscall: "socketpair".into(),
+            source: e,
+        })?;
+        let parent = std::process::id() as i32;
+        // SAFETY: the process is single-threaded (checked above).
+        match unsafe { nix::unistd::fork() } {
+            Err(e) => Err(Error::Sys {
+                syscall: "fork spawner".into(),
+                source: e,
+            }),
+            Ok(nix::unistd::ForkResult::Child) => {
+                // SAFETY: plain prctl calls.
+                unsafe {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                    if libc::getppid() != parent {
+                        libc::_exit(0);
+                    }
+                    libc::prctl(libc::PR_SET_NAME, c"amphi-spawner".as_ptr(), 0, 0, 0);
+                }
+                let theirs_raw = theirs.as_raw_fd();
+                let ours_raw = ours.into_raw_fd();
+                // SAFETY: closing the caller's end.
+                unsafe { libc::close(ours_raw) };
+                close_fds_except(&[theirs_raw]);
+                let _ = std::env::set_current_dir("/");
+                spawner_main(theirs, workloads)
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                drop(theirs);
+                Ok(Spawner {
+                    sock: Mutex::new(ours),
+                    pid: child.as_raw(),
+                })
+            }
+        }
+    }
+
+    /// Pid of the spawner process (a child of the caller: its reaper will see it exit).
+    pub fn pid(&self) -> i32 {
+        self.pid
     }
 
     /// Clones and sets up a container init; returns once it reported `Ready` (or the error it
     /// reported, after it has exited and been reaped... by the caller's reaper).
     pub fn spawn_init(&self, req: InitRequest, stdio: Stdio) -> Result<PendingProcess> {
-        todo!()
+        self.request(Request::Init(req), stdio)
     }
 
     /// Clones a process into a running container's namespaces and cgroup.
     pub fn spawn_exec(&self, req: ExecRequest, stdio: Stdio) -> Result<PendingProcess> {
-        todo!()
+        self.request(Request::Exec(req), stdio)
+    }
+
+    fn request(&self, req: Request, stdio: Stdio) -> Result<PendingProcess> {
+        let layout = StdioLayout {
+            stdin: stdio.stdin.is_some(),
+            stdout: stdio.stdout.is_some(),
+            stderr: stdio.stderr.is_some(),
+            extra: stdio.extra_fds.len(),
+        };
+        let mut fds: Vec<RawFd> = Vec::new();
+        for f in [&stdio.stdin, &stdio.stdout, &stdio.stderr]
+            .into_iter()
+            .flatten()
+        {
+            fds.push(f.as_raw_fd());
+        }
+        fds.extend(stdio.extra_fds.iter().map(|f| f.as_raw_fd()));
+        let env = Envelope { req, stdio: layout };
+        let (reply, mut rfds) = {
+            let sock = self.sock.lock().unwrap_or_else(|e| e.into_inner());
+            sync::send(&*sock, &env, &fds).map_err(Error::Spawner)?;
+            sync::recv::<Reply>(&*sock)
+                .map_err(Error::Spawner)?
+                .ok_or_else(|| Error::Spawner("spawner process exited".into()))?
+        };
+        drop(stdio);
+        let pid = match reply {
+            Reply::Err(e) => return Err(Error::Spawner(e)),
+            Reply::Spawned { pid } => pid,
+        };
+        if rfds.len() != 1 {
+            return Err(Error::Spawner("reply without sync socket".into()));
+        }
+        let sync_sock = rfds.remove(0);
+        let mut pty_master = None;
+        loop {
+            match sync::recv::<ChildMsg>(&sync_sock).map_err(Error::Container)? {
+                None => {
+                    return Err(Error::Container(format!(
+                        "container process {pid} exited during setup"
+                    )))
+                }
+                Some((ChildMsg::Log(m), _)) => log::warn!("container process {pid}: {m}"),
+                Some((ChildMsg::PtyMaster, mut f)) => {
+                    if !f.is_empty() {
+                        pty_master = Some(f.remove(0));
+                    }
+                }
+                Some((ChildMsg::Ready, _)) => break,
+                Some((ChildMsg::Failed(m), _)) => return Err(Error::Container(m)),
+            }
+        }
+        Ok(PendingProcess {
+            pid,
+            pty_master,
+            sync: sync_sock,
+        })
     }
 }
 
@@ -100,6 +514,15 @@ impl PendingProcess {
     /// succeeded, or the custom runner took over), or the error that stopped it
     /// (e.g. execve failed: "exec /app: no such file or directory").
     pub fn start(self) -> Result<()> {
-        todo!()
+        sync::send(&self.sync, &ParentMsg::Start, &[])
+            .map_err(|e| Error::Container(format!("start container process {}: {e}", self.pid)))?;
+        loop {
+            match sync::recv::<ChildMsg>(&self.sync).map_err(Error::Container)? {
+                None => return Ok(()),
+                Some((ChildMsg::Failed(m), _)) => return Err(Error::Container(m)),
+                Some((ChildMsg::Log(m), _)) => log::warn!("container process {}: {m}", self.pid),
+                Some(_) => {}
+            }
+        }
     }
 }

@@ -28,6 +28,8 @@ pub struct ProcessContext {
     pub terminal: bool,
     /// The container's memory limit in bytes, if the spec sets one.
     pub memory_limit: Option<u64>,
+    /// Numbers, in the container process, of [`crate::Stdio::extra_fds`] (same order).
+    pub extra_fds: Vec<i32>,
 }
 
 /// A workload that has been validated inside the container and is ready to run on Start.
