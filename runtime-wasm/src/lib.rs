@@ -1,1 +1,65 @@
+//! WebAssembly workloads for amphi.
+//!
+//! The crate is used in two places:
+//!
+//! * in the **shim** (multi-threaded, may compile): [`detect`] / [`detect_bytes`] decide
+//!   native vs wasm, [`Cache::compile`] compiles through the node-wide on-disk cache and
+//!   returns the artifact (an open file) plus a [`WasmPayload`] for the container process;
+//! * in the **container process** (after pivot_root): [`load`] maps the artifact from the
+//!   inherited fd and checks imports, then [`Loaded::run`] runs it and returns the exit code.
+//!
+//! Exit codes of [`Loaded::run`]: `proc_exit(n)` / `wasi:cli/exit` → `n`; normal return → 0
+//! (`wasi:cli/run` returning `err` → 1); trap → 134 (message and wasm backtrace on stderr);
+//! SIGTERM/SIGINT → `128 + signal` (the guest is interrupted through epoch interruption; if it
+//! is stuck in a host call it is ended after [`SIGNAL_GRACE`]). An HTTP proxy drains on the
+//! first SIGTERM/SIGINT (stops accepting, finishes in-flight requests) and exits 0; a second
+//! signal ends it at once with `128 + signal`.
 
+mod cache;
+mod detect;
+mod engine;
+mod http;
+mod payload;
+mod run;
+mod signals;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+pub use cache::{Cache, Compiled, DEFAULT_CACHE_DIR, DEFAULT_CACHE_MAX_BYTES};
+pub use detect::{detect, detect_bytes, split_entry, Entrypoint, WasmFormat};
+pub use engine::{engine_config, new_engine};
+pub use payload::{WasmKind, WasmPayload};
+pub use run::{load, Interrupter, Loaded, RunContext, Stdio, EXIT_TRAP, SIGNAL_GRACE};
+
+/// Errors of this crate. Each says which module (the name given by the caller: the
+/// entrypoint path or image reference) and what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: cannot read entrypoint: {source}")]
+    ReadEntrypoint { path: PathBuf, source: std::io::Error },
+    #[error("wasm module {module}: invalid: {reason}")]
+    InvalidModule { module: String, reason: String },
+    #[error("wasm module {module}: export `{export}` not found or not a function taking no arguments (function exports: {available})")]
+    MissingExport { module: String, export: String, available: String },
+    #[error("wasm component {module}: exports neither wasi:cli/run nor wasi:http/incoming-handler (exports: {exports})")]
+    UnsupportedComponent { module: String, exports: String },
+    #[error("wasm module {module}: imports that amphi cannot provide: {reason}")]
+    Link { module: String, reason: String },
+    #[error("wasm cache {path}: {op}: {source}")]
+    Cache { path: PathBuf, op: &'static str, source: std::io::Error },
+    #[error("wasm module {module}: cannot load compiled artifact: {reason}")]
+    Artifact { module: String, reason: String },
+    #[error("wasm engine: {0}")]
+    Engine(String),
+    #[error("wasm payload: {0}")]
+    Payload(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Format a wasmtime error with its whole cause chain on one line.
+pub(crate) fn chain(e: &wasmtime::Error) -> String {
+    format!("{e:#}")
+}

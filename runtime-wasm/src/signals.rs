@@ -1,0 +1,52 @@
+//! SIGTERM/SIGINT in the container process.
+//!
+//! The signals are blocked in the calling thread before any other thread exists (so
+//! every later thread inherits the mask, and a blocked signal is never "ignored" even
+//! when the process is its PID namespace's init), and a helper thread takes them with
+//! `sigwait`.
+
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+
+use crate::run::{Interrupter, SIGNAL_GRACE};
+
+pub(crate) fn install(interrupter: Interrupter, drain: bool) {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
+        log::warn!("wasm: cannot block SIGTERM/SIGINT: {e}");
+        return;
+    }
+    let spawned = std::thread::Builder::new().name("amphi-signals".into()).spawn(move || {
+        let mut first = true;
+        loop {
+            let sig = match set.wait() {
+                Ok(s) => s as i32,
+                Err(_) => continue,
+            };
+            if !first {
+                // Second signal: stop waiting for the guest.
+                hard_exit(128 + sig);
+            }
+            first = false;
+            interrupter.interrupt(sig);
+            if !drain {
+                // The guest may be stuck in a host call (sleep, blocking read) where the
+                // epoch isn't checked: give it SIGNAL_GRACE, then end the process.
+                std::thread::spawn(move || {
+                    std::thread::sleep(SIGNAL_GRACE);
+                    hard_exit(128 + sig);
+                });
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        log::warn!("wasm: cannot start the signal thread: {e}");
+    }
+}
+
+fn hard_exit(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and ends the process without running
+    // destructors that other threads may be using.
+    unsafe { libc::_exit(code) }
+}

@@ -1,0 +1,242 @@
+//! In-process tests of compile + cache + load + run with small WAT programs.
+
+use std::fs::File;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use crate::*;
+
+const HELLO_EXIT3: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hello from wasm\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 16))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $proc_exit (i32.const 3))))"#;
+
+const TRAP: &str = r#"(module
+  (func $inner unreachable)
+  (func (export "_start") call $inner))"#;
+
+/// `grow` returns 42 if growing by 16 pages (1 MiB) failed, 7 if it worked.
+const GROW: &str = r#"(module
+  (memory 1)
+  (func (export "_start"))
+  (func (export "grow") (result i32)
+    (if (result i32) (i32.eq (memory.grow (i32.const 16)) (i32.const -1))
+      (then (i32.const 42)) (else (i32.const 7)))))"#;
+
+const SPIN: &str = r#"(module (func (export "_start") (loop $l (br $l))))"#;
+
+const IMPORTS_ENV: &str = r#"(module
+  (import "env" "foo" (func))
+  (func (export "_start")))"#;
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn pipe() -> (File, File) {
+    let (r, w) = nix::unistd::pipe().unwrap();
+    (File::from(r), File::from(w))
+}
+
+fn ctx(args: &[&str]) -> (RunContext, File, File) {
+    let (out_r, out_w) = pipe();
+    let (err_r, err_w) = pipe();
+    let mut c = RunContext::new(args.iter().map(|s| s.to_string()).collect(), vec!["A=1".into()]);
+    c.handle_signals = false;
+    c.stdio = Stdio::Files { stdin: File::open("/dev/null").unwrap(), stdout: out_w, stderr: err_w };
+    (c, out_r, err_r)
+}
+
+fn run_loaded(loaded: Loaded, c: RunContext, mut out_r: File, mut err_r: File) -> Out {
+    let code = loaded.run(c); // drops the write ends
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    out_r.read_to_string(&mut stdout).unwrap();
+    err_r.read_to_string(&mut stderr).unwrap();
+    Out { code, stdout, stderr }
+}
+
+fn compile_and_run(cache: &Cache, name: &str, src: &str, export: Option<&str>, limit: Option<u64>) -> Out {
+    let compiled = cache.compile(name, src.as_bytes(), export).unwrap();
+    let loaded = load(compiled.file, &compiled.payload).unwrap();
+    let (mut c, out_r, err_r) = ctx(&["prog"]);
+    c.memory_limit = limit;
+    run_loaded(loaded, c, out_r, err_r)
+}
+
+fn cache() -> (tempfile::TempDir, Cache) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path().join("cache"), DEFAULT_CACHE_MAX_BYTES).unwrap();
+    (dir, cache)
+}
+
+#[test]
+fn p1_stdout_and_proc_exit() {
+    let (_d, cache) = cache();
+    let out = compile_and_run(&cache, "hello.wat", HELLO_EXIT3, None, None);
+    assert_eq!(out.code, 3, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout, "hello from wasm\n");
+}
+
+#[test]
+fn trap_exits_134_with_backtrace() {
+    let (_d, cache) = cache();
+    let out = compile_and_run(&cache, "trap.wat", TRAP, None, None);
+    assert_eq!(out.code, EXIT_TRAP);
+    assert!(out.stderr.contains("trap.wat"), "{}", out.stderr);
+    assert!(out.stderr.contains("unreachable"), "{}", out.stderr);
+    assert!(out.stderr.contains("wasm backtrace"), "{}", out.stderr);
+}
+
+#[test]
+fn memory_limit_makes_grow_fail() {
+    let (_d, cache) = cache();
+    let out = compile_and_run(&cache, "grow.wat", GROW, Some("grow"), Some(256 * 1024));
+    assert_eq!(out.code, 42, "stderr: {}", out.stderr);
+    let out = compile_and_run(&cache, "grow.wat", GROW, Some("grow"), None);
+    assert_eq!(out.code, 7, "stderr: {}", out.stderr);
+}
+
+#[test]
+fn interrupt_exits_128_plus_signal() {
+    let (_d, cache) = cache();
+    let compiled = cache.compile("spin.wat", SPIN.as_bytes(), None).unwrap();
+    let loaded = load(compiled.file, &compiled.payload).unwrap();
+    let int = loaded.interrupter();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        int.interrupt(libc::SIGTERM);
+    });
+    let (c, out_r, err_r) = ctx(&["spin"]);
+    let out = run_loaded(loaded, c, out_r, err_r);
+    t.join().unwrap();
+    assert_eq!(out.code, 143, "stderr: {}", out.stderr);
+}
+
+#[test]
+fn cache_miss_then_hit() {
+    let (_d, cache) = cache();
+    let a = cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap();
+    assert!(!a.cache_hit);
+    let b = cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap();
+    assert!(b.cache_hit);
+    assert_eq!(a.artifact, b.artifact);
+    assert_eq!(a.payload, b.payload);
+    assert!(a.payload.digest.starts_with("sha256:"));
+    assert_eq!(a.payload.kind, WasmKind::CoreModule);
+    // A second cache instance (another shim) sees the same entry.
+    let other = Cache::open(cache.dir(), DEFAULT_CACHE_MAX_BYTES).unwrap();
+    assert!(other.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap().cache_hit);
+    // The payload survives serialization.
+    assert_eq!(WasmPayload::from_bytes(&b.payload.to_bytes()).unwrap(), b.payload);
+}
+
+#[test]
+fn corrupt_entry_is_recompiled() {
+    let (_d, cache) = cache();
+    let a = cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap();
+    drop(a.file);
+    std::fs::write(&a.artifact, b"garbage, not an ELF artifact").unwrap();
+    let b = cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap();
+    assert!(!b.cache_hit);
+    let loaded = load(b.file, &b.payload).unwrap();
+    let (c, out_r, err_r) = ctx(&["x"]);
+    assert_eq!(run_loaded(loaded, c, out_r, err_r).code, 3);
+    // truncated entry too
+    let len = std::fs::metadata(&b.artifact).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&b.artifact).unwrap();
+    f.set_len(len / 2).unwrap();
+    assert!(!cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap().cache_hit);
+}
+
+#[test]
+fn concurrent_compiles_of_the_same_module() {
+    let (dir, _) = cache();
+    let path = dir.path().join("shared");
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                // each thread its own Cache, like separate shims
+                let cache = Cache::open(path, DEFAULT_CACHE_MAX_BYTES).unwrap();
+                cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap()
+            })
+        })
+        .collect();
+    for t in threads {
+        let compiled = t.join().unwrap();
+        let loaded = load(compiled.file, &compiled.payload).unwrap();
+        let (c, out_r, err_r) = ctx(&["x"]);
+        assert_eq!(run_loaded(loaded, c, out_r, err_r).code, 3);
+    }
+    let names: Vec<_> = std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+}
+
+#[test]
+fn eviction_is_lru_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Cache::open(dir.path().join("probe"), u64::MAX).unwrap();
+    let modules: Vec<String> = (0..3)
+        .map(|i| format!("(module (func (export \"_start\") (drop (i32.const {i}))))"))
+        .collect();
+    let size = std::fs::metadata(probe.compile("m", modules[0].as_bytes(), None).unwrap().artifact)
+        .unwrap()
+        .len();
+    let cache = Cache::open(dir.path().join("c"), size * 5 / 2).unwrap();
+    let a = cache.compile("a", modules[0].as_bytes(), None).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let b = cache.compile("b", modules[1].as_bytes(), None).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(cache.compile("a", modules[0].as_bytes(), None).unwrap().cache_hit); // touch a
+    std::thread::sleep(Duration::from_millis(20));
+    let c = cache.compile("c", modules[2].as_bytes(), None).unwrap();
+    assert!(a.artifact.exists(), "recently used entry evicted");
+    assert!(!b.artifact.exists(), "LRU entry kept");
+    assert!(c.artifact.exists());
+    // the evicted module's open fd still loads
+    load(b.file, &b.payload).unwrap();
+}
+
+#[test]
+fn errors_name_the_module_and_problem() {
+    let (_d, cache) = cache();
+    let e = cache.compile("bad.wasm", b"\0asm\x01\0\0\0\x01garbage", None).unwrap_err().to_string();
+    assert!(e.contains("bad.wasm") && e.contains("invalid"), "{e}");
+    let e = cache.compile("short.wasm", b"\0asm\x01", None).unwrap_err().to_string();
+    assert!(e.contains("short.wasm") && e.contains("truncated"), "{e}");
+    let e = cache.compile("sh", b"#!/bin/sh\necho", None).unwrap_err().to_string();
+    assert!(e.contains("sh") && e.contains("not a WebAssembly"), "{e}");
+    let e = cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), Some("nope")).unwrap_err().to_string();
+    assert!(e.contains("hello.wat") && e.contains("`nope`") && e.contains("_start"), "{e}");
+    let e = cache.compile("lib.wat", b"(module (func (export \"f\")))", None).unwrap_err().to_string();
+    assert!(e.contains("lib.wat") && e.contains("_start") && e.contains("f"), "{e}");
+    let e = cache.compile("env.wat", IMPORTS_ENV.as_bytes(), None).unwrap_err().to_string();
+    assert!(e.contains("env.wat") && e.contains("env") && e.contains("foo"), "{e}");
+    let e = cache.compile("empty.wat", b"(component)", None).unwrap_err().to_string();
+    assert!(e.contains("empty.wat") && e.contains("wasi:cli/run"), "{e}");
+    // a hit must report the same user error
+    let e2 = cache.compile("env.wat", IMPORTS_ENV.as_bytes(), None).unwrap_err().to_string();
+    assert_eq!(e, e.clone());
+    assert!(e2.contains("foo"), "{e2}");
+}
+
+#[test]
+fn cache_hit_is_cheap() {
+    let (_d, cache) = cache();
+    let t = Instant::now();
+    cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap();
+    let miss = t.elapsed();
+    let t = Instant::now();
+    cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap();
+    let hit = t.elapsed();
+    eprintln!("compile miss {miss:?}, hit {hit:?}");
+}
