@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use containerd_shim_protos::shim_async::create_task;
+use containerd_shim_protos::shim_async::{create_task, Task};
 use containerd_shim_protos::ttrpc::r#async::{transport::Listener, Server, Service};
 use tokio::sync::Notify;
 
@@ -117,7 +117,7 @@ async fn serve(
 }
 
 /// The Task service under both API names (see the module doc).
-fn task_services(service: Arc<TaskService>) -> HashMap<String, Service> {
+fn task_services<T: Task + Send + Sync + 'static>(service: Arc<T>) -> HashMap<String, Service> {
     let mut services = create_task(service.clone());
     let v2: HashMap<String, Service> = create_task(service)
         .into_iter()
@@ -179,13 +179,62 @@ async fn log_signals() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use async_trait::async_trait;
+    use containerd_shim_protos::api::{StateRequest, StateResponse};
+    use containerd_shim_protos::protobuf::Message;
+    use containerd_shim_protos::ttrpc::r#async::{Client, TtrpcContext};
 
-    #[test]
-    fn task_api_names() {
-        assert_eq!(
-            containerd_shim_protos::shim::shim::file_descriptor().package(),
-            "containerd.task.v3"
-        );
-        assert_eq!(TASK_V2.replace(".v2.", ".v3."), TASK_V3);
+    struct Fake;
+
+    #[async_trait]
+    impl Task for Fake {
+        async fn state(&self, _: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
+            Ok(StateResponse {
+                id: req.id,
+                pid: 42,
+                ..Default::default()
+            })
+        }
+    }
+
+    async fn call(client: &Client, service: &str) -> StateResponse {
+        let req = ttrpc::Request {
+            service: service.into(),
+            method: "State".into(),
+            payload: StateRequest {
+                id: "c1".into(),
+                ..Default::default()
+            }
+            .write_to_bytes()
+            .unwrap(),
+            timeout_nano: 5_000_000_000,
+            ..Default::default()
+        };
+        let resp = client.request(req).await.unwrap();
+        StateResponse::parse_from_bytes(&resp.payload).unwrap()
+    }
+
+    #[tokio::test]
+    async fn task_service_answers_under_v2_and_v3_names() {
+        let services = task_services(Arc::new(Fake));
+        let mut names: Vec<_> = services.keys().cloned().collect();
+        names.sort();
+        assert_eq!(names, [TASK_V2, TASK_V3]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let mut server = Server::new()
+            .add_listener(Listener::try_from(listener).unwrap())
+            .register_service(services);
+        server.start().await.unwrap();
+        let client = Client::connect(&format!("unix://{}", sock.display()))
+            .await
+            .unwrap();
+        for name in [TASK_V2, TASK_V3] {
+            let r = call(&client, name).await;
+            assert_eq!((r.id.as_str(), r.pid), ("c1", 42), "{name}");
+        }
+        server.shutdown().await.unwrap();
     }
 }

@@ -199,6 +199,15 @@ fn spawn_server(
             if libc::fcntl(LISTENER_FD, libc::F_SETFD, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // The server keeps 0-3 only: whatever else containerd's side leaked to us (fds
+            // without CLOEXEC) must not live on in a long-running daemon. CLOEXEC rather than
+            // close, so std's exec-error pipe keeps working.
+            let cloexec = libc::CLOSE_RANGE_CLOEXEC as libc::c_int;
+            if libc::close_range(LISTENER_FD as u32 + 1, u32::MAX, cloexec) < 0 {
+                for fd in LISTENER_FD + 1..4096 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
             Ok(())
         });
     }
