@@ -13,6 +13,7 @@ mod record;
 mod server;
 mod service;
 mod start;
+mod wasm;
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::Message;
@@ -22,7 +23,7 @@ use crate::args::Mode;
 use crate::error::{Result, ShimError};
 
 /// The custom workloads container processes can run (the wasm runner is registered here).
-pub static WORKLOADS: runtime_native::WorkloadTable = &[];
+pub static WORKLOADS: runtime_native::WorkloadTable = &[(wasm::RUNNER, &wasm::WASM_RUNNER)];
 
 pub const RUNTIME_NAME: &str = "io.containerd.amphi.v1";
 pub const BINARY_NAME: &str = "containerd-shim-amphi-v1";

@@ -1,13 +1,23 @@
-//! Deciding what the container process runs: the native entrypoint, or (later in this module)
-//! a WebAssembly module compiled in the shim. The plan carries the workload for the spawner
-//! and any fds the container process needs (such as an opened compiled artifact).
+//! Deciding what the container process runs: the native entrypoint, or a WebAssembly module.
+//!
+//! The entrypoint (`process.args[0]`, optionally `path#export`) is looked up inside the
+//! container's rootfs without leaving it (openat2 RESOLVE_IN_ROOT, so a symlink in the image
+//! cannot point the shim at a host file). Wasm is compiled here, in the shim, where threads are
+//! safe, through the node-wide cache; the container process receives the opened artifact as an
+//! extra fd and the `wasm` runner (see `crate::wasm`) maps it after pivot_root.
+//! Anything that is not wasm — or is not found — is left to the native exec path, which reports
+//! a missing entrypoint in runc's words.
 
-use std::os::fd::OwnedFd;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 
 use runtime_native::Workload;
+use runtime_wasm::Entrypoint;
 
-use super::error::ServiceResult;
+use super::error::{ServiceError, ServiceResult};
+use crate::wasm;
 
 pub struct Plan {
     pub workload: Workload,
@@ -22,11 +32,148 @@ fn native() -> Plan {
 }
 
 /// The plan for a container's init process.
-pub fn plan_init(_rootfs: &Path, _spec: &oci_spec::runtime::Spec) -> ServiceResult<Plan> {
-    Ok(native())
+pub fn plan_init(rootfs: &Path, spec: &oci_spec::runtime::Spec) -> ServiceResult<Plan> {
+    match spec.process() {
+        Some(process) => plan(rootfs, process),
+        None => Ok(native()),
+    }
 }
 
 /// The plan for an exec into a running container.
-pub fn plan_exec(_rootfs: &Path, _process: &oci_spec::runtime::Process) -> ServiceResult<Plan> {
-    Ok(native())
+pub fn plan_exec(rootfs: &Path, process: &oci_spec::runtime::Process) -> ServiceResult<Plan> {
+    plan(rootfs, process)
+}
+
+fn plan(rootfs: &Path, process: &oci_spec::runtime::Process) -> ServiceResult<Plan> {
+    let Some(entry) = process.args().as_ref().and_then(|a| a.first()) else {
+        return Ok(native());
+    };
+    let (path, export) = runtime_wasm::split_entry(entry);
+    let env = process.env().clone().unwrap_or_default();
+    let Some(mut file) = open_entrypoint(rootfs, path, &env) else {
+        return Ok(native());
+    };
+    let mut head = Vec::with_capacity(64);
+    (&mut file)
+        .take(64)
+        .read_to_end(&mut head)
+        .map_err(|e| ServiceError::Internal(format!("read entrypoint {path}: {e}")))?;
+    let kind = runtime_wasm::detect_bytes(path, &head).map_err(invalid)?;
+    if kind == Entrypoint::Native {
+        return Ok(native());
+    }
+    let mut bytes = head;
+    file.read_to_end(&mut bytes)
+        .map_err(|e| ServiceError::Internal(format!("read wasm module {path}: {e}")))?;
+    let compiled = wasm::cache()
+        .map_err(invalid)?
+        .compile(path, &bytes, export)
+        .map_err(invalid)?;
+    log::info!(
+        "wasm {path}: {} ({})",
+        compiled.payload.digest,
+        if compiled.cache_hit {
+            "cache hit"
+        } else {
+            "compiled"
+        }
+    );
+    Ok(Plan {
+        workload: Workload::Custom {
+            runner: wasm::RUNNER.to_string(),
+            payload: compiled.payload.to_bytes(),
+        },
+        extra_fds: vec![OwnedFd::from(compiled.file)],
+    })
+}
+
+fn invalid(e: runtime_wasm::Error) -> ServiceError {
+    ServiceError::InvalidArgument(e.to_string())
+}
+
+/// Opens the entrypoint inside `rootfs`: an absolute or relative path as is, a bare name
+/// through the container's `PATH`. `None` when it is not there (the native path reports it).
+fn open_entrypoint(rootfs: &Path, path: &str, env: &[String]) -> Option<File> {
+    if path.contains('/') {
+        return open_in_root(rootfs, path);
+    }
+    let search = env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    search
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .find_map(|dir| open_in_root(rootfs, &format!("{dir}/{path}")))
+}
+
+/// `openat2(rootfs, path, RESOLVE_IN_ROOT)`: symlinks and `..` resolve as if `rootfs` were `/`.
+fn open_in_root(rootfs: &Path, path: &str) -> Option<File> {
+    let root = File::open(rootfs).ok()?;
+    let cpath = std::ffi::CString::new(path).ok()?;
+    // SAFETY: open_how is plain data; all-zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: openat2 with a valid dirfd, a NUL-terminated path and a sized open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            std::os::fd::AsRawFd::as_raw_fd(&root),
+            cpath.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: openat2 returned a new fd that nothing else owns.
+    let file = unsafe { File::from_raw_fd(fd as i32) };
+    file.metadata().ok().filter(|m| m.is_file()).map(|_| file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn entrypoints_resolve_inside_the_rootfs_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::write(root.join("bin/app.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        // A symlink to an absolute path resolves inside the root, not on the host.
+        symlink("/bin/app.wasm", root.join("link.wasm")).unwrap();
+        symlink("/etc/hostname", root.join("escape")).unwrap();
+        assert!(open_in_root(root, "/bin/app.wasm").is_some());
+        assert!(open_in_root(root, "/link.wasm").is_some());
+        assert!(open_in_root(root, "/escape").is_none());
+        assert!(open_in_root(root, "/../../bin/app.wasm").is_some());
+        let env = vec!["PATH=/nope:/bin".to_string()];
+        assert!(open_entrypoint(root, "app.wasm", &env).is_some());
+        assert!(open_entrypoint(root, "missing", &env).is_none());
+    }
+
+    #[test]
+    fn native_and_missing_entrypoints_take_the_exec_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tool"), b"#!/bin/sh\necho hi\n").unwrap();
+        let mut p = oci_spec::runtime::Process::default();
+        p.set_args(Some(vec!["/tool".into()]));
+        assert_eq!(plan_exec(dir.path(), &p).unwrap().workload, Workload::Exec);
+        p.set_args(Some(vec!["/absent".into()]));
+        assert_eq!(plan_exec(dir.path(), &p).unwrap().workload, Workload::Exec);
+    }
+
+    #[test]
+    fn invalid_wasm_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bad.wasm"), b"\0asm\x09").unwrap();
+        let mut p = oci_spec::runtime::Process::default();
+        p.set_args(Some(vec!["/bad.wasm".into()]));
+        let err = plan_exec(dir.path(), &p).err().unwrap().to_string();
+        assert!(err.contains("/bad.wasm"), "{err}");
+    }
 }

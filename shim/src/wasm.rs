@@ -1,0 +1,71 @@
+//! Wiring runtime-wasm into the shim: the node-wide compile cache (used by the service, in the
+//! shim process) and the `wasm` workload runner (used in the container process, after the
+//! spawner set the container up).
+
+use std::fs::File;
+use std::os::fd::FromRawFd;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use runtime_native::{PreparedWorkload, ProcessContext, WorkloadRunner};
+use runtime_wasm::{Cache, Loaded, RunContext, WasmPayload};
+
+/// The name the service puts in `Workload::Custom` and `main` registers.
+pub const RUNNER: &str = "wasm";
+
+/// The compile cache, opened on first use so native-only shims never build a wasm engine.
+/// `AMPHI_WASM_CACHE_DIR` and `AMPHI_WASM_CACHE_MAX_BYTES` override the defaults.
+pub fn cache() -> Result<&'static Cache, runtime_wasm::Error> {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    if let Some(c) = CACHE.get() {
+        return Ok(c);
+    }
+    let dir = std::env::var_os("AMPHI_WASM_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(runtime_wasm::DEFAULT_CACHE_DIR));
+    let max = std::env::var("AMPHI_WASM_CACHE_MAX_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(runtime_wasm::DEFAULT_CACHE_MAX_BYTES);
+    let cache = Cache::open(dir, max)?;
+    Ok(CACHE.get_or_init(|| cache))
+}
+
+pub struct WasmRunner;
+
+pub static WASM_RUNNER: WasmRunner = WasmRunner;
+
+struct PreparedWasm(Loaded);
+
+impl WorkloadRunner for WasmRunner {
+    fn prepare(
+        &self,
+        ctx: &ProcessContext,
+        payload: &[u8],
+    ) -> Result<Box<dyn PreparedWorkload>, String> {
+        let payload = WasmPayload::from_bytes(payload).map_err(|e| e.to_string())?;
+        let fd = *ctx.extra_fds.first().ok_or_else(|| {
+            format!(
+                "wasm module {}: no compiled artifact was handed over",
+                payload.name
+            )
+        })?;
+        // SAFETY: the spawner handed this fd to this process for the runner to own.
+        let artifact = unsafe { File::from_raw_fd(fd) };
+        let loaded = runtime_wasm::load(artifact, &payload).map_err(|e| e.to_string())?;
+        Ok(Box::new(PreparedWasm(loaded)))
+    }
+}
+
+impl PreparedWorkload for PreparedWasm {
+    fn run(self: Box<Self>, ctx: &ProcessContext) -> i32 {
+        let mut run = RunContext::new(ctx.args.clone(), ctx.env.clone());
+        run.cwd = if ctx.cwd.is_empty() {
+            "/".into()
+        } else {
+            ctx.cwd.clone()
+        };
+        run.memory_limit = ctx.memory_limit;
+        self.0.run(run)
+    }
+}
