@@ -42,6 +42,14 @@ pub fn run(flags: Flags, spawner: runtime_native::Spawner) -> Result<()> {
     let bundle = crate::start::bundle_dir(&flags)?;
     let log = crate::logger::open_fifo(&bundle.join("log")).ok();
     crate::logger::init(log, flags.debug, &flags.namespace, &flags.id);
+    // stderr is /dev/null: make panics (in any task) visible in containerd's log.
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        log::error!(
+            "panic in thread {}: {info}",
+            thread.name().unwrap_or("<unnamed>")
+        );
+    }));
 
     let listener = take_listener()?;
     let ttrpc_address = std::env::var("TTRPC_ADDRESS")
