@@ -91,6 +91,11 @@ impl Case {
         self.cd.ctr(args)
     }
 
+    /// The `ctr run MODE --runtime R OPTS busybox ID CMD...` command, not started.
+    pub fn run_command(&self, mode: &[&str], opts: &[&str], id: &str, cmd: &[&str]) -> std::process::Command {
+        self.cd.ctr_command(&self.run_args(mode, opts, id, cmd))
+    }
+
     fn run_args<'a>(&'a self, mode: &[&'a str], opts: &[&'a str], id: &'a str, cmd: &[&'a str]) -> Vec<&'a str> {
         let mut a = vec!["run"];
         a.extend_from_slice(mode);
@@ -153,6 +158,19 @@ impl Case {
             self.ctr(&["containers", "delete", id])?.ok()?;
         }
         Ok(())
+    }
+
+    /// Processes of this case's runtime's shim started for our daemon (shims and their forks).
+    pub fn shim_processes(&self) -> Vec<crate::procs::Proc> {
+        let m = self.cd.markers();
+        let m: Vec<&str> = m.iter().map(String::as_str).collect();
+        crate::procs::shim_processes(self.runtime.shim_binary(), &m)
+    }
+
+    /// Pids listed by `ctr task ps ID`.
+    pub fn task_pids(&self, id: &str) -> Result<Vec<u32>> {
+        let out = self.ctr(&["task", "ps", id])?.ok()?;
+        Ok(out.stdout.lines().skip(1).filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect())
     }
 
     /// Container ids in our namespace.

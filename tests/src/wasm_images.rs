@@ -5,7 +5,7 @@
 //! layer is the module, and imported with `--all-platforms` (the image's architecture is
 //! `wasm`). Usage from a test:
 //!
-//! ```ignore
+//! ```text
 //! let module = wasm_images::module("hello", Target::P1)?;   // builds examples/wasm if needed
 //! let image = wasm_images::import_module(&cd, &module, "docker.io/amphi/hello-wasm:e2e", false)?;
 //! case.ctr(&["run", "--rm", "--runtime", RUNTIME, &image, "w1"])?;
