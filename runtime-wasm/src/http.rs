@@ -123,7 +123,11 @@ impl Server {
         match self.clone().handle_inner(req).await {
             Ok(r) => r,
             Err(e) => {
-                self.ctx.report(&format!("amphi: wasm http {}: request failed: {e:?}", self.name));
+                self.ctx.report(&format!(
+                    "amphi: wasm http {}: request {}",
+                    self.name,
+                    crate::run::describe_failure(&e)
+                ));
                 error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n".into())
             }
         }

@@ -31,6 +31,7 @@ pub use cache::{Cache, Compiled, DEFAULT_CACHE_DIR, DEFAULT_CACHE_MAX_BYTES};
 pub use detect::{detect, detect_bytes, split_entry, Entrypoint, WasmFormat};
 pub use engine::{engine_config, new_engine};
 pub use payload::{WasmKind, WasmPayload};
+pub use signals::block_termination_signals;
 pub use run::{load, Interrupter, Loaded, RunContext, Stdio, EXIT_TRAP, SIGNAL_GRACE};
 
 /// Errors of this crate. Each says which module (the name given by the caller: the

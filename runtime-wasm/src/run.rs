@@ -258,6 +258,8 @@ pub(crate) struct Shared {
     pub(crate) signal: AtomicI32,
     /// Set to true to drain an HTTP proxy.
     pub(crate) drain: tokio::sync::watch::Sender<bool>,
+    /// An HTTP proxy drains (in-flight requests finish); anything else is interrupted.
+    pub(crate) http: bool,
 }
 
 /// Interrupts a running [`Loaded`] as SIGTERM/SIGINT would: a command's guest traps at
@@ -269,8 +271,11 @@ pub struct Interrupter(pub(crate) Arc<Shared>);
 impl Interrupter {
     pub fn interrupt(&self, sig: i32) {
         let _ = self.0.signal.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
-        self.0.drain.send_replace(true);
-        self.0.engine.increment_epoch();
+        if self.0.http {
+            self.0.drain.send_replace(true);
+        } else {
+            self.0.engine.increment_epoch();
+        }
     }
 }
 
@@ -304,7 +309,12 @@ pub fn load(artifact: File, payload: &WasmPayload) -> Result<Loaded> {
         }
     };
     let (drain, _) = tokio::sync::watch::channel(false);
-    let shared = Arc::new(Shared { engine, signal: AtomicI32::new(0), drain });
+    let shared = Arc::new(Shared {
+        engine,
+        signal: AtomicI32::new(0),
+        drain,
+        http: payload.kind == WasmKind::HttpProxy,
+    });
     Ok(Loaded { name: name.clone(), kind: payload.kind, program, shared })
 }
 
@@ -426,9 +436,19 @@ impl Loaded {
                 if sig != 0 {
                     return 128 + sig;
                 }
-                ctx.report(&format!("amphi: wasm module {} trapped: {e:?}", self.name));
+                ctx.report(&format!("amphi: wasm module {} {}", self.name, describe_failure(&e)));
                 EXIT_TRAP
             }
         }
+    }
+}
+
+/// "trapped: <trap>\n<wasm backtrace>" without the host backtrace that wasmtime's error
+/// captures when RUST_BACKTRACE is set in the environment.
+pub(crate) fn describe_failure(e: &wasmtime::Error) -> String {
+    match (e.downcast_ref::<wasmtime::Trap>(), e.downcast_ref::<wasmtime::WasmBacktrace>()) {
+        (Some(trap), Some(bt)) => format!("trapped: {trap}\n{bt}"),
+        (Some(trap), None) => format!("trapped: {trap}"),
+        _ => format!("failed: {}", crate::chain(e)),
     }
 }

@@ -9,11 +9,25 @@ use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 
 use crate::run::{Interrupter, SIGNAL_GRACE};
 
-pub(crate) fn install(interrupter: Interrupter, drain: bool) {
+fn termination_set() -> SigSet {
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
-    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
+    set
+}
+
+/// Block SIGTERM and SIGINT in the calling thread; threads created afterwards inherit
+/// the mask. [`crate::Loaded::run`] does this itself, but a process that creates threads
+/// before it (e.g. compiling in-process, which uses a thread pool) must call this first,
+/// or the kernel may deliver the signal to a thread that doesn't block it (default
+/// action: terminate).
+pub fn block_termination_signals() -> nix::Result<()> {
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&termination_set()), None)
+}
+
+pub(crate) fn install(interrupter: Interrupter, drain: bool) {
+    let set = termination_set();
+    if let Err(e) = block_termination_signals() {
         log::warn!("wasm: cannot block SIGTERM/SIGINT: {e}");
         return;
     }
