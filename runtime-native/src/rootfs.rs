@@ -2,11 +2,14 @@
 //! mount from the snapshotter) on `bundle/rootfs`, in the caller's mount namespace, and
 //! unmounting it again on delete.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::Result;
+use crate::mountopt;
+use crate::{Error, Result};
 
 /// One mount as containerd describes it (`containerd.types.Mount`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -17,12 +20,151 @@ pub struct MountSpec {
     pub options: Vec<String>,
 }
 
+fn sys(syscall: String) -> impl FnOnce(Errno) -> Error {
+    move |source| Error::Sys { syscall, source }
+}
+
+fn mount_one(m: &MountSpec, rootfs: &Path) -> Result<PathBuf> {
+    let target = if m.target.is_empty() {
+        rootfs.to_path_buf()
+    } else {
+        crate::child::secure_join(rootfs, Path::new(&m.target))
+    };
+    let mut opts = mountopt::parse(&m.options);
+    if m.kind == "bind" || m.kind == "rbind" {
+        opts.flags |= MsFlags::MS_BIND;
+        if m.kind == "rbind" {
+            opts.flags |= MsFlags::MS_REC;
+        }
+    }
+    let what = format!(
+        "mount {} {} on {} ({})",
+        m.kind,
+        m.source,
+        target.display(),
+        m.options.join(",")
+    );
+    std::fs::create_dir_all(&target).map_err(|e| Error::Io {
+        op: "create mount point",
+        path: target.clone(),
+        source: e,
+    })?;
+    let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
+    if opts.is_bind() {
+        mount(
+            Some(m.source.as_str()),
+            &target,
+            None::<&str>,
+            opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
+            None::<&str>,
+        )
+        .map_err(sys(what.clone()))?;
+        let rf = opts.remount_flags();
+        if !rf.is_empty() {
+            if let Err(e) = mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | rf,
+                None::<&str>,
+            ) {
+                let _ = umount2(&target, MntFlags::MNT_DETACH);
+                return Err(sys(format!("{what}: remount"))(e));
+            }
+        }
+    } else {
+        let fstype = if m.kind.is_empty() { "none" } else { &m.kind };
+        mount(
+            Some(m.source.as_str()),
+            &target,
+            Some(fstype),
+            opts.flags,
+            data,
+        )
+        .map_err(sys(what.clone()))?;
+    }
+    for p in &opts.propagation {
+        if let Err(e) = mount(None::<&str>, &target, None::<&str>, *p, None::<&str>) {
+            let _ = umount2(&target, MntFlags::MNT_DETACH);
+            return Err(sys(format!("{what}: set propagation"))(e));
+        }
+    }
+    Ok(target)
+}
+
 /// Mounts `mounts` on `rootfs` in order. On failure, unmounts what it mounted.
 pub fn mount_all(mounts: &[MountSpec], rootfs: &Path) -> Result<()> {
-    todo!()
+    let mut done: Vec<PathBuf> = Vec::new();
+    for m in mounts {
+        match mount_one(m, rootfs) {
+            Ok(t) => done.push(t),
+            Err(e) => {
+                for t in done.iter().rev() {
+                    if umount2(t, MntFlags::empty()).is_err() {
+                        let _ = umount2(t, MntFlags::MNT_DETACH);
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Mount points at or under `root`, deepest (latest) first.
+fn mounts_under(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = mountopt::mount_points()
+        .into_iter()
+        .map(PathBuf::from)
+        .filter(|m| m.starts_with(root))
+        .collect();
+    v.reverse();
+    v
 }
 
 /// Unmounts everything at or under `rootfs` (lazily if busy). Missing or unmounted is success.
 pub fn unmount_all(rootfs: &Path) -> Result<()> {
-    todo!()
+    let root = match std::fs::canonicalize(rootfs) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(Error::Io {
+                op: "resolve",
+                path: rootfs.to_path_buf(),
+                source: e,
+            })
+        }
+    };
+    for _ in 0..64 {
+        let list = mounts_under(&root);
+        if list.is_empty() {
+            return Ok(());
+        }
+        for m in list {
+            match umount2(&m, MntFlags::empty()) {
+                Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+                Err(Errno::EBUSY) => {
+                    umount2(&m, MntFlags::MNT_DETACH)
+                        .map_err(sys(format!("umount {}", m.display())))?;
+                }
+                Err(e) => return Err(sys(format!("umount {}", m.display()))(e)),
+            }
+        }
+    }
+    Err(Error::Sys {
+        syscall: format!("umount {}: still mounted", root.display()),
+        source: Errno::EBUSY,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmount_missing_is_ok() {
+        unmount_all(Path::new("/nonexistent/amphi/rootfs")).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        unmount_all(d.path()).unwrap();
+    }
 }

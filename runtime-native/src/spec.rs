@@ -2,9 +2,87 @@
 
 use std::path::Path;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Reads `bundle/config.json`; an invalid spec is an error naming the file and the problem.
 pub fn load(bundle: &Path) -> Result<oci_spec::runtime::Spec> {
-    todo!()
+    let path = bundle.join("config.json");
+    let data = std::fs::read(&path).map_err(|e| Error::Io {
+        op: "read",
+        path: path.clone(),
+        source: e,
+    })?;
+    let spec: oci_spec::runtime::Spec =
+        serde_json::from_slice(&data).map_err(|e| Error::InvalidSpec {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    validate(&spec).map_err(|reason| Error::InvalidSpec { path, reason })?;
+    Ok(spec)
+}
+
+/// Basic checks of a container spec: a root, and a process with args.
+pub fn validate(spec: &oci_spec::runtime::Spec) -> std::result::Result<(), String> {
+    match spec.root() {
+        None => return Err("root is missing".into()),
+        Some(r) if r.path().as_os_str().is_empty() => return Err("root.path is empty".into()),
+        _ => {}
+    }
+    let Some(p) = spec.process() else {
+        return Err("process is missing".into());
+    };
+    if p.args().as_ref().map(|a| a.is_empty()).unwrap_or(true) {
+        return Err("process.args must not be empty".into());
+    }
+    if !p.cwd().as_os_str().is_empty() && !p.cwd().is_absolute() {
+        return Err(format!(
+            "process.cwd {:?} is not an absolute path",
+            p.cwd().display()
+        ));
+    }
+    if let Some(l) = spec.linux() {
+        for m in spec.mounts().iter().flatten() {
+            if !m.destination().is_absolute() {
+                return Err(format!(
+                    "mount destination {:?} is not an absolute path",
+                    m.destination().display()
+                ));
+            }
+        }
+        let _ = l;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_and_validates() {
+        let d = tempfile::tempdir().unwrap();
+        let err = load(d.path()).unwrap_err().to_string();
+        assert!(err.contains("config.json"), "{err}");
+
+        std::fs::write(d.path().join("config.json"), "{\"ociVersion\": 1}").unwrap();
+        let err = load(d.path()).unwrap_err().to_string();
+        assert!(err.starts_with("invalid spec "), "{err}");
+        assert!(err.contains("config.json"), "{err}");
+
+        let spec = oci_spec::runtime::Spec::default();
+        std::fs::write(
+            d.path().join("config.json"),
+            serde_json::to_vec(&spec).unwrap(),
+        )
+        .unwrap();
+        load(d.path()).unwrap();
+
+        let mut spec = oci_spec::runtime::Spec::default();
+        let mut p = spec.process().clone().unwrap();
+        p.set_args(Some(vec![]));
+        spec.set_process(Some(p));
+        assert!(validate(&spec).unwrap_err().contains("args"));
+        spec.set_process(None);
+        assert!(validate(&spec).unwrap_err().contains("process"));
+    }
 }
