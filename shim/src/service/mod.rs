@@ -7,6 +7,7 @@
 
 mod error;
 mod exits;
+mod logger;
 mod reaper;
 mod state;
 mod stats;
@@ -354,11 +355,15 @@ impl Inner {
         })?;
         let spawner = self.ctx.spawner.clone();
         let paths = stdio_paths.clone();
+        let owner = logger::Owner {
+            container_id: id.to_string(),
+            namespace: self.ctx.namespace.clone(),
+        };
         let spawned = blocking(move || -> ServiceResult<_> {
             let (mut stdio, holders) = if paths.terminal {
                 (runtime_native::Stdio::default(), Default::default())
             } else {
-                stdio::open_direct(&paths)?
+                stdio::open_direct(&paths, &owner)?
             };
             stdio.extra_fds = extra_fds;
             let pending = spawner.spawn_exec(request, stdio)?;
@@ -728,7 +733,11 @@ fn create_container(
         let (stdio, holders) = if stdio_paths.terminal {
             (runtime_native::Stdio::default(), Default::default())
         } else {
-            stdio::open_direct(&stdio_paths)?
+            let owner = logger::Owner {
+                container_id: record.id.clone(),
+                namespace: record.namespace.clone(),
+            };
+            stdio::open_direct(&stdio_paths, &owner)?
         };
         let mut stdio = stdio;
         stdio.extra_fds = workload.extra_fds;

@@ -10,8 +10,9 @@
 //! With a terminal the process gets a pty slave; the shim copies between the master and the
 //! fifos (`spawn_pty_copy`).
 //!
-//! Addresses: a plain path or `fifo://` is a fifo, `file://` appends to a file; an empty string
-//! is /dev/null. Other schemes are rejected with an error naming them.
+//! Addresses: a plain path or `fifo://` is a fifo, `file://` appends to a file, `binary://`
+//! starts a log driver process (see `logger`); an empty string is /dev/null. Other schemes are
+//! rejected with an error naming them.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -23,6 +24,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
 use super::error::{ServiceError, ServiceResult};
+use super::logger;
 
 /// The stdio addresses of one process, as containerd gave them.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +46,7 @@ enum Target<'a> {
     Null,
     Fifo(&'a str),
     File(&'a str),
+    Binary(&'a str),
 }
 
 fn parse(address: &str) -> ServiceResult<Target<'_>> {
@@ -56,12 +59,15 @@ fn parse(address: &str) -> ServiceResult<Target<'_>> {
     if let Some(path) = address.strip_prefix("file://") {
         return Ok(Target::File(path));
     }
+    if address.starts_with("binary://") {
+        return Ok(Target::Binary(address));
+    }
     if address.starts_with('/') {
         return Ok(Target::Fifo(address));
     }
     let scheme = address.split("://").next().unwrap_or(address);
     Err(ServiceError::InvalidArgument(format!(
-        "stdio address {address:?}: unsupported scheme {scheme:?} (use a fifo path or file://)"
+        "stdio address {address:?}: unsupported scheme {scheme:?} (use a fifo path, file:// or binary://)"
     )))
 }
 
@@ -90,6 +96,9 @@ fn dev_null(write: bool) -> ServiceResult<OwnedFd> {
 fn open_input(address: &str) -> ServiceResult<(OwnedFd, Option<File>)> {
     match parse(address)? {
         Target::Null => Ok((dev_null(false)?, None)),
+        Target::Binary(_) => Err(ServiceError::InvalidArgument(format!(
+            "stdin {address:?}: a binary:// log driver can only take output"
+        ))),
         Target::File(path) => {
             let f = File::open(path).map_err(|e| io_err("stdin", path, e))?;
             Ok((f.into(), None))
@@ -115,6 +124,9 @@ fn open_input(address: &str) -> ServiceResult<(OwnedFd, Option<File>)> {
 fn open_output(address: &str) -> ServiceResult<(OwnedFd, Option<File>)> {
     match parse(address)? {
         Target::Null => Ok((dev_null(true)?, None)),
+        Target::Binary(_) => Err(ServiceError::Internal(format!(
+            "{address:?}: binary:// is opened for stdout and stderr together"
+        ))),
         Target::File(path) => {
             if let Some(dir) = Path::new(path).parent() {
                 std::fs::create_dir_all(dir).map_err(|e| io_err("log dir", path, e))?;
@@ -143,11 +155,24 @@ fn open_output(address: &str) -> ServiceResult<(OwnedFd, Option<File>)> {
     }
 }
 
-/// Opens what a process without a terminal gets as fds 0, 1, 2.
-pub fn open_direct(paths: &StdioPaths) -> ServiceResult<(Stdio, StdioHolders)> {
+/// Opens what a process without a terminal gets as fds 0, 1, 2. `owner` names the container
+/// to a `binary://` log driver.
+pub fn open_direct(
+    paths: &StdioPaths,
+    owner: &logger::Owner,
+) -> ServiceResult<(Stdio, StdioHolders)> {
     let (stdin, stdin_writer) = open_input(&paths.stdin)?;
-    let (stdout, out_holder) = open_output(&paths.stdout)?;
-    let (stderr, err_holder) = open_output(&paths.stderr)?;
+    let (stdout, out_holder, stderr, err_holder) = match parse(&paths.stdout)? {
+        Target::Binary(url) => {
+            let (out, err) = logger::start(url, owner)?;
+            (out, None, err, None)
+        }
+        _ => {
+            let (stdout, out_holder) = open_output(&paths.stdout)?;
+            let (stderr, err_holder) = open_output(&paths.stderr)?;
+            (stdout, out_holder, stderr, err_holder)
+        }
+    };
     let holders = StdioHolders {
         stdin_writer,
         keep_alive: out_holder.into_iter().chain(err_holder).collect(),
