@@ -320,9 +320,17 @@ pub fn load(artifact: File, payload: &WasmPayload) -> Result<Loaded> {
 
 /// wasmtime 48 has no `Component::deserialize_open_file`: map it through
 /// `/proc/self/fd` when procfs is there (shares page cache), else read it in.
-fn deserialize_component(engine: &Engine, mut file: File) -> wasmtime::Result<Component> {
+fn deserialize_component(engine: &Engine, file: File) -> wasmtime::Result<Component> {
+    deserialize_component_via(engine, file, true)
+}
+
+pub(crate) fn deserialize_component_via(
+    engine: &Engine,
+    mut file: File,
+    try_procfs: bool,
+) -> wasmtime::Result<Component> {
     let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-    if std::path::Path::new(&proc_path).exists() {
+    if try_procfs && std::path::Path::new(&proc_path).exists() {
         // SAFETY: see `load`.
         if let Ok(c) = unsafe { Component::deserialize_file(engine, &proc_path) } {
             return Ok(c);

@@ -240,3 +240,13 @@ fn cache_hit_is_cheap() {
     let hit = t.elapsed();
     eprintln!("compile miss {miss:?}, hit {hit:?}");
 }
+
+#[test]
+fn component_loads_without_procfs() {
+    let (_d, cache) = cache();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm/out/hello-p2.wasm");
+    let compiled = cache.compile("hello-p2.wasm", &std::fs::read(path).unwrap(), None).unwrap();
+    assert_eq!(compiled.payload.kind, WasmKind::ComponentCommand);
+    let c = crate::run::deserialize_component_via(cache.engine(), compiled.file, false).unwrap();
+    crate::run::prepare_component(cache.engine(), "hello-p2.wasm", &c, Some(WasmKind::ComponentCommand)).unwrap();
+}
