@@ -2,7 +2,7 @@
 //! `harness = false`: the spawner must be forked before any thread exists.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -172,8 +172,11 @@ fn main() {
     let procs = cg.procs_files();
 
     // 1. A plain run.
-    let script = "echo hi; hostname; ls /; grep -i cap /proc/self/status; cat /proc/self/cgroup; echo pid=$$; ls /dev";
-    let s = spec(&root, &["sh", "-c", script]);
+    let script = "echo hi; hostname; ls /; grep -i cap /proc/self/status; cat /proc/self/cgroup; echo pid=$$; ls /dev; ls /sys/fs/cgroup; cat /sys/fs/cgroup/memory/memory.limit_in_bytes; echo timer=$(wc -c < /proc/timer_list) fw=$(ls /sys/firmware | wc -l); echo x > /proc/sys/kernel/hostname || echo rosys; cat /proc/self/oom_score_adj";
+    let mut s = spec(&root, &["sh", "-c", script]);
+    let mut pr = s.process().clone().unwrap();
+    pr.set_oom_score_adj(Some(-500));
+    s.set_process(Some(pr));
     let (r, w) = pipe();
     let p = spawner
         .spawn_init(init(&root, bundle, s, &procs, Workload::Exec), stdio_to(&w))
@@ -192,6 +195,16 @@ fn main() {
     assert!(!out.contains("CapBnd:\t000001ff"), "{out}");
     assert!(out.contains("pid=1"), "{out}");
     assert!(out.contains("null") && out.contains("pts"), "{out}");
+    // v1: the container's own cgroup dirs are bound in.
+    assert!(
+        out.contains("memory\n") && out.contains("67108864\n"),
+        "{out}"
+    );
+    // masked /proc/kcore is empty; /proc/sys is read-only
+    assert!(
+        out.contains("timer=0 fw=0") && out.contains("rosys"),
+        "{out}"
+    );
     let stats = cg.stats().expect("stats");
     assert_eq!(stats.memory_limit, 64 << 20);
     assert_eq!(stats.pids_limit, 64);
@@ -271,6 +284,39 @@ fn main() {
     assert_ne!(lines[1], "1");
     assert!(lines[2].starts_with("sleep"), "{out}");
     assert!(out.contains("inroot"), "{out}");
+    // an exec with a terminal
+    let process = ProcessBuilder::default()
+        .args(vec!["sh".to_string(), "-c".into(), "tty".into()])
+        .env(vec!["PATH=/bin".to_string()])
+        .cwd("/")
+        .terminal(true)
+        .build()
+        .unwrap();
+    let ep = spawner
+        .spawn_exec(
+            ExecRequest {
+                container_id: "test".into(),
+                exec_id: "e2".into(),
+                init_pid,
+                process,
+                spec: s.clone(),
+                cgroup_procs: procs.clone(),
+                workload: Workload::Exec,
+            },
+            Stdio::default(),
+        )
+        .expect("spawn_exec tty");
+    let master = ep
+        .pty_master
+        .as_ref()
+        .expect("exec pty")
+        .try_clone()
+        .unwrap();
+    let epid = ep.pid;
+    ep.start().expect("start exec tty");
+    let out = read_all(master);
+    assert_eq!(wait(epid), 0);
+    assert!(out.starts_with("/dev/pts/"), "{out}");
     let pids = cg.pids().unwrap();
     assert!(pids.contains(&init_pid), "{pids:?}");
 
@@ -360,6 +406,5 @@ fn main() {
         let _ = std::fs::remove_dir(h.path().join("amphi-test"));
     }
     drop(spawner);
-    let _ = r2.as_raw_fd();
     println!("spawn: all ok");
 }
