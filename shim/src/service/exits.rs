@@ -8,7 +8,6 @@ use std::time::Duration;
 use containerd_shim_protos::events::task as ev;
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::topics;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use super::state::{Exit, Phase};
@@ -105,6 +104,7 @@ fn finalize(inner: Arc<Inner>, id: String, exec_id: String) {
             // Bounded: a grandchild holding the pty must not hold the exit forever.
             let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
         }
+        report_new_oom(&inner, &id).await;
         let event = {
             let mut g = inner.lock();
             let Some(c) = g.get_mut(&id) else { return };
@@ -141,8 +141,37 @@ fn finalize(inner: Arc<Inner>, id: String, exec_id: String) {
     });
 }
 
-/// Watches the container's cgroup for OOM kills and publishes `/tasks/oom` for each new one.
-pub(super) fn watch_oom(inner: &Inner, id: &str) {
+/// Publishes `/tasks/oom` if the container's cgroup counted an OOM kill not reported yet.
+/// Called by the OOM watcher and before every exit event, so an OOM always precedes the exit
+/// it caused, whichever of the two notifications the kernel delivered first.
+async fn report_new_oom(inner: &Inner, id: &str) {
+    let Ok(cg) = inner.cgroup_of(id) else { return };
+    let kills = tokio::task::spawn_blocking(move || cg.stats().map(|s| s.memory_oom_kill))
+        .await
+        .ok()
+        .and_then(|r| r.ok());
+    let Some(kills) = kills else { return };
+    let new = inner
+        .with_container(id, |c| {
+            let new = kills > c.oom_kills;
+            c.oom_kills = c.oom_kills.max(kills);
+            Ok(new)
+        })
+        .unwrap_or(false);
+    if new {
+        inner.publish(
+            topics::TASK_OOM_EVENT_TOPIC,
+            Box::new(ev::TaskOOM {
+                container_id: id.to_string(),
+                ..Default::default()
+            }),
+        );
+    }
+}
+
+/// Watches the container's cgroup for OOM kills (eventfd on v1, inotify on memory.events on
+/// v2) until the cgroup goes away.
+pub(super) fn watch_oom(inner: &Arc<Inner>, id: &str) {
     let Ok(cg) = inner.cgroup_of(id) else { return };
     let fd = match cg.oom_notifier() {
         Ok(Some(fd)) => fd,
@@ -152,42 +181,24 @@ pub(super) fn watch_oom(inner: &Inner, id: &str) {
             return;
         }
     };
-    let publisher = inner.ctx.publisher.clone();
+    let inner = inner.clone();
     let id = id.to_string();
     tokio::spawn(async move {
-        let Ok(afd) = AsyncFd::new(fd) else { return };
-        let mut seen = 0u64;
+        let Some(afd) = super::stdio::register(fd) else {
+            return;
+        };
         loop {
             let Ok(mut guard) = afd.readable().await else {
                 return;
             };
             let mut buf = [0u8; 4096];
-            // Drain the eventfd / inotify record; the counter below says what happened.
+            // Drain the eventfd / inotify record; the counter says what happened.
             let n = nix::unistd::read(guard.get_inner(), &mut buf);
             guard.clear_ready();
-            if matches!(n, Ok(0)) {
-                return;
+            if matches!(n, Ok(0)) || inner.cgroup_of(&id).is_err() {
+                return; // the container was deleted
             }
-            let cg2 = cg.clone();
-            let kills = tokio::task::spawn_blocking(move || cg2.stats().map(|s| s.memory_oom_kill))
-                .await
-                .ok()
-                .and_then(|r| r.ok());
-            match kills {
-                Some(k) if k > seen => {
-                    seen = k;
-                    publisher.publish(
-                        topics::TASK_OOM_EVENT_TOPIC,
-                        Box::new(ev::TaskOOM {
-                            container_id: id.clone(),
-                            ..Default::default()
-                        }),
-                    );
-                }
-                // cgroup gone: the container was deleted.
-                None => return,
-                _ => {}
-            }
+            report_new_oom(&inner, &id).await;
         }
     });
 }

@@ -34,8 +34,6 @@ use reaper::ExitBook;
 use state::{Container, Exit, Phase, Process};
 use stdio::StdioPaths;
 
-pub use error::ServiceError as Error;
-
 pub struct ServiceContext {
     pub namespace: String,
     pub id: String,
@@ -71,6 +69,11 @@ impl TaskService {
             containers: Mutex::new(HashMap::new()),
             exits: ExitBook::default(),
         });
+        log::info!(
+            "task service of shim {} (namespace {}) ready",
+            inner.ctx.id,
+            inner.ctx.namespace
+        );
         let rx = reaper::spawn();
         tokio::spawn(exits::dispatch(inner.clone(), rx));
         TaskService { inner }
@@ -123,7 +126,10 @@ impl Inner {
 
     // ---- Create -------------------------------------------------------------------------
 
-    async fn create(&self, req: api::CreateTaskRequest) -> ServiceResult<api::CreateTaskResponse> {
+    async fn create(
+        self: &Arc<Self>,
+        req: api::CreateTaskRequest,
+    ) -> ServiceResult<api::CreateTaskResponse> {
         let id = req.id.clone();
         if self.lock().contains_key(&id) {
             return Err(ServiceError::AlreadyExists(format!("task {id}")));
@@ -141,6 +147,7 @@ impl Inner {
             mounted_rootfs: None,
             cgroup: None,
             init_pid: 0,
+            network: None,
         };
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
@@ -161,8 +168,11 @@ impl Inner {
         let root = self.ctx.state_root.clone();
         let spawner = self.ctx.spawner.clone();
         let rec = record.clone();
-        let created =
-            blocking(move || create_container(rec, mounts, stdio, &spawner, &root)).await?;
+        let net_opts = req.options.clone().into_option(); // amphi network
+        let created = blocking(move || {
+            create_container(rec, mounts, stdio, &spawner, &root, net_opts)
+        })
+        .await?;
         let (container, rec) = match created {
             Ok(v) => v,
             Err(e) => return Err(e),
@@ -695,6 +705,7 @@ fn create_container(
     stdio_paths: StdioPaths,
     spawner: &Spawner,
     state_root: &std::path::Path,
+    net_opts: Option<containerd_shim_protos::protobuf::well_known_types::any::Any>,
 ) -> ServiceResult<(Container, ContainerRecord)> {
     let save = |r: &ContainerRecord| {
         r.save(state_root)
@@ -714,6 +725,7 @@ fn create_container(
                 log::warn!("cleanup of task {}: {e}", r.id);
             }
         }
+        crate::network::teardown_record(r); // amphi network
         let _ = ContainerRecord::remove(state_root, &r.namespace, &r.id);
     };
     let result = (|| -> ServiceResult<(Container, ContainerRecord)> {
@@ -755,6 +767,14 @@ fn create_container(
         )?;
         record.init_pid = pending.pid;
         save(&record)?;
+        // amphi network (shim/src/network.rs): loopback or bridge in the init's new netns.
+        crate::network::setup(&mut record, &spec, net_opts.as_ref(), save).map_err(|e| {
+            if e.invalid_input {
+                ServiceError::InvalidArgument(e.message)
+            } else {
+                ServiceError::Internal(e.message)
+            }
+        })?;
         let mut init = Process::new("", stdio_paths.clone());
         init.pid = pending.pid;
         init.phase = Phase::Created;
@@ -822,6 +842,7 @@ fn teardown(container: Container, state_root: &std::path::Path, namespace: &str)
             log::warn!("delete task {}: {e}", container.id);
         }
     }
+    crate::network::teardown_recorded(state_root, namespace, &container.id); // amphi network
     if let Err(e) = ContainerRecord::remove(state_root, namespace, &container.id) {
         log::warn!("delete task {}: remove state: {e}", container.id);
     }

@@ -39,7 +39,7 @@ pub struct StdioPaths {
 #[derive(Default)]
 pub struct StdioHolders {
     pub stdin_writer: Option<File>,
-    pub keep_alive: Vec<File>,
+    pub _keep_alive: Vec<File>,
 }
 
 enum Target<'a> {
@@ -175,7 +175,7 @@ pub fn open_direct(
     };
     let holders = StdioHolders {
         stdin_writer,
-        keep_alive: out_holder.into_iter().chain(err_holder).collect(),
+        _keep_alive: out_holder.into_iter().chain(err_holder).collect(),
     };
     let stdio = Stdio {
         stdin: Some(stdin),
@@ -248,14 +248,14 @@ pub fn spawn_pty_copy(
     }
     let holders = StdioHolders {
         stdin_writer: None,
-        keep_alive: out_holder.into_iter().collect(),
+        _keep_alive: out_holder.into_iter().collect(),
     };
     Ok((done_rx, holders))
 }
 
 async fn copy_fd_to_file(master: OwnedFd, mut out: File) {
     use std::io::{Read, Write};
-    let Ok(afd) = AsyncFd::new(master) else {
+    let Some(afd) = register(master) else {
         return;
     };
     let mut buf = vec![0u8; 16 * 1024];
@@ -285,7 +285,7 @@ async fn copy_fd_to_file(master: OwnedFd, mut out: File) {
 async fn copy_file_to_fd(input: File, master: OwnedFd) {
     use std::io::{Read, Write};
     let _ = set_nonblocking(&input);
-    let Ok(ain) = AsyncFd::new(input) else { return };
+    let Some(ain) = register(input) else { return };
     let mut out = File::from(master);
     let mut buf = vec![0u8; 4096];
     loop {
@@ -305,6 +305,13 @@ async fn copy_file_to_fd(input: File, master: OwnedFd) {
             Err(_would_block) => continue,
         }
     }
+}
+
+/// Registers an owned fd with the tokio reactor.
+pub(super) fn register<T: AsRawFd>(owned: T) -> Option<AsyncFd<T>> {
+    // SAFETY: `T` owns its fd (OwnedFd or File): it stays open and the same for as long as
+    // the AsyncFd holds it, which is what `register` requires.
+    unsafe { AsyncFd::register(owned) }.ok()
 }
 
 /// A `File` view of a borrowed fd that never closes it.
