@@ -24,13 +24,29 @@ pub struct Containerd {
     child: Option<Child>,
     /// Set when the temp dir should survive (AMPHI_E2E_KEEP=1).
     keep: bool,
+    /// The CRI plugin's settings when it is enabled ([`Containerd::start_cri`]); then the
+    /// namespace is CRI's `k8s.io`.
+    pub cri: Option<crate::cri_env::CriConfig>,
 }
 
 impl Containerd {
     /// Starts a daemon of `version`. Fails if that version is not installed.
     pub fn start(version: Version) -> Result<Containerd> {
-        version.require()?;
+        Self::start_with(version, COUNTER.fetch_add(1, Ordering::SeqCst), None)
+    }
+
+    /// Starts a daemon of `version` with the CRI plugin enabled (runtime handlers `amphi` and
+    /// `runc`, a private CNI network, the pause image of [`crate::cri_env`] imported).
+    pub fn start_cri(version: Version) -> Result<Containerd> {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let cri = crate::cri_env::CriConfig::new(&n.to_string())?;
+        let d = Self::start_with(version, n, Some(cri))?;
+        crate::cri_env::import_pause(&d)?;
+        Ok(d)
+    }
+
+    fn start_with(version: Version, n: u32, cri: Option<crate::cri_env::CriConfig>) -> Result<Containerd> {
+        version.require()?;
         let pid = std::process::id();
         // Short path: unix socket paths must stay under 108 bytes.
         let dir = PathBuf::from(format!("/tmp/amphi-e2e-{pid}-{n}"));
@@ -49,10 +65,14 @@ impl Containerd {
         let mut d = Containerd {
             version,
             dir,
-            namespace: format!("e2e{pid}x{n}"),
+            namespace: if cri.is_some() { "k8s.io".to_string() } else { format!("e2e{pid}x{n}") },
             child: None,
             keep: std::env::var("AMPHI_E2E_KEEP").is_ok_and(|v| v == "1"),
+            cri,
         };
+        if let Some(cri) = &d.cri {
+            crate::cri_env::write_cni_conf(&d.dir, cri)?;
+        }
         std::fs::write(d.config_path(), d.config())?;
         d.spawn()?;
         Ok(d)
@@ -83,6 +103,9 @@ impl Containerd {
     }
 
     fn config(&self) -> String {
+        if let Some(cri) = &self.cri {
+            return crate::cri_env::containerd_config(self.version, &self.dir, cri);
+        }
         // Version 2 config: 1.6 and 1.7 read it natively, 2.x migrates it.
         format!(
             r#"version = 2
@@ -250,8 +273,13 @@ impl Drop for Containerd {
         kill_our_shims(&self.dir, &self.address());
         std::thread::sleep(Duration::from_millis(100));
         mounts::unmount_all_under(&self.dir);
-        cgroups::remove(&self.namespace);
-        let _ = std::fs::remove_dir(format!("/run/containerd/runc/{}", self.namespace));
+        if let Some(cri) = &self.cri {
+            cgroups::remove(&cri.cgroup_parent);
+            cri.net.remove_bridge();
+        } else {
+            cgroups::remove(&self.namespace);
+            let _ = std::fs::remove_dir(format!("/run/containerd/runc/{}", self.namespace));
+        }
         if self.keep {
             eprintln!("containerd {} dir kept at {}", self.version.label(), self.dir.display());
         } else {

@@ -21,7 +21,8 @@ fn restart(c: &mut Case) -> Result<()> {
     c.wait_status(&id, "STOPPED", Duration::from_secs(20))?;
     std::thread::sleep(Duration::from_millis(500));
     let ev = events.wait(Duration::from_millis(10))?; // killed: collects what it printed
-    let exit = ev.stdout.lines().find(|l| l.contains("/tasks/exit") && l.contains(&id));
+    let init = format!("\"id\":\"{id}\"");
+    let exit = ev.stdout.lines().find(|l| l.contains("/tasks/exit") && l.contains(&init));
     anyhow::ensure!(
         exit.is_some_and(|l| l.contains("137")),
         "no /tasks/exit event with status 137 for {id}; events:\n{}",

@@ -1,0 +1,301 @@
+//! A blocking CRI client (the `k8s-cri` v1 bindings over tonic on containerd's unix socket),
+//! used the way kubelet uses the runtime: RunPodSandbox, CreateContainer, ExecSync, ...
+//!
+//! Each call runs on a private current-thread tokio runtime, so tests stay synchronous.
+//! Errors carry the RPC name and the gRPC status message containerd returned.
+
+use anyhow::{Context, Result};
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub use k8s_cri::v1;
+
+/// Deadline of one RPC (ExecSync adds its own timeout on top).
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct CriClient {
+    rt: tokio::runtime::Runtime,
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+}
+
+/// `status.message()` with the RPC name, as an anyhow error.
+fn rpc_err(name: &str, s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("CRI {name} failed: {:?}: {}", s.code(), s.message())
+}
+
+macro_rules! call {
+    ($self:ident, $svc:ident, $method:ident, $name:literal, $req:expr) => {{
+        let mut c = $self.$svc.clone();
+        let req = $req;
+        $self
+            .rt
+            .block_on(async move { tokio::time::timeout(RPC_TIMEOUT, c.$method(req)).await })
+            .map_err(|_| anyhow::anyhow!("CRI {} timed out after {:?}", $name, RPC_TIMEOUT))?
+            .map(|r| r.into_inner())
+            .map_err(|s| rpc_err($name, s))
+    }};
+}
+
+impl CriClient {
+    /// Connects to the CRI service on `socket` (containerd's gRPC address).
+    pub fn connect(socket: &Path) -> Result<CriClient> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let path: PathBuf = socket.to_path_buf();
+        let channel = rt
+            .block_on(async move {
+                Endpoint::try_from("http://[::]:50051")?
+                    .connect_timeout(Duration::from_secs(10))
+                    .connect_with_connector(tower::service_fn(move |_: Uri| {
+                        let path = path.clone();
+                        async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+                    }))
+                    .await
+            })
+            .with_context(|| format!("connecting to the CRI socket {}", socket.display()))?;
+        Ok(CriClient {
+            rt,
+            runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20),
+            images: ImageServiceClient::new(channel).max_decoding_message_size(64 << 20),
+        })
+    }
+
+    pub fn version(&self) -> Result<cri::VersionResponse> {
+        call!(self, runtime, version, "Version", cri::VersionRequest { version: "v1".into() })
+    }
+
+    /// RunPodSandbox with `handler` (the RuntimeClass handler); returns the sandbox id.
+    pub fn run_pod_sandbox(&self, config: &cri::PodSandboxConfig, handler: &str) -> Result<String> {
+        let req = cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: handler.into() };
+        Ok(call!(self, runtime, run_pod_sandbox, "RunPodSandbox", req)?.pod_sandbox_id)
+    }
+
+    pub fn pod_sandbox_status(&self, id: &str) -> Result<cri::PodSandboxStatusResponse> {
+        let req = cri::PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: true };
+        call!(self, runtime, pod_sandbox_status, "PodSandboxStatus", req)
+    }
+
+    pub fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
+        call!(self, runtime, stop_pod_sandbox, "StopPodSandbox", cri::StopPodSandboxRequest { pod_sandbox_id: id.into() })?;
+        Ok(())
+    }
+
+    pub fn remove_pod_sandbox(&self, id: &str) -> Result<()> {
+        call!(self, runtime, remove_pod_sandbox, "RemovePodSandbox", cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() })?;
+        Ok(())
+    }
+
+    pub fn list_pod_sandboxes(&self) -> Result<Vec<cri::PodSandbox>> {
+        Ok(call!(self, runtime, list_pod_sandbox, "ListPodSandbox", cri::ListPodSandboxRequest { filter: None })?.items)
+    }
+
+    /// CreateContainer in `sandbox`; returns the container id.
+    pub fn create_container(&self, sandbox: &str, config: &cri::ContainerConfig, sandbox_config: &cri::PodSandboxConfig) -> Result<String> {
+        let req = cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.into(),
+            config: Some(config.clone()),
+            sandbox_config: Some(sandbox_config.clone()),
+        };
+        Ok(call!(self, runtime, create_container, "CreateContainer", req)?.container_id)
+    }
+
+    pub fn start_container(&self, id: &str) -> Result<()> {
+        call!(self, runtime, start_container, "StartContainer", cri::StartContainerRequest { container_id: id.into() })?;
+        Ok(())
+    }
+
+    /// StopContainer with a grace period of `timeout` seconds (SIGTERM, then SIGKILL).
+    pub fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
+        call!(self, runtime, stop_container, "StopContainer", cri::StopContainerRequest { container_id: id.into(), timeout })?;
+        Ok(())
+    }
+
+    pub fn remove_container(&self, id: &str) -> Result<()> {
+        call!(self, runtime, remove_container, "RemoveContainer", cri::RemoveContainerRequest { container_id: id.into() })?;
+        Ok(())
+    }
+
+    pub fn container_status(&self, id: &str) -> Result<cri::ContainerStatus> {
+        let req = cri::ContainerStatusRequest { container_id: id.into(), verbose: true };
+        call!(self, runtime, container_status, "ContainerStatus", req)?
+            .status
+            .ok_or_else(|| anyhow::anyhow!("ContainerStatus of {id}: no status in the reply"))
+    }
+
+    pub fn list_containers(&self, sandbox: Option<&str>) -> Result<Vec<cri::Container>> {
+        let filter = sandbox.map(|s| cri::ContainerFilter { pod_sandbox_id: s.into(), ..Default::default() });
+        Ok(call!(self, runtime, list_containers, "ListContainers", cri::ListContainersRequest { filter })?.containers)
+    }
+
+    /// ExecSync with a timeout in seconds (0 = none).
+    pub fn exec_sync(&self, id: &str, cmd: &[&str], timeout: i64) -> Result<ExecResult> {
+        let req = cri::ExecSyncRequest { container_id: id.into(), cmd: cmd.iter().map(|s| s.to_string()).collect(), timeout };
+        let mut c = self.runtime.clone();
+        let deadline = RPC_TIMEOUT + Duration::from_secs(timeout.max(0) as u64);
+        let r = self
+            .rt
+            .block_on(async move { tokio::time::timeout(deadline, c.exec_sync(req)).await })
+            .map_err(|_| anyhow::anyhow!("CRI ExecSync {cmd:?} in {id} timed out"))?
+            .map_err(|s| rpc_err("ExecSync", s))?
+            .into_inner();
+        Ok(ExecResult {
+            stdout: String::from_utf8_lossy(&r.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&r.stderr).into_owned(),
+            exit_code: r.exit_code,
+        })
+    }
+
+    pub fn container_stats(&self, id: &str) -> Result<cri::ContainerStats> {
+        call!(self, runtime, container_stats, "ContainerStats", cri::ContainerStatsRequest { container_id: id.into() })?
+            .stats
+            .ok_or_else(|| anyhow::anyhow!("ContainerStats of {id}: no stats in the reply"))
+    }
+
+    pub fn update_container_resources(&self, id: &str, res: &cri::LinuxContainerResources) -> Result<()> {
+        let req = cri::UpdateContainerResourcesRequest {
+            container_id: id.into(),
+            linux: Some(res.clone()),
+            windows: None,
+            annotations: HashMap::new(),
+        };
+        call!(self, runtime, update_container_resources, "UpdateContainerResources", req)?;
+        Ok(())
+    }
+
+    /// The image's id if the CRI image service knows `image`.
+    pub fn image_status(&self, image: &str) -> Result<Option<String>> {
+        let req = cri::ImageStatusRequest { image: Some(image_spec(image)), verbose: false };
+        Ok(call!(self, images, image_status, "ImageStatus", req)?.image.map(|i| i.id))
+    }
+
+    /// Polls ContainerStatus until its state is `state`; returns that status.
+    pub fn wait_container_state(&self, id: &str, state: cri::ContainerState, timeout: Duration) -> Result<cri::ContainerStatus> {
+        crate::cmd::wait_for(timeout, &format!("container {id} to be {state:?}"), || {
+            let st = self.container_status(id)?;
+            Ok((st.state == state as i32).then_some(st))
+        })
+    }
+}
+
+/// Waits until the CRI image service knows `image` (its store follows containerd's image
+/// events, so an image imported with `ctr` shows up shortly after).
+pub fn wait_image(cri: &CriClient, image: &str) -> Result<()> {
+    crate::cmd::wait_for(Duration::from_secs(20), &format!("CRI to see image {image}"), || Ok(cri.image_status(image)?.map(|_| ())))
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecResult {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+}
+
+impl ExecResult {
+    /// Ok(stdout) when the command exited 0.
+    pub fn ok(self) -> Result<String> {
+        anyhow::ensure!(self.exit_code == 0, "exec exited {}: stdout {:?} stderr {:?}", self.exit_code, self.stdout, self.stderr);
+        Ok(self.stdout)
+    }
+}
+
+pub fn image_spec(image: &str) -> cri::ImageSpec {
+    cri::ImageSpec { image: image.into(), ..Default::default() }
+}
+
+/// A pod config as kubelet would send it: metadata, hostname, log dir, cgroup parent, and
+/// the pod-level security context (no host namespaces).
+pub fn pod_config(name: &str, uid: &str, log_dir: &Path, cgroup_parent: &str) -> cri::PodSandboxConfig {
+    let mut labels = HashMap::new();
+    labels.insert("io.kubernetes.pod.name".to_string(), name.to_string());
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata { name: name.into(), uid: uid.into(), namespace: "default".into(), attempt: 0 }),
+        hostname: name.into(),
+        log_directory: log_dir.display().to_string(),
+        labels,
+        linux: Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: cgroup_parent.into(),
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    network: cri::NamespaceMode::Pod as i32,
+                    pid: cri::NamespaceMode::Container as i32,
+                    ipc: cri::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A container config: `image`, `command` (entrypoint override; empty keeps the image's),
+/// `args`, the log file `<name>.log` relative to the pod's log dir.
+pub fn container_config(name: &str, image: &str, command: &[&str], args: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
+        image: Some(image_spec(image)),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(cri::LinuxContainerConfig {
+            resources: Some(cri::LinuxContainerResources::default()),
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    network: cri::NamespaceMode::Pod as i32,
+                    pid: cri::NamespaceMode::Container as i32,
+                    ipc: cri::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+/// One line of a CRI log file: `<RFC3339Nano time> <stdout|stderr> <F|P> <content>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub time: String,
+    pub stream: String,
+    pub tag: String,
+    pub content: String,
+}
+
+/// Parses a CRI-format log file; fails on any line not in that format.
+pub fn parse_cri_log(text: &str) -> Result<Vec<LogLine>> {
+    text.lines()
+        .map(|l| {
+            let mut it = l.splitn(4, ' ');
+            let (time, stream, tag) = (it.next().unwrap_or(""), it.next().unwrap_or(""), it.next().unwrap_or(""));
+            let content = it.next().unwrap_or("");
+            anyhow::ensure!(
+                time.len() >= 20 && time.as_bytes()[4] == b'-' && time.contains('T'),
+                "not a CRI log line (time {time:?}): {l:?}"
+            );
+            anyhow::ensure!(stream == "stdout" || stream == "stderr", "not a CRI log line (stream {stream:?}): {l:?}");
+            anyhow::ensure!(tag == "F" || tag == "P", "not a CRI log line (tag {tag:?}): {l:?}");
+            Ok(LogLine { time: time.into(), stream: stream.into(), tag: tag.into(), content: content.into() })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_cri_log_lines() {
+        let t = "2026-11-29T12:00:00.123456789Z stdout F hello world\n2026-11-29T12:00:00.2Z stderr P part\n";
+        let v = super::parse_cri_log(t).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].content, "hello world");
+        assert_eq!(v[1].stream, "stderr");
+        assert!(super::parse_cri_log("hello\n").is_err());
+    }
+}
