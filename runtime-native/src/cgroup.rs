@@ -649,7 +649,8 @@ impl Cgroup {
                 return Err(cg_err(&self.rel, format!("timed out waiting to {what}")));
             }
             n += 1;
-            if n % 100 == 0 {
+            if n == 100 {
+                n = 0;
                 retry();
             }
             std::thread::sleep(Duration::from_millis(1));

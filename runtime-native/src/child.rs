@@ -148,10 +148,10 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
             unsafe { libc::setsid() };
             oom_score_adj(c, &process)?;
             let nss = namespaces(&r.spec);
-            if nss
+            let new_mnt = nss
                 .iter()
-                .any(|(t, p)| *t == LinuxNamespaceType::Mount && p.is_none())
-            {
+                .any(|(t, p)| *t == LinuxNamespaceType::Mount && p.is_none());
+            if new_mnt {
                 setup_rootfs(c, &r.spec, &r.rootfs)?;
             } else {
                 c.warn("no new mount namespace: only chroot into the rootfs".into());
@@ -164,6 +164,9 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
                 .any(|(t, p)| *t == LinuxNamespaceType::Uts && p.is_none());
             hostname(c, &r.spec, new_uts)?;
             sysctls(&r.spec, &nss)?;
+            if new_mnt {
+                finalize_rootfs(&r.spec)?;
+            }
             finish(c, &r.spec, &process, &r.workload)
         }
         Request::Exec(r) => {
@@ -425,7 +428,13 @@ fn setup_rootfs(c: &Child, spec: &Spec, rootfs: &Path) -> R {
         create_device(rootfs, &d)?;
     }
     pivot_root(rootfs)?;
+    Ok(())
+}
 
+/// After hostname and sysctls (which write /proc/sys, usually among the read-only paths), as
+/// runc does: masked paths, read-only paths, a read-only root.
+fn finalize_rootfs(spec: &Spec) -> R {
+    let linux = spec.linux().clone().unwrap_or_default();
     for p in linux.masked_paths().clone().unwrap_or_default() {
         mask_path(&p)?;
     }

@@ -89,8 +89,8 @@ pub struct PendingProcess {
 /// What the caller asks the spawner for.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
-    Init(InitRequest),
-    Exec(ExecRequest),
+    Init(Box<InitRequest>),
+    Exec(Box<ExecRequest>),
 }
 
 /// Which fds travel with a request, in order: stdin, stdout, stderr (those present), extras.
@@ -443,12 +443,12 @@ impl Spawner {
     /// Clones and sets up a container init; returns once it reported `Ready` (or the error it
     /// reported, after it has exited and been reaped... by the caller's reaper).
     pub fn spawn_init(&self, req: InitRequest, stdio: Stdio) -> Result<PendingProcess> {
-        self.request(Request::Init(req), stdio)
+        self.request(Request::Init(Box::new(req)), stdio)
     }
 
     /// Clones a process into a running container's namespaces and cgroup.
     pub fn spawn_exec(&self, req: ExecRequest, stdio: Stdio) -> Result<PendingProcess> {
-        self.request(Request::Exec(req), stdio)
+        self.request(Request::Exec(Box::new(req)), stdio)
     }
 
     fn request(&self, req: Request, stdio: Stdio) -> Result<PendingProcess> {

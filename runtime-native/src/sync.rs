@@ -102,7 +102,10 @@ fn recv_one(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize, 
 }
 
 /// Receives one framed message. `Ok(None)` means the peer closed the socket (EOF).
-pub fn recv_raw(fd: RawFd) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>, Errno> {
+/// A message's bytes and the fds that came with it.
+pub type Received = (Vec<u8>, Vec<OwnedFd>);
+
+pub fn recv_raw(fd: RawFd) -> Result<Option<Received>, Errno> {
     let mut fds = Vec::new();
     let mut header = [0u8; 8];
     let n = recv_one(fd, &mut header, &mut fds)?;
