@@ -420,8 +420,12 @@ pub(crate) fn exec_process(o: &ExecOpts, base: Option<&Process>) -> Result<Proce
     if !o.caps.is_empty() {
         let mut caps = p.capabilities().clone().unwrap_or_default();
         for c in &o.caps {
-            let cap: Capability = c
-                .parse()
+            let name = if c.starts_with("CAP_") {
+                c.clone()
+            } else {
+                format!("CAP_{c}")
+            };
+            let cap: Capability = serde_json::from_value(serde_json::Value::String(name))
                 .map_err(|_| Error::Usage(format!("unknown capability {c:?}")))?;
             for set in [
                 caps.bounding().clone(),

@@ -63,7 +63,7 @@ impl log::Log for Logger {
     fn flush(&self) {}
 }
 
-/// Installs the logger. Without `--log`, warnings (and debug with `--debug`) go to stderr.
+/// Installs the logger (to `--log`, else stderr).
 pub fn init(g: &Global) {
     let file = g.log.as_ref().and_then(|p| {
         std::fs::OpenOptions::new()
@@ -72,10 +72,12 @@ pub fn init(g: &Global) {
             .open(p)
             .ok()
     });
-    let level = if g.debug {
-        log::LevelFilter::Debug
-    } else {
-        log::LevelFilter::Warn
+    // On stderr only what the user must see (runc prints no setup warnings there); the log
+    // file also gets warnings, and everything with --debug.
+    let level = match (g.debug, file.is_some()) {
+        (true, _) => log::LevelFilter::Debug,
+        (false, true) => log::LevelFilter::Warn,
+        (false, false) => log::LevelFilter::Error,
     };
     let fd = file.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
     let logger = LOGGER.get_or_init(|| Logger {
