@@ -46,7 +46,9 @@ macro_rules! call {
 impl CriClient {
     /// Connects to the CRI service on `socket` (containerd's gRPC address).
     pub fn connect(socket: &Path) -> Result<CriClient> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let path: PathBuf = socket.to_path_buf();
         let channel = rt
             .block_on(async move {
@@ -54,7 +56,11 @@ impl CriClient {
                     .connect_timeout(Duration::from_secs(10))
                     .connect_with_connector(tower::service_fn(move |_: Uri| {
                         let path = path.clone();
-                        async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+                        async move {
+                            Ok::<_, std::io::Error>(TokioIo::new(
+                                tokio::net::UnixStream::connect(path).await?,
+                            ))
+                        }
                     }))
                     .await
             })
@@ -67,36 +73,78 @@ impl CriClient {
     }
 
     pub fn version(&self) -> Result<cri::VersionResponse> {
-        call!(self, runtime, version, "Version", cri::VersionRequest { version: "v1".into() })
+        call!(
+            self,
+            runtime,
+            version,
+            "Version",
+            cri::VersionRequest {
+                version: "v1".into()
+            }
+        )
     }
 
     /// RunPodSandbox with `handler` (the RuntimeClass handler); returns the sandbox id.
     pub fn run_pod_sandbox(&self, config: &cri::PodSandboxConfig, handler: &str) -> Result<String> {
-        let req = cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: handler.into() };
+        let req = cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: handler.into(),
+        };
         Ok(call!(self, runtime, run_pod_sandbox, "RunPodSandbox", req)?.pod_sandbox_id)
     }
 
     pub fn pod_sandbox_status(&self, id: &str) -> Result<cri::PodSandboxStatusResponse> {
-        let req = cri::PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: true };
+        let req = cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: true,
+        };
         call!(self, runtime, pod_sandbox_status, "PodSandboxStatus", req)
     }
 
     pub fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
-        call!(self, runtime, stop_pod_sandbox, "StopPodSandbox", cri::StopPodSandboxRequest { pod_sandbox_id: id.into() })?;
+        call!(
+            self,
+            runtime,
+            stop_pod_sandbox,
+            "StopPodSandbox",
+            cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.into()
+            }
+        )?;
         Ok(())
     }
 
     pub fn remove_pod_sandbox(&self, id: &str) -> Result<()> {
-        call!(self, runtime, remove_pod_sandbox, "RemovePodSandbox", cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() })?;
+        call!(
+            self,
+            runtime,
+            remove_pod_sandbox,
+            "RemovePodSandbox",
+            cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.into()
+            }
+        )?;
         Ok(())
     }
 
     pub fn list_pod_sandboxes(&self) -> Result<Vec<cri::PodSandbox>> {
-        Ok(call!(self, runtime, list_pod_sandbox, "ListPodSandbox", cri::ListPodSandboxRequest { filter: None })?.items)
+        Ok(call!(
+            self,
+            runtime,
+            list_pod_sandbox,
+            "ListPodSandbox",
+            cri::ListPodSandboxRequest { filter: None }
+        )?
+        .items)
     }
 
     /// CreateContainer in `sandbox`; returns the container id.
-    pub fn create_container(&self, sandbox: &str, config: &cri::ContainerConfig, sandbox_config: &cri::PodSandboxConfig) -> Result<String> {
+    pub fn create_container(
+        &self,
+        sandbox: &str,
+        config: &cri::ContainerConfig,
+        sandbox_config: &cri::PodSandboxConfig,
+    ) -> Result<String> {
         let req = cri::CreateContainerRequest {
             pod_sandbox_id: sandbox.into(),
             config: Some(config.clone()),
@@ -106,36 +154,78 @@ impl CriClient {
     }
 
     pub fn start_container(&self, id: &str) -> Result<()> {
-        call!(self, runtime, start_container, "StartContainer", cri::StartContainerRequest { container_id: id.into() })?;
+        call!(
+            self,
+            runtime,
+            start_container,
+            "StartContainer",
+            cri::StartContainerRequest {
+                container_id: id.into()
+            }
+        )?;
         Ok(())
     }
 
     /// StopContainer with a grace period of `timeout` seconds (SIGTERM, then SIGKILL).
     pub fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
-        call!(self, runtime, stop_container, "StopContainer", cri::StopContainerRequest { container_id: id.into(), timeout })?;
+        call!(
+            self,
+            runtime,
+            stop_container,
+            "StopContainer",
+            cri::StopContainerRequest {
+                container_id: id.into(),
+                timeout
+            }
+        )?;
         Ok(())
     }
 
     pub fn remove_container(&self, id: &str) -> Result<()> {
-        call!(self, runtime, remove_container, "RemoveContainer", cri::RemoveContainerRequest { container_id: id.into() })?;
+        call!(
+            self,
+            runtime,
+            remove_container,
+            "RemoveContainer",
+            cri::RemoveContainerRequest {
+                container_id: id.into()
+            }
+        )?;
         Ok(())
     }
 
     pub fn container_status(&self, id: &str) -> Result<cri::ContainerStatus> {
-        let req = cri::ContainerStatusRequest { container_id: id.into(), verbose: true };
+        let req = cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        };
         call!(self, runtime, container_status, "ContainerStatus", req)?
             .status
             .ok_or_else(|| anyhow::anyhow!("ContainerStatus of {id}: no status in the reply"))
     }
 
     pub fn list_containers(&self, sandbox: Option<&str>) -> Result<Vec<cri::Container>> {
-        let filter = sandbox.map(|s| cri::ContainerFilter { pod_sandbox_id: s.into(), ..Default::default() });
-        Ok(call!(self, runtime, list_containers, "ListContainers", cri::ListContainersRequest { filter })?.containers)
+        let filter = sandbox.map(|s| cri::ContainerFilter {
+            pod_sandbox_id: s.into(),
+            ..Default::default()
+        });
+        Ok(call!(
+            self,
+            runtime,
+            list_containers,
+            "ListContainers",
+            cri::ListContainersRequest { filter }
+        )?
+        .containers)
     }
 
     /// ExecSync with a timeout in seconds (0 = none).
     pub fn exec_sync(&self, id: &str, cmd: &[&str], timeout: i64) -> Result<ExecResult> {
-        let req = cri::ExecSyncRequest { container_id: id.into(), cmd: cmd.iter().map(|s| s.to_string()).collect(), timeout };
+        let req = cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout,
+        };
         let mut c = self.runtime.clone();
         let deadline = RPC_TIMEOUT + Duration::from_secs(timeout.max(0) as u64);
         let r = self
@@ -152,30 +242,58 @@ impl CriClient {
     }
 
     pub fn container_stats(&self, id: &str) -> Result<cri::ContainerStats> {
-        call!(self, runtime, container_stats, "ContainerStats", cri::ContainerStatsRequest { container_id: id.into() })?
-            .stats
-            .ok_or_else(|| anyhow::anyhow!("ContainerStats of {id}: no stats in the reply"))
+        call!(
+            self,
+            runtime,
+            container_stats,
+            "ContainerStats",
+            cri::ContainerStatsRequest {
+                container_id: id.into()
+            }
+        )?
+        .stats
+        .ok_or_else(|| anyhow::anyhow!("ContainerStats of {id}: no stats in the reply"))
     }
 
-    pub fn update_container_resources(&self, id: &str, res: &cri::LinuxContainerResources) -> Result<()> {
+    pub fn update_container_resources(
+        &self,
+        id: &str,
+        res: &cri::LinuxContainerResources,
+    ) -> Result<()> {
         let req = cri::UpdateContainerResourcesRequest {
             container_id: id.into(),
             linux: Some(res.clone()),
             windows: None,
             annotations: HashMap::new(),
         };
-        call!(self, runtime, update_container_resources, "UpdateContainerResources", req)?;
+        call!(
+            self,
+            runtime,
+            update_container_resources,
+            "UpdateContainerResources",
+            req
+        )?;
         Ok(())
     }
 
     /// The image's id if the CRI image service knows `image`.
     pub fn image_status(&self, image: &str) -> Result<Option<String>> {
-        let req = cri::ImageStatusRequest { image: Some(image_spec(image)), verbose: false };
-        Ok(call!(self, images, image_status, "ImageStatus", req)?.image.map(|i| i.id))
+        let req = cri::ImageStatusRequest {
+            image: Some(image_spec(image)),
+            verbose: false,
+        };
+        Ok(call!(self, images, image_status, "ImageStatus", req)?
+            .image
+            .map(|i| i.id))
     }
 
     /// Polls ContainerStatus until its state is `state`; returns that status.
-    pub fn wait_container_state(&self, id: &str, state: cri::ContainerState, timeout: Duration) -> Result<cri::ContainerStatus> {
+    pub fn wait_container_state(
+        &self,
+        id: &str,
+        state: cri::ContainerState,
+        timeout: Duration,
+    ) -> Result<cri::ContainerStatus> {
         crate::cmd::wait_for(timeout, &format!("container {id} to be {state:?}"), || {
             let st = self.container_status(id)?;
             Ok((st.state == state as i32).then_some(st))
@@ -186,7 +304,11 @@ impl CriClient {
 /// Waits until the CRI image service knows `image` (its store follows containerd's image
 /// events, so an image imported with `ctr` shows up shortly after).
 pub fn wait_image(cri: &CriClient, image: &str) -> Result<()> {
-    crate::cmd::wait_for(Duration::from_secs(20), &format!("CRI to see image {image}"), || Ok(cri.image_status(image)?.map(|_| ())))
+    crate::cmd::wait_for(
+        Duration::from_secs(20),
+        &format!("CRI to see image {image}"),
+        || Ok(cri.image_status(image)?.map(|_| ())),
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -199,22 +321,41 @@ pub struct ExecResult {
 impl ExecResult {
     /// Ok(stdout) when the command exited 0.
     pub fn ok(self) -> Result<String> {
-        anyhow::ensure!(self.exit_code == 0, "exec exited {}: stdout {:?} stderr {:?}", self.exit_code, self.stdout, self.stderr);
+        anyhow::ensure!(
+            self.exit_code == 0,
+            "exec exited {}: stdout {:?} stderr {:?}",
+            self.exit_code,
+            self.stdout,
+            self.stderr
+        );
         Ok(self.stdout)
     }
 }
 
 pub fn image_spec(image: &str) -> cri::ImageSpec {
-    cri::ImageSpec { image: image.into(), ..Default::default() }
+    cri::ImageSpec {
+        image: image.into(),
+        ..Default::default()
+    }
 }
 
 /// A pod config as kubelet would send it: metadata, hostname, log dir, cgroup parent, and
 /// the pod-level security context (no host namespaces).
-pub fn pod_config(name: &str, uid: &str, log_dir: &Path, cgroup_parent: &str) -> cri::PodSandboxConfig {
+pub fn pod_config(
+    name: &str,
+    uid: &str,
+    log_dir: &Path,
+    cgroup_parent: &str,
+) -> cri::PodSandboxConfig {
     let mut labels = HashMap::new();
     labels.insert("io.kubernetes.pod.name".to_string(), name.to_string());
     cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata { name: name.into(), uid: uid.into(), namespace: "default".into(), attempt: 0 }),
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: uid.into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
         hostname: name.into(),
         log_directory: log_dir.display().to_string(),
         labels,
@@ -237,9 +378,17 @@ pub fn pod_config(name: &str, uid: &str, log_dir: &Path, cgroup_parent: &str) ->
 
 /// A container config: `image`, `command` (entrypoint override; empty keeps the image's),
 /// `args`, the log file `<name>.log` relative to the pod's log dir.
-pub fn container_config(name: &str, image: &str, command: &[&str], args: &[&str]) -> cri::ContainerConfig {
+pub fn container_config(
+    name: &str,
+    image: &str,
+    command: &[&str],
+    args: &[&str],
+) -> cri::ContainerConfig {
     cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
         image: Some(image_spec(image)),
         command: command.iter().map(|s| s.to_string()).collect(),
         args: args.iter().map(|s| s.to_string()).collect(),
@@ -274,15 +423,30 @@ pub fn parse_cri_log(text: &str) -> Result<Vec<LogLine>> {
     text.lines()
         .map(|l| {
             let mut it = l.splitn(4, ' ');
-            let (time, stream, tag) = (it.next().unwrap_or(""), it.next().unwrap_or(""), it.next().unwrap_or(""));
+            let (time, stream, tag) = (
+                it.next().unwrap_or(""),
+                it.next().unwrap_or(""),
+                it.next().unwrap_or(""),
+            );
             let content = it.next().unwrap_or("");
             anyhow::ensure!(
                 time.len() >= 20 && time.as_bytes()[4] == b'-' && time.contains('T'),
                 "not a CRI log line (time {time:?}): {l:?}"
             );
-            anyhow::ensure!(stream == "stdout" || stream == "stderr", "not a CRI log line (stream {stream:?}): {l:?}");
-            anyhow::ensure!(tag == "F" || tag == "P", "not a CRI log line (tag {tag:?}): {l:?}");
-            Ok(LogLine { time: time.into(), stream: stream.into(), tag: tag.into(), content: content.into() })
+            anyhow::ensure!(
+                stream == "stdout" || stream == "stderr",
+                "not a CRI log line (stream {stream:?}): {l:?}"
+            );
+            anyhow::ensure!(
+                tag == "F" || tag == "P",
+                "not a CRI log line (tag {tag:?}): {l:?}"
+            );
+            Ok(LogLine {
+                time: time.into(),
+                stream: stream.into(),
+                tag: tag.into(),
+                content: content.into(),
+            })
         })
         .collect()
 }

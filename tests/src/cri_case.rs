@@ -44,8 +44,16 @@ pub struct Pod {
 }
 
 /// Runs `f` against a CRI daemon of `version` whose pods use `handler`, then the leak check.
-pub fn run_cri_case(version: Version, handler: &'static str, name: &str, f: impl FnOnce(&mut CriCase) -> Result<()>) {
-    let label = format!("{name} [containerd {} / CRI handler {handler}]", version.label());
+pub fn run_cri_case(
+    version: Version,
+    handler: &'static str,
+    name: &str,
+    f: impl FnOnce(&mut CriCase) -> Result<()>,
+) {
+    let label = format!(
+        "{name} [containerd {} / CRI handler {handler}]",
+        version.label()
+    );
     let setup = (|| -> Result<CriCase> {
         if handler == AMPHI_HANDLER {
             paths::shim_binary()?;
@@ -56,7 +64,13 @@ pub fn run_cri_case(version: Version, handler: &'static str, name: &str, f: impl
         images::import_busybox(&cd)?;
         cri::wait_image(&cri, cri_env::PAUSE_IMAGE)?;
         cri::wait_image(&cri, BUSYBOX)?;
-        Ok(CriCase { cd, cri, handler, name: name.replace('_', "-"), pods: RefCell::new(Vec::new()) })
+        Ok(CriCase {
+            cd,
+            cri,
+            handler,
+            name: name.replace('_', "-"),
+            pods: RefCell::new(Vec::new()),
+        })
     })();
     let mut case = match setup {
         Ok(c) => c,
@@ -67,7 +81,10 @@ pub fn run_cri_case(version: Version, handler: &'static str, name: &str, f: impl
         Ok(Err(e)) => Err(e),
         Err(p) => Err(anyhow::anyhow!(
             "panicked: {}",
-            p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
         )),
     };
     if let Err(e) = result {
@@ -114,17 +131,33 @@ impl CriCase {
         std::fs::create_dir_all(&log_dir)?;
         let uid = format!("uid-{full}");
         let config = cri::pod_config(&full, &uid, &log_dir, &self.cri_config().cgroup_parent);
-        let id = self.cri.run_pod_sandbox(&config, self.handler).with_context(|| format!("RunPodSandbox {full} (handler {})", self.handler))?;
-        let pod = Pod { id, config, log_dir };
+        let id = self
+            .cri
+            .run_pod_sandbox(&config, self.handler)
+            .with_context(|| format!("RunPodSandbox {full} (handler {})", self.handler))?;
+        let pod = Pod {
+            id,
+            config,
+            log_dir,
+        };
         self.pods.borrow_mut().push(pod.clone());
         Ok(pod)
     }
 
     /// CreateContainer + StartContainer; returns the container id.
     pub fn start_container(&self, pod: &Pod, config: &v1::ContainerConfig) -> Result<String> {
-        let name = config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
-        let id = self.cri.create_container(&pod.id, config, &pod.config).with_context(|| format!("CreateContainer {name}"))?;
-        self.cri.start_container(&id).with_context(|| format!("StartContainer {name} ({id})"))?;
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let id = self
+            .cri
+            .create_container(&pod.id, config, &pod.config)
+            .with_context(|| format!("CreateContainer {name}"))?;
+        self.cri
+            .start_container(&id)
+            .with_context(|| format!("StartContainer {name} ({id})"))?;
         Ok(id)
     }
 
@@ -144,11 +177,18 @@ impl CriCase {
     /// The container's log, parsed (CRI format), waiting until it contains `needle`.
     pub fn wait_log(&self, pod: &Pod, name: &str, needle: &str) -> Result<Vec<cri::LogLine>> {
         let f = self.log_file(pod, name);
-        crate::cmd::wait_for(Duration::from_secs(20), &format!("{needle:?} in {}", f.display()), || {
-            let text = std::fs::read_to_string(&f).unwrap_or_default();
-            let lines = cri::parse_cri_log(&text)?;
-            Ok(lines.iter().any(|l| l.content.contains(needle)).then_some(lines))
-        })
+        crate::cmd::wait_for(
+            Duration::from_secs(20),
+            &format!("{needle:?} in {}", f.display()),
+            || {
+                let text = std::fs::read_to_string(&f).unwrap_or_default();
+                let lines = cri::parse_cri_log(&text)?;
+                Ok(lines
+                    .iter()
+                    .any(|l| l.content.contains(needle))
+                    .then_some(lines))
+            },
+        )
     }
 
     /// Processes of this handler's shim started for our daemon (daemons and their forks).
@@ -167,7 +207,10 @@ impl CriCase {
             "expected one {} serving the pod, found {}:\n{}",
             self.shim_binary(),
             top.len(),
-            all.iter().map(|p| format!("  pid {} ppid {}: {}", p.pid, p.ppid, p.cmdline_str())).collect::<Vec<_>>().join("\n")
+            all.iter()
+                .map(|p| format!("  pid {} ppid {}: {}", p.pid, p.ppid, p.cmdline_str()))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         Ok(())
     }
@@ -175,7 +218,10 @@ impl CriCase {
     /// The container's cgroup directory in the hierarchy holding `file` (e.g.
     /// `memory.limit_in_bytes` on v1, `memory.max` on v2).
     pub fn cgroup_file(&self, container_id: &str, file: &str) -> Result<PathBuf> {
-        let rel = format!("{}/{container_id}", self.cri_config().cgroup_parent.trim_start_matches('/'));
+        let rel = format!(
+            "{}/{container_id}",
+            self.cri_config().cgroup_parent.trim_start_matches('/')
+        );
         for root in cgroups::hierarchy_roots() {
             let p = root.join(&rel).join(file);
             if p.is_file() {
@@ -188,7 +234,11 @@ impl CriCase {
     /// Pod ip from PodSandboxStatus.
     pub fn pod_ip(&self, pod: &Pod) -> Result<String> {
         let st = self.cri.pod_sandbox_status(&pod.id)?;
-        let ip = st.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default();
+        let ip = st
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default();
         anyhow::ensure!(!ip.is_empty(), "pod {} has no IP", pod.id);
         Ok(ip)
     }
@@ -196,9 +246,17 @@ impl CriCase {
     /// Everything a removed pod must not leave.
     pub fn check_leaks(&self) -> Result<()> {
         let pods = self.cri.list_pod_sandboxes()?;
-        anyhow::ensure!(pods.is_empty(), "pod sandboxes left: {:?}", pods.iter().map(|p| &p.id).collect::<Vec<_>>());
+        anyhow::ensure!(
+            pods.is_empty(),
+            "pod sandboxes left: {:?}",
+            pods.iter().map(|p| &p.id).collect::<Vec<_>>()
+        );
         let ctrs = self.cri.list_containers(None)?;
-        anyhow::ensure!(ctrs.is_empty(), "containers left: {:?}", ctrs.iter().map(|c| &c.id).collect::<Vec<_>>());
+        anyhow::ensure!(
+            ctrs.is_empty(),
+            "containers left: {:?}",
+            ctrs.iter().map(|c| &c.id).collect::<Vec<_>>()
+        );
         leaks::check(&self.cd, &[], self.shim_binary(), Duration::from_secs(5))?;
         let mut problems = Vec::new();
         let cfg = self.cri_config();
@@ -219,7 +277,11 @@ impl CriCase {
                 problems.push(format!("IP lease left: {}", e.path().display()));
             }
         }
-        anyhow::ensure!(problems.is_empty(), "leak check failed:\n  - {}", problems.join("\n  - "));
+        anyhow::ensure!(
+            problems.is_empty(),
+            "leak check failed:\n  - {}",
+            problems.join("\n  - ")
+        );
         Ok(())
     }
 }
@@ -238,5 +300,8 @@ impl Drop for CriCase {
 
 /// Reads a whole small file, trimmed.
 pub fn read_trim(p: &Path) -> Result<String> {
-    Ok(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?.trim().to_string())
+    Ok(std::fs::read_to_string(p)
+        .with_context(|| format!("reading {}", p.display()))?
+        .trim()
+        .to_string())
 }

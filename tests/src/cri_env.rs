@@ -12,7 +12,11 @@ use crate::versions::Version;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// Serialises the one-time builds of this module (tests run in threads of one process).
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
 /// The pause image every CRI daemon of the tests uses as its sandbox image.
 pub const PAUSE_IMAGE: &str = "docker.io/amphi/pause:e2e";
@@ -40,14 +44,21 @@ impl CriNet {
         let pid = std::process::id();
         let bridge = format!("acri{}{tag}", pid % 100_000);
         anyhow::ensure!(bridge.len() <= 15, "bridge name {bridge} too long");
-        let routes = Command::new("ip").args(["-4", "route", "show"]).output().context("ip route show")?;
+        let routes = Command::new("ip")
+            .args(["-4", "route", "show"])
+            .output()
+            .context("ip route show")?;
         let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
         let start = (pid as usize * 7 + tag.bytes().map(|b| b as usize).sum::<usize>()) % 250;
         for i in 0..250 {
             let octet = (start + i) % 250 + 1;
             let subnet = format!("10.214.{octet}.0/24");
             if !routes.contains(&format!("10.214.{octet}.")) {
-                return Ok(CriNet { name: format!("amphi-e2e-{bridge}"), bridge, subnet });
+                return Ok(CriNet {
+                    name: format!("amphi-e2e-{bridge}"),
+                    bridge,
+                    subnet,
+                });
             }
         }
         anyhow::bail!("no free /24 in 10.214.0.0/16")
@@ -83,14 +94,20 @@ impl CriNet {
     /// Deletes the bridge (the bridge plugin creates it and never removes it).
     pub fn remove_bridge(&self) {
         if Path::new("/sys/class/net").join(&self.bridge).exists() {
-            let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.bridge])
+                .status();
         }
     }
 
     /// Interfaces still attached to the bridge (pods' host-side veths).
     pub fn bridge_ports(&self) -> Vec<String> {
         std::fs::read_dir(Path::new("/sys/class/net").join(&self.bridge).join("brif"))
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -136,7 +153,10 @@ pub fn cni_data_dir(dir: &Path) -> PathBuf {
 pub fn write_cni_conf(dir: &Path, cri: &CriConfig) -> Result<()> {
     std::fs::create_dir_all(cni_conf_dir(dir))?;
     std::fs::create_dir_all(cni_data_dir(dir))?;
-    std::fs::write(cni_conf_dir(dir).join("10-amphi-e2e.conflist"), cri.net.conflist(&cni_data_dir(dir)))?;
+    std::fs::write(
+        cni_conf_dir(dir).join("10-amphi-e2e.conflist"),
+        cri.net.conflist(&cni_data_dir(dir)),
+    )?;
     Ok(())
 }
 
@@ -289,6 +309,7 @@ int main(void) {
 
 /// Compiles the pause program (`gcc -static`) into the cache dir, once.
 pub fn pause_binary() -> Result<PathBuf> {
+    let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let out = paths::cache_dir().join("pause");
     if out.is_file() {
         return Ok(out);
@@ -298,7 +319,9 @@ pub fn pause_binary() -> Result<PathBuf> {
     std::fs::write(&src, PAUSE_C)?;
     let mut c = Command::new("gcc");
     c.args(["-static", "-Os", "-s", "-o"]).arg(&tmp).arg(&src);
-    cmd::run(c, Duration::from_secs(120))?.ok().context("compiling the pause program (needs gcc and libc6-dev)")?;
+    cmd::run(c, Duration::from_secs(120))?
+        .ok()
+        .context("compiling the pause program (needs gcc and libc6-dev)")?;
     let _ = std::fs::remove_file(&src);
     std::fs::rename(&tmp, &out)?;
     Ok(out)
@@ -308,17 +331,43 @@ pub fn pause_binary() -> Result<PathBuf> {
 pub fn pause_archive() -> Result<PathBuf> {
     let pause = pause_binary()?;
     let f = format!("{}:/pause", pause.display());
-    images::build_archive("pause-e2e.tar", &["rootfs", PAUSE_IMAGE, "--file", &f, "--entrypoint", "/pause", "--cmd"])
+    images::build_archive(
+        "pause-e2e.tar",
+        &[
+            "rootfs",
+            PAUSE_IMAGE,
+            "--file",
+            &f,
+            "--entrypoint",
+            "/pause",
+            "--cmd",
+        ],
+    )
 }
 
 /// An image with busybox and the wasm module `module` at `/<dest>`, which is its entrypoint
 /// (so the container runs wasm, and ExecSync can still run busybox inside it).
 pub fn wasm_rootfs_archive(module: &Path, image: &str, dest: &str) -> Result<PathBuf> {
-    anyhow::ensure!(module.is_file(), "{} missing: run examples/wasm/build.sh", module.display());
+    anyhow::ensure!(
+        module.is_file(),
+        "{} missing: run examples/wasm/build.sh",
+        module.display()
+    );
     let f = format!("{}:/{dest}", module.display());
     let entry = format!("/{dest}");
     let stem = image.rsplit('/').next().unwrap_or(image).replace(':', "-");
-    images::build_archive(&format!("cri-{stem}.tar"), &["rootfs", image, "--file", &f, "--entrypoint", &entry, "--cmd"])
+    images::build_archive(
+        &format!("cri-{stem}.tar"),
+        &[
+            "rootfs",
+            image,
+            "--file",
+            &f,
+            "--entrypoint",
+            &entry,
+            "--cmd",
+        ],
+    )
 }
 
 /// A wasm32-wasip2 command: `wget.wasm HOST:PORT PATH` prints the HTTP response it gets
@@ -350,6 +399,7 @@ fn main() {
 
 /// Compiles [`WGET_RS`] with `rustc --target wasm32-wasip2` into the cache dir, once.
 pub fn wget_wasm() -> Result<PathBuf> {
+    let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let out = paths::cache_dir().join("wget.wasm");
     if out.is_file() {
         return Ok(out);
@@ -358,8 +408,21 @@ pub fn wget_wasm() -> Result<PathBuf> {
     let tmp = paths::cache_dir().join(format!("wget.{}.partial.wasm", std::process::id()));
     std::fs::write(&src, WGET_RS)?;
     let mut c = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()));
-    c.args(["--edition", "2021", "-O", "--target", "wasm32-wasip2", "-o"]).arg(&tmp).arg(&src);
-    cmd::run(c, Duration::from_secs(300))?.ok().context("compiling wget.wasm (needs the wasm32-wasip2 rust target)")?;
+    c.args([
+        "--edition",
+        "2021",
+        "-O",
+        "--crate-name",
+        "wget",
+        "--target",
+        "wasm32-wasip2",
+        "-o",
+    ])
+    .arg(&tmp)
+    .arg(&src);
+    cmd::run(c, Duration::from_secs(300))?
+        .ok()
+        .context("compiling wget.wasm (needs the wasm32-wasip2 rust target)")?;
     let _ = std::fs::remove_file(&src);
     std::fs::rename(&tmp, &out)?;
     Ok(out)

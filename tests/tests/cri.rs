@@ -3,7 +3,9 @@
 //! side in one pod, one shim per pod, and nothing left once the pod is removed.
 
 use amphi_tests::cri::{container_config, v1};
-use amphi_tests::cri_case::{self, run_cri_case, CriCase, BUSYBOX, WASM_EXIT, WASM_HELLO, WASM_HTTP, WASM_SLEEPER, WASM_WGET};
+use amphi_tests::cri_case::{
+    self, run_cri_case, CriCase, BUSYBOX, WASM_EXIT, WASM_HELLO, WASM_HTTP, WASM_SLEEPER, WASM_WGET,
+};
 use amphi_tests::cri_env::{AMPHI_HANDLER, RUNC_HANDLER};
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
@@ -20,22 +22,34 @@ macro_rules! cri_e2e {
                 run_cri_case(v, h, stringify!($name), $f)
             }
             #[test]
-            fn containerd_1_6() { run(amphi_tests::Version::V1_6, AMPHI_HANDLER) }
+            fn containerd_1_6() {
+                run(amphi_tests::Version::V1_6, AMPHI_HANDLER)
+            }
             #[test]
-            fn containerd_1_7() { run(amphi_tests::Version::V1_7, AMPHI_HANDLER) }
+            fn containerd_1_7() {
+                run(amphi_tests::Version::V1_7, AMPHI_HANDLER)
+            }
             #[test]
-            fn containerd_2_1() { run(amphi_tests::Version::V2_1, AMPHI_HANDLER) }
+            fn containerd_2_1() {
+                run(amphi_tests::Version::V2_1, AMPHI_HANDLER)
+            }
             mod runc {
                 use super::*;
                 #[test]
                 #[ignore = "validates the test against runc; run with --ignored"]
-                fn containerd_1_6() { run(amphi_tests::Version::V1_6, RUNC_HANDLER) }
+                fn containerd_1_6() {
+                    run(amphi_tests::Version::V1_6, RUNC_HANDLER)
+                }
                 #[test]
                 #[ignore = "validates the test against runc; run with --ignored"]
-                fn containerd_1_7() { run(amphi_tests::Version::V1_7, RUNC_HANDLER) }
+                fn containerd_1_7() {
+                    run(amphi_tests::Version::V1_7, RUNC_HANDLER)
+                }
                 #[test]
                 #[ignore = "validates the test against runc; run with --ignored"]
-                fn containerd_2_1() { run(amphi_tests::Version::V2_1, RUNC_HANDLER) }
+                fn containerd_2_1() {
+                    run(amphi_tests::Version::V2_1, RUNC_HANDLER)
+                }
             }
         }
     };
@@ -55,14 +69,29 @@ fn pod_lifecycle(c: &mut CriCase) -> Result<()> {
     let pod = c.run_pod("pod")?;
 
     // The sandbox: READY, with the handler, an address from the CNI network.
-    let st = c.cri.pod_sandbox_status(&pod.id)?.status.context("no sandbox status")?;
-    anyhow::ensure!(st.state == v1::PodSandboxState::SandboxReady as i32, "sandbox not ready: {st:?}");
+    let st = c
+        .cri
+        .pod_sandbox_status(&pod.id)?
+        .status
+        .context("no sandbox status")?;
+    anyhow::ensure!(
+        st.state == v1::PodSandboxState::SandboxReady as i32,
+        "sandbox not ready: {st:?}"
+    );
     if c.cd.version != amphi_tests::Version::V1_6 {
-        anyhow::ensure!(st.runtime_handler == c.handler, "runtime_handler {:?}", st.runtime_handler);
+        anyhow::ensure!(
+            st.runtime_handler == c.handler,
+            "runtime_handler {:?}",
+            st.runtime_handler
+        );
     }
     let ip = c.pod_ip(&pod)?;
     let net = &c.cd.cri.as_ref().unwrap().net;
-    anyhow::ensure!(ip.starts_with(net.subnet.trim_end_matches("0/24")), "pod ip {ip} not in {}", net.subnet);
+    anyhow::ensure!(
+        ip.starts_with(net.subnet.trim_end_matches("0/24")),
+        "pod ip {ip} not in {}",
+        net.subnet
+    );
 
     // A native container: logs on both streams, handles SIGTERM.
     let app = c.start_container(
@@ -75,22 +104,40 @@ fn pod_lifecycle(c: &mut CriCase) -> Result<()> {
         ),
     )?;
     // A wasm container that keeps running (exec target, stats).
-    let wasm = c.start_container(&pod, &container_config("sleeper", WASM_SLEEPER, &[], &["200"]))?;
+    let wasm = c.start_container(
+        &pod,
+        &container_config("sleeper", WASM_SLEEPER, &[], &["200"]),
+    )?;
     // A wasm container that runs to completion.
     let hello = c.start_container(&pod, &container_config("hello", WASM_HELLO, &[], &["a1"]))?;
     // Exit codes, native and wasm.
-    let nexit = c.start_container(&pod, &container_config("native-exit", BUSYBOX, &["sh", "-c", "exit 5"], &[]))?;
+    let nexit = c.start_container(
+        &pod,
+        &container_config("native-exit", BUSYBOX, &["sh", "-c", "exit 5"], &[]),
+    )?;
     let wexit = c.start_container(&pod, &container_config("wasm-exit", WASM_EXIT, &[], &["3"]))?;
 
     c.cri.wait_container_state(&app, RUNNING, WAIT)?;
     c.cri.wait_container_state(&wasm, RUNNING, WAIT)?;
     let s = exited(c, &hello)?;
-    anyhow::ensure!(s.exit_code == 0, "wasm hello exit code {} ({:?})", s.exit_code, s.reason);
+    anyhow::ensure!(
+        s.exit_code == 0,
+        "wasm hello exit code {} ({:?})",
+        s.exit_code,
+        s.reason
+    );
     let s = exited(c, &nexit)?;
-    anyhow::ensure!(s.exit_code == 5, "native exit code {} (want 5)", s.exit_code);
+    anyhow::ensure!(
+        s.exit_code == 5,
+        "native exit code {} (want 5)",
+        s.exit_code
+    );
     let s = exited(c, &wexit)?;
     anyhow::ensure!(s.exit_code == 3, "wasm exit code {} (want 3)", s.exit_code);
-    anyhow::ensure!(s.finished_at >= s.started_at && s.started_at > 0, "times: {s:?}");
+    anyhow::ensure!(
+        s.finished_at >= s.started_at && s.started_at > 0,
+        "times: {s:?}"
+    );
 
     // All containers of the pod (and its sandbox) are served by one shim.
     if c.handler == AMPHI_HANDLER {
@@ -99,31 +146,90 @@ fn pod_lifecycle(c: &mut CriCase) -> Result<()> {
 
     // Logs: the CRI format at the log path, both streams, native and wasm.
     let lines = c.wait_log(&pod, "app", "native-err")?;
-    anyhow::ensure!(lines.iter().any(|l| l.stream == "stdout" && l.tag == "F" && l.content == "native-out"), "app log: {lines:?}");
-    anyhow::ensure!(lines.iter().any(|l| l.stream == "stderr" && l.content == "native-err"), "app log: {lines:?}");
+    anyhow::ensure!(
+        lines
+            .iter()
+            .any(|l| l.stream == "stdout" && l.tag == "F" && l.content == "native-out"),
+        "app log: {lines:?}"
+    );
+    anyhow::ensure!(
+        lines
+            .iter()
+            .any(|l| l.stream == "stderr" && l.content == "native-err"),
+        "app log: {lines:?}"
+    );
     let lines = c.wait_log(&pod, "hello", "hello from wasm")?;
-    anyhow::ensure!(lines.iter().any(|l| l.stream == "stdout" && l.content == "arg[1]=a1"), "hello log: {lines:?}");
+    anyhow::ensure!(
+        lines
+            .iter()
+            .any(|l| l.stream == "stdout" && l.content == "arg[1]=a1"),
+        "hello log: {lines:?}"
+    );
     c.wait_log(&pod, "sleeper", "sleeper started")?;
     c.wait_log(&pod, "wasm-exit", "exiting with 3")?;
 
     // ExecSync into both: exit codes, output, the pod's network and hostname.
-    let r = c.cri.exec_sync(&app, &["sh", "-c", "echo out; echo err >&2; exit 2"], 10)?;
-    anyhow::ensure!(r.exit_code == 2 && r.stdout == "out\n" && r.stderr == "err\n", "exec in app: {r:?}");
-    let addr = c.cri.exec_sync(&app, &["ip", "-4", "addr", "show", "eth0"], 10)?.ok()?;
-    anyhow::ensure!(addr.contains(&format!("inet {ip}/")), "eth0 of the pod has not {ip}: {addr}");
-    let r = c.cri.exec_sync(&wasm, &["sh", "-c", "ls /sleeper.wasm && hostname && cat /proc/self/status | grep -c Pid"], 10)?.ok()?;
-    anyhow::ensure!(r.contains("/sleeper.wasm") && r.contains(&pod.config.hostname), "exec in the wasm container: {r:?}");
+    let r = c
+        .cri
+        .exec_sync(&app, &["sh", "-c", "echo out; echo err >&2; exit 2"], 10)?;
+    anyhow::ensure!(
+        r.exit_code == 2 && r.stdout == "out\n" && r.stderr == "err\n",
+        "exec in app: {r:?}"
+    );
+    let addr = c
+        .cri
+        .exec_sync(&app, &["ip", "-4", "addr", "show", "eth0"], 10)?
+        .ok()?;
+    anyhow::ensure!(
+        addr.contains(&format!("inet {ip}/")),
+        "eth0 of the pod has not {ip}: {addr}"
+    );
+    let r = c
+        .cri
+        .exec_sync(
+            &wasm,
+            &[
+                "sh",
+                "-c",
+                "ls /sleeper.wasm && hostname && cat /proc/self/status | grep -c Pid",
+            ],
+            10,
+        )?
+        .ok()?;
+    anyhow::ensure!(
+        r.contains("/sleeper.wasm") && r.contains(&pod.config.hostname),
+        "exec in the wasm container: {r:?}"
+    );
     let r = c.cri.exec_sync(&wasm, &["sh", "-c", "exit 4"], 10)?;
-    anyhow::ensure!(r.exit_code == 4, "exec exit code in the wasm container: {r:?}");
+    anyhow::ensure!(
+        r.exit_code == 4,
+        "exec exit code in the wasm container: {r:?}"
+    );
     // Same network namespace: the wasm container sees the pod's eth0 address.
-    let waddr = c.cri.exec_sync(&wasm, &["ip", "-4", "addr", "show", "eth0"], 10)?.ok()?;
-    anyhow::ensure!(waddr.contains(&format!("inet {ip}/")), "wasm container not in the pod's netns: {waddr}");
+    let waddr = c
+        .cri
+        .exec_sync(&wasm, &["ip", "-4", "addr", "show", "eth0"], 10)?
+        .ok()?;
+    anyhow::ensure!(
+        waddr.contains(&format!("inet {ip}/")),
+        "wasm container not in the pod's netns: {waddr}"
+    );
 
     // ContainerStats.
     for id in [&app, &wasm] {
         let st = c.cri.container_stats(id)?;
-        let mem = st.memory.as_ref().and_then(|m| m.working_set_bytes.as_ref()).map(|v| v.value).unwrap_or(0);
-        let cpu = st.cpu.as_ref().and_then(|m| m.usage_core_nano_seconds.as_ref()).map(|v| v.value).unwrap_or(0);
+        let mem = st
+            .memory
+            .as_ref()
+            .and_then(|m| m.working_set_bytes.as_ref())
+            .map(|v| v.value)
+            .unwrap_or(0);
+        let cpu = st
+            .cpu
+            .as_ref()
+            .and_then(|m| m.usage_core_nano_seconds.as_ref())
+            .map(|v| v.value)
+            .unwrap_or(0);
         anyhow::ensure!(mem > 0, "ContainerStats {id}: no working set: {st:?}");
         anyhow::ensure!(cpu > 0, "ContainerStats {id}: no cpu usage: {st:?}");
     }
@@ -143,28 +249,66 @@ fn pod_lifecycle(c: &mut CriCase) -> Result<()> {
             Err(_) => (c.cgroup_file(id, "memory.max")?, (96u64 << 20).to_string()),
         };
         let got = cri_case::read_trim(&file)?;
-        anyhow::ensure!(got == want, "{}: {got} after UpdateContainerResources (want {want})", file.display());
-        let quota = c.cgroup_file(id, "cpu.cfs_quota_us").or_else(|_| c.cgroup_file(id, "cpu.max"))?;
+        anyhow::ensure!(
+            got == want,
+            "{}: {got} after UpdateContainerResources (want {want})",
+            file.display()
+        );
+        let quota = c
+            .cgroup_file(id, "cpu.cfs_quota_us")
+            .or_else(|_| c.cgroup_file(id, "cpu.max"))?;
         let q = cri_case::read_trim(&quota)?;
-        anyhow::ensure!(q == "50000" || q.starts_with("50000 "), "{}: {q}", quota.display());
+        anyhow::ensure!(
+            q == "50000" || q.starts_with("50000 "),
+            "{}: {q}",
+            quota.display()
+        );
     }
 
     // StopContainer: SIGTERM within the grace period...
     let t = Instant::now();
     c.cri.stop_container(&app, 10)?;
     let s = exited(c, &app)?;
-    anyhow::ensure!(s.exit_code == 0, "app exit code after SIGTERM: {} ({:?})", s.exit_code, s.reason);
-    anyhow::ensure!(t.elapsed() < Duration::from_secs(8), "app took {:?} to stop on SIGTERM", t.elapsed());
+    anyhow::ensure!(
+        s.exit_code == 0,
+        "app exit code after SIGTERM: {} ({:?})",
+        s.exit_code,
+        s.reason
+    );
+    anyhow::ensure!(
+        t.elapsed() < Duration::from_secs(8),
+        "app took {:?} to stop on SIGTERM",
+        t.elapsed()
+    );
     c.wait_log(&pod, "app", "got-term")?;
     // ... then SIGKILL when it is ignored.
-    let stubborn = c.start_container(&pod, &container_config("stubborn", BUSYBOX, &["sh", "-c", "trap '' TERM; echo ready; while true; do sleep 1; done"], &[]))?;
+    let stubborn = c.start_container(
+        &pod,
+        &container_config(
+            "stubborn",
+            BUSYBOX,
+            &[
+                "sh",
+                "-c",
+                "trap '' TERM; echo ready; while true; do sleep 1; done",
+            ],
+            &[],
+        ),
+    )?;
     c.wait_log(&pod, "stubborn", "ready")?;
     let t = Instant::now();
     c.cri.stop_container(&stubborn, 2)?;
     let took = t.elapsed();
     let s = exited(c, &stubborn)?;
-    anyhow::ensure!(s.exit_code == 137, "stubborn exit code {} (want 137, SIGKILL)", s.exit_code);
-    anyhow::ensure!(took >= Duration::from_millis(1900) && took < Duration::from_secs(10), "stop with grace 2s took {took:?}");
+    anyhow::ensure!(
+        s.exit_code == 137,
+        "stubborn exit code {} (want 137, SIGKILL)",
+        s.exit_code
+    );
+    anyhow::ensure!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(10),
+        "stop with grace 2s took {took:?}"
+    );
     // The wasm container stops too.
     c.cri.stop_container(&wasm, 5)?;
     exited(c, &wasm)?;
@@ -187,30 +331,60 @@ fn mixed_pod(c: &mut CriCase) -> Result<()> {
     )?;
     // wasi:http proxy component on 8080.
     let mut http = container_config("http", WASM_HTTP, &[], &[]);
-    http.envs.push(v1::KeyValue { key: "PORT".into(), value: "8080".into() });
+    http.envs.push(v1::KeyValue {
+        key: "PORT".into(),
+        value: "8080".into(),
+    });
     let wasm_http = c.start_container(&pod, &http)?;
     c.cri.wait_container_state(&web, RUNNING, WAIT)?;
     c.cri.wait_container_state(&wasm_http, RUNNING, WAIT)?;
 
     // native -> wasm: busybox wget in the native container to the component.
-    let got = amphi_tests::cmd::wait_for(WAIT, "the wasm http server to answer on localhost:8080", || {
-        let r = c.cri.exec_sync(&web, &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/from-native"], 10)?;
-        Ok((r.exit_code == 0).then_some(r.stdout))
-    })?;
-    anyhow::ensure!(got.contains("hello from wasi:http (GET /from-native)"), "native -> wasm got {got:?}");
+    let got = amphi_tests::cmd::wait_for(
+        WAIT,
+        "the wasm http server to answer on localhost:8080",
+        || {
+            let r = c.cri.exec_sync(
+                &web,
+                &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/from-native"],
+                10,
+            )?;
+            Ok((r.exit_code == 0).then_some(r.stdout))
+        },
+    )?;
+    anyhow::ensure!(
+        got.contains("hello from wasi:http") && got.contains(" /from-native)"),
+        "native -> wasm got {got:?}"
+    );
 
     // wasm -> native: a wasm client fetching from the native server.
-    let client = c.start_container(&pod, &container_config("wget", WASM_WGET, &[], &["127.0.0.1:8081", "/index.html"]))?;
+    let client = c.start_container(
+        &pod,
+        &container_config("wget", WASM_WGET, &[], &["127.0.0.1:8081", "/index.html"]),
+    )?;
     let s = exited(c, &client)?;
     let lines = c.wait_log(&pod, "wget", "HTTP/1.")?;
-    anyhow::ensure!(s.exit_code == 0, "wasm client exit code {}: {lines:?}", s.exit_code);
-    anyhow::ensure!(lines.iter().any(|l| l.content.contains("native-says-hi")), "wasm -> native got {lines:?}");
+    anyhow::ensure!(
+        s.exit_code == 0,
+        "wasm client exit code {}: {lines:?}",
+        s.exit_code
+    );
+    anyhow::ensure!(
+        lines.iter().any(|l| l.content.contains("native-says-hi")),
+        "wasm -> native got {lines:?}"
+    );
 
     // wasm -> wasm over localhost too.
-    let client2 = c.start_container(&pod, &container_config("wget2", WASM_WGET, &[], &["127.0.0.1:8080", "/from-wasm"]))?;
+    let client2 = c.start_container(
+        &pod,
+        &container_config("wget2", WASM_WGET, &[], &["127.0.0.1:8080", "/from-wasm"]),
+    )?;
     let s = exited(c, &client2)?;
     let lines = c.wait_log(&pod, "wget2", "HTTP/1.")?;
-    anyhow::ensure!(s.exit_code == 0 && lines.iter().any(|l| l.content.contains("GET /from-wasm")), "wasm -> wasm: {lines:?}");
+    anyhow::ensure!(
+        s.exit_code == 0 && lines.iter().any(|l| l.content.contains(" /from-wasm)")),
+        "wasm -> wasm: {lines:?}"
+    );
 
     if c.handler == AMPHI_HANDLER {
         c.expect_one_shim()?;
@@ -221,11 +395,27 @@ fn mixed_pod(c: &mut CriCase) -> Result<()> {
 /// A container over its memory limit is OOM-killed and ContainerStatus says so.
 fn oom(c: &mut CriCase) -> Result<()> {
     let pod = c.run_pod("oom")?;
-    let mut cfg = container_config("hog", BUSYBOX, &["sh", "-c"], &["x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"]);
-    cfg.linux.as_mut().unwrap().resources.as_mut().unwrap().memory_limit_in_bytes = 32 << 20;
+    let mut cfg = container_config(
+        "hog",
+        BUSYBOX,
+        &["sh", "-c"],
+        &["x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"],
+    );
+    cfg.linux
+        .as_mut()
+        .unwrap()
+        .resources
+        .as_mut()
+        .unwrap()
+        .memory_limit_in_bytes = 32 << 20;
     let hog = c.start_container(&pod, &cfg)?;
     let s = exited(c, &hog)?;
-    anyhow::ensure!(s.reason == "OOMKilled", "reason {:?} exit code {} (want OOMKilled)", s.reason, s.exit_code);
+    anyhow::ensure!(
+        s.reason == "OOMKilled",
+        "reason {:?} exit code {} (want OOMKilled)",
+        s.reason,
+        s.exit_code
+    );
     anyhow::ensure!(s.exit_code == 137, "exit code {} (want 137)", s.exit_code);
     c.cri.remove_container(&hog)?;
     c.remove_pod(&pod)
@@ -236,14 +426,22 @@ fn pods_in_parallel(c: &mut CriCase) -> Result<()> {
     let mut pods = Vec::new();
     for i in 0..4 {
         let pod = c.run_pod(&format!("p{i}"))?;
-        c.start_container(&pod, &container_config("s", BUSYBOX, &["sleep", "1000"], &[]))?;
+        c.start_container(
+            &pod,
+            &container_config("s", BUSYBOX, &["sleep", "1000"], &[]),
+        )?;
         pods.push(pod);
     }
-    let ips: std::collections::HashSet<String> = pods.iter().map(|p| c.pod_ip(p)).collect::<Result<_>>()?;
+    let ips: std::collections::HashSet<String> =
+        pods.iter().map(|p| c.pod_ip(p)).collect::<Result<_>>()?;
     anyhow::ensure!(ips.len() == 4, "pods share addresses: {ips:?}");
     if c.handler == AMPHI_HANDLER {
         let top = amphi_tests::procs::top_level(&c.shim_processes());
-        anyhow::ensure!(top.len() == 4, "expected one shim per pod (4), found {}", top.len());
+        anyhow::ensure!(
+            top.len() == 4,
+            "expected one shim per pod (4), found {}",
+            top.len()
+        );
     }
     for p in &pods {
         c.remove_pod(p)?;
