@@ -399,7 +399,7 @@ fn run_foreground_exit_code() {
         .spawn()
         .unwrap();
     let start = Instant::now();
-    while env.oci(&["state", &id]).stdout.contains("\"running\"") == false {
+    while !env.oci(&["state", &id]).stdout.contains("\"running\"") {
         assert!(start.elapsed() < Duration::from_secs(10), "never running");
         std::thread::sleep(Duration::from_millis(20));
     }
