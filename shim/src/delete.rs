@@ -51,6 +51,13 @@ pub fn cleanup(root: &Path, namespace: &str, id: &str, bundle: &Path) -> (i32, V
             if pid > 0 {
                 kill(pid);
             }
+            if let Some(lease) = &rec.network {
+                errors.extend(
+                    crate::network::teardown_lease(lease)
+                        .into_iter()
+                        .map(ShimError::Network),
+                );
+            }
             if let Some(cg) = &rec.cgroup {
                 if let Err(source) = cg.destroy() {
                     errors.push(ShimError::Runtime {
@@ -153,6 +160,7 @@ mod tests {
             cgroup: None,
             // A pid that cannot exist (above pid_max), so nothing real is killed.
             init_pid: i32::MAX,
+            network: None,
         };
         rec.save(root.path()).unwrap();
         let (pid, errors) = cleanup(root.path(), "default", "c1", bundle.path());

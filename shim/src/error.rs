@@ -39,6 +39,8 @@ pub enum ShimError {
         #[source]
         source: runtime_native::Error,
     },
+    #[error("{0}")]
+    Network(String),
     #[error("ttrpc server: {0}")]
     Ttrpc(#[from] ttrpc::Error),
 }

@@ -9,6 +9,7 @@ mod delete;
 mod error;
 mod events;
 mod logger;
+mod network;
 mod record;
 mod server;
 mod service;

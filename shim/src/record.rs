@@ -20,6 +20,9 @@ pub struct ContainerRecord {
     pub cgroup: Option<Cgroup>,
     /// Host pid of the init process, 0 before it exists.
     pub init_pid: i32,
+    /// The bridge network lease (amphi network, shim/src/network.rs), None without one.
+    #[serde(default)]
+    pub network: Option<runtime_native::network::NetworkLease>,
 }
 
 /// Root of the shim's own state.
