@@ -274,6 +274,8 @@ fn spawner_main(sock: OwnedFd, workloads: WorkloadTable) -> ! {
         workloads,
     };
     loop {
+        // Idle until the next request: give back the code pages the last one touched.
+        crate::memory::trim_text();
         let reply = match sync::recv::<Envelope>(&sock) {
             Ok(None) => unsafe { libc::_exit(0) },
             Err(e) => {

@@ -8,6 +8,7 @@ mod bootstrap;
 mod delete;
 mod error;
 mod events;
+mod idle;
 mod logger;
 mod network;
 mod record;
@@ -53,6 +54,10 @@ fn main() {
 fn run(mode: Mode, flags: args::Flags) -> Result<()> {
     match mode {
         Mode::Server => {
+            // One malloc arena for all threads: a shim's few threads never contend, and each
+            // extra arena costs hundreds of KB of resident memory per shim.
+            // SAFETY: mallopt before any thread exists.
+            unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
             // First, while this process has exactly one thread (see ARCHITECTURE.md).
             let spawner =
                 runtime_native::Spawner::fork_before_threads(WORKLOADS).map_err(|source| {

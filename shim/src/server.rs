@@ -102,6 +102,7 @@ async fn serve(
         .register_service(task_services(service));
     server.start().await?;
     log::info!("serving the Task API on {}", socket.display());
+    crate::idle::after_request();
 
     tokio::spawn(log_signals());
     shutdown.notified().await;

@@ -169,10 +169,9 @@ impl Inner {
         let spawner = self.ctx.spawner.clone();
         let rec = record.clone();
         let net_opts = req.options.clone().into_option(); // amphi network
-        let created = blocking(move || {
-            create_container(rec, mounts, stdio, &spawner, &root, net_opts)
-        })
-        .await?;
+        let created =
+            blocking(move || create_container(rec, mounts, stdio, &spawner, &root, net_opts))
+                .await?;
         let (container, rec) = match created {
             Ok(v) => v,
             Err(e) => return Err(e),
@@ -275,6 +274,7 @@ impl Inner {
         if let Some(code) = deferred {
             exits::process_exited(self, id, exec_id, code);
         }
+
         result.map(|_| api::StartResponse {
             pid: pid as u32,
             ..Default::default()
@@ -853,6 +853,7 @@ fn teardown(container: Container, state_root: &std::path::Path, namespace: &str)
 type TtrpcResult<T> = ttrpc::Result<T>;
 
 fn done<T>(r: ServiceResult<T>, rpc: &str) -> TtrpcResult<T> {
+    crate::idle::after_request();
     r.map_err(|e| {
         log::info!("{rpc}: {e}");
         e.into_ttrpc()

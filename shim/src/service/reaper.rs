@@ -24,6 +24,7 @@ pub fn exit_code(status: WaitStatus) -> Option<(i32, u32)> {
 }
 
 const UNCLAIMED_TTL: Duration = Duration::from_secs(60);
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Unclaimed {
@@ -69,8 +70,9 @@ pub fn spawn() -> mpsc::UnboundedReceiver<(i32, u32)> {
         };
         loop {
             reap_all(&tx);
-            // A periodic sweep guards against a coalesced or missed SIGCHLD.
-            let _ = tokio::time::timeout(Duration::from_secs(1), sigchld.recv()).await;
+            // A slow periodic sweep guards against a missed SIGCHLD; it is slow so that an
+            // idle shim stays asleep (and its code pages unmapped, see `idle`).
+            let _ = tokio::time::timeout(SWEEP_INTERVAL, sigchld.recv()).await;
         }
     });
     rx
