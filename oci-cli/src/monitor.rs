@@ -10,6 +10,11 @@
 //! without its own pid namespace are reaped too. It holds an exclusive lock on
 //! `monitor.lock` for its whole life: `delete` waits on that lock before removing the
 //! directory.
+//!
+//! One exception: when a child subreaper adopted the monitor (the caller of `create` is
+//! containerd's runc shim, which reaps the init itself as it does with runc), the monitor
+//! exits right after `start`, so the container is reparented to that subreaper. `state` then
+//! tells "stopped" from the pid alone, as runc does.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -278,15 +283,22 @@ fn monitor_main(l: Launch, report: OwnedFd) -> i32 {
     drop(report);
     // The container has its own copies of the CLI's stdio; do not hold the caller's pipes.
     term::stdio_to_devnull();
-    let code = serve(&l.dir, &mut c);
-    log::debug!("container {} exited with {code}", l.id);
+    match serve(&l.dir, &mut c, !l.autostart) {
+        Some(code) => log::debug!("container {} exited with {code}", l.id),
+        None => log::debug!("container {} handed over to its subreaper", l.id),
+    }
     let _ = std::fs::remove_file(l.dir.join(MONITOR_SOCK));
     drop(lock);
     0
 }
 
 /// Serves `start` and reaps children until the container's init exits; returns its code.
-fn serve(dir: &Path, c: &mut Created) -> i32 {
+///
+/// With `handoff`, returns `None` right after a successful `start` if a child subreaper
+/// adopted this monitor when `create` exited (our parent is no longer pid 1): that is
+/// containerd's runc shim, which expects to be the one that reaps the container's init
+/// (as it is with runc). The monitor's exit reparents the container to it.
+fn serve(dir: &Path, c: &mut Created, handoff: bool) -> Option<i32> {
     // Block SIGCHLD (after the spawner was forked: container processes inherit its mask) and
     // read it from a signalfd.
     let mut mask = nix::sys::signal::SigSet::empty();
@@ -302,7 +314,7 @@ fn serve(dir: &Path, c: &mut Created) -> i32 {
             let mut st = 0;
             // SAFETY: blocking wait for our own child.
             unsafe { libc::waitpid(c.pid, &mut st, 0) };
-            return record_exit(dir, term::exit_code(st));
+            return Some(record_exit(dir, term::exit_code(st)));
         }
     };
     loop {
@@ -315,7 +327,7 @@ fn serve(dir: &Path, c: &mut Created) -> i32 {
                 break;
             }
             if r == c.pid {
-                return record_exit(dir, term::exit_code(st));
+                return Some(record_exit(dir, term::exit_code(st)));
             }
         }
         let mut fds = [
@@ -340,7 +352,10 @@ fn serve(dir: &Path, c: &mut Created) -> i32 {
         }
         if fds[0].revents != 0 {
             if let Ok((conn, _)) = c.listener.accept() {
-                handle(dir, c, conn);
+                // SAFETY: getppid never fails.
+                if handle(dir, c, conn) && handoff && unsafe { libc::getppid() } != 1 {
+                    return None;
+                }
             }
         }
     }
@@ -353,18 +368,21 @@ fn record_exit(dir: &Path, code: i32) -> i32 {
     code
 }
 
-fn handle(dir: &Path, c: &mut Created, conn: UnixStream) {
+/// Answers one request; true if it started the container.
+fn handle(dir: &Path, c: &mut Created, conn: UnixStream) -> bool {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
     let mut line = String::new();
     let mut r = BufReader::new(&conn);
     if r.read_line(&mut line).is_err() {
-        return;
+        return false;
     }
+    let mut started = false;
     let reply = match serde_json::from_str::<Request>(&line) {
         Ok(req) if req.op == "start" => match c.pending.take() {
             Some(p) => match p.start() {
                 Ok(()) => {
                     let _ = State::update(dir, |s| s.started = true);
+                    started = true;
                     Reply { error: None }
                 }
                 Err(e) => Reply {
@@ -386,6 +404,7 @@ fn handle(dir: &Path, c: &mut Created, conn: UnixStream) {
     let mut data = serde_json::to_vec(&reply).unwrap_or_default();
     data.push(b'\n');
     let _ = w.write_all(&data);
+    started
 }
 
 /// `start`: asks the monitor of the container in `dir` to release it.

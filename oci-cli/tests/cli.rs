@@ -728,3 +728,76 @@ fn console_socket_with_terminal() {
     assert!(text.contains("/dev/pts/"), "{text:?}");
     env.ok(&["delete", "-f", &id]);
 }
+
+/// Under a child subreaper (containerd's runc shim), the monitor hands the started container
+/// over, so the subreaper reaps the init and sees its exit status, as it would with runc.
+/// Runs itself in a subprocess that is the subreaper (this test process must not be one).
+#[test]
+fn subreaper_reaps_the_init() {
+    need_root!();
+    if let Ok(root) = std::env::var("AMPHI_OCI_TEST_SUBREAPER_ROOT") {
+        // SAFETY: prctl with integer arguments, in this helper process only.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        let b = Bundle::new(&["sh", "-c", "sleep 0.5; exit 7"], false);
+        let id = uid("handoff");
+        let run = |args: &[&str]| {
+            let st = std::process::Command::new(BIN)
+                .arg("--root")
+                .arg(&root)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success(), "{args:?}");
+        };
+        let pidfile = Path::new(&root).join("init.pid");
+        run(&[
+            "create",
+            "-b",
+            b.path().to_str().unwrap(),
+            "--pid-file",
+            pidfile.to_str().unwrap(),
+            &id,
+        ]);
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+        run(&["start", &id]);
+        let start = Instant::now();
+        let code = loop {
+            let mut st = 0;
+            // SAFETY: waitpid with a valid out pointer.
+            let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if r == pid {
+                break libc::WEXITSTATUS(st);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "init never reaped here"
+            );
+            if r <= 0 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        run(&["delete", &id]);
+        println!("INIT-EXIT {code}");
+        return;
+    }
+    let env = Env::new();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "subreaper_reaps_the_init",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("AMPHI_OCI_TEST_SUBREAPER_ROOT", env.root())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("INIT-EXIT 7"), "{text}");
+}
