@@ -35,15 +35,17 @@ fn start_pod(
     client: &CriClient,
     cfg: &v1::PodSandboxConfig,
     handler: &str,
-) -> Result<(Duration, String)> {
+) -> Result<(Duration, String, [f64; 3])> {
     let ctr = container_config("sleep", BUSYBOX, &["sleep", "3600"], &[]);
     let t = Instant::now();
     let pod = client
         .run_pod_sandbox(cfg, handler)
         .with_context(|| format!("RunPodSandbox ({handler})"))?;
+    let t_pod = t.elapsed();
     let id = client
         .create_container(&pod, &ctr, cfg)
         .with_context(|| format!("CreateContainer ({handler})"))?;
+    let t_create = t.elapsed();
     client
         .start_container(&id)
         .with_context(|| format!("StartContainer ({handler})"))?;
@@ -58,7 +60,13 @@ fn start_pod(
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    Ok((t.elapsed(), pod))
+    let total = t.elapsed();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok((
+        total,
+        pod,
+        [ms(t_pod), ms(t_create - t_pod), ms(total - t_create)],
+    ))
 }
 
 fn remove_pod(client: &CriClient, pod: &str) -> Result<()> {
@@ -104,7 +112,7 @@ fn burst(b: &Bench, handler: &'static str, n: usize, round: usize) -> Result<(Du
         handles.push(std::thread::spawn(
             move || -> Result<(CriClient, Duration, String)> {
                 barrier.wait();
-                let (d, pod) = start_pod(&client, &cfg, handler)?;
+                let (d, pod, _) = start_pod(&client, &cfg, handler)?;
                 Ok((client, d, pod))
             },
         ));
@@ -185,18 +193,23 @@ fn main() -> Result<()> {
     eprintln!("cri-bench: containerd {}, {runs} runs per handler (warmup {warmup}), burst {burst_n} pods x {burst_rounds}", version.label());
     for i in 0..warmup {
         for h in handlers {
-            let (_, pod) = start_pod(&b.cri, &b.pod_config(&format!("warm-{h}-{i}")), h)?;
+            let (_, pod, _) = start_pod(&b.cri, &b.pod_config(&format!("warm-{h}-{i}")), h)?;
             remove_pod(&b.cri, &pod)?;
         }
     }
     let mut seq: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    // Per phase: RunPodSandbox, CreateContainer, StartContainer (+ status until RUNNING).
+    let mut phases: [[Vec<f64>; 3]; 2] = Default::default();
     for i in 0..runs {
         // Interleave, alternating who goes first.
         let order: [usize; 2] = if i % 2 == 0 { [0, 1] } else { [1, 0] };
         for k in order {
             let h = handlers[k];
-            let (d, pod) = start_pod(&b.cri, &b.pod_config(&format!("seq-{h}-{i}")), h)?;
+            let (d, pod, ph) = start_pod(&b.cri, &b.pod_config(&format!("seq-{h}-{i}")), h)?;
             seq[k].push(d.as_secs_f64() * 1000.0);
+            for (j, v) in ph.into_iter().enumerate() {
+                phases[k][j].push(v);
+            }
             remove_pod(&b.cri, &pod)?;
         }
     }
@@ -221,12 +234,31 @@ fn main() -> Result<()> {
     let ratio = med[0] / med[1];
     println!();
     println!("CRI pod start (RunPodSandbox + CreateContainer + StartContainer until RUNNING), containerd {}", version.label());
+    let pm = |k: usize, j: usize| median(&mut phases[k][j].clone());
     let rows = [
         (
             format!("pod start, median of {runs} (ms)"),
             med[0],
             med[1],
             ratio,
+        ),
+        (
+            "  RunPodSandbox, median (ms)".to_string(),
+            pm(0, 0),
+            pm(1, 0),
+            pm(0, 0) / pm(1, 0),
+        ),
+        (
+            "  CreateContainer, median (ms)".to_string(),
+            pm(0, 1),
+            pm(1, 1),
+            pm(0, 1) / pm(1, 1),
+        ),
+        (
+            "  StartContainer until RUNNING, median (ms)".to_string(),
+            pm(0, 2),
+            pm(1, 2),
+            pm(0, 2) / pm(1, 2),
         ),
         (
             "pod start, p90 (ms)".to_string(),
@@ -248,19 +280,19 @@ fn main() -> Result<()> {
         ),
     ];
     println!(
-        "| {:<42} | {:>8} | {:>8} | {:>10} |",
+        "| {:<46} | {:>8} | {:>8} | {:>10} |",
         "metric", "amphi", "runc", "amphi/runc"
     );
     println!(
         "|{}|{}:|{}:|{}:|",
-        "-".repeat(44),
+        "-".repeat(48),
         "-".repeat(9),
         "-".repeat(9),
         "-".repeat(11)
     );
     for (label, a, r, x) in rows {
         println!(
-            "| {label:<42} | {a:>8.1} | {r:>8.1} | {:>10} |",
+            "| {label:<46} | {a:>8.1} | {r:>8.1} | {:>10} |",
             format!("{x:.2}x")
         );
     }
