@@ -2,7 +2,8 @@
 # Prepares a Debian 12 machine (as root) to build amphi and run its tests, demo and bench.
 # Idempotent: re-running only does what is missing.
 #   - Debian packages: containerd (1.6, used as is), runc, busybox-static, python3, hyperfine,
-#     protobuf-compiler (the CRI client crate of the tests), containernetworking-plugins (CRI tests), ...
+#     protobuf-compiler (the CRI client crate of the tests), containernetworking-plugins (CRI tests),
+#     libseccomp-dev (runtime-native links libseccomp for seccomp filters), ...
 #   - checks the Rust toolchain (rustup/cargo must already be installed; it is not fetched here)
 #     and the wasm32-wasip1/wasip2 targets
 #   - containerd 1.7 and 2.1 unpacked under .cache/containerd (tests/scripts/fetch-containerd.sh)
@@ -19,7 +20,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 pkgs=(containerd runc busybox-static python3 hyperfine build-essential pkg-config git curl
       ca-certificates util-linux procps iproute2
-      protobuf-compiler containernetworking-plugins)
+      protobuf-compiler containernetworking-plugins libseccomp-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -46,6 +46,8 @@ struct Child {
     cap_last: u32,
     /// /proc/self/cgroup as read after joining the cgroups (before a cgroup namespace).
     self_cgroup: String,
+    /// The spec's seccomp filter, compiled up front and loaded in `finish` (seccomp.rs).
+    seccomp: std::cell::Cell<Option<crate::seccomp::Seccomp>>,
 }
 
 impl Child {
@@ -62,6 +64,7 @@ pub(crate) fn main(req: Request, fds: ChildFds, sync_sock: OwnedFd, workloads: W
         workloads,
         cap_last: 40,
         self_cgroup: String::new(),
+        seccomp: Default::default(),
     };
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut child, req, fds)));
     let msg = match res {
@@ -139,6 +142,7 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40);
+    c.seccomp.set(crate::seccomp::prepare_for(&req)?);
     match req {
         Request::Init(r) => {
             let process = r.spec.process().clone().ok_or("the spec has no process")?;
@@ -1260,14 +1264,7 @@ pub(crate) fn resolve_exe(arg0: &str, env: &[String]) -> R<PathBuf> {
 }
 
 fn finish(c: &Child, spec: &Spec, process: &Process, workload: &Workload) -> R {
-    if spec
-        .linux()
-        .as_ref()
-        .map(|l| l.seccomp().is_some())
-        .unwrap_or(false)
-    {
-        c.warn("seccomp profile ignored: not supported yet".into());
-    }
+    crate::personality::apply(spec)?;
     let terminal = process.terminal().unwrap_or(false);
     if terminal {
         // The init is already a session leader.
@@ -1275,6 +1272,13 @@ fn finish(c: &Child, spec: &Spec, process: &Process, workload: &Workload) -> R {
         setup_pty(c, process, !is_leader)?;
     }
     rlimits(process)?;
+    // seccomp as runc orders it: without no_new_privs loading needs CAP_SYS_ADMIN, so before
+    // the identity and capabilities change; with it, as late as possible (below).
+    if !process.no_new_privileges().unwrap_or(false) {
+        if let Some(s) = c.seccomp.take() {
+            s.load()?;
+        }
+    }
     identity_and_caps(c, process)?;
     let umask = process.user().umask().unwrap_or(0o022);
     // SAFETY: umask never fails.
@@ -1308,6 +1312,9 @@ fn finish(c: &Child, spec: &Spec, process: &Process, workload: &Workload) -> R {
         memory_limit,
         extra_fds: c.extra.clone(),
     };
+    if let Some(s) = c.seccomp.take() {
+        s.load()?;
+    }
     close_all(c);
     match workload {
         Workload::Exec => {

@@ -21,6 +21,8 @@ pub mod workload;
 
 mod child;
 mod mountopt;
+mod personality;
+mod seccomp;
 mod sync;
 
 pub use cgroup::{Cgroup, CgroupStats};

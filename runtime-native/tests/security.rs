@@ -1,0 +1,273 @@
+//! Root-only integration test: seccomp, personality, hooks and user namespaces in real
+//! containers from a busybox rootfs. `harness = false`: the spawner must be forked before any
+//! thread exists.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxSeccomp, Spec};
+use runtime_native::{
+    InitRequest, PreparedWorkload, ProcessContext, Spawner, Stdio, Workload, WorkloadRunner,
+};
+
+/// A custom workload (as the wasm runner is): reports the seccomp mode it runs under and
+/// whether a denied syscall fails, then spawns and joins a thread (wasmtime needs clone).
+struct ProbeRunner;
+struct ProbePrepared;
+
+impl WorkloadRunner for ProbeRunner {
+    fn prepare(&self, _: &ProcessContext, _: &[u8]) -> Result<Box<dyn PreparedWorkload>, String> {
+        Ok(Box::new(ProbePrepared))
+    }
+}
+
+impl PreparedWorkload for ProbePrepared {
+    fn run(self: Box<Self>, _: &ProcessContext) -> i32 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let mode = status
+            .lines()
+            .find(|l| l.starts_with("Seccomp:"))
+            .unwrap_or("Seccomp: ?")
+            .to_string();
+        let mkdir = match std::fs::create_dir("/tmp/probe") {
+            Ok(()) => "mkdir ok".to_string(),
+            Err(e) => format!("mkdir failed: {e}"),
+        };
+        let t = std::thread::spawn(|| 21 * 2).join().unwrap_or(0);
+        println!("{mode}\n{mkdir}\nthread {t}");
+        0
+    }
+}
+
+static RUNNERS: &[(&str, &dyn WorkloadRunner)] = &[("probe", &ProbeRunner)];
+
+fn rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for l in [
+        "sh", "echo", "cat", "ls", "mkdir", "id", "grep", "uname", "true", "sleep",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(l)).unwrap();
+    }
+    root
+}
+
+fn spec(root: &Path, args: &[&str]) -> Spec {
+    let mut spec = Spec::default();
+    let mut r = spec.root().clone().unwrap();
+    r.set_path(root.to_path_buf());
+    spec.set_root(Some(r));
+    let mut p = spec.process().clone().unwrap();
+    p.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
+    p.set_env(Some(vec!["PATH=/bin".into(), "HOME=/".into()]));
+    spec.set_process(Some(p));
+    spec
+}
+
+fn with_seccomp(mut s: Spec, json: &str, nnp: bool) -> Spec {
+    let sc: LinuxSeccomp = serde_json::from_str(json).unwrap();
+    let mut l = s.linux().clone().unwrap();
+    l.set_seccomp(Some(sc));
+    s.set_linux(Some(l));
+    let mut p = s.process().clone().unwrap();
+    p.set_no_new_privileges(Some(nnp));
+    s.set_process(Some(p));
+    s
+}
+
+fn read_all(fd: OwnedFd) -> String {
+    let mut f = std::fs::File::from(fd);
+    let mut s = String::new();
+    let _ = f.read_to_string(&mut s);
+    s
+}
+
+fn wait(pid: i32) -> i32 {
+    match waitpid(Pid::from_raw(pid), None).unwrap() {
+        WaitStatus::Exited(_, c) => c,
+        WaitStatus::Signaled(_, s, _) => 128 + s as i32,
+        other => panic!("unexpected wait status {other:?}"),
+    }
+}
+
+fn req(root: &Path, bundle: &Path, spec: Spec, workload: Workload) -> InitRequest {
+    InitRequest {
+        id: "sec".into(),
+        bundle: bundle.to_path_buf(),
+        rootfs: root.to_path_buf(),
+        spec,
+        cgroup_procs: vec![],
+        workload,
+    }
+}
+
+/// Creates, starts and waits for a container; returns (exit code, stdout+stderr).
+fn run(sp: &Spawner, r: InitRequest) -> Result<(i32, String), String> {
+    let (rd, w) = nix::unistd::pipe().unwrap();
+    let stdio = Stdio {
+        stdin: None,
+        stdout: Some(w.try_clone().unwrap()),
+        stderr: Some(w.try_clone().unwrap()),
+        extra_fds: vec![],
+    };
+    drop(w);
+    let p = sp.spawn_init(r, stdio).map_err(|e| e.to_string())?;
+    let pid = p.pid;
+    if let Err(e) = p.start() {
+        wait(pid);
+        return Err(e.to_string());
+    }
+    let out = read_all(rd);
+    Ok((wait(pid), out))
+}
+
+const DENY_MKDIR: &str = r#"{
+  "defaultAction": "SCMP_ACT_ALLOW",
+  "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+  "syscalls": [
+    {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+    {"names": ["no_such_syscall_in_any_kernel"], "action": "SCMP_ACT_ERRNO"}
+  ]
+}"#;
+
+fn seccomp_cases(sp: &Spawner, root: &Path, bundle: &Path) {
+    let script = "grep Seccomp: /proc/self/status; mkdir /tmp/x && echo made || echo denied";
+    for nnp in [true, false] {
+        let s = with_seccomp(spec(root, &["sh", "-c", script]), DENY_MKDIR, nnp);
+        let (code, out) = run(sp, req(root, bundle, s, Workload::Exec)).expect("seccomp run");
+        println!("seccomp nnp={nnp}: {out:?}");
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("Seccomp:\t2"), "{out}");
+        assert!(out.contains("Operation not permitted"), "{out}");
+        assert!(out.contains("denied") && !out.contains("made"), "{out}");
+    }
+    // A custom (in-process) workload runs under the filter too, threads and all.
+    let s = with_seccomp(spec(root, &["app.wasm"]), DENY_MKDIR, true);
+    let w = Workload::Custom {
+        runner: "probe".into(),
+        payload: vec![],
+    };
+    let (code, out) = run(sp, req(root, bundle, s, w)).expect("seccomp custom workload");
+    println!("seccomp custom workload: {out:?}");
+    assert_eq!(code, 0);
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(
+        out.contains("mkdir failed") && out.contains("thread 42"),
+        "{out}"
+    );
+
+    // An allow-list (default deny with ENOSYS... here EPERM) that is too small for the
+    // program: the exec itself is refused, and the error says so.
+    let tiny = r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+        {"names": ["sendmsg", "recvmsg", "exit_group", "close", "close_range"], "action": "SCMP_ACT_ALLOW"}]}"#;
+    let s = with_seccomp(spec(root, &["/bin/true"]), tiny, true);
+    let e = run(sp, req(root, bundle, s, Workload::Exec)).unwrap_err();
+    println!("tiny allow-list: {e}");
+    assert!(e.contains("operation not permitted"), "{e}");
+
+    // SCMP_ACT_NOTIFY without a listenerPath fails create with a clear message.
+    let notify = r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]}"#;
+    let s = with_seccomp(spec(root, &["true"]), notify, true);
+    let e = run(sp, req(root, bundle, s, Workload::Exec)).unwrap_err();
+    assert!(e.contains("listenerPath"), "{e}");
+
+    // With a listener: the agent gets the fd and the state, and answers mkdir with EACCES.
+    let sock_path = bundle.join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    let agent = std::thread::spawn(move || -> Result<String, String> {
+        let (conn, _) = listener.accept().map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 64 << 10];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = nix::sys::socket::recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .map_err(|e| e.to_string())?;
+        let n = msg.bytes;
+        let mut fd = -1;
+        for c in msg.cmsgs().map_err(|e| e.to_string())? {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(f) = c {
+                fd = f[0];
+            }
+        }
+        let state = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if fd < 0 {
+            return Err(format!("no fd with {state}"));
+        }
+        // Answer notifications until the container exits (the fd then reports an error).
+        while let Ok(req) = libseccomp::ScmpNotifReq::receive(fd) {
+            let resp = libseccomp::ScmpNotifResp::new_error(
+                req.id,
+                -libc::EACCES,
+                libseccomp::ScmpNotifRespFlags::empty(),
+            );
+            let _ = resp.respond(fd);
+        }
+        Ok(state)
+    });
+    let notify_l = format!(
+        r#"{{"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "{}", "listenerMetadata": "m1",
+        "syscalls": [{{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}}]}}"#,
+        sock_path.display()
+    );
+    let s = with_seccomp(spec(root, &["sh", "-c", script]), &notify_l, true);
+    let (code, out) = run(sp, req(root, bundle, s, Workload::Exec)).expect("notify run");
+    let state = agent.join().unwrap().expect("agent");
+    println!("notify: {out:?} agent got {state}");
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Permission denied") && out.contains("denied"),
+        "{out}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(v["fds"][0], "seccompFd");
+    assert_eq!(v["metadata"], "m1");
+    assert_eq!(v["state"]["id"], "sec");
+    assert!(v["pid"].as_i64().unwrap() > 1);
+}
+
+fn personality_case(sp: &Spawner, root: &Path, bundle: &Path) {
+    let mut s = spec(root, &["uname", "-m"]);
+    let mut l = s.linux().clone().unwrap();
+    l.set_personality(Some(
+        serde_json::from_str(r#"{"domain":"LINUX32"}"#).unwrap(),
+    ));
+    s.set_linux(Some(l));
+    let (code, out) = run(sp, req(root, bundle, s, Workload::Exec)).expect("personality");
+    println!("personality LINUX32: uname -m = {out:?}");
+    assert_eq!(code, 0);
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(out.trim(), "i686");
+    }
+}
+
+fn main() {
+    let spawner = Spawner::fork_before_threads(RUNNERS).expect("fork spawner");
+    if !nix::unistd::geteuid().is_root() {
+        println!("security: skipped, needs root");
+        return;
+    }
+    // SAFETY: prctl with integer arguments: become a subreaper like the shim.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path();
+    let root = rootfs(bundle);
+
+    seccomp_cases(&spawner, &root, bundle);
+    personality_case(&spawner, &root, bundle);
+
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mi.contains(bundle.to_str().unwrap()), "left mounted: {mi}");
+    drop(spawner);
+    println!("security: all ok");
+}
