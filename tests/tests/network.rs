@@ -60,7 +60,12 @@ impl Net {
         let bridge = format!("amphit{n}");
         let ipam = c.cd.dir.join("ipam");
         let config = c.cd.dir.join(format!("amphi-net-{n}.toml"));
-        let net = Net { n, bridge, config, ipam };
+        let net = Net {
+            n,
+            bridge,
+            config,
+            ipam,
+        };
         net.remove_bridge();
         std::fs::write(
             &net.config,
@@ -83,16 +88,25 @@ impl Net {
     }
 
     fn opts(&self) -> Vec<String> {
-        vec!["--runtime-config-path".into(), self.config.display().to_string()]
+        vec![
+            "--runtime-config-path".into(),
+            self.config.display().to_string(),
+        ]
     }
 
     /// Interfaces enslaved to our bridge (the host ends of the veth pairs).
     fn ports_on_bridge(&self) -> Vec<String> {
-        let out = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output();
+        let out = Command::new("ip")
+            .args(["-o", "link", "show", "master", &self.bridge])
+            .output();
         out.map(|o| {
             String::from_utf8_lossy(&o.stdout)
                 .lines()
-                .filter_map(|l| l.split(':').nth(1).map(|s| s.trim().split('@').next().unwrap_or("").to_string()))
+                .filter_map(|l| {
+                    l.split(':')
+                        .nth(1)
+                        .map(|s| s.trim().split('@').next().unwrap_or("").to_string())
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -111,11 +125,18 @@ impl Net {
 
     /// NAT rules that mention our subnet's container addresses (DNAT targets).
     fn dnat_rules(&self) -> Vec<String> {
-        let Ok(o) = Command::new("iptables").args(["-w", "5", "-t", "nat", "-S"]).output() else {
+        let Ok(o) = Command::new("iptables")
+            .args(["-w", "5", "-t", "nat", "-S"])
+            .output()
+        else {
             return Vec::new();
         };
         let prefix = format!("--to-destination 10.213.{}.", self.n);
-        String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains(&prefix)).map(String::from).collect()
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.contains(&prefix))
+            .map(String::from)
+            .collect()
     }
 
     /// Nothing of any container may be left: no veth on the bridge, no lease, no DNAT rule.
@@ -135,10 +156,15 @@ impl Net {
     }
 
     fn remove_bridge(&self) {
-        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
         let subnet = format!("10.213.{}.0/", self.n);
         for (table, chain) in [("nat", "POSTROUTING"), ("filter", "FORWARD")] {
-            let Ok(o) = Command::new("iptables").args(["-w", "5", "-t", table, "-S", chain]).output() else {
+            let Ok(o) = Command::new("iptables")
+                .args(["-w", "5", "-t", table, "-S", chain])
+                .output()
+            else {
                 continue;
             };
             for l in String::from_utf8_lossy(&o.stdout).lines() {
@@ -179,7 +205,13 @@ fn exec(c: &Case, id: &str, exec_id: &str, cmd: &[&str]) -> Result<amphi_tests::
 
 /// The container's eth0 address, from inside (busybox `ip`).
 fn address_of(c: &Case, id: &str) -> Result<Ipv4Addr> {
-    let out = exec(c, id, "addr", &["ip", "-o", "-4", "addr", "show", "dev", "eth0"])?.ok()?;
+    let out = exec(
+        c,
+        id,
+        "addr",
+        &["ip", "-o", "-4", "addr", "show", "dev", "eth0"],
+    )?
+    .ok()?;
     let inet = out
         .stdout
         .split_whitespace()
@@ -211,11 +243,36 @@ fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
 /// Without configuration a new netns has loopback up and nothing else, as with runc.
 fn loopback_default(c: &mut Case) -> Result<()> {
     let id = c.id("lo");
-    let out = c.run_rm(&[], &id, &["sh", "-c", "ip -o link show; ping -c1 -W2 127.0.0.1 >/dev/null && echo PING-OK"])?.ok()?;
-    let lo = out.stdout.lines().find(|l| l.contains(": lo:")).with_context(|| out.stdout.clone())?;
-    anyhow::ensure!(lo.contains(",UP") || lo.contains("<UP"), "lo is not up: {lo}");
-    anyhow::ensure!(!out.stdout.contains("eth0"), "unexpected eth0 without config: {}", out.stdout);
-    anyhow::ensure!(out.stdout.contains("PING-OK"), "loopback ping failed: {}", out.all());
+    let out = c
+        .run_rm(
+            &[],
+            &id,
+            &[
+                "sh",
+                "-c",
+                "ip -o link show; ping -c1 -W2 127.0.0.1 >/dev/null && echo PING-OK",
+            ],
+        )?
+        .ok()?;
+    let lo = out
+        .stdout
+        .lines()
+        .find(|l| l.contains(": lo:"))
+        .with_context(|| out.stdout.clone())?;
+    anyhow::ensure!(
+        lo.contains(",UP") || lo.contains("<UP"),
+        "lo is not up: {lo}"
+    );
+    anyhow::ensure!(
+        !out.stdout.contains("eth0"),
+        "unexpected eth0 without config: {}",
+        out.stdout
+    );
+    anyhow::ensure!(
+        out.stdout.contains("PING-OK"),
+        "loopback ping failed: {}",
+        out.all()
+    );
     Ok(())
 }
 
@@ -231,23 +288,52 @@ fn bridge_two_containers(c: &mut Case) -> Result<()> {
         let (ia, ib) = (address_of(c, &a)?, address_of(c, &b)?);
         anyhow::ensure!(ia != ib, "both containers got {ia}");
         for ip in [ia, ib] {
-            anyhow::ensure!(ip.octets()[..3] == [10, 213, net.n as u8], "{ip} is not in our subnet");
+            anyhow::ensure!(
+                ip.octets()[..3] == [10, 213, net.n as u8],
+                "{ip} is not in our subnet"
+            );
         }
         // Host -> each container's server: its /etc/hosts names its own address.
         for ip in [ia, ib] {
             let body = http_get(SocketAddr::new(ip.into(), 80), "/hosts")?;
-            anyhow::ensure!(body.contains(&ip.to_string()), "GET http://{ip}/hosts: {body}");
+            anyhow::ensure!(
+                body.contains(&ip.to_string()),
+                "GET http://{ip}/hosts: {body}"
+            );
         }
         // Container <-> container, both directions, ICMP and TCP.
         exec(c, &a, "ping", &["ping", "-c1", "-W3", &ib.to_string()])?.ok()?;
-        let w = exec(c, &b, "wget", &["wget", "-q", "-O-", &format!("http://{ia}/hosts")])?.ok()?;
-        anyhow::ensure!(w.stdout.contains(&ia.to_string()), "wget from b: {}", w.stdout);
+        let w = exec(
+            c,
+            &b,
+            "wget",
+            &["wget", "-q", "-O-", &format!("http://{ia}/hosts")],
+        )?
+        .ok()?;
+        anyhow::ensure!(
+            w.stdout.contains(&ia.to_string()),
+            "wget from b: {}",
+            w.stdout
+        );
         let r = exec(c, &a, "resolv", &["cat", "/etc/resolv.conf"])?.ok()?;
-        anyhow::ensure!(r.stdout.contains("nameserver 192.0.2.53"), "resolv.conf: {}", r.stdout);
+        anyhow::ensure!(
+            r.stdout.contains("nameserver 192.0.2.53"),
+            "resolv.conf: {}",
+            r.stdout
+        );
         let rt = exec(c, &a, "route", &["ip", "route"])?.ok()?;
-        anyhow::ensure!(rt.stdout.contains(&format!("default via {}", net.gateway())), "routes: {}", rt.stdout);
+        anyhow::ensure!(
+            rt.stdout
+                .contains(&format!("default via {}", net.gateway())),
+            "routes: {}",
+            rt.stdout
+        );
         anyhow::ensure!(net.leases().len() == 2, "leases: {:?}", net.leases());
-        anyhow::ensure!(net.ports_on_bridge().len() == 2, "veths: {:?}", net.ports_on_bridge());
+        anyhow::ensure!(
+            net.ports_on_bridge().len() == 2,
+            "veths: {:?}",
+            net.ports_on_bridge()
+        );
         Ok(())
     })();
     let ra = c.remove(&a);
@@ -267,14 +353,22 @@ fn bridge_ports(c: &mut Case) -> Result<()> {
     let net0 = Net::new(c, 24, "masquerade = true")?;
     let p1 = net0.host_port(1);
     let p2 = net0.host_port(2);
-    std::fs::write(&net0.config, std::fs::read_to_string(&net0.config)? + &format!("ports = [\"{p1}:80\"]\n"))?;
+    std::fs::write(
+        &net0.config,
+        std::fs::read_to_string(&net0.config)? + &format!("ports = [\"{p1}:80\"]\n"),
+    )?;
     let net = net0;
     let (a, b) = (c.id("pa"), c.id("pb"));
     let o = net.opts();
     let annotation = format!("io.amphi.network.ports={p2}:8080");
     let result = (|| -> Result<()> {
         run_detached(c, &o, &a, &["httpd", "-f", "-p", "80", "-h", "/etc"])?;
-        run_detached(c, &opts(&net, &["--annotation", &annotation]), &b, &["httpd", "-f", "-p", "8080", "-h", "/etc"])?;
+        run_detached(
+            c,
+            &opts(&net, &["--annotation", &annotation]),
+            &b,
+            &["httpd", "-f", "-p", "8080", "-h", "/etc"],
+        )?;
         let (ia, ib) = (address_of(c, &a)?, address_of(c, &b)?);
         let gw = net.gateway();
         let body = http_get(SocketAddr::new(gw.into(), p1), "/hosts")?;
@@ -301,7 +395,11 @@ fn bridge_cycles(c: &mut Case) -> Result<()> {
         let id = c.id(&format!("cy{i}"));
         let out = c.run_rm(&o, &id, &["ip", "-o", "-4", "addr", "show", "dev", "eth0"])?;
         let out = out.ok().with_context(|| format!("cycle {i}"))?;
-        anyhow::ensure!(out.stdout.contains("10.213."), "cycle {i}: no address: {}", out.stdout);
+        anyhow::ensure!(
+            out.stdout.contains("10.213."),
+            "cycle {i}: no address: {}",
+            out.stdout
+        );
     }
     net.check_clean()
 }
@@ -317,13 +415,25 @@ fn bridge_create_failure(c: &mut Case) -> Result<()> {
         run_detached(c, &o, &a, &["sleep", "1000"])?;
         let ob: Vec<&str> = o.iter().map(String::as_str).collect();
         let out = c.run_rm(&ob, &b, &["true"])?.failed()?;
-        anyhow::ensure!(out.all().contains("no free address"), "unexpected error: {}", out.all());
+        anyhow::ensure!(
+            out.all().contains("no free address"),
+            "unexpected error: {}",
+            out.all()
+        );
         let bad = opts(&net, &["--annotation", "io.amphi.network.mode=bogus"]);
         let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
         let out = c.run_rm(&bad, &b, &["true"])?.failed()?;
-        anyhow::ensure!(out.all().contains("network mode"), "unexpected error: {}", out.all());
+        anyhow::ensure!(
+            out.all().contains("network mode"),
+            "unexpected error: {}",
+            out.all()
+        );
         anyhow::ensure!(net.leases().len() == 1, "leases: {:?}", net.leases());
-        anyhow::ensure!(net.ports_on_bridge().len() == 1, "veths: {:?}", net.ports_on_bridge());
+        anyhow::ensure!(
+            net.ports_on_bridge().len() == 1,
+            "veths: {:?}",
+            net.ports_on_bridge()
+        );
         Ok(())
     })();
     let ra = c.remove(&a);
@@ -345,12 +455,22 @@ fn bridge_shim_killed(c: &mut Case) -> Result<()> {
     let shims = amphi_tests::procs::top_level(&c.shim_processes());
     anyhow::ensure!(!shims.is_empty(), "no shim process found");
     for s in &shims {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.pid), nix::sys::signal::Signal::SIGKILL)?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(s.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
     }
     // containerd notices the dead shim and runs `delete`; the task ends up stopped or gone.
-    amphi_tests::cmd::wait_for(Duration::from_secs(30), "the task to stop after the shim died", || {
-        Ok(c.task(&id)?.filter(|(_, s)| s == "RUNNING").is_none().then_some(()))
-    })?;
+    amphi_tests::cmd::wait_for(
+        Duration::from_secs(30),
+        "the task to stop after the shim died",
+        || {
+            Ok(c.task(&id)?
+                .filter(|(_, s)| s == "RUNNING")
+                .is_none()
+                .then_some(()))
+        },
+    )?;
     let _ = c.ctr(&["task", "delete", &id]);
     c.remove(&id)?;
     net.check_clean()

@@ -34,25 +34,48 @@ impl Iptables {
             .map(|bin| Iptables { bin })
     }
 
+    /// Runs iptables and returns its stdout. The shim is a child subreaper whose reaper
+    /// collects every child's exit with `waitpid(-1)`, so the status of a child we spawn may be
+    /// gone before we wait for it: iptables runs under `/bin/sh`, which waits for it and prints
+    /// its exit code as the last line; sh's own exit status is not needed.
     fn run(&self, args: &[String]) -> Result<String, NetError> {
-        let out = Command::new(&self.bin)
+        use std::io::Read;
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg("exec 2>&1; \"$0\" \"$@\"; echo \"amphi-rc=$?\"")
+            .arg(&self.bin)
             .arg("-w")
             .arg("5")
             .args(args)
-            .output()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
             .map_err(|source| NetError::Io {
                 op: "run",
                 path: self.bin.clone(),
                 source,
             })?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(NetError::Firewall(format!(
+        let mut out = String::new();
+        let read = child
+            .stdout
+            .take()
+            .map(|mut o| o.read_to_string(&mut out))
+            .transpose();
+        let _ = child.wait(); // may fail with ECHILD under the shim's reaper: see above
+        read.map_err(|source| NetError::Io {
+            op: "read output of",
+            path: self.bin.clone(),
+            source,
+        })?;
+        let (body, code) = split_rc(&out);
+        match code {
+            Some(0) => Ok(body.to_string()),
+            _ => Err(NetError::Firewall(format!(
                 "iptables {}: {}",
                 args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )))
+                body.trim()
+            ))),
         }
     }
 
@@ -96,6 +119,15 @@ impl Iptables {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+/// Splits `...output...\namphi-rc=N\n` into the output and N.
+fn split_rc(out: &str) -> (&str, Option<i32>) {
+    let t = out.trim_end_matches('\n');
+    match t.rfind("amphi-rc=") {
+        Some(i) if !t[i..].contains('\n') => (&t[..i], t[i + 9..].trim().parse().ok()),
+        _ => (out, None),
     }
 }
 
@@ -270,6 +302,26 @@ mod tests {
         assert_eq!(r[1][0], "OUTPUT");
         assert_eq!(r[1][1], "!");
         assert!(r[1].contains(&"amphi:ns/a".to_string()));
+    }
+
+    #[test]
+    fn exit_code_line() {
+        assert_eq!(split_rc("a\nb\namphi-rc=0\n"), ("a\nb\n", Some(0)));
+        assert_eq!(split_rc("amphi-rc=1\n"), ("", Some(1)));
+        assert_eq!(split_rc("killed"), ("killed", None));
+    }
+
+    #[test]
+    fn runs_a_command_through_sh() {
+        // `false`/`true` stand in for iptables: the exit code travels through the output.
+        let t = Iptables {
+            bin: PathBuf::from("/bin/true"),
+        };
+        assert!(t.run(&[]).is_ok());
+        let f = Iptables {
+            bin: PathBuf::from("/bin/false"),
+        };
+        assert!(matches!(f.run(&[]), Err(NetError::Firewall(_))));
     }
 
     #[test]

@@ -102,7 +102,14 @@ pub fn host_veth_name(owner: &str) -> String {
         h ^= b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("amphi{:010x}", h & 0xff_ffff_ffff)
+    // FNV's low bits hardly depend on the last bytes: finish with a 64-bit mixer (murmur3's)
+    // so ids that differ in one character get unrelated names.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    format!("amphi{:010x}", h >> 24)
 }
 
 /// What the spec asks of the network namespace.
@@ -358,6 +365,15 @@ mod tests {
         assert!(a.starts_with("amphi"));
         assert_ne!(a, b);
         assert_eq!(a, host_veth_name("default/web"));
+        // Ids differing only at the end share no long common prefix of hash digits.
+        let names: std::collections::HashSet<String> = (0..1000)
+            .map(|i| host_veth_name(&format!("ns/cy{i}"))[5..9].to_string())
+            .collect();
+        assert!(
+            names.len() > 900,
+            "{} distinct 4-digit prefixes",
+            names.len()
+        );
         config::validate_ifname(&a).unwrap();
     }
 
