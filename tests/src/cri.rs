@@ -194,6 +194,22 @@ impl CriClient {
         Ok(())
     }
 
+    /// The pid of a running container's init, from ContainerStatus' verbose info.
+    pub fn container_pid(&self, id: &str) -> Result<i32> {
+        let req = cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        };
+        let r = call!(self, runtime, container_status, "ContainerStatus", req)?;
+        info_pid(&r.info).with_context(|| format!("pid of container {id}"))
+    }
+
+    /// The pid of a pod's sandbox (pause) process, from PodSandboxStatus' verbose info.
+    pub fn sandbox_pid(&self, id: &str) -> Result<i32> {
+        let r = self.pod_sandbox_status(id)?;
+        info_pid(&r.info).with_context(|| format!("pid of sandbox {id}"))
+    }
+
     pub fn container_status(&self, id: &str) -> Result<cri::ContainerStatus> {
         let req = cri::ContainerStatusRequest {
             container_id: id.into(),
@@ -299,6 +315,17 @@ impl CriClient {
             Ok((st.state == state as i32).then_some(st))
         })
     }
+}
+
+/// `pid` from the JSON under `info` in a verbose status reply.
+fn info_pid(info: &HashMap<String, String>) -> Result<i32> {
+    let text = info
+        .get("info")
+        .ok_or_else(|| anyhow::anyhow!("no \"info\" in the verbose reply"))?;
+    let v: serde_json::Value = serde_json::from_str(text).context("verbose info is not JSON")?;
+    let pid = v.get("pid").and_then(|p| p.as_i64()).unwrap_or(0);
+    anyhow::ensure!(pid > 0, "no pid in the verbose info: {text}");
+    Ok(pid as i32)
 }
 
 /// Waits until the CRI image service knows `image` (its store follows containerd's image

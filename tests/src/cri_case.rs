@@ -198,6 +198,28 @@ impl CriCase {
         procs::shim_processes(self.shim_binary(), &m)
     }
 
+    /// Fails unless exactly one shim daemon serves our daemon, and the pod's pause process and
+    /// the init of every container in `containers` are its children.
+    pub fn expect_one_shim_for(&self, pod: &Pod, containers: &[&str]) -> Result<()> {
+        self.expect_one_shim()?;
+        let shim = procs::top_level(&self.shim_processes())[0].pid;
+        let mut pids = vec![("sandbox".to_string(), self.cri.sandbox_pid(&pod.id)?)];
+        for c in containers {
+            pids.push((c.to_string(), self.cri.container_pid(c)?));
+        }
+        for (what, pid) in pids {
+            let p = procs::Proc::read(pid)
+                .ok_or_else(|| anyhow::anyhow!("{what}: pid {pid} is gone"))?;
+            anyhow::ensure!(
+                p.ppid == shim,
+                "{what}: pid {pid} ({}) has parent {}, not the pod's shim {shim}",
+                p.comm,
+                p.ppid
+            );
+        }
+        Ok(())
+    }
+
     /// Fails unless exactly one shim daemon (top-level shim process) serves our daemon.
     pub fn expect_one_shim(&self) -> Result<()> {
         let all = self.shim_processes();
