@@ -48,6 +48,8 @@ struct Child {
     self_cgroup: String,
     /// The spec's seccomp filter, compiled up front and loaded in `finish` (seccomp.rs).
     seccomp: std::cell::Cell<Option<crate::seccomp::Seccomp>>,
+    /// The spec's hooks that involve this process (hooks.rs); `None` when there are none.
+    hooks: Option<crate::hooks::ChildHooks>,
 }
 
 impl Child {
@@ -65,6 +67,7 @@ pub(crate) fn main(req: Request, fds: ChildFds, sync_sock: OwnedFd, workloads: W
         cap_last: 40,
         self_cgroup: String::new(),
         seccomp: Default::default(),
+        hooks: None,
     };
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut child, req, fds)));
     let msg = match res {
@@ -143,6 +146,7 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40);
     c.seccomp.set(crate::seccomp::prepare_for(&req)?);
+    c.hooks = crate::hooks::ChildHooks::for_request(&req);
     match req {
         Request::Init(r) => {
             let process = r.spec.process().clone().ok_or("the spec has no process")?;
@@ -159,6 +163,9 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
                 setup_rootfs(c, &r.spec, &r.rootfs)?;
             } else {
                 c.warn("no new mount namespace: only chroot into the rootfs".into());
+                if let Some(h) = &c.hooks {
+                    h.before_pivot(c.sync)?;
+                }
                 nix::unistd::chroot(&r.rootfs)
                     .map_err(|e| format!("chroot to {}: {}", r.rootfs.display(), etext(e)))?;
                 std::env::set_current_dir("/").map_err(|e| format!("chdir /: {}", ioerr(&e)))?;
@@ -430,6 +437,9 @@ fn setup_rootfs(c: &Child, spec: &Spec, rootfs: &Path) -> R {
     }
     for d in linux.devices().clone().unwrap_or_default() {
         create_device(rootfs, &d)?;
+    }
+    if let Some(h) = &c.hooks {
+        h.before_pivot(c.sync)?; // createRuntime (by the caller), createContainer
     }
     pivot_root(rootfs)?;
     Ok(())
@@ -1324,6 +1334,9 @@ fn finish(c: &Child, spec: &Spec, process: &Process, workload: &Workload) -> R {
             let cargs = to_cstrings(&args, "argument")?;
             let cenv = to_cstrings(&env, "environment variable")?;
             ready_and_wait(c)?;
+            if let Some(h) = &c.hooks {
+                h.start_container()?;
+            }
             let e = nix::unistd::execve(&cexe, &cargs, &cenv).unwrap_err();
             let _ = sync::send(
                 &c.sync,
@@ -1342,6 +1355,9 @@ fn finish(c: &Child, spec: &Spec, process: &Process, workload: &Workload) -> R {
                 .ok_or_else(|| format!("unknown workload runner {runner:?}"))?;
             let prepared = r.prepare(&ctx, payload)?;
             ready_and_wait(c)?;
+            if let Some(h) = &c.hooks {
+                h.start_container()?;
+            }
             // SAFETY: closing our end of the sync socket: EOF tells the caller we started.
             unsafe { libc::close(c.sync) };
             let code = prepared.run(&ctx);

@@ -12,6 +12,7 @@
 
 pub mod cgroup;
 pub mod error;
+pub mod hooks;
 pub mod memory;
 pub mod network;
 pub mod rootfs;

@@ -454,7 +454,7 @@ mod tests {
         assert!(!f.notify);
         assert_eq!(f.rules, 2);
         let bpf = f.bpf().unwrap();
-        assert!(!bpf.is_empty() && bpf.len() % 8 == 0);
+        assert!(!bpf.is_empty() && bpf.len().is_multiple_of(8));
         let code = run_filtered(&bpf, || unsafe {
             let r = libc::syscall(
                 libc::SYS_mkdirat,

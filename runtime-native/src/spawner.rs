@@ -468,6 +468,7 @@ impl Spawner {
             fds.push(f.as_raw_fd());
         }
         fds.extend(stdio.extra_fds.iter().map(|f| f.as_raw_fd()));
+        let runtime_hooks = crate::hooks::RuntimeHooks::for_request(&req);
         let env = Envelope { req, stdio: layout };
         let (reply, mut rfds) = {
             let sock = self.sock.lock().unwrap_or_else(|e| e.into_inner());
@@ -501,6 +502,9 @@ impl Spawner {
                 }
                 Some((ChildMsg::Ready, _)) => break,
                 Some((ChildMsg::Failed(m), _)) => return Err(Error::Container(m)),
+                Some((ChildMsg::RuntimeHooks, _)) => {
+                    crate::hooks::answer_runtime_hooks(&sync_sock, runtime_hooks.as_ref(), pid)?
+                }
             }
         }
         Ok(PendingProcess {

@@ -28,12 +28,17 @@ pub enum ChildMsg {
     Ready,
     /// Setup or exec failed; the message is for the user.
     Failed(String),
+    /// Namespaces and mounts are ready: run the `prestart`/`createRuntime` hooks (hooks.rs)
+    /// and answer `HooksDone`.
+    RuntimeHooks,
 }
 
 /// Messages the caller sends to a container process.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ParentMsg {
     Start,
+    /// The runtime hooks ran (hooks.rs).
+    HooksDone,
 }
 
 fn send_all(fd: RawFd, buf: &[u8], fds: &[RawFd]) -> Result<(), Errno> {

@@ -251,6 +251,157 @@ fn personality_case(sp: &Spawner, root: &Path, bundle: &Path) {
     }
 }
 
+fn hook(path: &Path, args: &[&str]) -> oci_spec::runtime::Hook {
+    oci_spec::runtime::HookBuilder::default()
+        .path(path)
+        .args(args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .timeout(10)
+        .build()
+        .unwrap()
+}
+
+fn hooks_case(sp: &Spawner, root: &Path, bundle: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let out = bundle.join("hooks-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = out.display();
+    // Host-side scripts (createRuntime, createContainer resolve in the runtime's mount tree).
+    let write = |name: &str, body: &str| {
+        let p = bundle.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    };
+    let cr = write(
+        "create-runtime.sh",
+        &format!("cat > {o}/cr.json; readlink /proc/self/ns/net > {o}/cr.net"),
+    );
+    let cc = write(
+        "create-container.sh",
+        &format!("cat > {o}/cc.json; readlink /proc/self/ns/net > {o}/cc.net"),
+    );
+    // startContainer resolves inside the container.
+    let sc = root.join("bin/start-hook");
+    std::fs::write(&sc, "#!/bin/sh\ncat > /dev/shm/start.json\n").unwrap();
+    std::fs::set_permissions(&sc, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut s = spec(root, &["sh", "-c", "cat /dev/shm/start.json"]);
+    let mut h = oci_spec::runtime::Hooks::default();
+    h.set_create_runtime(Some(vec![hook(&cr, &["cr"])]));
+    h.set_create_container(Some(vec![hook(&cc, &["cc"])]));
+    h.set_start_container(Some(vec![hook(Path::new("/bin/start-hook"), &["sc"])]));
+    s.set_hooks(Some(h));
+    s.set_annotations(Some([("who".to_string(), "test".to_string())].into()));
+
+    let (rd, w) = nix::unistd::pipe().unwrap();
+    let stdio = Stdio {
+        stdin: None,
+        stdout: Some(w.try_clone().unwrap()),
+        stderr: Some(w.try_clone().unwrap()),
+        extra_fds: vec![],
+    };
+    drop(w);
+    let p = sp
+        .spawn_init(req(root, bundle, s.clone(), Workload::Exec), stdio)
+        .expect("spawn with hooks");
+    let pid = p.pid;
+    // createRuntime and createContainer ran during create.
+    let crj: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("cr.json")).unwrap()).unwrap();
+    assert_eq!(crj["status"], "creating");
+    assert_eq!(crj["pid"], pid);
+    assert_eq!(crj["id"], "sec");
+    assert_eq!(crj["annotations"]["who"], "test");
+    assert_eq!(crj["bundle"], bundle.display().to_string());
+    let ccj: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("cc.json")).unwrap()).unwrap();
+    assert_eq!(ccj["pid"], pid);
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let cr_net = std::fs::read_to_string(out.join("cr.net")).unwrap();
+    let cc_net = std::fs::read_to_string(out.join("cc.net")).unwrap();
+    println!("hooks: host net {host_net:?}, createRuntime {cr_net:?}, createContainer {cc_net:?}");
+    assert_eq!(cr_net.trim(), host_net.to_str().unwrap());
+    assert_ne!(cc_net.trim(), host_net.to_str().unwrap());
+    p.start().expect("start with hooks");
+    let started = read_all(rd);
+    assert_eq!(wait(pid), 0);
+    println!("startContainer state: {started}");
+    let scj: serde_json::Value = serde_json::from_str(&started).expect("start state");
+    assert_eq!(scj["status"], "created");
+    assert_eq!(scj["pid"], pid);
+    // poststart/poststop: the caller's functions.
+    let mut s2 = s.clone();
+    let mut h = oci_spec::runtime::Hooks::default();
+    h.set_poststop(Some(vec![hook(&cr, &["ps"])]));
+    s2.set_hooks(Some(h));
+    runtime_native::hooks::run_poststop(&s2, "sec", bundle).unwrap();
+    let psj: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("cr.json")).unwrap()).unwrap();
+    assert_eq!(psj["status"], "stopped");
+
+    // A failing createRuntime hook fails create with its output, and leaves no process.
+    let bad = write("bad-hook.sh", "echo 'no network for you' >&2; exit 2");
+    let mut s = spec(root, &["true"]);
+    let mut h = oci_spec::runtime::Hooks::default();
+    h.set_create_runtime(Some(vec![hook(&bad, &["bad"])]));
+    s.set_hooks(Some(h));
+    let e = sp
+        .spawn_init(req(root, bundle, s, Workload::Exec), Stdio::default())
+        .unwrap_err()
+        .to_string();
+    println!("failing createRuntime hook: {e}");
+    assert!(
+        e.contains("createRuntime hook #0") && e.contains("no network for you"),
+        "{e}"
+    );
+    // A failing startContainer hook fails start.
+    let mut s = spec(root, &["true"]);
+    let mut h = oci_spec::runtime::Hooks::default();
+    h.set_start_container(Some(vec![hook(Path::new("/bin/false-hook"), &["x"])]));
+    s.set_hooks(Some(h));
+    let p = sp
+        .spawn_init(req(root, bundle, s, Workload::Exec), Stdio::default())
+        .expect("spawn with a bad start hook");
+    let pid = p.pid;
+    let e = p.start().unwrap_err().to_string();
+    println!("failing startContainer hook: {e}");
+    assert!(
+        e.contains("startContainer hook #0") && e.contains("/bin/false-hook"),
+        "{e}"
+    );
+    assert_eq!(wait(pid), 1);
+    // The child of the failed create exits by itself once the caller gives up.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    while let Ok(st) = waitpid(
+        Pid::from_raw(-1),
+        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+    ) {
+        if st == WaitStatus::StillAlive {
+            break;
+        }
+    }
+    let me = std::process::id().to_string();
+    let kids: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .to_string();
+            let pid = e.file_name().into_string().ok()?;
+            (ppid == me && pid != sp.pid().to_string()).then_some(stat)
+        })
+        .collect();
+    assert!(
+        kids.is_empty(),
+        "processes left after failed creates: {kids:?}"
+    );
+}
+
 fn main() {
     let spawner = Spawner::fork_before_threads(RUNNERS).expect("fork spawner");
     if !nix::unistd::geteuid().is_root() {
@@ -265,6 +416,7 @@ fn main() {
 
     seccomp_cases(&spawner, &root, bundle);
     personality_case(&spawner, &root, bundle);
+    hooks_case(&spawner, &root, bundle);
 
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mi.contains(bundle.to_str().unwrap()), "left mounted: {mi}");

@@ -231,7 +231,36 @@ impl Inner {
             Ok((pending, p.pid))
         })?;
         let result = blocking(move || pending.start()).await?;
+        // OCI poststart hooks (runtime-native/src/hooks.rs).
+        let result = match result {
+            Ok(()) => self.poststart_hooks(id, pid).await,
+            Err(e) => Err(e),
+        };
         self.finish_start(id, "", pid, result.map_err(ServiceError::from))
+    }
+
+    /// OCI `poststart` hooks, in the runtime once the init started. As runc does, a failing
+    /// hook kills the init and fails Start with the hook's output.
+    async fn poststart_hooks(&self, id: &str, pid: i32) -> Result<(), runtime_native::Error> {
+        let found = self.with_container(id, |c| {
+            Ok(runtime_native::hooks::has(&c.spec, "poststart")
+                .then(|| (c.spec.clone(), c.bundle.clone())))
+        });
+        let Ok(Some((spec, bundle))) = found else {
+            return Ok(());
+        };
+        let cid = id.to_string();
+        let r = blocking(move || runtime_native::hooks::run_poststart(&spec, &cid, &bundle, pid))
+            .await
+            .map_err(|e| runtime_native::Error::Container(e.to_string()))?;
+        if let Err(m) = r {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            return Err(runtime_native::Error::Container(m));
+        }
+        Ok(())
     }
 
     /// Common tail of Start: publish the start event, then any exit that raced it.
@@ -656,7 +685,19 @@ impl Inner {
         let root = self.ctx.state_root.clone();
         let ns = self.ctx.namespace.clone();
         let id = req.id.clone();
+        // OCI poststop hooks (runtime-native/src/hooks.rs), after the teardown; a failure is
+        // logged and Delete goes on, as the runtime spec says.
+        let poststop = runtime_native::hooks::has(&container.spec, "poststop")
+            .then(|| (container.spec.clone(), container.bundle.clone()));
         blocking(move || teardown(container, &root, &ns)).await?;
+        if let Some((spec, bundle)) = poststop {
+            let hid = id.clone();
+            let r =
+                blocking(move || runtime_native::hooks::run_poststop(&spec, &hid, &bundle)).await?;
+            if let Err(e) = r {
+                log::warn!("delete task {id}: {e}");
+            }
+        }
         self.publish(
             topics::TASK_DELETE_EVENT_TOPIC,
             Box::new(ev::TaskDelete {
