@@ -28,6 +28,7 @@ esac
 AMPHI_TOP=$top
 . scripts/lib-containerd.sh
 trap cd_stop EXIT
+trap 'exit 130' INT TERM
 cd_start "$bindir"
 import_busybox
 IMG=docker.io/amphi/busybox:e2e

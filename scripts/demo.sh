@@ -10,6 +10,7 @@ scripts/setup.sh
 AMPHI_TOP=$top
 . scripts/lib-containerd.sh
 trap cd_stop EXIT
+trap 'exit 130' INT TERM
 
 RT=io.containerd.amphi.v1
 echo "== starting a private containerd $(/usr/bin/containerd --version | awk '{print $3}')"

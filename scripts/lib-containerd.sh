@@ -43,17 +43,19 @@ ctrx() { "$CD_BIN/ctr" --address "$CD_SOCK" --namespace "$CD_NS" "$@"; }
 
 cd_stop() {
   [ -n "${CD_PID:-}" ] || return 0
-  local id
-  for id in $(ctrx containers ls -q 2>/dev/null); do
-    ctrx task kill -a -s SIGKILL "$id" >/dev/null 2>&1 || true
+  local id p
+  for id in $(timeout 20 "$CD_BIN/ctr" --address "$CD_SOCK" --namespace "$CD_NS" containers ls -q 2>/dev/null); do
+    timeout 20 "$CD_BIN/ctr" --address "$CD_SOCK" --namespace "$CD_NS" task kill -a -s SIGKILL "$id" >/dev/null 2>&1 || true
     sleep 0.2
-    ctrx task delete -f "$id" >/dev/null 2>&1 || true
-    ctrx containers delete "$id" >/dev/null 2>&1 || true
+    timeout 20 "$CD_BIN/ctr" --address "$CD_SOCK" --namespace "$CD_NS" task delete -f "$id" >/dev/null 2>&1 || true
+    timeout 20 "$CD_BIN/ctr" --address "$CD_SOCK" --namespace "$CD_NS" containers delete "$id" >/dev/null 2>&1 || true
   done
   kill -TERM "$CD_PID" 2>/dev/null || true
   for _ in $(seq 1 100); do kill -0 "$CD_PID" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$CD_PID" 2>/dev/null || true
   wait "$CD_PID" 2>/dev/null || true
+  # shims this daemon started and that outlived it (their command line names our socket)
+  for p in $(pgrep -f -- "-address $CD_SOCK" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
   # unmount anything left under our dir, deepest first
   grep -o " $CD_DIR/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf "$CD_DIR"
