@@ -92,6 +92,32 @@ fn dev_null(write: bool) -> ServiceResult<OwnedFd> {
         .map_err(|e| io_err("stdio", "/dev/null", e))
 }
 
+enum Side {
+    Read,
+    Write,
+    /// Read-write: never blocks to open and never sees EOF or EPIPE while it is held.
+    Both,
+}
+
+/// Opens one end of a fifo without waiting for a peer, then makes it blocking again (the
+/// process expects blocking stdio). A one-sided open succeeds because the shim opens the
+/// other side (or both) itself.
+fn open_fifo(path: &str, side: Side, what: &str) -> ServiceResult<File> {
+    let (read, write) = match side {
+        Side::Read => (true, false),
+        Side::Write => (false, true),
+        Side::Both => (true, true),
+    };
+    let file = OpenOptions::new()
+        .read(read)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| io_err(&format!("{what} fifo"), path, e))?;
+    clear_nonblock(&file);
+    Ok(file)
+}
+
 /// Opens the stdin source: (fd for the process, writer the shim holds).
 fn open_input(address: &str) -> ServiceResult<(OwnedFd, Option<File>)> {
     match parse(address)? {
@@ -104,17 +130,8 @@ fn open_input(address: &str) -> ServiceResult<(OwnedFd, Option<File>)> {
             Ok((f.into(), None))
         }
         Target::Fifo(path) => {
-            let reader = OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(path)
-                .map_err(|e| io_err("stdin fifo", path, e))?;
-            let writer = OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(path)
-                .map_err(|e| io_err("stdin fifo", path, e))?;
-            clear_nonblock(&reader);
+            let reader = open_fifo(path, Side::Read, "stdin")?;
+            let writer = open_fifo(path, Side::Write, "stdin")?;
             Ok((reader.into(), Some(writer)))
         }
     }
@@ -139,17 +156,8 @@ fn open_output(address: &str) -> ServiceResult<(OwnedFd, Option<File>)> {
             Ok((f.into(), None))
         }
         Target::Fifo(path) => {
-            let holder = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .map_err(|e| io_err("stdout fifo", path, e))?;
-            let writer = OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(path)
-                .map_err(|e| io_err("stdout fifo", path, e))?;
-            clear_nonblock(&writer);
+            let holder = open_fifo(path, Side::Both, "output")?;
+            let writer = open_fifo(path, Side::Write, "output")?;
             Ok((writer.into(), Some(holder)))
         }
     }
@@ -222,13 +230,8 @@ pub fn spawn_pty_copy(
 ) -> ServiceResult<(oneshot::Receiver<()>, StdioHolders)> {
     let (out_fd, out_holder) = open_output(&paths.stdout)?;
     let input = match parse(&paths.stdin)? {
-        Target::Fifo(path) => Some(
-            OpenOptions::new()
-                .read(true)
-                .write(true) // keeps the fifo from reporting EOF before containerd writes
-                .open(path)
-                .map_err(|e| io_err("stdin fifo", path, e))?,
-        ),
+        // Read-write keeps the fifo from reporting EOF before containerd writes.
+        Target::Fifo(path) => Some(open_fifo(path, Side::Both, "stdin")?),
         _ => None,
     };
     let master_in = master
