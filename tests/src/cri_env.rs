@@ -15,6 +15,14 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// A short content hash for cache file names (so a changed input is rebuilt).
+fn short_hash(data: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
 /// Serialises the one-time builds of this module (tests run in threads of one process).
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
@@ -310,7 +318,7 @@ int main(void) {
 /// Compiles the pause program (`gcc -static`) into the cache dir, once.
 pub fn pause_binary() -> Result<PathBuf> {
     let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let out = paths::cache_dir().join("pause");
+    let out = paths::cache_dir().join(format!("pause-{}", short_hash(PAUSE_C.as_bytes())));
     if out.is_file() {
         return Ok(out);
     }
@@ -331,8 +339,12 @@ pub fn pause_binary() -> Result<PathBuf> {
 pub fn pause_archive() -> Result<PathBuf> {
     let pause = pause_binary()?;
     let f = format!("{}:/pause", pause.display());
+    let name = format!(
+        "pause-e2e-{}.tar",
+        short_hash(pause.to_string_lossy().as_bytes())
+    );
     images::build_archive(
-        "pause-e2e.tar",
+        &name,
         &[
             "rootfs",
             PAUSE_IMAGE,
@@ -356,8 +368,9 @@ pub fn wasm_rootfs_archive(module: &Path, image: &str, dest: &str) -> Result<Pat
     let f = format!("{}:/{dest}", module.display());
     let entry = format!("/{dest}");
     let stem = image.rsplit('/').next().unwrap_or(image).replace(':', "-");
+    let hash = short_hash(&std::fs::read(module)?);
     images::build_archive(
-        &format!("cri-{stem}.tar"),
+        &format!("cri-{stem}-{hash}.tar"),
         &[
             "rootfs",
             image,
@@ -400,7 +413,7 @@ fn main() {
 /// Compiles [`WGET_RS`] with `rustc --target wasm32-wasip2` into the cache dir, once.
 pub fn wget_wasm() -> Result<PathBuf> {
     let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let out = paths::cache_dir().join("wget.wasm");
+    let out = paths::cache_dir().join(format!("wget-{}.wasm", short_hash(WGET_RS.as_bytes())));
     if out.is_file() {
         return Ok(out);
     }
