@@ -45,7 +45,13 @@ struct Child {
     workloads: WorkloadTable,
     cap_last: u32,
     /// /proc/self/cgroup as read after joining the cgroups (before a cgroup namespace).
-    self_cgroup: String,
+    self_cgroup: std::cell::RefCell<String>,
+    /// The spawner's report on moving us into our cgroup (spawner.rs `join_cgroup`), read by
+    /// `ensure_joined`; `None` once read, or with no cgroup to join.
+    join: std::cell::Cell<Option<RawFd>>,
+    /// The spec asks for a new cgroup namespace, created (by `ensure_joined`) once we are in
+    /// our cgroup: its root is the cgroup we are in when it is created.
+    unshare_cgroup: std::cell::Cell<bool>,
     /// The spec's seccomp filter, compiled up front and loaded in `finish` (seccomp.rs).
     seccomp: std::cell::Cell<Option<crate::seccomp::Seccomp>>,
     /// The spec's hooks that involve this process (hooks.rs); `None` when there are none.
@@ -65,7 +71,9 @@ pub(crate) fn main(req: Request, fds: ChildFds, sync_sock: OwnedFd, workloads: W
         extra: Vec::new(),
         workloads,
         cap_last: 40,
-        self_cgroup: String::new(),
+        self_cgroup: Default::default(),
+        join: Default::default(),
+        unshare_cgroup: Default::default(),
         seccomp: Default::default(),
         hooks: None,
     };
@@ -124,17 +132,86 @@ fn setup_fds(c: &mut Child, fds: ChildFds) -> R {
     for (i, f) in extra.iter().enumerate() {
         dup2(*f, 3 + i as RawFd)?;
     }
+    if let Some(j) = fds.join {
+        c.join.set(Some(dup_high(j.into_raw_fd(), min)?));
+    }
     c.extra = (0..n).map(|i| 3 + i).collect();
-    let mut keep = c.extra.clone();
-    keep.push(c.sync);
-    close_fds_except(&keep);
+    close_all(c);
     Ok(())
 }
 
 fn close_all(c: &Child) {
     let mut keep = c.extra.clone();
     keep.push(c.sync);
+    keep.extend(c.join.get());
     close_fds_except(&keep);
+}
+
+/// Waits until the spawner has moved us into our cgroup (it does so right after the clone,
+/// while we set up namespaces and mounts), then creates the cgroup namespace if the spec asks
+/// for one. Called where the cgroup matters: before mounting cgroupfs, before the runtime
+/// hooks, and before the workload starts. Idempotent.
+fn ensure_joined(c: &Child) -> R {
+    if let Some(fd) = c.join.take() {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 512];
+        let res = loop {
+            // SAFETY: reading into our own buffer from the pipe we own.
+            let n = unsafe { libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len()) };
+            match n {
+                0 => break Ok(()),
+                n if n > 0 => buf.extend_from_slice(&chunk[..n as usize]),
+                _ if Errno::last() == Errno::EINTR => {}
+                _ => break Err(format!("wait for the cgroup join: {}", etext(Errno::last()))),
+            }
+        };
+        // SAFETY: closing the pipe we own.
+        unsafe { libc::close(fd) };
+        res?;
+        match buf.split_first() {
+            Some((b'J', _)) => {}
+            Some((b'E', msg)) => return Err(String::from_utf8_lossy(msg).into_owned()),
+            _ => return Err("the runtime did not place the process in its cgroup".into()),
+        }
+    }
+    if c.self_cgroup.borrow().is_empty() {
+        // Host paths (mount_cgroup binds them), so before any cgroup namespace.
+        *c.self_cgroup.borrow_mut() = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    }
+    if c.unshare_cgroup.replace(false) {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| format!("create cgroup namespace: {}", etext(e)))?;
+    }
+    Ok(())
+}
+
+/// Sets the loopback interface up in the container's new network namespace, as runc does for
+/// every new netns. Done here, in parallel with the cgroup join, rather than by the caller
+/// after Ready.
+fn loopback_up() -> R {
+    // SAFETY: plain socket call; the fd is owned below.
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err(format!("loopback: socket: {}", etext(Errno::last())));
+    }
+    // SAFETY: s is a fresh fd we own.
+    let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(s) };
+    // SAFETY: ifreq is plain data; zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, b) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS with a valid ifreq.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) != 0 {
+            return Err(format!("loopback: get flags of lo: {}", etext(Errno::last())));
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) != 0 {
+            return Err(format!("loopback: set lo up: {}", etext(Errno::last())));
+        }
+    }
+    Ok(())
 }
 
 fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
@@ -150,8 +227,14 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
     match req {
         Request::Init(r) => {
             let process = r.spec.process().clone().ok_or("the spec has no process")?;
-            join_cgroups(c, &r.cgroup_procs)?;
+            crate::userns::wait_mapped(c.sync, &r.spec)?;
             init_namespaces(c, &r.spec)?;
+            if namespaces(&r.spec)
+                .iter()
+                .any(|(t, p)| *t == LinuxNamespaceType::Network && p.is_none())
+            {
+                loopback_up()?;
+            }
             // SAFETY: plain syscall.
             unsafe { libc::setsid() };
             oom_score_adj(c, &process)?;
@@ -163,6 +246,7 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
                 setup_rootfs(c, &r.spec, &r.rootfs)?;
             } else {
                 c.warn("no new mount namespace: only chroot into the rootfs".into());
+                ensure_joined(c)?;
                 if let Some(h) = &c.hooks {
                     h.before_pivot(c.sync)?;
                 }
@@ -178,14 +262,15 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
             if new_mnt {
                 finalize_rootfs(&r.spec)?;
             }
+            ensure_joined(c)?;
             finish(c, &r.spec, &process, &r.workload)
         }
         Request::Exec(r) => {
-            join_cgroups(c, &r.cgroup_procs)?;
             exec_namespaces(r.init_pid)?;
             std::env::set_current_dir("/")
                 .map_err(|e| format!("chdir to container root: {}", ioerr(&e)))?;
             oom_score_adj(c, &r.process)?;
+            ensure_joined(c)?;
             finish(c, &r.spec, &r.process, &r.workload)
         }
     }
@@ -199,14 +284,6 @@ fn namespaces(spec: &Spec) -> Vec<(LinuxNamespaceType, Option<PathBuf>)> {
         .into_iter()
         .map(|n| (n.typ(), n.path().clone()))
         .collect()
-}
-
-fn join_cgroups(c: &mut Child, procs: &[PathBuf]) -> R {
-    for p in procs {
-        fs::write(p, "0").map_err(|e| format!("join cgroup {}: {}", p.display(), ioerr(&e)))?;
-    }
-    c.self_cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    Ok(())
 }
 
 fn ns_order(t: LinuxNamespaceType) -> u8 {
@@ -238,11 +315,8 @@ fn init_namespaces(c: &Child, spec: &Spec) -> R {
         nix::sched::setns(f, ns_clone_flag(*t))
             .map_err(|e| format!("join {t} namespace {}: {}", p.display(), etext(e)))?;
     }
-    if new_cgroup {
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
-            .map_err(|e| format!("create cgroup namespace: {}", etext(e)))?;
-    }
-    let _ = c;
+    // Unshared by `ensure_joined`, once the spawner has moved us into our cgroup.
+    c.unshare_cgroup.set(new_cgroup);
     Ok(())
 }
 
@@ -439,6 +513,7 @@ fn setup_rootfs(c: &Child, spec: &Spec, rootfs: &Path) -> R {
         create_device(rootfs, &d)?;
     }
     if let Some(h) = &c.hooks {
+        ensure_joined(c)?; // hooks see the container in its cgroup
         h.before_pivot(c.sync)?; // createRuntime (by the caller), createContainer
     }
     pivot_root(rootfs)?;
@@ -521,6 +596,7 @@ fn mount_one(c: &Child, rootfs: &Path, m: &oci_spec::runtime::Mount) -> R {
     let target = secure_join(rootfs, dest);
     let what = format!("mount {src} to {}", dest.display());
     if typ == "cgroup" || typ == "cgroup2" {
+        ensure_joined(c)?;
         if let Err(e) = mount_cgroup(c, &target, &opts) {
             c.warn(format!("{what} skipped: {e}"));
         }
@@ -612,7 +688,8 @@ fn mount_cgroup(c: &Child, target: &Path, opts: &mountopt::MountOptions) -> R {
         Some("mode=755"),
     )
     .map_err(etext)?;
-    for line in c.self_cgroup.lines() {
+    let self_cgroup = c.self_cgroup.borrow();
+    for line in self_cgroup.lines() {
         let mut it = line.splitn(3, ':');
         let (_, ctrls, path) = match (it.next(), it.next(), it.next()) {
             (Some(a), Some(b), Some(c)) => (a, b, c),

@@ -25,6 +25,7 @@ mod mountopt;
 mod personality;
 mod seccomp;
 mod sync;
+mod userns;
 
 pub use cgroup::{Cgroup, CgroupStats};
 pub use error::{Error, Result};

@@ -123,6 +123,105 @@ pub(crate) struct ChildFds {
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
     pub extra: Vec<OwnedFd>,
+    /// Read end of the pipe on which the spawner reports the cgroup join (see
+    /// [`join_cgroup`]); `None` when the process has no cgroup to join.
+    pub join: Option<OwnedFd>,
+}
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7, cgroup v2 only): clone3 places the child in the cgroup
+/// whose directory fd is in `clone_args.cgroup`.
+pub(crate) const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` of clone3(2), up to `cgroup` (CLONE_ARGS_SIZE_VER2, 88 bytes).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
+}
+
+/// The clone3 arguments for a container process: a fork-like clone (no new stack) with
+/// `CLONE_PARENT`, the namespaces in `ns_flags`, and, given a cgroup v2 directory fd, born
+/// straight into that cgroup.
+pub(crate) fn clone3_args(ns_flags: u64, cgroup_dir: Option<RawFd>) -> CloneArgs {
+    let mut a = CloneArgs {
+        // clone3 takes the exit signal in its own field; CSIGNAL bits in flags are EINVAL.
+        flags: (ns_flags & !(libc::CSIGNAL as u64)) | libc::CLONE_PARENT as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    if let Some(fd) = cgroup_dir {
+        a.flags |= CLONE_INTO_CGROUP;
+        a.cgroup = fd as u64;
+    }
+    a
+}
+
+/// How the new process gets into its cgroup.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// No cgroup to join.
+    None,
+    /// cgroup v2: clone3(CLONE_INTO_CGROUP) into this directory (no migration at all).
+    IntoCgroup(PathBuf),
+    /// cgroup v1 (or clone3 refused): the spawner writes the pid into these `cgroup.procs`.
+    Write(Vec<PathBuf>),
+}
+
+/// Decides the [`Placement`] for a request's `cgroup.procs` files; `is_v2` tells whether a
+/// directory is on a cgroup2 filesystem (a parameter so tests can use a fake tree).
+pub(crate) fn placement(procs: &[PathBuf], is_v2: impl Fn(&std::path::Path) -> bool) -> Placement {
+    match procs {
+        [] => Placement::None,
+        [one] => match one.parent() {
+            Some(dir) if is_v2(dir) => Placement::IntoCgroup(dir.to_path_buf()),
+            _ => Placement::Write(procs.to_vec()),
+        },
+        _ => Placement::Write(procs.to_vec()),
+    }
+}
+
+fn on_cgroup2(dir: &std::path::Path) -> bool {
+    nix::sys::statfs::statfs(dir)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Moves `pid` into its cgroup by writing it into every `cgroup.procs`. Done here, by the
+/// spawner, right after the clone rather than by the new process itself, so that the slow
+/// part of a migration (the first writer of cgroup_threadgroup_rwsem waits for an RCU grace
+/// period, several ms per container start on cgroup v1) overlaps the process's own namespace
+/// and mount setup; the process waits for the outcome only where it needs its cgroup
+/// (child.rs `ensure_joined`).
+pub(crate) fn join_cgroup(pid: i32, procs: &[PathBuf]) -> std::result::Result<(), String> {
+    let text = pid.to_string();
+    for p in procs {
+        std::fs::write(p, &text).map_err(|e| {
+            let why = match e.raw_os_error() {
+                Some(n) => crate::child::etext(Errno::from_raw(n)),
+                None => e.to_string(),
+            };
+            format!("join cgroup {}: {why}", p.display())
+        })?;
+    }
+    Ok(())
+}
+
+/// The cgroup.procs files a request asks the process to join.
+fn cgroup_procs(req: &Request) -> &[PathBuf] {
+    match req {
+        Request::Init(r) => &r.cgroup_procs,
+        Request::Exec(r) => &r.cgroup_procs,
+    }
 }
 
 fn thread_count() -> Option<usize> {
@@ -232,11 +331,10 @@ fn clone_plan(req: &Request) -> std::result::Result<(libc::c_int, Option<String>
                     (_, Some(_)) => {}
                     // Unshared by the child once it is in its cgroup.
                     (LinuxNamespaceType::Cgroup, None) => {}
+                    // The spawner writes its id maps right after the clone (userns.rs).
                     (LinuxNamespaceType::User, None) => {
-                        return Err(
-                            "creating a user namespace is not supported (give a path to join one)"
-                                .into(),
-                        )
+                        crate::userns::check(&r.spec)?;
+                        flags |= libc::CLONE_NEWUSER;
                     }
                     (t, None) => flags |= ns_clone_flag(t).bits(),
                 }
@@ -325,8 +423,35 @@ fn handle(
         stdout: take(l.stdout),
         stderr: take(l.stderr),
         extra: it.collect(),
+        join: None,
     };
+    let mut child_fds = child_fds;
     let (flags, pidns_path) = clone_plan(&env.req)?;
+    let mut placement = placement(cgroup_procs(&env.req), on_cgroup2);
+    // cgroup v2: the directory fd for CLONE_INTO_CGROUP (else fall back to writing the pid).
+    let cgroup_dir = match &placement {
+        Placement::IntoCgroup(dir) => match nix::fcntl::open(
+            dir,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            Ok(fd) => Some(fd),
+            Err(_) => {
+                placement = Placement::Write(cgroup_procs(&env.req).to_vec());
+                None
+            }
+        },
+        _ => None,
+    };
+    // The pipe on which the process learns that it is in its cgroup (or why not).
+    let join_w = if placement == Placement::None {
+        None
+    } else {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("pipe: {e}"))?;
+        child_fds.join = Some(r);
+        Some(w)
+    };
     let (parent_sock, child_sock) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -347,22 +472,43 @@ fn handle(
     let clone_flags = flags as libc::c_ulong
         | libc::CLONE_PARENT as libc::c_ulong
         | libc::SIGCHLD as libc::c_ulong;
-    // SAFETY: a fork-like clone (no new stack, no shared memory) of a single-threaded process;
-    // the child continues on a copy of this stack and never returns from `child::main`.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            clone_flags,
-            std::ptr::null_mut::<libc::c_void>(),
-            std::ptr::null_mut::<libc::c_void>(),
-            std::ptr::null_mut::<libc::c_void>(),
-            0usize,
-        )
-    };
+    let mut into_cgroup = false;
+    let mut pid: libc::c_long = -1;
+    if let Some(dir) = &cgroup_dir {
+        let args = clone3_args(flags as u64, Some(dir.as_raw_fd()));
+        // SAFETY: as for clone below; clone3 without CLONE_VM and with stack 0 is fork-like.
+        pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        into_cgroup = pid >= 0;
+    }
+    if pid < 0 {
+        // SAFETY: a fork-like clone (no new stack, no shared memory) of a single-threaded
+        // process; the child continues on a copy of this stack and never returns from
+        // `child::main`.
+        pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                clone_flags,
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::null_mut::<libc::c_void>(),
+                0usize,
+            )
+        };
+    }
     if pid == 0 {
         let parent_raw = parent_sock.into_raw_fd();
         // SAFETY: closing the caller's end in the child.
         unsafe { libc::close(parent_raw) };
+        if let Some(w) = join_w {
+            // SAFETY: the spawner's end of the join pipe.
+            unsafe { libc::close(w.into_raw_fd()) };
+        }
         crate::child::main(env.req, child_fds, child_sock, st.workloads);
     }
     let err = Errno::last();
@@ -376,8 +522,28 @@ fn handle(
     if pid < 0 {
         return Err(format!("clone container process: {}", err.desc()));
     }
+    if let Err(e) = crate::userns::after_clone(&env.req, pid as i32, &parent_sock) {
+        // SAFETY: our child (the caller, its parent by CLONE_PARENT, reaps it).
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        return Err(format!("user namespace of the container process: {e}"));
+    }
     drop(child_sock);
     drop(child_fds);
+    if let Some(w) = join_w {
+        let outcome = match &placement {
+            Placement::Write(procs) if !into_cgroup => join_cgroup(pid as i32, procs),
+            Placement::IntoCgroup(dir) if !into_cgroup => {
+                join_cgroup(pid as i32, &[dir.join("cgroup.procs")])
+            }
+            _ => Ok(()),
+        };
+        let msg = match outcome {
+            Ok(()) => b"J".to_vec(),
+            Err(e) => [b"E".as_slice(), e.as_bytes()].concat(),
+        };
+        // The process reads it when it needs its cgroup; a dead process just never does.
+        let _ = nix::unistd::write(&w, &msg);
+    }
     Ok((pid as i32, parent_sock))
 }
 
@@ -530,5 +696,69 @@ impl PendingProcess {
                 Some(_) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn clone3_args_into_cgroup() {
+        let ns = (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET) as u64;
+        let a = clone3_args(ns, Some(7));
+        assert_eq!(std::mem::size_of::<CloneArgs>(), 88); // CLONE_ARGS_SIZE_VER2
+        assert_eq!(a.flags & ns, ns);
+        assert_ne!(a.flags & libc::CLONE_PARENT as u64, 0);
+        assert_ne!(a.flags & CLONE_INTO_CGROUP, 0);
+        assert_eq!(a.cgroup, 7);
+        assert_eq!(a.exit_signal, libc::SIGCHLD as u64);
+        // No signal bits in flags (clone3 rejects them), no stack: a fork-like clone.
+        assert_eq!(a.flags & libc::CSIGNAL as u64, 0);
+        assert_eq!((a.stack, a.stack_size, a.tls, a.pidfd), (0, 0, 0, 0));
+
+        let b = clone3_args(ns | libc::SIGCHLD as u64, None);
+        assert_eq!(b.flags & CLONE_INTO_CGROUP, 0);
+        assert_eq!(b.cgroup, 0);
+        assert_eq!(b.flags & libc::CSIGNAL as u64, 0);
+    }
+
+    #[test]
+    fn placement_v1_v2_none() {
+        let v2_root = Path::new("/fake/cg2");
+        let is_v2 = |d: &Path| d.starts_with(v2_root);
+        assert_eq!(placement(&[], is_v2), Placement::None);
+        let one = vec![v2_root.join("default/c1/cgroup.procs")];
+        assert_eq!(
+            placement(&one, is_v2),
+            Placement::IntoCgroup(v2_root.join("default/c1"))
+        );
+        let v1 = vec![
+            PathBuf::from("/fake/cg1/memory/default/c1/cgroup.procs"),
+            PathBuf::from("/fake/cg1/pids/default/c1/cgroup.procs"),
+        ];
+        assert_eq!(placement(&v1, is_v2), Placement::Write(v1.clone()));
+        // A single v1 hierarchy is still a write.
+        assert_eq!(
+            placement(&v1[..1], is_v2),
+            Placement::Write(v1[..1].to_vec())
+        );
+    }
+
+    #[test]
+    fn join_cgroup_writes_the_pid_and_names_the_file_on_error() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a.procs");
+        let b = d.path().join("b.procs");
+        join_cgroup(4242, &[a.clone(), b.clone()]).unwrap();
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "4242");
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "4242");
+        let missing = d.path().join("gone/cgroup.procs");
+        let e = join_cgroup(1, &[missing.clone()]).unwrap_err();
+        assert_eq!(
+            e,
+            format!("join cgroup {}: no such file or directory", missing.display())
+        );
     }
 }

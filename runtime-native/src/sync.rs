@@ -39,6 +39,8 @@ pub enum ParentMsg {
     Start,
     /// The runtime hooks ran (hooks.rs).
     HooksDone,
+    /// From the spawner: the new user namespace's id maps are written (userns.rs).
+    UserNsMapped,
 }
 
 fn send_all(fd: RawFd, buf: &[u8], fds: &[RawFd]) -> Result<(), Errno> {

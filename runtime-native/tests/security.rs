@@ -402,6 +402,82 @@ fn hooks_case(sp: &Spawner, root: &Path, bundle: &Path) {
     );
 }
 
+fn userns_spec(root: &Path, args: &[&str]) -> Spec {
+    let mut s = spec(root, args);
+    let mut l = s.linux().clone().unwrap();
+    let mut nss = l.namespaces().clone().unwrap();
+    nss.push(
+        oci_spec::runtime::LinuxNamespaceBuilder::default()
+            .typ(oci_spec::runtime::LinuxNamespaceType::User)
+            .build()
+            .unwrap(),
+    );
+    l.set_namespaces(Some(nss));
+    let map = |c: u32, h: u32, n: u32| {
+        oci_spec::runtime::LinuxIdMappingBuilder::default()
+            .container_id(c)
+            .host_id(h)
+            .size(n)
+            .build()
+            .unwrap()
+    };
+    l.set_uid_mappings(Some(vec![map(0, 100000, 65536)]));
+    l.set_gid_mappings(Some(vec![map(0, 200000, 65536)]));
+    s.set_linux(Some(l));
+    s
+}
+
+fn userns_case(sp: &Spawner, root: &Path, bundle: &Path) {
+    let script = "cat /proc/self/uid_map /proc/self/gid_map; echo uid=$(id -u) gid=$(id -g); \
+                  ls -ln /bin/busybox; ls /dev; cat /proc/self/status | grep CapEff; \
+                  echo x > /dev/null && echo devnull-ok; sleep 1";
+    let s = userns_spec(root, &["sh", "-c", script]);
+    let (rd, w) = nix::unistd::pipe().unwrap();
+    let stdio = Stdio {
+        stdin: None,
+        stdout: Some(w.try_clone().unwrap()),
+        stderr: Some(w.try_clone().unwrap()),
+        extra_fds: vec![],
+    };
+    drop(w);
+    let p = sp
+        .spawn_init(req(root, bundle, s, Workload::Exec), stdio)
+        .expect("spawn in a new user namespace");
+    let pid = p.pid;
+    p.start().expect("start in a new user namespace");
+    // The host sees the mapped ids.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let host_uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let host_gid = status.lines().find(|l| l.starts_with("Gid:")).unwrap();
+    let out = read_all(rd);
+    assert_eq!(wait(pid), 0, "{out}");
+    println!("userns: host {host_uid:?} {host_gid:?}; inside:\n{out}");
+    assert_eq!(host_uid.split_whitespace().nth(1), Some("100000"));
+    assert_eq!(host_gid.split_whitespace().nth(1), Some("200000"));
+    let maps: Vec<Vec<&str>> = out
+        .lines()
+        .take(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(maps[0], ["0", "100000", "65536"], "{out}");
+    assert_eq!(maps[1], ["0", "200000", "65536"], "{out}");
+    assert!(out.contains("uid=0 gid=0"), "{out}");
+    // Host root's files show as the overflow ids.
+    assert!(out.contains("65534"), "{out}");
+    assert!(out.contains("devnull-ok"), "{out}");
+
+    // A user namespace without mappings is refused before anything is cloned.
+    let mut s = userns_spec(root, &["true"]);
+    let mut l = s.linux().clone().unwrap();
+    l.set_uid_mappings(None);
+    s.set_linux(Some(l));
+    let e = sp
+        .spawn_init(req(root, bundle, s, Workload::Exec), Stdio::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("uidMappings"), "{e}");
+}
+
 fn main() {
     let spawner = Spawner::fork_before_threads(RUNNERS).expect("fork spawner");
     if !nix::unistd::geteuid().is_root() {
@@ -412,11 +488,14 @@ fn main() {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path();
+    // The mapped root of a user namespace must be able to reach the rootfs.
+    std::fs::set_permissions(bundle, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let root = rootfs(bundle);
 
     seccomp_cases(&spawner, &root, bundle);
     personality_case(&spawner, &root, bundle);
     hooks_case(&spawner, &root, bundle);
+    userns_case(&spawner, &root, bundle);
 
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mi.contains(bundle.to_str().unwrap()), "left mounted: {mi}");
