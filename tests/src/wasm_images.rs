@@ -126,3 +126,45 @@ pub fn import_module(
     images::import(cd, &archive, &["--all-platforms"])?;
     Ok(image.to_string())
 }
+
+/// A busybox rootfs image (no entrypoint; `ctr run` args name the program) with extra files:
+/// `files` are `(host source, destination in the image)`. The archive is written to `dir`
+/// (e.g. the daemon's temp dir, for one-off images) when given, else cached in the target
+/// dir under a name derived from the files' contents. Imports it; returns the image name.
+pub fn import_rootfs_files(
+    cd: &Containerd,
+    files: &[(&Path, &str)],
+    image: &str,
+    dir: Option<&Path>,
+) -> Result<String> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    image.hash(&mut h);
+    for (src, dest) in files {
+        let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+        data.hash(&mut h);
+        dest.hash(&mut h);
+    }
+    let specs: Vec<String> = files.iter().map(|(s, d)| format!("{}:{d}", s.display())).collect();
+    let mut args: Vec<&str> = vec!["rootfs", image];
+    for s in &specs {
+        args.push("--file");
+        args.push(s);
+    }
+    let file = format!("rootfs-files-{:016x}.tar", h.finish());
+    let archive = match dir {
+        None => images::build_archive(&file, &args)?,
+        Some(dir) => {
+            let out = dir.join(&file);
+            let script = paths::workspace_root().join("tests/scripts/mkimage.py");
+            let mut c = Command::new(paths::python());
+            c.arg(&script).arg(args[0]).arg(&out).args(&args[1..]);
+            cmd::run(c, Duration::from_secs(120))?
+                .ok()
+                .context("building a test image with mkimage.py")?;
+            out
+        }
+    };
+    images::import(cd, &archive, &[])?;
+    Ok(image.to_string())
+}

@@ -1,10 +1,16 @@
-//! Wasm end-to-end cases. The support code is in `amphi_tests::wasm_images` (modules from
-//! examples/wasm/out, wrapped into wasm-layer images). More cases (components, wasi:http,
-//! traps, limits, signals, mixed pods) belong here.
+//! Wasm end-to-end cases: real containerd, real kernel, real wasmtime. The support code is in
+//! `amphi_tests::wasm_images` (modules from examples/wasm/out, wrapped into images).
+//!
+//! Most cases use one busybox rootfs image holding every example module plus a few generated
+//! inputs (a `.wat` that grows memory, broken modules, a component of an unsupported world),
+//! and name the module as the first `ctr run` argument.
 
+use amphi_tests::cmd::{self, Output, Running};
 use amphi_tests::wasm_images::{self, Target};
-use amphi_tests::{Case, Runtime};
-use anyhow::Result;
+use amphi_tests::{paths, procs, Case, Runtime};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// Only amphi runs wasm; these cases have no runc variant.
 macro_rules! wasm_e2e {
@@ -32,37 +38,445 @@ macro_rules! wasm_e2e {
     };
 }
 
-/// A WASI p1 module as the entrypoint of a rootfs image: prints, and its exit code comes back.
-fn hello_module(c: &mut Case) -> Result<()> {
-    let module = wasm_images::module("hello", Target::P1)?;
-    let image =
-        wasm_images::import_rootfs_module(&c.cd, &module, "docker.io/amphi/hello-wasm:e2e")?;
-    let id = c.id("hello");
-    let out = c
-        .ctr(&["run", "--rm", "--runtime", c.runtime.name(), &image, &id])?
-        .ok()?;
+const IMAGE: &str = "docker.io/amphi/wasm-apps:e2e";
+
+/// Loops `memory.grow` by one page (touching each new page, so without a store limit the
+/// cgroup would OOM-kill it) up to 1 GiB. Prints and exits 42 when a grow returns -1, exits 1
+/// when every grow succeeded.
+const GROW_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "memory.grow returned -1\n")
+  (data (i32.const 64) "memory.grow never failed\n")
+  (func (export "_start")
+    (local $pages i32) (local $r i32)
+    (block $failed
+      (loop $grow
+        (local.set $r (memory.grow (i32.const 1)))
+        (br_if $failed (i32.eq (local.get $r) (i32.const -1)))
+        (i32.store (i32.mul (local.get $r) (i32.const 65536)) (i32.const 1))
+        (local.set $pages (i32.add (local.get $pages) (i32.const 1)))
+        (br_if $grow (i32.lt_u (local.get $pages) (i32.const 16384))))
+      (i32.store (i32.const 0) (i32.const 64))
+      (i32.store (i32.const 4) (i32.const 25))
+      (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (call $proc_exit (i32.const 1)))
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 24))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $proc_exit (i32.const 42))))
+"#;
+
+/// A component that exports one plain function: neither `wasi:cli/run` nor
+/// `wasi:http/incoming-handler`.
+const ODD_WORLD_WAT: &str = r#"(component
+  (core module $m (func (export "f")))
+  (core instance $i (instantiate $m))
+  (func (export "f") (canon lift (core func $i "f"))))
+"#;
+
+/// A core module importing a function no host provides.
+const BAD_IMPORT_WAT: &str = r#"(module
+  (import "env" "nope" (func))
+  (func (export "_start")))
+"#;
+
+/// Writes `data` to the e2e cache dir as `name` (when it differs) and returns its path.
+fn generated(name: &str, data: &[u8]) -> Result<PathBuf> {
+    let dir = paths::cache_dir().join("wasm-inputs");
+    std::fs::create_dir_all(&dir)?;
+    let p = dir.join(name);
+    if std::fs::read(&p).ok().as_deref() != Some(data) {
+        let tmp = dir.join(format!("{name}.{}", std::process::id()));
+        std::fs::write(&tmp, data)?;
+        std::fs::rename(&tmp, &p)?;
+    }
+    Ok(p)
+}
+
+/// Imports the image with every example module and the generated inputs.
+fn apps_image(c: &Case) -> Result<&'static str> {
+    let hello = wasm_images::module("hello", Target::P1)?;
+    let hello_bytes = std::fs::read(&hello)?;
+    let mut garbage = b"\0asm\x01\0\0\0".to_vec();
+    garbage.extend_from_slice(b"\xff\xfe this is not a wasm section \x01\x02\x03");
+    let files: Vec<(PathBuf, &str)> = vec![
+        (hello, "/hello.wasm"),
+        (wasm_images::module("hello", Target::P2)?, "/hello-p2.wasm"),
+        (wasm_images::module("exit-code", Target::P1)?, "/exit-code.wasm"),
+        (wasm_images::module("exit-code", Target::P2)?, "/exit-code-p2.wasm"),
+        (wasm_images::module("trap", Target::P1)?, "/trap.wasm"),
+        (wasm_images::module("sleeper", Target::P1)?, "/sleeper.wasm"),
+        (paths::workspace_root().join("examples/wasm/out/http-hello.wasm"), "/http-hello.wasm"),
+        (generated("grow.wat", GROW_WAT.as_bytes())?, "/grow.wat"),
+        (generated("odd-world.wat", ODD_WORLD_WAT.as_bytes())?, "/odd-world.wat"),
+        (generated("bad-import.wat", BAD_IMPORT_WAT.as_bytes())?, "/bad-import.wat"),
+        (generated("garbage.wasm", &garbage)?, "/garbage.wasm"),
+        (generated("truncated.wasm", &hello_bytes[..hello_bytes.len() / 2])?, "/truncated.wasm"),
+    ];
+    let refs: Vec<(&std::path::Path, &str)> = files.iter().map(|(p, d)| (p.as_path(), *d)).collect();
+    wasm_images::import_rootfs_files(&c.cd, &refs, IMAGE, None)?;
+    Ok(IMAGE)
+}
+
+/// `ctr run MODE --runtime amphi OPTS IMAGE ID ARGS...`
+fn run_args<'a>(c: &'a Case, mode: &[&'a str], opts: &[&'a str], image: &'a str, id: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["run"];
+    a.extend_from_slice(mode);
+    a.extend_from_slice(&["--runtime", c.runtime.name()]);
+    a.extend_from_slice(opts);
+    a.push(image);
+    a.push(id);
+    a.extend_from_slice(args);
+    a
+}
+
+fn run_rm(c: &Case, opts: &[&str], image: &str, id: &str, args: &[&str]) -> Result<Output> {
+    c.ctr(&run_args(c, &["--rm"], opts, image, id, args))
+}
+
+fn run_detached(c: &Case, opts: &[&str], image: &str, id: &str, args: &[&str]) -> Result<()> {
+    c.ctr(&run_args(c, &["-d"], opts, image, id, args))?.ok()?;
+    c.wait_status(id, "RUNNING", Duration::from_secs(30))
+}
+
+/// `ctr run --rm` in the background; returns once the task is RUNNING.
+fn run_bg(c: &Case, opts: &[&str], image: &str, id: &str, args: &[&str]) -> Result<Running> {
+    let mut bg = Running::spawn(c.cd.ctr_command(&run_args(c, &["--rm"], opts, image, id, args)), None)?;
+    if let Err(e) = c.wait_status(id, "RUNNING", Duration::from_secs(30)) {
+        if bg.exited() {
+            let out = bg.wait(Duration::from_secs(1))?;
+            return Err(e).context(format!("ctr run exited: {}", out.describe()));
+        }
+        return Err(e);
+    }
+    Ok(bg)
+}
+
+/// Entries of `/` on the host that the image does not have (they must not show in a container).
+fn host_only_root_entries(image_entries: &[&str]) -> Vec<String> {
+    std::fs::read_dir("/")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !image_entries.contains(&n.as_str()) && !["dev", "proc", "sys", "run", "mnt"].contains(&n.as_str()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The "ls / : a b c" line of hello's output, as a list.
+fn listing(out: &Output) -> Result<Vec<String>> {
+    let line = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ls / : "))
+        .ok_or_else(|| anyhow::anyhow!("no `ls /` line: {}", out.describe()))?;
+    anyhow::ensure!(!line.starts_with("error"), "listing / failed: {}", out.describe());
+    Ok(line.split_whitespace().map(str::to_string).collect())
+}
+
+/// p1 module and p2 component: args, env from `--env`, `/` is the image's rootfs only.
+fn hello(c: &mut Case) -> Result<()> {
+    let image = apps_image(c)?;
+    let image_entries = [
+        "bin", "sbin", "usr", "etc", "tmp", "proc", "sys", "dev", "root", "var", "app", "linuxrc", "hello.wasm", "hello-p2.wasm",
+        "exit-code.wasm", "exit-code-p2.wasm", "trap.wasm", "sleeper.wasm", "http-hello.wasm", "grow.wat", "odd-world.wat",
+        "bad-import.wat", "garbage.wasm", "truncated.wasm",
+    ];
+    let host_only = host_only_root_entries(&image_entries);
+    for (module, tag) in [("/hello.wasm", "p1"), ("/hello-p2.wasm", "p2")] {
+        let id = c.id(tag);
+        let out = run_rm(c, &["--env", "AMPHI_E2E_FOO=bar baz", "--env", "SECOND=2"], image, &id, &[module, "a1", "b 2"])?.ok()?;
+        let s = &out.stdout;
+        for want in [
+            "hello from wasm".to_string(),
+            format!("arg[0]={module}"),
+            "arg[1]=a1".into(),
+            "arg[2]=b 2".into(),
+            "env AMPHI_E2E_FOO=bar baz".into(),
+            "env SECOND=2".into(),
+            "env PATH=/usr/local/sbin".into(),
+        ] {
+            anyhow::ensure!(s.contains(&want), "{tag}: `{want}` missing from the output: {}", out.describe());
+        }
+        anyhow::ensure!(!s.contains("arg[3]"), "{tag}: extra args: {}", out.describe());
+        let ls = listing(&out)?;
+        for e in ["bin", "etc", "hello.wasm", "grow.wat", "app"] {
+            anyhow::ensure!(ls.iter().any(|l| l == e), "{tag}: `/` of the container lacks {e}: {ls:?}");
+        }
+        let leaked: Vec<&String> = ls.iter().filter(|l| host_only.contains(l)).collect();
+        anyhow::ensure!(leaked.is_empty(), "{tag}: host entries visible in the container's `/`: {leaked:?} (listing {ls:?})");
+        let unknown: Vec<&String> =
+            ls.iter().filter(|l| !image_entries.contains(&l.as_str()) && !["run", "mnt"].contains(&l.as_str())).collect();
+        anyhow::ensure!(unknown.is_empty(), "{tag}: `/` has entries the image does not: {unknown:?}");
+    }
+    Ok(())
+}
+
+/// `proc_exit(n)` (p1) and `exit` (p2) come back as the task's exit status. (wasmtime's
+/// WASI p1 `proc_exit` accepts 0..126 only; a larger status traps, so 125 is the top here.)
+fn exit_codes(c: &mut Case) -> Result<()> {
+    let image = apps_image(c)?;
+    // The p2 example only imports `wasi:cli/exit.exit(result)` (no `exit-with-code`): a
+    // non-zero code reaches the host as `err`, i.e. 1.
+    let runs = [("/exit-code.wasm", "7", 7), ("/exit-code.wasm", "0", 0), ("/exit-code.wasm", "125", 125), ("/exit-code-p2.wasm", "3", 1), ("/exit-code-p2.wasm", "0", 0)];
+    for (i, (module, code, want)) in runs.into_iter().enumerate() {
+        let id = c.id(&format!("e{i}"));
+        let out = run_rm(c, &[], image, &id, &[module, code])?.expect_code(want)?;
+        anyhow::ensure!(out.stdout.contains(&format!("exiting with {code}")), "output: {}", out.describe());
+    }
+    Ok(())
+}
+
+/// A trap exits 134 with the trap message and a wasm backtrace on the container's stderr; a
+/// Rust panic (which aborts with `unreachable`) too, after its panic message.
+fn trap(c: &mut Case) -> Result<()> {
+    let image = apps_image(c)?;
+    let id = c.id("trap");
+    let out = run_rm(c, &[], image, &id, &["/trap.wasm"])?.expect_code(134)?;
+    anyhow::ensure!(out.stdout.contains("about to trap"), "stdout before the trap: {}", out.describe());
+    anyhow::ensure!(out.stderr.contains("unreachable"), "trap message missing from stderr: {}", out.describe());
+    anyhow::ensure!(out.stderr.contains("wasm backtrace"), "wasm backtrace missing from stderr: {}", out.describe());
+    let id = c.id("panic");
+    let out = run_rm(c, &[], image, &id, &["/trap.wasm", "panic"])?.expect_code(134)?;
+    anyhow::ensure!(out.stderr.contains("trap example panicked on purpose"), "panic message missing: {}", out.describe());
+    anyhow::ensure!(out.stderr.contains("wasm backtrace"), "wasm backtrace missing from stderr: {}", out.describe());
+    Ok(())
+}
+
+/// Sends `kill_args` every 500ms until `bg` exits (the first signal may come before the
+/// runtime installed its handler; an init ignores an unhandled SIGTERM).
+fn kill_until_exit(c: &Case, mut bg: Running, kill_args: &[&str]) -> Result<Output> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !bg.exited() {
+        anyhow::ensure!(Instant::now() < deadline, "ctr still running 20s after `ctr task kill {}`", kill_args.join(" "));
+        let mut args = vec!["task", "kill"];
+        args.extend_from_slice(kill_args);
+        let out = c.ctr(&args)?;
+        if !out.success() && !bg.exited() {
+            anyhow::bail!("kill failed while the task still runs: {}", out.describe());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bg.wait(Duration::from_secs(5))
+}
+
+/// SIGTERM interrupts the sleeping guest: 143. SIGKILL: 137.
+fn signals(c: &mut Case) -> Result<()> {
+    let image = apps_image(c)?;
+    let id = c.id("term");
+    let bg = run_bg(c, &[], image, &id, &["/sleeper.wasm", "100"])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let out = kill_until_exit(c, bg, &[&id])?.expect_code(143)?;
+    anyhow::ensure!(out.stdout.contains("sleeper started"), "sleeper output: {}", out.describe());
+    let id = c.id("kill");
+    let bg = run_bg(c, &[], image, &id, &["/sleeper.wasm"])?;
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id])?.ok()?;
+    bg.wait(Duration::from_secs(30))?.expect_code(137)?;
+    Ok(())
+}
+
+/// Cumulative CPU time (ns) of a task's cgroup from `ctr task metrics` (v1 and v2 tables).
+fn cpu_usage(c: &Case, id: &str) -> Result<(u64, Output)> {
+    let out = c.ctr(&["task", "metrics", id])?.ok()?;
+    let v = out
+        .stdout
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 2 && (f[0] == "cpuacct.usage" || f[0] == "cpu.usage_usec")).then(|| f[1].parse::<u64>().ok()).flatten()
+        })
+        .ok_or_else(|| anyhow::anyhow!("no cpu usage in metrics: {}", out.describe()))?;
+    Ok((v, out))
+}
+
+/// Pause freezes the guest (no CPU time while PAUSED), resume lets it go on; metrics answer.
+fn pause_metrics(c: &mut Case) -> Result<()> {
+    let image = apps_image(c)?;
+    let id = c.id("pm");
+    // A tick every 5ms keeps it using a little CPU.
+    run_detached(c, &[], image, &id, &["/sleeper.wasm", "5"])?;
+    let (_, m) = cpu_usage(c, &id)?;
+    anyhow::ensure!(m.stdout.contains("memory"), "metrics lack memory: {}", m.describe());
+    c.ctr(&["task", "pause", &id])?.ok()?;
+    c.wait_status(&id, "PAUSED", Duration::from_secs(10))?;
+    let (a, _) = cpu_usage(c, &id)?;
+    std::thread::sleep(Duration::from_millis(700));
+    let (b, _) = cpu_usage(c, &id)?;
+    anyhow::ensure!(a == b, "cpu usage grew while PAUSED: {a} -> {b}");
+    c.ctr(&["task", "resume", &id])?.ok()?;
+    c.wait_status(&id, "RUNNING", Duration::from_secs(10))?;
+    cmd::wait_for(Duration::from_secs(10), "cpu usage to grow after resume", || Ok((cpu_usage(c, &id)?.0 > b).then_some(())))?;
+    // Processes are listed like a native task's.
+    anyhow::ensure!(!c.task_pids(&id)?.is_empty(), "task ps lists nothing");
+    c.remove(&id)
+}
+
+/// The spec's memory limit caps linear memory: `memory.grow` returns -1 inside the guest
+/// (exit 42 from the module), rather than the kernel OOM-killing it (137).
+fn memory_limit(c: &mut Case) -> Result<()> {
+    let image = apps_image(c)?;
+    let id = c.id("grow");
+    let out = run_rm(c, &["--memory-limit", "33554432"], image, &id, &["/grow.wat"])?;
     anyhow::ensure!(
-        out.stdout.contains("hello from wasm"),
-        "wasm output: {}",
+        out.code == Some(42) && out.stdout.contains("memory.grow returned -1"),
+        "expected memory.grow to fail in the guest (exit 42), got: {}",
         out.describe()
     );
+    Ok(())
+}
+
+/// Exec into a wasm container: a wasm module and a native binary from its rootfs.
+fn exec(c: &mut Case) -> Result<()> {
+    let image = apps_image(c)?;
+    let id = c.id("x");
+    run_detached(c, &[], image, &id, &["/sleeper.wasm"])?;
+    let out = c.ctr(&["task", "exec", "--exec-id", "w1", &id, "/hello.wasm", "from-exec"])?.ok()?;
+    anyhow::ensure!(out.stdout.contains("hello from wasm") && out.stdout.contains("arg[1]=from-exec"), "wasm exec: {}", out.describe());
+    let out = c.ctr(&["task", "exec", "--exec-id", "w2", &id, "/exit-code.wasm", "5"])?.expect_code(5)?;
+    anyhow::ensure!(out.stdout.contains("exiting with 5"), "wasm exec: {}", out.describe());
+    let out = c.ctr(&["task", "exec", "--exec-id", "n1", &id, "/bin/echo", "native-in-wasm"])?.ok()?;
+    anyhow::ensure!(out.stdout.trim() == "native-in-wasm", "native exec: {}", out.describe());
+    // The native exec shares the wasm init's pid namespace: it sees pid 1.
+    let out = c.ctr(&["task", "exec", "--exec-id", "n2", &id, "ps"])?.ok()?;
+    anyhow::ensure!(out.stdout.lines().any(|l| l.split_whitespace().next() == Some("1")), "ps in the container: {}", out.describe());
+    c.remove(&id)
+}
+
+/// wasi:http: the proxy component serves on :8080 inside the container's netns; a busybox
+/// wget exec'd into the same container reaches it.
+fn http(c: &mut Case) -> Result<()> {
+    let image = apps_image(c)?;
+    let id = c.id("http");
+    run_detached(c, &[], image, &id, &["/http-hello.wasm"])?;
+    let mut n = 0;
+    let out = cmd::wait_for(Duration::from_secs(20), "the wasi:http server to answer", || {
+        n += 1;
+        let o = c.ctr(&["task", "exec", "--exec-id", &format!("get{n}"), &id, "wget", "-qO-", "http://127.0.0.1:8080/hi?x=1"])?;
+        Ok(o.success().then_some(o))
+    })?;
+    anyhow::ensure!(out.stdout.contains("hello from wasi:http (") && out.stdout.contains("Get /hi?x=1)\n"), "response body: {}", out.describe());
+    // PORT from the env moves it.
+    let id2 = c.id("http-port");
+    run_detached(c, &["--env", "PORT=9090"], image, &id2, &["/http-hello.wasm"])?;
+    let out = cmd::wait_for(Duration::from_secs(20), "the wasi:http server on :9090", || {
+        n += 1;
+        let o = c.ctr(&["task", "exec", "--exec-id", &format!("get{n}"), &id2, "wget", "-qO-", "http://127.0.0.1:9090/p"])?;
+        Ok(o.success().then_some(o))
+    })?;
+    anyhow::ensure!(out.stdout.contains("Get /p)"), "response body on :9090: {}", out.describe());
+    c.remove(&id2)?;
+    c.remove(&id)
+}
+
+/// A wasm container and a native container served by one shim (same group annotation).
+fn mixed_group(c: &mut Case) -> Result<()> {
+    let image = apps_image(c)?;
+    let w = c.id("w");
+    let n = c.id("n");
+    let ann = format!("io.containerd.runc.v2.group={}-mixed", c.cd.namespace);
+    run_detached(c, &["--annotation", &ann], image, &w, &["/sleeper.wasm"])?;
+    run_detached(c, &["--annotation", &ann], image, &n, &["sleep", "1000"])?;
+    let all = c.shim_processes();
+    let top = procs::top_level(&all);
+    anyhow::ensure!(
+        top.len() == 1,
+        "expected one shim serving both, found {}:\n{}",
+        top.len(),
+        all.iter().map(|p| format!("  pid {} ppid {}: {}", p.pid, p.ppid, p.cmdline_str())).collect::<Vec<_>>().join("\n")
+    );
+    let out = c.ctr(&["task", "exec", "--exec-id", "h", &n, "/hello.wasm"])?.ok()?;
+    anyhow::ensure!(out.stdout.contains("hello from wasm"), "wasm exec in the native container: {}", out.describe());
+    c.ctr(&["task", "exec", "--exec-id", "t", &w, "true"])?.ok()?;
+    c.remove(&w)?;
+    let (_, st) = c.task(&n)?.ok_or_else(|| anyhow::anyhow!("native task vanished with the wasm one"))?;
+    anyhow::ensure!(st == "RUNNING", "native task is {st} after removing the wasm one");
+    c.remove(&n)
+}
+
+/// Bad modules fail with a reason naming the module, visible in ctr's output; nothing is
+/// left behind.
+fn bad_input(c: &mut Case) -> Result<()> {
+    let image = apps_image(c)?;
+    let cases: [(&str, &str, &[&str]); 5] = [
+        ("garbage", "/garbage.wasm", &["garbage.wasm"]),
+        ("trunc", "/truncated.wasm", &["truncated.wasm"]),
+        ("noexport", "/hello.wasm#nosuch", &["nosuch"]),
+        ("world", "/odd-world.wat", &["odd-world.wat"]),
+        ("import", "/bad-import.wat", &["nope"]),
+    ];
+    for (tag, entry, needles) in cases {
+        let id = c.id(tag);
+        let out = run_rm(c, &[], image, &id, &[entry])?.failed()?;
+        for n in needles {
+            anyhow::ensure!(out.all().contains(n), "{tag}: the error should name `{n}`: {}", out.describe());
+        }
+        c.remove(&id)?;
+        c.check_leaks().with_context(|| format!("after {tag}: {}", out.describe()))?;
+    }
+    // The export that does exist runs.
+    let id = c.id("export-ok");
+    let out = run_rm(c, &[], image, &id, &["/hello.wasm#_start"])?.ok()?;
+    anyhow::ensure!(out.stdout.contains("hello from wasm"), "hello.wasm#_start: {}", out.describe());
+    Ok(())
+}
+
+/// The second run of a module is a cache hit. The module is a `.wat` with a unique comment,
+/// so its first run is a miss whatever the node-wide cache holds.
+fn cache(c: &mut Case) -> Result<()> {
+    let nonce = format!("{}-{}-{}", std::process::id(), c.cd.namespace, std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
+    let wat = format!(";; {nonce}\n{GROW_WAT}");
+    let src = c.cd.dir.join("unique.wat");
+    std::fs::write(&src, wat)?;
+    let image = format!("docker.io/amphi/wasm-unique:{}", c.cd.namespace);
+    wasm_images::import_rootfs_files(&c.cd, &[(src.as_path(), "/unique.wat")], &image, Some(&c.cd.dir))?;
+    let lines = |want: &str| -> usize {
+        std::fs::read_to_string(c.cd.log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("wasm /unique.wat") && l.contains(want))
+            .count()
+    };
+    for (i, want) in ["(compiled)", "(cache hit)"].iter().enumerate() {
+        let id = c.id(&format!("run{i}"));
+        let t = Instant::now();
+        let out = run_rm(c, &["--memory-limit", "33554432"], &image, &id, &["/unique.wat"])?.expect_code(42)?;
+        let took = t.elapsed();
+        cmd::wait_for(Duration::from_secs(5), &format!("a `wasm /unique.wat: ... {want}` line in the containerd log (run {i}, {took:?})"), || {
+            Ok((lines(want) == 1).then_some(()))
+        })
+        .with_context(|| out.describe())?;
+    }
+    anyhow::ensure!(lines("(compiled)") == 1, "the module was compiled more than once");
+    Ok(())
+}
+
+/// The original first case, kept: the module as the image's entrypoint.
+fn hello_module(c: &mut Case) -> Result<()> {
+    let module = wasm_images::module("hello", Target::P1)?;
+    let image = wasm_images::import_rootfs_module(&c.cd, &module, "docker.io/amphi/hello-wasm:e2e")?;
+    let id = c.id("hello");
+    let out = c.ctr(&["run", "--rm", "--runtime", c.runtime.name(), &image, &id])?.ok()?;
+    anyhow::ensure!(out.stdout.contains("hello from wasm"), "wasm output: {}", out.describe());
     let module = wasm_images::module("exit-code", Target::P1)?;
-    let image =
-        wasm_images::import_rootfs_module(&c.cd, &module, "docker.io/amphi/exit-code-wasm:e2e")?;
+    let image = wasm_images::import_rootfs_module(&c.cd, &module, "docker.io/amphi/exit-code-wasm:e2e")?;
     let id = c.id("exit");
     // ctr's args replace the image's entrypoint, so the module is named again.
-    c.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        c.runtime.name(),
-        &image,
-        &id,
-        "/exit-code.wasm",
-        "7",
-    ])?
-    .expect_code(7)?;
+    c.ctr(&["run", "--rm", "--runtime", c.runtime.name(), &image, &id, "/exit-code.wasm", "7"])?.expect_code(7)?;
     Ok(())
 }
 
 wasm_e2e!(wasm_hello_module, hello_module);
+wasm_e2e!(wasm_hello, hello);
+wasm_e2e!(wasm_exit_codes, exit_codes);
+wasm_e2e!(wasm_trap, trap);
+wasm_e2e!(wasm_signals, signals);
+wasm_e2e!(wasm_pause_metrics, pause_metrics);
+wasm_e2e!(wasm_memory_limit, memory_limit);
+wasm_e2e!(wasm_exec, exec);
+wasm_e2e!(wasm_http, http);
+wasm_e2e!(wasm_mixed_group, mixed_group);
+wasm_e2e!(wasm_bad_input, bad_input);
+wasm_e2e!(wasm_cache, cache);
