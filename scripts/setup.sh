@@ -19,7 +19,7 @@ die() { echo "setup: ERROR: $*" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
 
 pkgs=(containerd runc busybox-static python3 hyperfine build-essential pkg-config git curl
-      ca-certificates util-linux procps iproute2
+      ca-certificates util-linux procps iproute2 iptables
       protobuf-compiler containernetworking-plugins libseccomp-dev)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -242,6 +242,11 @@ fn setup_bridge_inner(
         what: "open /proc/<pid>/ns/net",
         source,
     })?;
+    // The name derives from namespace/id, unique in containerd: one that exists is a leftover
+    // of an earlier container of that id whose cleanup never ran.
+    if nl.delete_link(&lease.host_veth)? {
+        log::warn!("removed a stale {} of {}", lease.host_veth, lease.owner);
+    }
     nl.create_veth(&lease.host_veth, CONTAINER_IFNAME, ns.as_raw_fd())?;
     drop(ns);
     let bridge_idx = nl
@@ -286,6 +291,9 @@ fn setup_bridge_inner(
                     )?;
                 }
                 let tag = iptables::tag(&lease.owner);
+                if !cfg.ports.is_empty() {
+                    ipt.delete_tagged("nat", &tag)?; // leftovers of an earlier container of this id
+                }
                 for p in &cfg.ports {
                     for (chain, rule) in iptables::port_rules(p, ip, &tag) {
                         ipt.append("nat", chain, &rule)?;
@@ -295,13 +303,19 @@ fn setup_bridge_inner(
         }
     }
 
-    files::write_in_rootfs(rootfs, "hosts", &files::hosts_content(hostname, ip))?;
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    files::write_in_rootfs(
-        rootfs,
-        "resolv.conf",
-        &files::resolv_content(&cfg.dns, &host_resolv),
-    )?;
+    for (name, content) in [
+        ("hosts", files::hosts_content(hostname, ip)),
+        ("resolv.conf", files::resolv_content(&cfg.dns, &host_resolv)),
+    ] {
+        match files::write_in_rootfs(rootfs, name, &content) {
+            // A read-only rootfs keeps the image's files.
+            Err(NetError::Io { source, .. }) if source.raw_os_error() == Some(libc::EROFS) => {
+                log::warn!("{}: read-only rootfs, /etc/{name} not written", lease.owner)
+            }
+            r => r?,
+        }
+    }
     Ok(())
 }
 

@@ -232,14 +232,15 @@ impl Netlink {
 
     /// Adds the IPv4 default route via `gateway`.
     pub fn add_default_route(&mut self, gateway: Ipv4Addr, oif: u32) -> Result<(), NetError> {
-        let mut h = RouteHeader::default();
-        h.address_family = AddressFamily::Inet;
-        h.table = RouteHeader::RT_TABLE_MAIN;
-        h.protocol = RouteProtocol::Boot;
-        h.scope = RouteScope::Universe;
-        h.kind = RouteType::Unicast;
         let mut m = RouteMessage::default();
-        m.header = h;
+        m.header = RouteHeader {
+            address_family: AddressFamily::Inet,
+            table: RouteHeader::RT_TABLE_MAIN,
+            protocol: RouteProtocol::Boot,
+            scope: RouteScope::Universe,
+            kind: RouteType::Unicast,
+            ..Default::default()
+        };
         m.attributes
             .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
         m.attributes.push(RouteAttribute::Oif(oif));
