@@ -423,6 +423,15 @@ mod tests {
     }
 
     #[test]
+    fn example_file_parses() {
+        let c = NetworkConfig::from_toml(include_str!("../../../examples/network/amphi.toml"))
+            .unwrap();
+        assert_eq!(c.mode, Mode::Bridge);
+        assert_eq!(c.bridge, "amphi0");
+        assert!(c.masquerade);
+    }
+
+    #[test]
     fn subnet_math() {
         let s: Subnet = "192.168.7.9/30".parse().unwrap();
         assert_eq!(s.network, Ipv4Addr::new(192, 168, 7, 8));
