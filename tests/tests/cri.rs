@@ -128,7 +128,7 @@ fn pod_lifecycle(c: &mut CriCase) -> Result<()> {
             "sleeper",
             WASM_SLEEPER,
             &["200"],
-            "echo sleeper started; exec sleep 1000",
+            "echo sleeper started; trap 'exit 143' TERM; while true; do sleep 0.1; done",
         ),
     )?;
     // A wasm container that runs to completion.
@@ -356,9 +356,22 @@ fn pod_lifecycle(c: &mut CriCase) -> Result<()> {
         took >= Duration::from_millis(1900) && took < Duration::from_secs(10),
         "stop with grace 2s took {took:?}"
     );
-    // The wasm container stops too.
-    c.cri.stop_container(&wasm, 5)?;
-    exited(c, &wasm)?;
+    // The wasm container stops on SIGTERM within its grace period (amphi ends the module on
+    // SIGTERM: WASI has no signals), with the signal's exit status.
+    let t = Instant::now();
+    c.cri.stop_container(&wasm, 10)?;
+    let took = t.elapsed();
+    let s = exited(c, &wasm)?;
+    anyhow::ensure!(
+        took < Duration::from_secs(8),
+        "the wasm container took {took:?} to stop (grace 10s)"
+    );
+    anyhow::ensure!(
+        s.exit_code == 143 || s.exit_code == 0,
+        "wasm exit code after SIGTERM: {} ({:?})",
+        s.exit_code,
+        s.reason
+    );
 
     for id in [&app, &wasm, &hello, &nexit, &wexit, &stubborn] {
         c.cri.remove_container(id)?;
