@@ -306,6 +306,9 @@ fn init_namespaces(c: &Child, spec: &Spec) -> R {
             (t, Some(p)) => {
                 let f = open_ro(&p)
                     .map_err(|e| format!("open {t} namespace {}: {}", p.display(), etext(e)))?;
+                if crate::userns::already_in(&f, t) {
+                    continue; // entered by the spawner for the clone (userns.rs)
+                }
                 join.push((t, p, f));
             }
         }

@@ -469,6 +469,19 @@ fn handle(
             entered = true;
         }
     }
+    // With a new user namespace, the namespaces given by path are entered here (userns.rs).
+    let joined = match crate::userns::join_for_clone(&env.req) {
+        Ok(j) => j,
+        Err(e) => {
+            if entered {
+                // As below: never stay in a container's pid namespace.
+                if nix::sched::setns(&st.own_pidns, CloneFlags::CLONE_NEWPID).is_err() {
+                    unsafe { libc::_exit(1) };
+                }
+            }
+            return Err(e);
+        }
+    };
     let clone_flags = flags as libc::c_ulong
         | libc::CLONE_PARENT as libc::c_ulong
         | libc::SIGCHLD as libc::c_ulong;
@@ -516,6 +529,12 @@ fn handle(
         if let Err(e) = nix::sched::setns(&st.own_pidns, CloneFlags::CLONE_NEWPID) {
             // Every later child would land in the wrong pid namespace: better to die loudly.
             eprintln!("amphi spawner: cannot return to own pid namespace: {e}");
+            unsafe { libc::_exit(1) };
+        }
+    }
+    if let Some(j) = joined {
+        if let Err(e) = j.restore() {
+            eprintln!("amphi spawner: {e}");
             unsafe { libc::_exit(1) };
         }
     }

@@ -24,11 +24,15 @@
 //! namespace). Devices cannot be created with mknod inside a user namespace: they are
 //! bind-mounted from the host's /dev instead (child.rs `mknod_or_bind`).
 //!
-//! Not supported together with a new user namespace: joining other namespaces by path that
-//! belong to a different user namespace (e.g. a network namespace made by CNI in the host's
-//! user namespace): `setns` is refused by the kernel and Create fails with that error.
+//! Other namespaces joined by path together with a new user namespace (e.g. a network
+//! namespace made by CNI in the host's user namespace): once inside the new user namespace the
+//! process may no longer `setns` into namespaces the host's user namespace owns, so, as runc
+//! joins them before it unshares the user namespace, the spawner enters the network, IPC, UTS
+//! and cgroup namespaces given by path just for the clone ([`join_for_clone`]) and returns to
+//! its own right after; the process then skips them (already in). A mount, pid or time
+//! namespace given by path with a new user namespace is not supported.
 
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
@@ -133,6 +137,106 @@ pub(crate) fn wait_mapped(sync_fd: RawFd, spec: &Spec) -> R {
         ));
     }
     Ok(())
+}
+
+/// Namespaces the spawner joins by path for the clone of a process that creates a user
+/// namespace, with their names under /proc/self/ns.
+const PRE_JOIN: [(LinuxNamespaceType, &str); 4] = [
+    (LinuxNamespaceType::Network, "net"),
+    (LinuxNamespaceType::Ipc, "ipc"),
+    (LinuxNamespaceType::Uts, "uts"),
+    (LinuxNamespaceType::Cgroup, "cgroup"),
+];
+
+fn ns_name(t: LinuxNamespaceType) -> Option<&'static str> {
+    PRE_JOIN.iter().find(|(k, _)| *k == t).map(|(_, n)| *n)
+}
+
+fn open_ro(p: &std::path::Path) -> std::result::Result<OwnedFd, Errno> {
+    nix::fcntl::open(
+        p,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+}
+
+fn same_ns(a: &OwnedFd, b: &OwnedFd) -> bool {
+    match (nix::sys::stat::fstat(a), nix::sys::stat::fstat(b)) {
+        (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
+        _ => false,
+    }
+}
+
+/// Whether this process already is in the namespace `f` (of kind `t`), so joining it again is
+/// a no-op — or, inside a new user namespace, a refused one.
+pub(crate) fn already_in(f: &OwnedFd, t: LinuxNamespaceType) -> bool {
+    let Some(name) = ns_name(t) else {
+        return false;
+    };
+    match open_ro(std::path::Path::new(&format!("/proc/self/ns/{name}"))) {
+        Ok(own) => same_ns(f, &own),
+        Err(_) => false,
+    }
+}
+
+/// The spawner's own namespaces, to return to after the clone.
+pub(crate) struct Joined(Vec<(nix::sched::CloneFlags, OwnedFd)>);
+
+impl Joined {
+    /// Back to the spawner's own namespaces. An error leaves the spawner in a container's
+    /// namespaces: the caller must not go on.
+    pub(crate) fn restore(self) -> R {
+        for (flag, own) in self.0.iter().rev() {
+            nix::sched::setns(own, *flag)
+                .map_err(|e| format!("return to own namespace (fd {}): {e}", own.as_raw_fd()))?;
+        }
+        Ok(())
+    }
+}
+
+/// The spawner's part before the clone: with a new user namespace, enters the namespaces the
+/// spec gives by path (see the module doc). `None` when there is nothing to enter.
+pub(crate) fn join_for_clone(req: &crate::spawner::Request) -> R<Option<Joined>> {
+    let crate::spawner::Request::Init(r) = req else {
+        return Ok(None);
+    };
+    if !creates_userns(&r.spec) {
+        return Ok(None);
+    }
+    let nss = r
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    let mut joined = Joined(Vec::new());
+    for ns in &nss {
+        let (Some(name), Some(path)) = (ns_name(ns.typ()), ns.path()) else {
+            continue;
+        };
+        let flag = crate::spawner::ns_clone_flag(ns.typ());
+        let res = (|| -> R<Option<OwnedFd>> {
+            let target = open_ro(path)
+                .map_err(|e| format!("open {name} namespace {}: {e}", path.display()))?;
+            let own = open_ro(std::path::Path::new(&format!("/proc/self/ns/{name}")))
+                .map_err(|e| format!("open own {name} namespace: {e}"))?;
+            if same_ns(&target, &own) {
+                return Ok(None);
+            }
+            nix::sched::setns(&target, flag)
+                .map_err(|e| format!("join {name} namespace {}: {e}", path.display()))?;
+            Ok(Some(own))
+        })();
+        match res {
+            Ok(Some(own)) => joined.0.push((flag, own)),
+            Ok(None) => {}
+            Err(e) => {
+                joined.restore()?;
+                return Err(e);
+            }
+        }
+    }
+    Ok((!joined.0.is_empty()).then_some(joined))
 }
 
 #[cfg(test)]

@@ -466,6 +466,54 @@ fn userns_case(sp: &Spawner, root: &Path, bundle: &Path) {
     assert!(out.contains("65534"), "{out}");
     assert!(out.contains("devnull-ok"), "{out}");
 
+    // A network namespace of the host's user namespace, joined by path together with a new
+    // user namespace (a CNI-made pod netns): the spawner enters it for the clone.
+    let netns = format!("amphi-sec-{}", std::process::id());
+    let ok = std::process::Command::new("ip")
+        .args(["netns", "add", &netns])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        let path = PathBuf::from(format!("/run/netns/{netns}"));
+        let mut s = userns_spec(root, &["sh", "-c", "readlink /proc/self/ns/net; id -u"]);
+        let mut l = s.linux().clone().unwrap();
+        let nss: Vec<_> = l
+            .namespaces()
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|mut n| {
+                if n.typ() == oci_spec::runtime::LinuxNamespaceType::Network {
+                    n.set_path(Some(path.clone()));
+                }
+                n
+            })
+            .collect();
+        l.set_namespaces(Some(nss));
+        s.set_linux(Some(l));
+        let res = run(sp, req(root, bundle, s, Workload::Exec));
+        let want = nix::sys::stat::stat(&path).unwrap().st_ino;
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &netns])
+            .status();
+        let (code, out) = res.expect("user namespace + joined netns");
+        println!("userns + netns by path: {out:?}");
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(out, format!("net:[{want}]\n0\n"));
+        // The spawner went back to its own network namespace.
+        let (code, out) = run(sp, req(root, bundle, spec(root, &["true"]), Workload::Exec))
+            .expect("plain run after");
+        assert_eq!(code, 0, "{out}");
+        let spawner_net = std::fs::read_link(format!("/proc/{}/ns/net", sp.pid())).unwrap();
+        assert_eq!(
+            spawner_net,
+            std::fs::read_link("/proc/self/ns/net").unwrap()
+        );
+    } else {
+        println!("userns + netns by path: skipped (ip netns add failed)");
+    }
+
     // A user namespace without mappings is refused before anything is cloned.
     let mut s = userns_spec(root, &["true"]);
     let mut l = s.linux().clone().unwrap();
