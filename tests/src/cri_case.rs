@@ -108,6 +108,16 @@ impl CriCase {
         self.cd.cri.as_ref().expect("a CRI daemon")
     }
 
+    /// A new CRI connection (after the daemon restarted).
+    pub fn reconnect(&mut self) -> Result<()> {
+        self.cri = CriClient::connect(&self.cd.address())?;
+        crate::cmd::wait_for(
+            Duration::from_secs(30),
+            "the CRI service after a restart",
+            || Ok(self.cri.version().ok().map(|_| ())),
+        )
+    }
+
     /// Imports one of the wasm images (busybox + module as entrypoint) into the daemon.
     pub fn import_wasm(&self, image: &str) -> Result<()> {
         let out = paths::workspace_root().join("examples/wasm/out");

@@ -525,7 +525,55 @@ fn pods_in_parallel(c: &mut CriCase) -> Result<()> {
     Ok(())
 }
 
+/// containerd restarts under running pods (what the node installer does): the pod and its
+/// native and wasm containers keep running and stay manageable, then clean up as usual.
+fn containerd_restart(c: &mut CriCase) -> Result<()> {
+    c.import_wasm(WASM_SLEEPER)?;
+    let pod = c.run_pod("restart")?;
+    let app = c.start_container(
+        &pod,
+        &container_config("app", BUSYBOX, &["sleep", "1000"], &[]),
+    )?;
+    let wasm = c.start_container(
+        &pod,
+        &wasm_or_native(
+            c,
+            "sleeper",
+            WASM_SLEEPER,
+            &["200"],
+            "echo sleeper started; trap 'exit 143' TERM; while true; do sleep 0.1; done",
+        ),
+    )?;
+    c.cri.wait_container_state(&wasm, RUNNING, WAIT)?;
+    let before = c.cri.container_pid(&app)?;
+    c.cd.restart()?;
+    c.reconnect()?;
+    let st = c
+        .cri
+        .pod_sandbox_status(&pod.id)?
+        .status
+        .context("no sandbox status")?;
+    anyhow::ensure!(
+        st.state == v1::PodSandboxState::SandboxReady as i32,
+        "sandbox not ready after the restart: {st:?}"
+    );
+    for id in [&app, &wasm] {
+        c.cri
+            .wait_container_state(id, RUNNING, WAIT)
+            .with_context(|| format!("{id} after the restart"))?;
+    }
+    anyhow::ensure!(
+        c.cri.container_pid(&app)? == before,
+        "the container was restarted, not kept"
+    );
+    c.cri.exec_sync(&app, &["true"], 10)?.ok()?;
+    c.cri.exec_sync(&wasm, &["true"], 10)?.ok()?;
+    c.expect_one_shim_for(&pod, &[&app, &wasm])?;
+    c.remove_pod(&pod)
+}
+
 cri_e2e!(cri_pod_lifecycle, pod_lifecycle);
+cri_e2e!(cri_containerd_restart, containerd_restart);
 cri_e2e!(cri_mixed_pod, mixed_pod);
 cri_e2e!(cri_oom, oom);
 cri_e2e!(cri_pods_in_parallel, pods_in_parallel);
