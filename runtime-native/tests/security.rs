@@ -514,6 +514,65 @@ fn userns_case(sp: &Spawner, root: &Path, bundle: &Path) {
         println!("userns + netns by path: skipped (ip netns add failed)");
     }
 
+    // An exec into a running user-namespaced container with a seccomp profile: same user
+    // namespace (root inside, mapped uid outside), same filter.
+    let s = with_seccomp(userns_spec(root, &["sleep", "10"]), DENY_MKDIR, false);
+    let p = sp
+        .spawn_init(
+            req(root, bundle, s.clone(), Workload::Exec),
+            Stdio::default(),
+        )
+        .expect("spawn userns sleeper");
+    let init_pid = p.pid;
+    p.start().expect("start userns sleeper");
+    let (rd, w) = nix::unistd::pipe().unwrap();
+    let process = oci_spec::runtime::ProcessBuilder::default()
+        .args(vec![
+            "sh".to_string(),
+            "-c".into(),
+            "id -u; grep Seccomp: /proc/self/status; mkdir /tmp/y || echo denied; sleep 1".into(),
+        ])
+        .env(vec!["PATH=/bin".to_string()])
+        .cwd("/")
+        .build()
+        .unwrap();
+    let ep = sp
+        .spawn_exec(
+            runtime_native::ExecRequest {
+                container_id: "sec".into(),
+                exec_id: "e1".into(),
+                init_pid,
+                process,
+                spec: s,
+                cgroup_procs: vec![],
+                workload: Workload::Exec,
+            },
+            Stdio {
+                stdin: None,
+                stdout: Some(w.try_clone().unwrap()),
+                stderr: Some(w.try_clone().unwrap()),
+                extra_fds: vec![],
+            },
+        )
+        .expect("exec into the user namespace");
+    drop(w);
+    let epid = ep.pid;
+    ep.start().expect("start exec");
+    let status = std::fs::read_to_string(format!("/proc/{epid}/status")).unwrap();
+    let out = read_all(rd);
+    assert_eq!(wait(epid), 0, "{out}");
+    let _ = nix::sys::signal::kill(Pid::from_raw(init_pid), nix::sys::signal::Signal::SIGKILL);
+    wait(init_pid);
+    println!("exec in userns: {out:?}");
+    let host_uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        host_uid.split_whitespace().nth(1),
+        Some("100000"),
+        "{status}"
+    );
+    assert!(out.starts_with("0\nSeccomp:\t2\n"), "{out}");
+    assert!(out.contains("denied"), "{out}");
+
     // A user namespace without mappings is refused before anything is cloned.
     let mut s = userns_spec(root, &["true"]);
     let mut l = s.linux().clone().unwrap();
