@@ -50,6 +50,8 @@ pub struct CreateOpts {
     pub detach: bool,
     /// `run` only: keep the container's state after it exits.
     pub keep: bool,
+    /// Pass fds 3 .. 3+N of this process on to the container (at the same numbers).
+    pub preserve_fds: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -68,6 +70,7 @@ pub struct ExecOpts {
     pub caps: Vec<String>,
     pub no_new_privs: bool,
     pub ignore_paused: bool,
+    pub preserve_fds: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +123,15 @@ impl Command {
     /// first thing in main). `create` and `run -d` do it in the monitor instead.
     pub fn spawns_here(&self) -> bool {
         matches!(self, Command::Run(o) if !o.detach) || matches!(self, Command::Exec(_))
+    }
+
+    /// `--preserve-fds N`.
+    pub fn preserve_fds(&self) -> usize {
+        match self {
+            Command::Create(o) | Command::Run(o) => o.preserve_fds,
+            Command::Exec(o) => o.preserve_fds,
+            _ => 0,
+        }
     }
 }
 
@@ -271,6 +283,15 @@ fn one_id(cmd: &str, rest: &[String]) -> Result<String, Error> {
     }
 }
 
+fn count_flag(f: &Flags, name: &str) -> Result<usize, Error> {
+    match f.value(name) {
+        None => Ok(0),
+        Some(v) => v
+            .parse()
+            .map_err(|_| usage(format!("invalid value {v:?} for -{name}"))),
+    }
+}
+
 fn format_flag(v: Option<String>) -> Result<Format, Error> {
     match v.as_deref() {
         None | Some("table") => Ok(Format::Table),
@@ -328,6 +349,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, Error> {
                 pid_file: f.path("pid-file"),
                 detach: f.bool("detach"),
                 keep: f.bool("keep"),
+                preserve_fds: count_flag(&f, "preserve-fds")?,
             };
             if is_run {
                 Command::Run(o)
@@ -395,6 +417,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, Error> {
                 caps: f.values("cap"),
                 no_new_privs: f.bool("no-new-privs"),
                 ignore_paused: f.bool("ignore-paused"),
+                preserve_fds: count_flag(&f, "preserve-fds")?,
             })
         }
         "ps" => {
@@ -554,10 +577,12 @@ mod tests {
                 ..Default::default()
             })
         );
-        let Command::Run(o) = cmd("run -b=/b -d --keep c2") else {
+        let Command::Run(o) = cmd("run -b=/b -d --keep --preserve-fds 2 c2") else {
             panic!()
         };
         assert!(o.detach && o.keep);
+        assert_eq!(o.preserve_fds, 2);
+        assert!(p("run --preserve-fds x c").is_err());
         assert_eq!(o.bundle, Some("/b".into()));
         assert!(cmd("run c").spawns_here());
         assert!(!cmd("run -d c").spawns_here());

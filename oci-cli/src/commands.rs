@@ -167,6 +167,7 @@ fn create(g: &Global, o: &CreateOpts, autostart: bool) -> Result<i32, Error> {
         spec: p.spec,
         console_socket: o.console_socket.clone(),
         autostart,
+        preserve_fds: o.preserve_fds,
     });
     let pid = match launched {
         Ok(pid) => pid,
@@ -212,11 +213,7 @@ fn run_foreground(g: &Global, o: &CreateOpts, spawner: Spawner) -> Result<i32, E
         let cgroup = Cgroup::create(&o.id, &p.spec)?;
         st.cgroup = Some(cgroup.clone());
         let terminal = is_terminal(p.spec.process());
-        let stdio = if terminal {
-            runtime_native::Stdio::default()
-        } else {
-            term::inherit_stdio()
-        };
+        let stdio = term::container_stdio(terminal, o.preserve_fds)?;
         let mut pending = spawner.spawn_init(
             InitRequest {
                 id: o.id.clone(),
@@ -472,11 +469,7 @@ fn exec(g: &Global, o: &ExecOpts, spawner: Spawner) -> Result<i32, Error> {
             "cannot use console socket if runc will not detach or allocate tty".into(),
         ));
     }
-    let stdio = if terminal {
-        runtime_native::Stdio::default()
-    } else {
-        term::inherit_stdio()
-    };
+    let stdio = term::container_stdio(terminal, o.preserve_fds)?;
     let mut pending = spawner.spawn_exec(
         ExecRequest {
             container_id: o.id.clone(),

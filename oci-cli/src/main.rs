@@ -62,6 +62,14 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // The fds to preserve must be the caller's, checked before this process opens any.
+    for fd in 3..3 + inv.command.preserve_fds() as i32 {
+        // SAFETY: F_GETFD only inspects the number.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            eprintln!("--preserve-fds: fd {fd} is not open");
+            std::process::exit(1);
+        }
+    }
     // First, while this process is single-threaded (it stays so; see ARCHITECTURE.md).
     let spawner = if inv.command.spawns_here() {
         match runtime_native::Spawner::fork_before_threads(&[]) {

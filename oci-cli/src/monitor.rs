@@ -39,6 +39,8 @@ pub struct Launch {
     pub console_socket: Option<PathBuf>,
     /// `run -d`: start right away, before reporting.
     pub autostart: bool,
+    /// `--preserve-fds`: fds 3 .. 3+N go to the container.
+    pub preserve_fds: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -174,11 +176,7 @@ fn create(l: &Launch, spawner: &Spawner) -> Result<Created, Error> {
             .as_ref()
             .and_then(|p| p.terminal())
             .unwrap_or(false);
-        let stdio = if terminal {
-            runtime_native::Stdio::default()
-        } else {
-            term::inherit_stdio()
-        };
+        let stdio = term::container_stdio(terminal, l.preserve_fds)?;
         let mut pending = spawner.spawn_init(
             InitRequest {
                 id: l.id.clone(),
@@ -244,6 +242,7 @@ fn monitor_main(l: Launch, report: OwnedFd) -> i32 {
     }
     let mut keep = vec![report.as_raw_fd()];
     keep.extend(crate::logger::file_fd());
+    keep.extend(3..3 + l.preserve_fds as RawFd);
     close_fds_except(&keep);
     let lock = match std::fs::OpenOptions::new()
         .create(true)

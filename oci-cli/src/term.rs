@@ -41,8 +41,9 @@ pub fn send_console(path: &Path, master: &OwnedFd) -> Result<(), Error> {
     Ok(())
 }
 
-/// Copies of this process's fds 0, 1, 2 for the container process (absent ones stay None).
-pub fn inherit_stdio() -> runtime_native::Stdio {
+/// Copies of this process's fds 0, 1, 2 for the container process (absent ones stay None),
+/// and of fds 3 .. 3+`preserve` (`--preserve-fds`), which it gets at the same numbers.
+pub fn inherit_stdio(preserve: usize) -> Result<runtime_native::Stdio, Error> {
     let dup = |fd: i32| -> Option<OwnedFd> {
         // SAFETY: F_GETFD only inspects the number.
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
@@ -53,12 +54,31 @@ pub fn inherit_stdio() -> runtime_native::Stdio {
             .try_clone_to_owned()
             .ok()
     };
-    runtime_native::Stdio {
+    let mut extra_fds = Vec::new();
+    for fd in 3..3 + preserve as i32 {
+        extra_fds.push(
+            dup(fd).ok_or_else(|| Error::Other(format!("--preserve-fds: fd {fd} is not open")))?,
+        );
+    }
+    Ok(runtime_native::Stdio {
         stdin: dup(0),
         stdout: dup(1),
         stderr: dup(2),
-        extra_fds: Vec::new(),
+        extra_fds,
+    })
+}
+
+/// The stdio of a container process: ours, or (with a terminal) none, since it gets the pty;
+/// plus the preserved fds either way.
+pub fn container_stdio(terminal: bool, preserve: usize) -> Result<runtime_native::Stdio, Error> {
+    let stdio = inherit_stdio(preserve)?;
+    if terminal {
+        return Ok(runtime_native::Stdio {
+            extra_fds: stdio.extra_fds,
+            ..Default::default()
+        });
     }
+    Ok(stdio)
 }
 
 /// Points fds 0, 1, 2 at /dev/null (the monitor, once the container has its own copies).

@@ -801,3 +801,74 @@ fn subreaper_reaps_the_init() {
     );
     assert!(text.contains("INIT-EXIT 7"), "{text}");
 }
+
+#[test]
+fn preserve_fds() {
+    use std::os::unix::process::CommandExt;
+    need_root!();
+    let env = Env::new();
+    let data = env.file("data");
+    std::fs::write(&data, "preserved-content\n").unwrap();
+    let b = Bundle::new(&["sh", "-c", "cat <&3; ls /proc/self/fd"], false);
+    let id = uid("preserve");
+    for detached in [false, true] {
+        let f = std::fs::File::open(&data).unwrap();
+        // Well away from 3, which dup2 must really replace in the child.
+        // SAFETY: F_DUPFD_CLOEXEC of an fd we own.
+        let raw = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100) };
+        assert!(raw >= 100);
+        let out = env.file(&format!("preserve-{detached}.out"));
+        let mut args = vec!["--root", env.root().to_str().unwrap().to_string().leak()];
+        args.extend([
+            "run",
+            "--preserve-fds",
+            "1",
+            "-b",
+            b.path().to_str().unwrap(),
+        ]);
+        if detached {
+            args.push("-d");
+        }
+        args.push(&id);
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap());
+        // SAFETY: dup2 between fork and exec (async-signal-safe).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(raw, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        assert!(cmd.status().unwrap().success());
+        if detached {
+            env.wait_status(&id, "stopped");
+            env.ok(&["delete", &id]);
+        }
+        let text = wait_file_contains(&out, "preserved-content");
+        let fds: BTreeSet<u32> = text
+            .lines()
+            .skip(1)
+            .flat_map(|l| l.split_whitespace())
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        assert_eq!(fds, BTreeSet::from([0, 1, 2, 3, 4]), "{text}");
+        drop(f);
+        // SAFETY: closing the fd we duplicated.
+        unsafe { libc::close(raw) };
+    }
+    // Asking for more fds than were passed is an error, not a leak of the CLI's own.
+    let o = env.oci(&[
+        "run",
+        "--preserve-fds",
+        "5",
+        "-b",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("not open"), "{}", o.stderr);
+}
