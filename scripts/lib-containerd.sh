@@ -57,7 +57,7 @@ cd_stop() {
   # shims this daemon started and that outlived it (their command line names our socket)
   for p in $(pgrep -f -- "-address $CD_SOCK" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
   # unmount anything left under our dir, deepest first
-  grep -o " $CD_DIR/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  grep -o " $CD_DIR/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done || true
   rm -rf "$CD_DIR"
   for c in /sys/fs/cgroup/*/"$CD_NS" /sys/fs/cgroup/"$CD_NS"; do [ -d "$c" ] && rmdir "$c" 2>/dev/null || true; done
   CD_PID=
