@@ -275,7 +275,7 @@ impl Drop for Containerd {
         mounts::unmount_all_under(&self.dir);
         if let Some(cri) = &self.cri {
             cgroups::remove(&cri.cgroup_parent);
-            cri.net.remove_bridge();
+            cri.remove_bridges();
         } else {
             cgroups::remove(&self.namespace);
             let _ = std::fs::remove_dir(format!("/run/containerd/runc/{}", self.namespace));

@@ -136,6 +136,11 @@ impl CriCase {
 
     /// RunPodSandbox `name` with this case's handler.
     pub fn run_pod(&self, name: &str) -> Result<Pod> {
+        self.run_pod_with(name, self.handler)
+    }
+
+    /// RunPodSandbox `name` with `handler`.
+    pub fn run_pod_with(&self, name: &str, handler: &str) -> Result<Pod> {
         let full = format!("{}-{name}", self.name);
         let log_dir = self.cd.dir.join("pods").join(&full);
         std::fs::create_dir_all(&log_dir)?;
@@ -143,8 +148,8 @@ impl CriCase {
         let config = cri::pod_config(&full, &uid, &log_dir, &self.cri_config().cgroup_parent);
         let id = self
             .cri
-            .run_pod_sandbox(&config, self.handler)
-            .with_context(|| format!("RunPodSandbox {full} (handler {})", self.handler))?;
+            .run_pod_sandbox(&config, handler)
+            .with_context(|| format!("RunPodSandbox {full} (handler {handler})"))?;
         let pod = Pod {
             id,
             config,

@@ -32,6 +32,9 @@ pub const PAUSE_IMAGE: &str = "docker.io/amphi/pause:e2e";
 pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 /// The CRI runtime handler served by amphi.
 pub const AMPHI_HANDLER: &str = "amphi";
+/// A second amphi handler with runtime options (`ConfigPath` to a bridge-mode shim config,
+/// which pods must ignore: they join the CNI netns by path).
+pub const AMPHI_OPTS_HANDLER: &str = "amphi-opts";
 /// The CRI runtime handler served by runc (for comparison).
 pub const RUNC_HANDLER: &str = "runc";
 
@@ -128,6 +131,8 @@ pub struct CriConfig {
     pub cgroup_parent: String,
     /// Runtime handlers: (name, runtime_type).
     pub handlers: Vec<(String, String)>,
+    /// The bridge named in the `amphi-opts` handler's shim config (must never be created).
+    pub opts_bridge: String,
 }
 
 impl CriConfig {
@@ -142,8 +147,22 @@ impl CriConfig {
             handlers: vec![
                 (AMPHI_HANDLER.into(), "io.containerd.amphi.v1".into()),
                 (RUNC_HANDLER.into(), "io.containerd.runc.v2".into()),
+                (AMPHI_OPTS_HANDLER.into(), "io.containerd.amphi.v1".into()),
             ],
+            opts_bridge: format!("aopt{}x{tag}", std::process::id() % 100_000),
         })
+    }
+}
+
+impl CriConfig {
+    /// Deletes the CNI bridge, and the options handler's bridge should a shim have made it.
+    pub fn remove_bridges(&self) {
+        self.net.remove_bridge();
+        if Path::new("/sys/class/net").join(&self.opts_bridge).exists() {
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.opts_bridge])
+                .status();
+        }
     }
 }
 
@@ -157,8 +176,17 @@ pub fn cni_data_dir(dir: &Path) -> PathBuf {
     dir.join("cni/ipam")
 }
 
-/// Writes the CNI conflist for the daemon in `dir`.
+/// The shim config the `amphi-opts` handler's `ConfigPath` names.
+pub fn opts_config_path(dir: &Path) -> PathBuf {
+    dir.join("amphi-opts.toml")
+}
+
+/// Writes the CNI conflist and the `amphi-opts` shim config for the daemon in `dir`.
 pub fn write_cni_conf(dir: &Path, cri: &CriConfig) -> Result<()> {
+    std::fs::write(
+        opts_config_path(dir),
+        format!("[network]\nmode = \"bridge\"\nbridge = \"{}\"\nsubnet = \"10.215.{}.0/24\"\nmasquerade = false\n", cri.opts_bridge, std::process::id() % 250 + 1),
+    )?;
     std::fs::create_dir_all(cni_conf_dir(dir))?;
     std::fs::create_dir_all(cni_data_dir(dir))?;
     std::fs::write(
@@ -193,6 +221,12 @@ pub fn containerd_config(version: Version, dir: &Path, cri: &CriConfig) -> Strin
             runtimes.push_str(&format!(
                 "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{name}]\n  runtime_type = '{ty}'\n  sandboxer = 'podsandbox'\n"
             ));
+            if name == AMPHI_OPTS_HANDLER {
+                runtimes.push_str(&format!(
+                    "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{name}.options]\n  ConfigPath = '{}'\n",
+                    opts_config_path(dir).display()
+                ));
+            }
         }
         format!(
             r#"version = 3
@@ -247,6 +281,12 @@ disabled_plugins = [
     } else {
         for (name, ty) in &cri.handlers {
             runtimes.push_str(&format!("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{name}]\n  runtime_type = \"{ty}\"\n"));
+            if name == AMPHI_OPTS_HANDLER {
+                runtimes.push_str(&format!(
+                    "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{name}.options]\n  ConfigPath = \"{}\"\n",
+                    opts_config_path(dir).display()
+                ));
+            }
         }
         format!(
             r#"version = 2

@@ -6,7 +6,7 @@ use amphi_tests::cri::{container_config, v1};
 use amphi_tests::cri_case::{
     self, run_cri_case, CriCase, BUSYBOX, WASM_EXIT, WASM_HELLO, WASM_HTTP, WASM_SLEEPER, WASM_WGET,
 };
-use amphi_tests::cri_env::{AMPHI_HANDLER, RUNC_HANDLER};
+use amphi_tests::cri_env::{AMPHI_HANDLER, AMPHI_OPTS_HANDLER, RUNC_HANDLER};
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 use v1::ContainerState::{ContainerExited as EXITED, ContainerRunning as RUNNING};
@@ -572,7 +572,60 @@ fn containerd_restart(c: &mut CriCase) -> Result<()> {
     c.remove_pod(&pod)
 }
 
+/// A handler with runtime options (`ConfigPath` naming a bridge-mode shim config, as the
+/// README documents): accepted, and ignored for pods, whose network is the CNI plugin's.
+fn runtime_options(c: &mut CriCase) -> Result<()> {
+    c.import_wasm(WASM_HELLO)?;
+    let handler = if c.handler == AMPHI_HANDLER {
+        AMPHI_OPTS_HANDLER
+    } else {
+        c.handler
+    };
+    let pod = c.run_pod_with("opts", handler)?;
+    let app = c.start_container(
+        &pod,
+        &container_config("app", BUSYBOX, &["sleep", "1000"], &[]),
+    )?;
+    let hello = c.start_container(
+        &pod,
+        &wasm_or_native(c, "hello", WASM_HELLO, &[], "echo hello from wasm"),
+    )?;
+    c.cri.wait_container_state(&app, RUNNING, WAIT)?;
+    let s = exited(c, &hello)?;
+    anyhow::ensure!(s.exit_code == 0, "hello exit code {}", s.exit_code);
+    let ip = c.pod_ip(&pod)?;
+    let addr = c
+        .cri
+        .exec_sync(&app, &["ip", "-4", "addr", "show", "eth0"], 10)?
+        .ok()?;
+    anyhow::ensure!(
+        addr.contains(&format!("inet {ip}/")),
+        "eth0 has not the CNI address {ip}: {addr}"
+    );
+    let bridge = &c.cd.cri.as_ref().unwrap().opts_bridge;
+    anyhow::ensure!(
+        !std::path::Path::new("/sys/class/net").join(bridge).exists(),
+        "the shim config's bridge {bridge} was created for a CRI pod"
+    );
+    let st = c
+        .cri
+        .pod_sandbox_status(&pod.id)?
+        .status
+        .context("no sandbox status")?;
+    if c.cd.version != amphi_tests::Version::V1_6 {
+        anyhow::ensure!(
+            st.runtime_handler == handler,
+            "runtime_handler {:?}",
+            st.runtime_handler
+        );
+    }
+    c.expect_one_shim_for(&pod, &[&app])?;
+    c.cri.remove_container(&hello)?;
+    c.remove_pod(&pod)
+}
+
 cri_e2e!(cri_pod_lifecycle, pod_lifecycle);
+cri_e2e!(cri_runtime_options, runtime_options);
 cri_e2e!(cri_containerd_restart, containerd_restart);
 cri_e2e!(cri_mixed_pod, mixed_pod);
 cri_e2e!(cri_oom, oom);
