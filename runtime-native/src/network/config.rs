@@ -424,8 +424,8 @@ mod tests {
 
     #[test]
     fn example_file_parses() {
-        let c = NetworkConfig::from_toml(include_str!("../../../examples/network/amphi.toml"))
-            .unwrap();
+        let c =
+            NetworkConfig::from_toml(include_str!("../../../examples/network/amphi.toml")).unwrap();
         assert_eq!(c.mode, Mode::Bridge);
         assert_eq!(c.bridge, "amphi0");
         assert!(c.masquerade);
