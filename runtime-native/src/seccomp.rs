@@ -591,6 +591,33 @@ mod tests {
     }
 
     #[test]
+    fn flags_and_arches() {
+        let mut p = profile(
+            LinuxSeccompAction::ScmpActErrno,
+            vec![rule(&["read", "write"], LinuxSeccompAction::ScmpActAllow)],
+        );
+        p.set_flags(Some(vec![
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog,
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow,
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync,
+        ]));
+        p.set_architectures(Some(vec![
+            Arch::ScmpArchX86_64,
+            Arch::ScmpArchX86,
+            Arch::ScmpArchX32,
+            Arch::ScmpArchAarch64,
+        ]));
+        let f = compile(&p).unwrap();
+        assert!(f.ctx.get_ctl_log().unwrap());
+        assert!(f.ctx.get_ctl_ssb().unwrap());
+        assert!(!f.ctx.get_ctl_nnp().unwrap());
+        assert!(f.ctx.is_arch_present(ScmpArch::Aarch64).unwrap());
+        // A JSON profile as containerd writes it, with an unknown flag: refused on read.
+        let bad = r#"{"defaultAction":"SCMP_ACT_ALLOW","flags":["SECCOMP_FILTER_FLAG_NOPE"]}"#;
+        assert!(serde_json::from_str::<LinuxSeccomp>(bad).is_err());
+    }
+
+    #[test]
     fn agent_message_is_runc_shaped() {
         let mut spec = Spec::default();
         spec.set_annotations(Some([("a".to_string(), "b".to_string())].into()));
