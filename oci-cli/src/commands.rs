@@ -238,6 +238,7 @@ fn run_foreground(g: &Global, o: &CreateOpts, spawner: Spawner) -> Result<i32, E
         pending.start()?;
         st.started = true;
         st.save(&p.dir)?;
+        st.poststart()?;
         Ok(master)
     })();
     let master = match started {
@@ -258,6 +259,7 @@ fn run_foreground(g: &Global, o: &CreateOpts, spawner: Spawner) -> Result<i32, E
         st.save(&p.dir)?;
     } else {
         destroy(&p.dir, Some(&st))?;
+        st.poststop();
     }
     Ok(code)
 }
@@ -346,6 +348,7 @@ fn delete(g: &Global, id: &str, force: bool) -> Result<i32, Error> {
         }
     }
     destroy(&dir, Some(&st))?;
+    st.poststop();
     Ok(0)
 }
 

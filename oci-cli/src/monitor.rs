@@ -221,7 +221,11 @@ fn create(l: &Launch, spawner: &Spawner) -> Result<Created, Error> {
                 kill_and_reap(pid);
                 return Err(e.into());
             }
-            State::update(&l.dir, |s| s.started = true)?;
+            let st = State::update(&l.dir, |s| s.started = true)?;
+            if let Err(e) = st.poststart() {
+                kill_and_reap(pid);
+                return Err(e);
+            }
         }
         Ok(c)
     })();
@@ -380,9 +384,15 @@ fn handle(dir: &Path, c: &mut Created, conn: UnixStream) -> bool {
         Ok(req) if req.op == "start" => match c.pending.take() {
             Some(p) => match p.start() {
                 Ok(()) => {
-                    let _ = State::update(dir, |s| s.started = true);
-                    started = true;
-                    Reply { error: None }
+                    match State::update(dir, |s| s.started = true).and_then(|st| st.poststart()) {
+                        Ok(()) => {
+                            started = true;
+                            Reply { error: None }
+                        }
+                        Err(e) => Reply {
+                            error: Some(e.to_string()),
+                        },
+                    }
                 }
                 Err(e) => Reply {
                     error: Some(e.to_string()),

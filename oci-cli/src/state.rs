@@ -157,6 +157,25 @@ impl State {
         }
     }
 
+    /// The spec's `poststart` hooks, once the container started. If one fails, the container
+    /// is killed and the error returned (as runc and the shim do).
+    pub fn poststart(&self) -> Result<(), Error> {
+        runtime_native::hooks::run_poststart(&self.spec, &self.id, &self.bundle, self.pid).map_err(
+            |m| {
+                // SAFETY: kill with plain integers.
+                unsafe { libc::kill(self.pid, libc::SIGKILL) };
+                Error::Other(m)
+            },
+        )
+    }
+
+    /// The spec's `poststop` hooks, once the container is deleted; a failure is a warning.
+    pub fn poststop(&self) {
+        if let Err(e) = runtime_native::hooks::run_poststop(&self.spec, &self.id, &self.bundle) {
+            log::warn!("container {}: {e}", self.id);
+        }
+    }
+
     pub fn oci(&self, status: Status) -> OciState {
         OciState {
             oci_version: self.spec.version().clone(),

@@ -100,6 +100,14 @@ impl Bundle {
     fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Edits config.json.
+    fn config(&self, f: impl FnOnce(&mut Value)) {
+        let p = self.path().join("config.json");
+        let mut v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    }
 }
 
 /// A private `--root` plus a place for output files.
@@ -871,4 +879,52 @@ fn preserve_fds() {
     ]);
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("not open"), "{}", o.stderr);
+}
+
+#[test]
+fn hooks_run_with_the_state() {
+    need_root!();
+    let env = Env::new();
+    let b = Bundle::new(&["sleep", "1000"], false);
+    let out = env.root.path().join("hooks");
+    std::fs::create_dir_all(&out).unwrap();
+    let hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/{name}.json", out.display())]});
+    b.config(|c| {
+        c["hooks"] = json!({
+            "createRuntime": [hook("createRuntime")],
+            "poststart": [hook("poststart")],
+            "poststop": [hook("poststop")],
+        })
+    });
+    let id = uid("hooks");
+    env.ok(&["create", "-b", b.path().to_str().unwrap(), &id]);
+    let cr: Value =
+        serde_json::from_slice(&std::fs::read(out.join("createRuntime.json")).unwrap()).unwrap();
+    assert_eq!(cr["id"], id.as_str());
+    assert!(!out.join("poststart.json").exists());
+    env.ok(&["start", &id]);
+    let ps: Value =
+        serde_json::from_slice(&std::fs::read(out.join("poststart.json")).unwrap()).unwrap();
+    assert_eq!(ps["status"], "running");
+    assert_eq!(ps["pid"], env.state(&id)["pid"]);
+    assert!(!out.join("poststop.json").exists());
+    env.ok(&["delete", "-f", &id]);
+    let pst: Value =
+        serde_json::from_slice(&std::fs::read(out.join("poststop.json")).unwrap()).unwrap();
+    assert_eq!(pst["status"], "stopped");
+
+    // A failing poststart hook fails start (and run) with its output, and kills the container.
+    b.config(|c| {
+        c["hooks"] = json!({"poststart": [{"path": "/bin/sh", "args": ["sh", "-c", "echo hook-broke >&2; exit 1"]}]})
+    });
+    env.ok(&["create", "-b", b.path().to_str().unwrap(), &id]);
+    let o = env.oci(&["start", &id]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("hook-broke"), "{}", o.stderr);
+    env.wait_status(&id, "stopped");
+    env.ok(&["delete", &id]);
+    let o = env.oci(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("hook-broke"), "{}", o.stderr);
+    assert!(!env.root().join(&id).exists());
 }
