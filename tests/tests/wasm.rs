@@ -325,6 +325,15 @@ fn memory_limit(c: &mut Case) -> Result<()> {
         "expected memory.grow to fail in the guest (exit 42), got: {}",
         out.describe()
     );
+    // Control: with room for the whole 1 GiB, every grow succeeds (exit 1), so the -1 above
+    // came from the limit.
+    let id = c.id("grow-big");
+    let out = run_rm(c, &["--memory-limit", "2147483648"], image, &id, &["/grow.wat"])?;
+    anyhow::ensure!(
+        out.code == Some(1) && out.stdout.contains("memory.grow never failed"),
+        "with a 2 GiB limit every grow should succeed (exit 1), got: {}",
+        out.describe()
+    );
     Ok(())
 }
 
