@@ -237,7 +237,7 @@ fn trap(c: &mut Case) -> Result<()> {
     let id = c.id("trap");
     let out = run_rm(c, &[], image, &id, &["/trap.wasm"])?.expect_code(134)?;
     anyhow::ensure!(out.stdout.contains("about to trap"), "stdout before the trap: {}", out.describe());
-    anyhow::ensure!(out.stderr.contains("unreachable"), "trap message missing from stderr: {}", out.describe());
+    anyhow::ensure!(out.stderr.contains("wasm `unreachable` instruction executed"), "trap message missing from stderr: {}", out.describe());
     anyhow::ensure!(out.stderr.contains("wasm backtrace"), "wasm backtrace missing from stderr: {}", out.describe());
     let id = c.id("panic");
     let out = run_rm(c, &[], image, &id, &["/trap.wasm", "panic"])?.expect_code(134)?;
