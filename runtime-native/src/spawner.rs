@@ -566,6 +566,34 @@ fn handle(
     Ok((pid as i32, parent_sock))
 }
 
+/// Container processes inherit ignored signals and the signal mask across `execve`: give them
+/// the defaults rather than the caller's (every Rust binary ignores SIGPIPE before `main`, so
+/// without this `yes | head` in a container never ends by SIGPIPE).
+fn default_signals() {
+    for sig in 1..libc::SIGRTMIN() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: querying and setting dispositions in this single-threaded process.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN
+            {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &sa, std::ptr::null_mut());
+            }
+        }
+    }
+    // SAFETY: an empty set, then SIG_SETMASK with it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
 impl Spawner {
     /// Forks the spawner. Must be called while the process has exactly one thread (first
     /// thing in `main`). `workloads` are the custom runners the container processes may use.
@@ -604,6 +632,7 @@ impl Spawner {
                     }
                     libc::prctl(libc::PR_SET_NAME, c"amphi-spawner".as_ptr(), 0, 0, 0);
                 }
+                default_signals();
                 let theirs_raw = theirs.as_raw_fd();
                 let ours_raw = ours.into_raw_fd();
                 // SAFETY: closing the caller's end.
