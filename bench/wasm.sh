@@ -65,7 +65,7 @@ grep -q "wasm /hello.wasm: .*(compiled)" "$CD_DIR/containerd.log" && grep -q "wa
   || echo "bench: warning: expected a 'compiled' then a 'cache hit' line in the shim log" >&2
 
 ctr_run="$CD_BIN/ctr --address $CD_SOCK --namespace $CD_NS run --rm --runtime $AMPHI"
-echo "== start-to-exit: $runs runs each (warmup $warmup), containerd $("$bindir/containerd" --version | awk '{print $3}'), $(nproc) CPUs"
+echo "== start-to-exit: $runs runs each (warmup $warmup), containerd $("$bindir/containerd" --version | awk '{print $3}'), $(nproc) CPUs, load average $(cut -d" " -f1-3 /proc/loadavg)"
 hyperfine -N --warmup "$warmup" --runs "$runs" \
   --export-json "$out/start.json" --export-markdown "$out/start.md" \
   --prepare "rm -rf $cache_root/cache" -n wasm-cache-miss "$ctr_run $WIMG bench-miss /hello.wasm" \
@@ -171,4 +171,5 @@ json.dump({"start_median_s": {"native": nat["median"], "hit": hit["median"], "mi
            "pss_kib": {"one": pss1, "n": pssn, "extra": extra, "per_extra_mib": per_extra},
            "http_rps": rps}, open(os.path.join(out, "summary.json"), "w"), indent=2)
 PY
+echo "load average at the end: $(cut -d" " -f1-3 /proc/loadavg) (numbers are noisy on a busy machine)"
 echo "results in $out/"
