@@ -928,3 +928,20 @@ fn hooks_run_with_the_state() {
     assert!(o.stderr.contains("hook-broke"), "{}", o.stderr);
     assert!(!env.root().join(&id).exists());
 }
+
+/// The container gets default signal dispositions, not the runtime's (Rust ignores SIGPIPE).
+#[test]
+fn signals_are_default_in_the_container() {
+    need_root!();
+    let env = Env::new();
+    let b = Bundle::new(&["cat", "/proc/self/status"], false);
+    let id = uid("sigs");
+    let o = env.oci(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let field = |name: &str| -> u64 {
+        let l = o.stdout.lines().find(|l| l.starts_with(name)).unwrap();
+        u64::from_str_radix(l.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    assert_eq!(field("SigIgn:"), 0, "{}", o.stdout);
+    assert_eq!(field("SigBlk:"), 0, "{}", o.stdout);
+}
