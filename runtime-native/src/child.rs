@@ -147,38 +147,35 @@ fn close_all(c: &Child) {
     close_fds_except(&keep);
 }
 
-/// Waits until the spawner has moved us into our cgroup (it does so right after the clone,
-/// while we set up namespaces and mounts), then creates the cgroup namespace if the spec asks
-/// for one. Called where the cgroup matters: before mounting cgroupfs, before the runtime
-/// hooks, and before the workload starts. Idempotent.
-fn ensure_joined(c: &Child) -> R {
-    if let Some(fd) = c.join.take() {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 512];
-        let res = loop {
-            // SAFETY: reading into our own buffer from the pipe we own.
-            let n = unsafe { libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len()) };
-            match n {
-                0 => break Ok(()),
-                n if n > 0 => buf.extend_from_slice(&chunk[..n as usize]),
-                _ if Errno::last() == Errno::EINTR => {}
-                _ => break Err(format!("wait for the cgroup join: {}", etext(Errno::last()))),
-            }
-        };
-        // SAFETY: closing the pipe we own.
-        unsafe { libc::close(fd) };
-        res?;
-        match buf.split_first() {
-            Some((b'J', _)) => {}
-            Some((b'E', msg)) => return Err(String::from_utf8_lossy(msg).into_owned()),
-            _ => return Err("the runtime did not place the process in its cgroup".into()),
-        }
-    }
+/// /proc/self/cgroup, once: host paths (mount_cgroup binds them), so read before any cgroup
+/// namespace exists.
+fn read_self_cgroup(c: &Child) {
     if c.self_cgroup.borrow().is_empty() {
-        // Host paths (mount_cgroup binds them), so before any cgroup namespace.
         *c.self_cgroup.borrow_mut() = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     }
+}
+
+/// Waits until the spawner has moved us into our cgroup (it does so after the clone, while
+/// we set up namespaces and mounts), then creates the cgroup namespace if the spec asks for
+/// one. Called where the cgroup matters: before mounting cgroupfs, before the runtime hooks,
+/// before dropping capabilities when a cgroup namespace is to be created (unshare needs
+/// CAP_SYS_ADMIN), else once Start arrived, before the workload runs. Idempotent.
+fn ensure_joined(c: &Child) -> R {
+    if let Some(fd) = c.join.take() {
+        let res = sync::recv_raw(fd);
+        // SAFETY: closing the socket we own.
+        unsafe { libc::close(fd) };
+        match res.map_err(|e| format!("wait for the cgroup join: {}", etext(e)))? {
+            Some((msg, _)) => match msg.split_first() {
+                Some((b'J', _)) => {}
+                Some((b'E', why)) => return Err(String::from_utf8_lossy(why).into_owned()),
+                _ => return Err("the runtime did not place the process in its cgroup".into()),
+            },
+            None => return Err("the runtime did not place the process in its cgroup".into()),
+        }
+    }
     if c.unshare_cgroup.replace(false) {
+        read_self_cgroup(c);
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| format!("create cgroup namespace: {}", etext(e)))?;
     }
@@ -262,7 +259,9 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
             if new_mnt {
                 finalize_rootfs(&r.spec)?;
             }
-            ensure_joined(c)?;
+            if c.unshare_cgroup.get() {
+                ensure_joined(c)?; // while we still have CAP_SYS_ADMIN
+            }
             finish(c, &r.spec, &process, &r.workload)
         }
         Request::Exec(r) => {
@@ -270,7 +269,6 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
             std::env::set_current_dir("/")
                 .map_err(|e| format!("chdir to container root: {}", ioerr(&e)))?;
             oom_score_adj(c, &r.process)?;
-            ensure_joined(c)?;
             finish(c, &r.spec, &r.process, &r.workload)
         }
     }
@@ -600,6 +598,7 @@ fn mount_one(c: &Child, rootfs: &Path, m: &oci_spec::runtime::Mount) -> R {
     let what = format!("mount {src} to {}", dest.display());
     if typ == "cgroup" || typ == "cgroup2" {
         ensure_joined(c)?;
+        read_self_cgroup(c);
         if let Err(e) = mount_cgroup(c, &target, &opts) {
             c.warn(format!("{what} skipped: {e}"));
         }
@@ -1458,10 +1457,13 @@ fn to_cstrings(v: &[String], what: &str) -> R<Vec<CString>> {
 fn ready_and_wait(c: &Child) -> R {
     sync::send(&c.sync, &ChildMsg::Ready, &[])?;
     match sync::recv::<ParentMsg>(&c.sync) {
-        Ok(Some((ParentMsg::Start, _))) => Ok(()),
+        Ok(Some((ParentMsg::Start, _))) => {}
         // The caller gave up on this process.
         _ => unsafe { libc::_exit(1) },
     }
+    // Usually the join finished long ago: Ready, the reply to Create and containerd's Start
+    // came in between. Nothing of the workload runs before it.
+    ensure_joined(c)
 }
 
 #[cfg(test)]

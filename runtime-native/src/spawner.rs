@@ -123,8 +123,8 @@ pub(crate) struct ChildFds {
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
     pub extra: Vec<OwnedFd>,
-    /// Read end of the pipe on which the spawner reports the cgroup join (see
-    /// [`join_cgroup`]); `None` when the process has no cgroup to join.
+    /// The socket on which the spawner reports the cgroup join (see [`join_cgroup`]);
+    /// `None` when the process has no cgroup to join.
     pub join: Option<OwnedFd>,
 }
 
@@ -214,6 +214,33 @@ pub(crate) fn join_cgroup(pid: i32, procs: &[PathBuf]) -> std::result::Result<()
         })?;
     }
     Ok(())
+}
+
+/// The cgroup join the spawner still owes a process it cloned: done after the reply to the
+/// caller, so that neither the caller nor the process waits for it before they must.
+struct JoinJob {
+    pid: i32,
+    placement: Placement,
+    /// clone3(CLONE_INTO_CGROUP) already placed the process.
+    done: bool,
+    notify: OwnedFd,
+}
+
+impl JoinJob {
+    fn run(self) {
+        let outcome = match &self.placement {
+            _ if self.done => Ok(()),
+            Placement::Write(procs) => join_cgroup(self.pid, procs),
+            Placement::IntoCgroup(dir) => join_cgroup(self.pid, &[dir.join("cgroup.procs")]),
+            Placement::None => Ok(()),
+        };
+        let msg = match outcome {
+            Ok(()) => b"J".to_vec(),
+            Err(e) => [b"E".as_slice(), e.as_bytes()].concat(),
+        };
+        // The process reads it when it needs its cgroup; a dead process just never does.
+        let _ = sync::send_raw(self.notify.as_raw_fd(), &msg, &[]);
+    }
 }
 
 /// The cgroup.procs files a request asks the process to join.
@@ -390,12 +417,18 @@ fn spawner_main(sock: OwnedFd, workloads: WorkloadTable) -> ! {
                 }
             }
         };
-        let sent = match reply {
-            Ok((pid, sync_sock)) => {
-                sync::send(&sock, &Reply::Spawned { pid }, &[sync_sock.as_raw_fd()])
-            }
-            Err(e) => sync::send(&sock, &Reply::Err(e), &[]),
+        let (sent, job) = match reply {
+            Ok((pid, sync_sock, job)) => (
+                sync::send(&sock, &Reply::Spawned { pid }, &[sync_sock.as_raw_fd()]),
+                job,
+            ),
+            Err(e) => (sync::send(&sock, &Reply::Err(e), &[]), None),
         };
+        // After the reply: the migration's slow part overlaps the caller's work and the
+        // process's own setup.
+        if let Some(job) = job {
+            job.run();
+        }
         if sent.is_err() {
             // The caller is gone.
             unsafe { libc::_exit(0) };
@@ -407,7 +440,7 @@ fn handle(
     st: &SpawnerState,
     env: Envelope,
     fds: Vec<OwnedFd>,
-) -> std::result::Result<(i32, OwnedFd), String> {
+) -> std::result::Result<(i32, OwnedFd, Option<JoinJob>), String> {
     let l = env.stdio;
     let want = l.stdin as usize + l.stdout as usize + l.stderr as usize + l.extra;
     if fds.len() != want {
@@ -443,12 +476,19 @@ fn handle(
         },
         _ => None,
     };
-    // The pipe on which the process learns that it is in its cgroup (or why not).
+    // The socket on which the process learns that it is in its cgroup (or why not). A
+    // socket, not a pipe: the process may read it after its seccomp filter is loaded, and
+    // recvmsg is what it already needs for the sync protocol there.
     let join_w = if placement == Placement::None {
         None
     } else {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| format!("pipe: {e}"))?;
+        let (w, r) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| format!("socketpair: {e}"))?;
         child_fds.join = Some(r);
         Some(w)
     };
@@ -519,7 +559,7 @@ fn handle(
         // SAFETY: closing the caller's end in the child.
         unsafe { libc::close(parent_raw) };
         if let Some(w) = join_w {
-            // SAFETY: the spawner's end of the join pipe.
+            // SAFETY: the spawner's end of the join socket.
             unsafe { libc::close(w.into_raw_fd()) };
         }
         crate::child::main(env.req, child_fds, child_sock, st.workloads);
@@ -548,22 +588,13 @@ fn handle(
     }
     drop(child_sock);
     drop(child_fds);
-    if let Some(w) = join_w {
-        let outcome = match &placement {
-            Placement::Write(procs) if !into_cgroup => join_cgroup(pid as i32, procs),
-            Placement::IntoCgroup(dir) if !into_cgroup => {
-                join_cgroup(pid as i32, &[dir.join("cgroup.procs")])
-            }
-            _ => Ok(()),
-        };
-        let msg = match outcome {
-            Ok(()) => b"J".to_vec(),
-            Err(e) => [b"E".as_slice(), e.as_bytes()].concat(),
-        };
-        // The process reads it when it needs its cgroup; a dead process just never does.
-        let _ = nix::unistd::write(&w, &msg);
-    }
-    Ok((pid as i32, parent_sock))
+    let job = join_w.map(|notify| JoinJob {
+        pid: pid as i32,
+        placement,
+        done: into_cgroup,
+        notify,
+    });
+    Ok((pid as i32, parent_sock, job))
 }
 
 /// Container processes inherit ignored signals and the signal mask across `execve`: give them

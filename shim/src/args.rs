@@ -51,8 +51,10 @@ impl Flags {
         }
     }
 
-    /// The arguments the server is re-executed with: the same flags, no action, plus the
-    /// socket it serves (so it can remove it on exit).
+    /// The server's command line: the same flags, no action, plus the socket it serves (so it
+    /// can remove it on exit). `start` forks the server rather than executing it (start.rs);
+    /// this is for running one by hand.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn server_args(&self, socket: &str) -> Vec<String> {
         let mut args = vec![
             "-namespace".to_string(),

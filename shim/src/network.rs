@@ -152,7 +152,9 @@ pub fn setup<E: fmt::Display>(
         .map_err(|e| SetupError::new(&id, e))?;
     let pid = record.init_pid;
     match cfg.mode {
-        Mode::None => network::loopback_up(pid).map_err(|e| SetupError::new(&id, e)),
+        // The container process set `lo` up itself (runtime-native child.rs), in parallel
+        // with its cgroup join, saving a netns thread here.
+        Mode::None => Ok(()),
         Mode::Bridge => {
             let mut lease = network::plan(&cfg, &network::owner(&record.namespace, &id));
             record.network = Some(lease.clone());

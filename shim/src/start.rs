@@ -8,15 +8,13 @@
 //! passed in bootstrap params, else `$AMPHI_SOCKET_DIR` (tests), else `/run/containerd/s`.
 //!
 //! If a live server already listens there, it is reused. Otherwise `start` binds the socket,
-//! re-executes itself as the server (new session, stdio on /dev/null, the listener as fd 3,
-//! cwd the bundle), writes the bundle's `address` file and prints the reply.
+//! forks the server (new session, stdio on /dev/null, the listener as fd 3, cwd the bundle),
+//! writes the bundle's `address` file and prints the reply.
 
 use std::io::{IsTerminal, Read};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{IntoRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
@@ -170,53 +168,77 @@ fn spawn_server(
         address: params.grpc_address.clone(),
         publish_binary: params.publish_binary.clone(),
         bundle: flags.bundle.clone(),
+        socket: socket.display().to_string(),
         ..Flags::default()
     };
-    let exe = PathBuf::from("/proc/self/exe");
-    let mut cmd = Command::new(&exe);
-    if let Some(arg0) = std::env::args_os().next() {
-        cmd.arg0(arg0);
-    }
-    let fd = listener.as_raw_fd();
-    cmd.args(server_flags.server_args(&socket.display().to_string()))
-        .current_dir(bundle)
-        .env("TTRPC_ADDRESS", &params.ttrpc_address)
-        .env("GRPC_ADDRESS", &params.grpc_address)
-        .env("NAMESPACE", &params.namespace)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if fd != LISTENER_FD && libc::dup2(fd, LISTENER_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // dup2 clears CLOEXEC on the copy, but not when fd already is 3.
-            if libc::fcntl(LISTENER_FD, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The server keeps 0-3 only: whatever else containerd's side leaked to us (fds
-            // without CLOEXEC) must not live on in a long-running daemon. CLOEXEC rather than
-            // close, so std's exec-error pipe keeps working.
-            let cloexec = libc::CLOSE_RANGE_CLOEXEC as libc::c_int;
-            if libc::close_range(LISTENER_FD as u32 + 1, u32::MAX, cloexec) < 0 {
-                for fd in LISTENER_FD + 1..4096 {
-                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-                }
-            }
+    // The server is a fork of this process, not a re-exec of /proc/self/exe: no exec and
+    // dynamic loading of the whole binary before it can answer containerd, and `start` can
+    // return as soon as the fork exists (containerd's connection waits in the listener's
+    // backlog meanwhile). `start` has a single thread, so the child may run ordinary code;
+    // the server forks its spawner first thing, still single-threaded (ARCHITECTURE.md).
+    // SAFETY: fork of a single-threaded process.
+    match unsafe { libc::fork() } {
+        -1 => Err(ShimError::SpawnServer {
+            exe: PathBuf::from("fork"),
+            source: std::io::Error::last_os_error(),
+        }),
+        0 => {
+            let code = match become_server(bundle, params, listener)
+                .and_then(|()| crate::run(crate::args::Mode::Server, server_flags))
+            {
+                Ok(()) => 0,
+                Err(_) => 1,
+            };
+            std::process::exit(code)
+        }
+        _ => {
+            // The server is reparented once we exit; containerd (or init) reaps it.
+            drop(listener);
             Ok(())
-        });
+        }
     }
-    // The server is reparented once we exit; containerd (or init) reaps it. Not waiting.
-    let child = cmd
-        .spawn()
-        .map_err(|source| ShimError::SpawnServer { exe, source })?;
-    drop(child);
-    drop(listener);
+}
+
+/// In the forked server: a session of its own; stdio on /dev/null (containerd reads `start`'s
+/// stdout and stderr until EOF, so the server must not keep them); the listener on fd 3 and no
+/// other fd (whatever containerd's side leaked to us must not live on in a long-running
+/// daemon); the bundle as cwd; the environment the server reads.
+fn become_server(bundle: &Path, params: &StartParams, listener: UnixListener) -> Result<()> {
+    let sys = |what: &'static str| {
+        let e = std::io::Error::last_os_error();
+        ShimError::io(what, "")(e)
+    };
+    // SAFETY: plain syscalls on fds this process owns, single-threaded.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(sys("setsid"));
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if null < 0 {
+            return Err(sys("open /dev/null"));
+        }
+        for fd in 0..3 {
+            if libc::dup2(null, fd) < 0 {
+                return Err(sys("dup2 /dev/null"));
+            }
+        }
+        let fd = listener.into_raw_fd();
+        if fd != LISTENER_FD {
+            if libc::dup2(fd, LISTENER_FD) < 0 {
+                return Err(sys("dup2 listener"));
+            }
+            libc::close(fd);
+        }
+        if libc::close_range(LISTENER_FD as u32 + 1, u32::MAX, 0) < 0 {
+            for fd in LISTENER_FD + 1..4096 {
+                libc::close(fd);
+            }
+        }
+    }
+    std::env::set_current_dir(bundle).map_err(ShimError::io("chdir to", bundle))?;
+    std::env::set_var("TTRPC_ADDRESS", &params.ttrpc_address);
+    std::env::set_var("GRPC_ADDRESS", &params.grpc_address);
+    std::env::set_var("NAMESPACE", &params.namespace);
     Ok(())
 }
 

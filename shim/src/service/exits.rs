@@ -119,11 +119,10 @@ fn finalize(inner: Arc<Inner>, id: String, exec_id: String) {
             }
             let exit = Exit::now(code);
             p.phase = Phase::Stopped;
-            p.exit = Some(exit.clone());
             p.pending = None;
             p.pty_master = None;
             p.holders = Default::default();
-            let _ = p.exit_tx.send(Some(exit.clone()));
+            p.record_exit(exit.clone());
             ev::TaskExit {
                 container_id: id.clone(),
                 id: if exec_id.is_empty() {
@@ -146,11 +145,9 @@ fn finalize(inner: Arc<Inner>, id: String, exec_id: String) {
 /// it caused, whichever of the two notifications the kernel delivered first.
 async fn report_new_oom(inner: &Inner, id: &str) {
     let Ok(cg) = inner.cgroup_of(id) else { return };
-    let kills = tokio::task::spawn_blocking(move || cg.stats().map(|s| s.memory_oom_kill))
-        .await
-        .ok()
-        .and_then(|r| r.ok());
-    let Some(kills) = kills else { return };
+    // One small cgroupfs file, read in place: a trip through the blocking pool would delay
+    // every exit event (and so `ctr run`'s Wait) by a thread wake-up.
+    let Ok(kills) = cg.oom_kills() else { return };
     let new = inner
         .with_container(id, |c| {
             let new = kills > c.oom_kills;

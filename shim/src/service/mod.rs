@@ -392,6 +392,7 @@ impl Inner {
                 plan.extra_fds,
             ))
         })?;
+        Cgroup::warm_attach_lock(); // see create_container
         let spawner = self.ctx.spawner.clone();
         let paths = stdio_paths.clone();
         let owner = logger::Owner {
@@ -770,6 +771,13 @@ fn create_container(
         let _ = ContainerRecord::remove(state_root, &r.namespace, &r.id);
     };
     let result = (|| -> ServiceResult<(Container, ContainerRecord)> {
+        // The cgroup first: its slow part, the kernel's grace period on the first migration,
+        // then runs while the rootfs is mounted and the process is spawned (cgroup.rs
+        // `warm_attach_lock`; after the mkdirs, which would wait for it).
+        let cgroup = Cgroup::create(&record.id, &spec)?;
+        record.cgroup = Some(cgroup.clone());
+        save(&record)?;
+        Cgroup::warm_attach_lock();
         if !mounts.is_empty() {
             std::fs::create_dir_all(&rootfs_dir).map_err(|e| {
                 ServiceError::Internal(format!("create {}: {e}", rootfs_dir.display()))
@@ -780,9 +788,6 @@ fn create_container(
         }
         let rootfs_path = spec_root(&spec, &record.bundle);
         let workload = workload::plan_init(&rootfs_path, &spec)?;
-        let cgroup = Cgroup::create(&record.id, &spec)?;
-        record.cgroup = Some(cgroup.clone());
-        save(&record)?;
         let (stdio, holders) = if stdio_paths.terminal {
             (runtime_native::Stdio::default(), Default::default())
         } else {

@@ -82,6 +82,14 @@ impl Process {
         }
     }
 
+    /// Records the exit and wakes every Wait. Stored even when no Wait is subscribed yet
+    /// (`send` would drop it then): containerd's Wait RPC may arrive after a fast process
+    /// (`true`) has already exited, and must still see the exit instead of blocking forever.
+    pub fn record_exit(&mut self, exit: Exit) {
+        self.exit = Some(exit.clone());
+        self.exit_tx.send_replace(Some(exit));
+    }
+
     pub fn is_alive(&self) -> bool {
         matches!(self.phase, Phase::Created | Phase::Running)
     }
@@ -109,6 +117,21 @@ pub struct Container {
     pub own_pid_ns: bool,
     /// OOM kills seen so far (to tell a new one from an old one).
     pub oom_kills: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_recorded_before_any_wait_is_seen_by_a_later_wait() {
+        let mut p = Process::new("", StdioPaths::default());
+        // No receiver exists yet (Wait not called).
+        p.record_exit(Exit::now(3));
+        let rx = p.exit_tx.subscribe();
+        assert_eq!(rx.borrow().as_ref().map(|e| e.code), Some(3));
+        assert_eq!(p.exit.as_ref().map(|e| e.code), Some(3));
+    }
 }
 
 impl Container {
