@@ -114,6 +114,11 @@ pub enum Command {
         format: Format,
         quiet: bool,
     },
+    /// `update --resources FILE|- ID` (LinuxResources JSON, as containerd's runc shim sends).
+    Update {
+        id: String,
+        resources: Option<PathBuf>,
+    },
     Version,
     Help,
 }
@@ -435,6 +440,13 @@ pub fn parse(args: &[String]) -> Result<Invocation, Error> {
                 ps_args: ps_args.to_vec(),
             }
         }
+        "update" => {
+            let (f, rest) = parse_flags(rest, &[&[Flag(&["resources", "r"], Value)]])?;
+            Command::Update {
+                id: one_id(cmd, rest)?,
+                resources: f.path("resources"),
+            }
+        }
         "list" | "ls" => {
             let (f, rest) = parse_flags(
                 rest,
@@ -659,6 +671,13 @@ mod tests {
             }
         );
         assert!(p("ps -f yaml c").is_err());
+        assert_eq!(
+            cmd("update --resources - c"),
+            Command::Update {
+                id: "c".into(),
+                resources: Some("-".into())
+            }
+        );
     }
 
     #[test]

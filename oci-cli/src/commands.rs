@@ -63,6 +63,7 @@ pub fn dispatch(g: &Global, cmd: Command, spawner: Option<Spawner>) -> Result<i3
         Command::Pause { id } => pause(g, &id, true),
         Command::Resume { id } => pause(g, &id, false),
         Command::List { format, quiet } => list(g, format, quiet),
+        Command::Update { id, resources } => update(g, &id, resources.as_deref()),
         Command::Version => {
             print!("{}", crate::VERSION_TEXT);
             Ok(0)
@@ -553,6 +554,30 @@ fn ps(g: &Global, id: &str, format: Format, ps_args: &[String]) -> Result<i32, E
             println!("{l}");
         }
     }
+    Ok(0)
+}
+
+fn update(g: &Global, id: &str, resources: Option<&Path>) -> Result<i32, Error> {
+    let (_, st) = load(g, id)?;
+    let Some(path) = resources else {
+        return Err(Error::Usage(
+            "update: only --resources FILE|- is supported".into(),
+        ));
+    };
+    let data = if path == Path::new("-") {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)
+            .map_err(|e| Error::io("read", Path::new("stdin"), e))?;
+        v
+    } else {
+        std::fs::read(path).map_err(|e| Error::io("read", path, e))?
+    };
+    let res: oci_spec::runtime::LinuxResources = serde_json::from_slice(&data)
+        .map_err(|e| Error::Other(format!("invalid resources: {e}")))?;
+    if st.status() == Status::Stopped {
+        return Err(Error::Other("container not running".into()));
+    }
+    cgroup_of(&st)?.update(&res)?;
     Ok(0)
 }
 

@@ -946,3 +946,27 @@ fn signals_are_default_in_the_container() {
     assert_eq!(field("SigIgn:") & 0x7fff_ffff, 0, "{}", o.stdout);
     assert_eq!(field("SigBlk:") & 0x7fff_ffff, 0, "{}", o.stdout);
 }
+
+#[test]
+fn update_resources() {
+    need_root!();
+    let env = Env::new();
+    let b = Bundle::new(&["sleep", "1000"], false);
+    let id = uid("update");
+    env.ok(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]);
+    let pid = env.state(&id)["pid"].as_i64().unwrap();
+    let res = env.file("res.json");
+    std::fs::write(&res, r#"{"pids": {"limit": 42}}"#).unwrap();
+    env.ok(&["update", "--resources", res.to_str().unwrap(), &id]);
+    // The pids controller's path of the init, v1 (`N:pids:/path`) or v2 (`0::/path`).
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let max = if let Some(l) = cg.lines().find(|l| l.split(':').nth(1) == Some("pids")) {
+        let p = l.splitn(3, ':').nth(2).unwrap();
+        std::fs::read_to_string(format!("/sys/fs/cgroup/pids{p}/pids.max")).unwrap()
+    } else {
+        let p = cg.lines().find(|l| l.starts_with("0::")).unwrap()[3..].to_string();
+        std::fs::read_to_string(format!("/sys/fs/cgroup{p}/pids.max")).unwrap()
+    };
+    assert_eq!(max.trim(), "42");
+    env.ok(&["delete", "-f", &id]);
+}

@@ -76,6 +76,10 @@ impl TaskService {
         );
         let rx = reaper::spawn();
         tokio::spawn(exits::dispatch(inner.clone(), rx));
+        // OCI hooks run as children of the shim, so the reaper may collect their exit status
+        // first; the hook runner then finds it in the exit book (runtime-native/src/hooks.rs).
+        let book = inner.exits.clone();
+        runtime_native::hooks::set_reaped_exit_lookup(move |pid| book.claim(pid).map(|c| c as i32));
         TaskService { inner }
     }
 }
