@@ -151,40 +151,90 @@ fn tail(out: &mut std::fs::File) -> String {
     }
 }
 
-/// Waits for `child` for at most `timeout`; `Ok(None)` when it expired.
+/// Looks up the exit status (0..=255, or 128+signal) of a child that somebody else reaped.
+type ReapedLookup = Box<dyn Fn(i32) -> Option<i32> + Send + Sync>;
+static REAPED: std::sync::OnceLock<ReapedLookup> = std::sync::OnceLock::new();
+
+/// For a caller that reaps every child itself (the shim is a child subreaper whose reaper
+/// calls `waitpid(-1)`): the hooks it runs are its children too, so their exit status may be
+/// collected by that reaper before the hook runner waits for it. `lookup` returns such a
+/// reaped status by pid (once the reaper has recorded it). Set once, at startup.
+pub fn set_reaped_exit_lookup(lookup: impl Fn(i32) -> Option<i32> + Send + Sync + 'static) {
+    let _ = REAPED.set(Box::new(lookup));
+}
+
+/// How long a status reaped elsewhere may take to be recorded.
+const REAPED_GRACE: Duration = Duration::from_secs(10);
+
+/// Waits for `child` for at most `timeout`. `Ok(Some((success, description)))` once it
+/// exited, `Ok(None)` when the timeout expired first.
 fn wait_for(
     child: &mut std::process::Child,
     timeout: Option<Duration>,
-) -> R<Option<std::process::ExitStatus>> {
-    let Some(timeout) = timeout else {
-        return child.wait().map(Some).map_err(|e| format!("wait: {e}"));
-    };
-    let deadline = Instant::now() + timeout;
+) -> R<Option<(bool, String)>> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let pid = child.id() as i32;
     // A pidfd tells when the hook exits without polling; fall back to short sleeps.
     // SAFETY: pidfd_open with a pid we are the parent of (not yet reaped).
-    let pfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    let pfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a new fd we own.
     let pidfd = (pfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pfd as i32) });
+    let mut lost_since: Option<Instant> = None;
     loop {
-        if let Some(st) = child.try_wait().map_err(|e| format!("wait: {e}"))? {
-            return Ok(Some(st));
+        match child.try_wait() {
+            Ok(Some(st)) => return Ok(Some((st.success(), st.to_string()))),
+            Ok(None) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+                // Reaped by the caller's reaper: its status comes through the lookup.
+                let Some(lookup) = REAPED.get() else {
+                    return Err("wait: the exit status was collected by another waiter".into());
+                };
+                if let Some(code) = lookup(pid) {
+                    let what = if code > 128 {
+                        format!("signal: {}", code - 128)
+                    } else {
+                        format!("exit status: {code}")
+                    };
+                    return Ok(Some((code == 0, what)));
+                }
+                let since = *lost_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > REAPED_GRACE {
+                    return Err(
+                        "wait: the exit status was reaped elsewhere and not reported".into(),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
+            Err(e) => return Err(format!("wait: {e}")),
         }
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(None);
-        }
-        let left = deadline - now;
+        let left = match deadline {
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Ok(None);
+                }
+                Some(d - now)
+            }
+            None => None,
+        };
         match &pidfd {
             Some(fd) => {
-                let ms = left.as_millis().min(i32::MAX as u128) as i32;
+                let ms = left
+                    .map(|l| (l.as_millis().min(i32::MAX as u128) as i32).max(1))
+                    .unwrap_or(-1);
                 let mut p = [libc::pollfd {
                     fd: fd.as_fd().as_raw_fd(),
                     events: libc::POLLIN,
                     revents: 0,
                 }];
                 // SAFETY: one valid pollfd.
-                unsafe { libc::poll(p.as_mut_ptr(), 1, ms.max(1)) };
+                unsafe { libc::poll(p.as_mut_ptr(), 1, ms) };
             }
-            None => std::thread::sleep(left.min(Duration::from_millis(5))),
+            None => std::thread::sleep(
+                left.unwrap_or(Duration::from_millis(5))
+                    .min(Duration::from_millis(5)),
+            ),
         }
     }
 }
@@ -227,7 +277,7 @@ pub fn run_hook(h: &Hook, state: &[u8]) -> R {
         .stderr(out2)
         .current_dir("/");
     let mut child = cmd.spawn().map_err(|e| format!("{name}: start: {e}"))?;
-    let status = match wait_for(&mut child, timeout) {
+    let (ok, status) = match wait_for(&mut child, timeout) {
         Ok(Some(st)) => st,
         Ok(None) => {
             let _ = child.kill();
@@ -244,7 +294,7 @@ pub fn run_hook(h: &Hook, state: &[u8]) -> R {
             return Err(format!("{name}: {e}"));
         }
     };
-    if status.success() {
+    if ok {
         return Ok(());
     }
     Err(format!("{name} failed ({status}): {}", tail(&mut out)))

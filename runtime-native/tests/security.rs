@@ -585,6 +585,51 @@ fn userns_case(sp: &Spawner, root: &Path, bundle: &Path) {
     assert!(e.contains("uidMappings"), "{e}");
 }
 
+/// Hooks run by a caller whose reaper collects every child (as the shim's does): the exit
+/// status comes back through `set_reaped_exit_lookup`. Runs last: the reaper thread takes
+/// every child of this process from here on.
+fn hooks_under_a_reaper(root: &Path, bundle: &Path) {
+    use std::collections::HashMap;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::{Arc, Mutex};
+    let book: Arc<Mutex<HashMap<i32, i32>>> = Default::default();
+    let b = book.clone();
+    std::thread::spawn(move || loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(p, c)) => {
+                b.lock().unwrap().insert(p.as_raw(), c);
+            }
+            Ok(WaitStatus::Signaled(p, s, _)) => {
+                b.lock().unwrap().insert(p.as_raw(), 128 + s as i32);
+            }
+            Ok(_) => {}
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+        }
+    });
+    let b = book.clone();
+    runtime_native::hooks::set_reaped_exit_lookup(move |pid| b.lock().unwrap().remove(&pid));
+    let mk = |name: &str, code: i32| {
+        let p = bundle.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\necho out-{code}\nexit {code}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    };
+    let (ok, bad) = (mk("ok-hook.sh", 0), mk("bad3-hook.sh", 3));
+    let with = |p: &Path| {
+        let mut s = spec(root, &["true"]);
+        let mut h = oci_spec::runtime::Hooks::default();
+        h.set_poststop(Some(vec![hook(p, &["h"])]));
+        s.set_hooks(Some(h));
+        s
+    };
+    for _ in 0..20 {
+        runtime_native::hooks::run_poststop(&with(&ok), "sec", bundle).expect("ok hook");
+        let e = runtime_native::hooks::run_poststop(&with(&bad), "sec", bundle).unwrap_err();
+        assert!(e.contains("exit status: 3") && e.contains("out-3"), "{e}");
+    }
+    println!("hooks under a reaper: ok");
+}
+
 fn main() {
     let spawner = Spawner::fork_before_threads(RUNNERS).expect("fork spawner");
     if !nix::unistd::geteuid().is_root() {
@@ -606,6 +651,7 @@ fn main() {
 
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mi.contains(bundle.to_str().unwrap()), "left mounted: {mi}");
+    hooks_under_a_reaper(&root, bundle);
     drop(spawner);
     println!("security: all ok");
 }
