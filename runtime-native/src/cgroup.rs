@@ -269,6 +269,19 @@ impl Cgroup {
     }
 
     pub(crate) fn create_in(root: &Path, v2: bool, id: &str, spec: &Spec) -> Result<Cgroup> {
+        let cg = Self::plan_in(root, v2, id, spec)?;
+        cg.make(spec)?;
+        Ok(cg)
+    }
+
+    /// The cgroup [`Cgroup::create`] would make, without touching anything: what a caller
+    /// records (for cleanup after a crash) before creating it with [`Cgroup::make`].
+    pub fn plan(id: &str, spec: &Spec) -> Result<Cgroup> {
+        let root = Path::new(CGROUP_ROOT);
+        Self::plan_in(root, is_v2(root), id, spec)
+    }
+
+    pub(crate) fn plan_in(root: &Path, v2: bool, id: &str, spec: &Spec) -> Result<Cgroup> {
         let linux = spec.linux().clone().unwrap_or_default();
         let rel = rel_path(id, linux.cgroups_path().as_deref()).map_err(|e| cg_err(root, e))?;
         let hierarchies = if v2 {
@@ -276,20 +289,25 @@ impl Cgroup {
         } else {
             v1_hierarchies(root)?
         };
-        let cg = Cgroup {
+        Ok(Cgroup {
             v2,
             root: root.to_path_buf(),
             rel,
             hierarchies,
-        };
-        cg.make_dirs()?;
-        if let Some(res) = linux.resources() {
-            if let Err(e) = cg.apply(res) {
-                let _ = cg.destroy();
+        })
+    }
+
+    /// Creates a planned cgroup and applies `spec.linux.resources` (removing it again when
+    /// they cannot be applied).
+    pub fn make(&self, spec: &Spec) -> Result<()> {
+        self.make_dirs()?;
+        if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            if let Err(e) = self.apply(res) {
+                let _ = self.destroy();
                 return Err(e);
             }
         }
-        Ok(cg)
+        Ok(())
     }
 
     /// Every directory of this cgroup (one per v1 hierarchy, or the v2 one).

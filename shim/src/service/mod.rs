@@ -759,7 +759,6 @@ fn create_container(
     };
     let spec = spec::load(&record.bundle)?;
     let rootfs_dir = record.bundle.join("rootfs");
-    save(&record)?;
     let undo = |r: &ContainerRecord| {
         if let Some(cg) = &r.cgroup {
             if let Err(e) = cg.destroy() {
@@ -775,19 +774,27 @@ fn create_container(
         let _ = ContainerRecord::remove(state_root, &r.namespace, &r.id);
     };
     let result = (|| -> ServiceResult<(Container, ContainerRecord)> {
+        // One save of the record before anything exists, naming all that Create may leave
+        // behind (cleanup of what was never made is a no-op); each save is a file write and a
+        // rename on the start path.
+        let cgroup = Cgroup::plan(&record.id, &spec)?;
+        record.cgroup = Some(cgroup.clone());
+        if !mounts.is_empty() {
+            record.mounted_rootfs = Some(rootfs_dir.clone());
+        }
+        save(&record)?;
         // The cgroup first: its slow part, the kernel's grace period on the first migration,
         // then runs while the rootfs is mounted and the process is spawned (cgroup.rs
         // `warm_attach_lock`; after the mkdirs, which would wait for it).
-        let cgroup = Cgroup::create(&record.id, &spec)?;
-        record.cgroup = Some(cgroup.clone());
-        save(&record)?;
+        if let Err(e) = cgroup.make(&spec) {
+            record.cgroup = None; // not ours to remove if it was there before
+            return Err(e.into());
+        }
         Cgroup::warm_attach_lock();
         if !mounts.is_empty() {
             std::fs::create_dir_all(&rootfs_dir).map_err(|e| {
                 ServiceError::Internal(format!("create {}: {e}", rootfs_dir.display()))
             })?;
-            record.mounted_rootfs = Some(rootfs_dir.clone());
-            save(&record)?;
             rootfs::mount_all(&mounts, &rootfs_dir)?;
         }
         let rootfs_path = spec_root(&spec, &record.bundle);
