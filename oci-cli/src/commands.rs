@@ -27,6 +27,7 @@ COMMANDS:
    pause    freeze all processes of a container
    resume   thaw a paused container
    list     list containers (--format/-f table|json, -q)
+   update   set the container's cgroup resources (--resources FILE|-, LinuxResources JSON)
 
 GLOBAL OPTIONS:
    --root DIR            state directory (default /run/amphi-oci)
@@ -140,7 +141,14 @@ fn prepare(g: &Global, o: &CreateOpts, detached: bool) -> Result<Prepared, Error
             "cannot use console socket if runc will not detach or allocate tty".into(),
         ));
     }
-    std::fs::create_dir_all(&g.root).map_err(|e| Error::io("create", &g.root, e))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&g.root)
+            .map_err(|e| Error::io("create", &g.root, e))?;
+    }
     let dir = g.root.join(&o.id);
     match std::fs::create_dir(&dir) {
         Ok(()) => {}
