@@ -61,6 +61,27 @@ fn mappings(spec: &Spec) -> (Vec<LinuxIdMapping>, Vec<LinuxIdMapping>) {
     )
 }
 
+/// uid/gid mappings only make sense with a user namespace (as runc checks).
+pub(crate) fn validate(spec: &Spec) -> R {
+    let (uids, gids) = mappings(spec);
+    let has_userns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .map(|nss| nss.iter().any(|n| n.typ() == LinuxNamespaceType::User))
+        .unwrap_or(false);
+    if (!uids.is_empty() || !gids.is_empty()) && !has_userns {
+        return Err(
+            "linux.uidMappings/gidMappings are set but linux.namespaces has no user namespace"
+                .into(),
+        );
+    }
+    if creates_userns(spec) {
+        check(spec)?;
+    }
+    Ok(())
+}
+
 /// Checks a spec that creates a user namespace: both maps present and sane.
 pub(crate) fn check(spec: &Spec) -> R {
     let (uids, gids) = mappings(spec);
@@ -273,12 +294,18 @@ mod tests {
         spec.set_linux(Some(l.clone()));
         assert!(creates_userns(&spec));
         assert!(check(&spec).unwrap_err().contains("uidMappings"));
+        assert!(validate(&spec).unwrap_err().contains("uidMappings"));
         l.set_uid_mappings(Some(vec![m(0, 100000, 65536)]));
         l.set_gid_mappings(Some(vec![m(0, 100000, 0)]));
         spec.set_linux(Some(l.clone()));
         assert!(check(&spec).unwrap_err().contains("size 0"));
         l.set_gid_mappings(Some(vec![m(0, 100000, 65536)]));
-        spec.set_linux(Some(l));
+        spec.set_linux(Some(l.clone()));
         check(&spec).unwrap();
+        validate(&spec).unwrap();
+        // Mappings without a user namespace.
+        l.set_namespaces(Some(vec![]));
+        spec.set_linux(Some(l));
+        assert!(validate(&spec).unwrap_err().contains("no user namespace"));
     }
 }
