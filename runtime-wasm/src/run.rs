@@ -32,7 +32,11 @@ pub enum Stdio {
     #[default]
     Inherit,
     /// Explicit files (tests, tools). Trap messages go to `stderr` too.
-    Files { stdin: File, stdout: File, stderr: File },
+    Files {
+        stdin: File,
+        stdout: File,
+        stderr: File,
+    },
 }
 
 /// How to run a loaded program: from the OCI spec's process section.
@@ -81,7 +85,11 @@ impl RunContext {
     }
 
     pub(crate) fn env_var(&self, key: &str) -> Option<String> {
-        self.env_pairs().into_iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.env_pairs()
+            .into_iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
     }
 
     /// A fresh WASI context builder configured from this run context.
@@ -91,7 +99,11 @@ impl RunContext {
             Stdio::Inherit => {
                 b.inherit_stdio();
             }
-            Stdio::Files { stdin, stdout, stderr } => {
+            Stdio::Files {
+                stdin,
+                stdout,
+                stderr,
+            } => {
                 let dup = |f: &File| f.try_clone().map_err(|e| format!("dup stdio: {e}"));
                 b.stdin(InputFile::new(dup(stdin)?));
                 b.stdout(OutputFile::new(dup(stdout)?));
@@ -147,20 +159,34 @@ pub(crate) struct CompState {
 
 impl WasiView for CompState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for CompState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
     }
 }
 
 pub(crate) enum Program {
-    Core { pre: InstancePre<CoreState>, entry: String },
-    Command { pre: CommandPre<CompState> },
-    Http { pre: ProxyPre<CompState> },
+    Core {
+        pre: InstancePre<CoreState>,
+        entry: String,
+    },
+    Command {
+        pre: CommandPre<CompState>,
+    },
+    Http {
+        pre: ProxyPre<CompState>,
+    },
 }
 
 /// Link a core module against WASI preview1 (and the older `wasi_unstable`), and
@@ -190,19 +216,41 @@ pub(crate) fn prepare_module(
         return Err(Error::MissingExport {
             module: name.to_string(),
             export: entry.to_string(),
-            available: if available.is_empty() { "none".into() } else { available.join(", ") },
+            available: if available.is_empty() {
+                "none".into()
+            } else {
+                available.join(", ")
+            },
         });
     }
-    let link_err = |e: wasmtime::Error| Error::Link { module: name.to_string(), reason: crate::chain(&e) };
+    let link_err = |e: wasmtime::Error| Error::Link {
+        module: name.to_string(),
+        reason: crate::chain(&e),
+    };
     let mut linker: Linker<CoreState> = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| &mut s.wasi).map_err(link_err)?;
     wasmtime_wasi::p0::add_to_linker_sync(&mut linker, |s| &mut s.wasi).map_err(link_err)?;
+    // wasmtime-wasi's proc_exit refuses codes >= 126 (it treats them as a trap); a container's
+    // exit status is a byte, and `proc_exit(n)` must exit n like any process does.
+    linker.allow_shadowing(true);
+    linker
+        .func_wrap(
+            "wasi_snapshot_preview1",
+            "proc_exit",
+            |code: i32| -> wasmtime::Result<()> { Err(I32Exit(code & 0xff).into()) },
+        )
+        .map_err(link_err)?;
     let pre = linker.instantiate_pre(module).map_err(link_err)?;
-    Ok(Program::Core { pre, entry: entry.to_string() })
+    Ok(Program::Core {
+        pre,
+        entry: entry.to_string(),
+    })
 }
 
 fn has_export(exports: &[String], iface: &str) -> bool {
-    exports.iter().any(|n| n == iface || n.strip_prefix(iface).is_some_and(|r| r.starts_with('@')))
+    exports
+        .iter()
+        .any(|n| n == iface || n.strip_prefix(iface).is_some_and(|r| r.starts_with('@')))
 }
 
 /// Classify a component (command or HTTP proxy) and link it against WASI p2 + wasi:http.
@@ -212,8 +260,11 @@ pub(crate) fn prepare_component(
     component: &Component,
     expected: Option<WasmKind>,
 ) -> Result<(WasmKind, Program)> {
-    let exports: Vec<String> =
-        component.component_type().exports(engine).map(|(n, _)| n.to_string()).collect();
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(n, _)| n.to_string())
+        .collect();
     let kind = if has_export(&exports, "wasi:cli/run") {
         WasmKind::ComponentCommand
     } else if has_export(&exports, "wasi:http/incoming-handler") {
@@ -221,7 +272,11 @@ pub(crate) fn prepare_component(
     } else {
         return Err(Error::UnsupportedComponent {
             module: name.to_string(),
-            exports: if exports.is_empty() { "none".into() } else { exports.join(", ") },
+            exports: if exports.is_empty() {
+                "none".into()
+            } else {
+                exports.join(", ")
+            },
         });
     };
     if let Some(want) = expected {
@@ -231,20 +286,27 @@ pub(crate) fn prepare_component(
             )));
         }
     }
-    let link_err = |e: wasmtime::Error| Error::Link { module: name.to_string(), reason: crate::chain(&e) };
+    let link_err = |e: wasmtime::Error| Error::Link {
+        module: name.to_string(),
+        reason: crate::chain(&e),
+    };
     let mut linker = wasmtime::component::Linker::<CompState>::new(engine);
     let program = match kind {
         WasmKind::ComponentCommand => {
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link_err)?;
             wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(link_err)?;
             let pre = linker.instantiate_pre(component).map_err(link_err)?;
-            Program::Command { pre: CommandPre::new(pre).map_err(link_err)? }
+            Program::Command {
+                pre: CommandPre::new(pre).map_err(link_err)?,
+            }
         }
         WasmKind::HttpProxy => {
             wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
             wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link_err)?;
             let pre = linker.instantiate_pre(component).map_err(link_err)?;
-            Program::Http { pre: ProxyPre::new(pre).map_err(link_err)? }
+            Program::Http {
+                pre: ProxyPre::new(pre).map_err(link_err)?,
+            }
         }
         WasmKind::CoreModule => unreachable!(),
     };
@@ -270,7 +332,10 @@ pub struct Interrupter(pub(crate) Arc<Shared>);
 
 impl Interrupter {
     pub fn interrupt(&self, sig: i32) {
-        let _ = self.0.signal.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self
+            .0
+            .signal
+            .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
         if self.0.http {
             self.0.drain.send_replace(true);
         } else {
@@ -300,7 +365,8 @@ pub fn load(artifact: File, payload: &WasmPayload) -> Result<Loaded> {
         WasmKind::CoreModule => {
             // SAFETY: the artifact was produced by `Cache::compile` with the same engine
             // config and is never modified in place (the cache replaces entries by rename).
-            let m = unsafe { Module::deserialize_open_file(&engine, artifact) }.map_err(artifact_err)?;
+            let m = unsafe { Module::deserialize_open_file(&engine, artifact) }
+                .map_err(artifact_err)?;
             prepare_module(&engine, name, &m, payload.export.as_deref())?
         }
         kind => {
@@ -315,7 +381,12 @@ pub fn load(artifact: File, payload: &WasmPayload) -> Result<Loaded> {
         drain,
         http: payload.kind == WasmKind::HttpProxy,
     });
-    Ok(Loaded { name: name.clone(), kind: payload.kind, program, shared })
+    Ok(Loaded {
+        name: name.clone(),
+        kind: payload.kind,
+        program,
+        shared,
+    })
 }
 
 /// wasmtime 48 has no `Component::deserialize_open_file`: map it through
@@ -379,7 +450,10 @@ impl Loaded {
             Ok(mut b) => b.allow_blocking_current_thread(true).build_p1(),
             Err(e) => return self.setup_failed(ctx, &e),
         };
-        let mut store = self.new_store(CoreState { wasi, limits: ctx.limits() });
+        let mut store = self.new_store(CoreState {
+            wasi,
+            limits: ctx.limits(),
+        });
         store.limiter(|s| &mut s.limits);
         let result = (|| -> wasmtime::Result<i32> {
             let instance = pre.instantiate(&mut store)?;
@@ -444,7 +518,11 @@ impl Loaded {
                 if sig != 0 {
                     return 128 + sig;
                 }
-                ctx.report(&format!("amphi: wasm module {} {}", self.name, describe_failure(&e)));
+                ctx.report(&format!(
+                    "amphi: wasm module {} {}",
+                    self.name,
+                    describe_failure(&e)
+                ));
                 EXIT_TRAP
             }
         }
@@ -454,7 +532,10 @@ impl Loaded {
 /// "trapped: <trap>\n<wasm backtrace>" without the host backtrace that wasmtime's error
 /// captures when RUST_BACKTRACE is set in the environment.
 pub(crate) fn describe_failure(e: &wasmtime::Error) -> String {
-    match (e.downcast_ref::<wasmtime::Trap>(), e.downcast_ref::<wasmtime::WasmBacktrace>()) {
+    match (
+        e.downcast_ref::<wasmtime::Trap>(),
+        e.downcast_ref::<wasmtime::WasmBacktrace>(),
+    ) {
         (Some(trap), Some(bt)) => format!("trapped: {trap}\n{bt}"),
         (Some(trap), None) => format!("trapped: {trap}"),
         _ => format!("failed: {}", crate::chain(e)),

@@ -49,9 +49,16 @@ fn pipe() -> (File, File) {
 fn ctx(args: &[&str]) -> (RunContext, File, File) {
     let (out_r, out_w) = pipe();
     let (err_r, err_w) = pipe();
-    let mut c = RunContext::new(args.iter().map(|s| s.to_string()).collect(), vec!["A=1".into()]);
+    let mut c = RunContext::new(
+        args.iter().map(|s| s.to_string()).collect(),
+        vec!["A=1".into()],
+    );
     c.handle_signals = false;
-    c.stdio = Stdio::Files { stdin: File::open("/dev/null").unwrap(), stdout: out_w, stderr: err_w };
+    c.stdio = Stdio::Files {
+        stdin: File::open("/dev/null").unwrap(),
+        stdout: out_w,
+        stderr: err_w,
+    };
     (c, out_r, err_r)
 }
 
@@ -61,10 +68,20 @@ fn run_loaded(loaded: Loaded, c: RunContext, mut out_r: File, mut err_r: File) -
     let mut stderr = String::new();
     out_r.read_to_string(&mut stdout).unwrap();
     err_r.read_to_string(&mut stderr).unwrap();
-    Out { code, stdout, stderr }
+    Out {
+        code,
+        stdout,
+        stderr,
+    }
 }
 
-fn compile_and_run(cache: &Cache, name: &str, src: &str, export: Option<&str>, limit: Option<u64>) -> Out {
+fn compile_and_run(
+    cache: &Cache,
+    name: &str,
+    src: &str,
+    export: Option<&str>,
+    limit: Option<u64>,
+) -> Out {
     let compiled = cache.compile(name, src.as_bytes(), export).unwrap();
     let loaded = load(compiled.file, &compiled.payload).unwrap();
     let (mut c, out_r, err_r) = ctx(&["prog"]);
@@ -84,6 +101,21 @@ fn p1_stdout_and_proc_exit() {
     let out = compile_and_run(&cache, "hello.wat", HELLO_EXIT3, None, None);
     assert_eq!(out.code, 3, "stderr: {}", out.stderr);
     assert_eq!(out.stdout, "hello from wasm\n");
+}
+
+#[test]
+fn proc_exit_keeps_codes_a_process_could_exit_with() {
+    let (_d, cache) = cache();
+    for code in [0, 125, 126, 200, 255] {
+        let src = format!(
+            r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (call $proc_exit (i32.const {code}))))"#
+        );
+        let out = compile_and_run(&cache, "exit.wat", &src, None, None);
+        assert_eq!(out.code, code, "stderr: {}", out.stderr);
+    }
 }
 
 #[test]
@@ -124,9 +156,13 @@ fn interrupt_exits_128_plus_signal() {
 #[test]
 fn cache_miss_then_hit() {
     let (_d, cache) = cache();
-    let a = cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap();
+    let a = cache
+        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .unwrap();
     assert!(!a.cache_hit);
-    let b = cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap();
+    let b = cache
+        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .unwrap();
     assert!(b.cache_hit);
     assert_eq!(a.artifact, b.artifact);
     assert_eq!(a.payload, b.payload);
@@ -134,27 +170,47 @@ fn cache_miss_then_hit() {
     assert_eq!(a.payload.kind, WasmKind::CoreModule);
     // A second cache instance (another shim) sees the same entry.
     let other = Cache::open(cache.dir(), DEFAULT_CACHE_MAX_BYTES).unwrap();
-    assert!(other.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap().cache_hit);
+    assert!(
+        other
+            .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+            .unwrap()
+            .cache_hit
+    );
     // The payload survives serialization.
-    assert_eq!(WasmPayload::from_bytes(&b.payload.to_bytes()).unwrap(), b.payload);
+    assert_eq!(
+        WasmPayload::from_bytes(&b.payload.to_bytes()).unwrap(),
+        b.payload
+    );
 }
 
 #[test]
 fn corrupt_entry_is_recompiled() {
     let (_d, cache) = cache();
-    let a = cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap();
+    let a = cache
+        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .unwrap();
     drop(a.file);
     std::fs::write(&a.artifact, b"garbage, not an ELF artifact").unwrap();
-    let b = cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap();
+    let b = cache
+        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .unwrap();
     assert!(!b.cache_hit);
     let loaded = load(b.file, &b.payload).unwrap();
     let (c, out_r, err_r) = ctx(&["x"]);
     assert_eq!(run_loaded(loaded, c, out_r, err_r).code, 3);
     // truncated entry too
     let len = std::fs::metadata(&b.artifact).unwrap().len();
-    let f = std::fs::OpenOptions::new().write(true).open(&b.artifact).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&b.artifact)
+        .unwrap();
     f.set_len(len / 2).unwrap();
-    assert!(!cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap().cache_hit);
+    assert!(
+        !cache
+            .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+            .unwrap()
+            .cache_hit
+    );
 }
 
 #[test]
@@ -167,7 +223,9 @@ fn concurrent_compiles_of_the_same_module() {
             std::thread::spawn(move || {
                 // each thread its own Cache, like separate shims
                 let cache = Cache::open(path, DEFAULT_CACHE_MAX_BYTES).unwrap();
-                cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap()
+                cache
+                    .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+                    .unwrap()
             })
         })
         .collect();
@@ -177,7 +235,10 @@ fn concurrent_compiles_of_the_same_module() {
         let (c, out_r, err_r) = ctx(&["x"]);
         assert_eq!(run_loaded(loaded, c, out_r, err_r).code, 3);
     }
-    let names: Vec<_> = std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1, "{names:?}");
 }
 
@@ -188,15 +249,25 @@ fn eviction_is_lru_and_bounded() {
     let modules: Vec<String> = (0..3)
         .map(|i| format!("(module (func (export \"_start\") (drop (i32.const {i}))))"))
         .collect();
-    let size = std::fs::metadata(probe.compile("m", modules[0].as_bytes(), None).unwrap().artifact)
-        .unwrap()
-        .len();
+    let size = std::fs::metadata(
+        probe
+            .compile("m", modules[0].as_bytes(), None)
+            .unwrap()
+            .artifact,
+    )
+    .unwrap()
+    .len();
     let cache = Cache::open(dir.path().join("c"), size * 5 / 2).unwrap();
     let a = cache.compile("a", modules[0].as_bytes(), None).unwrap();
     std::thread::sleep(Duration::from_millis(20));
     let b = cache.compile("b", modules[1].as_bytes(), None).unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    assert!(cache.compile("a", modules[0].as_bytes(), None).unwrap().cache_hit); // touch a
+    assert!(
+        cache
+            .compile("a", modules[0].as_bytes(), None)
+            .unwrap()
+            .cache_hit
+    ); // touch a
     std::thread::sleep(Duration::from_millis(20));
     let c = cache.compile("c", modules[2].as_bytes(), None).unwrap();
     assert!(a.artifact.exists(), "recently used entry evicted");
@@ -209,22 +280,55 @@ fn eviction_is_lru_and_bounded() {
 #[test]
 fn errors_name_the_module_and_problem() {
     let (_d, cache) = cache();
-    let e = cache.compile("bad.wasm", b"\0asm\x01\0\0\0\x01garbage", None).unwrap_err().to_string();
+    let e = cache
+        .compile("bad.wasm", b"\0asm\x01\0\0\0\x01garbage", None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("bad.wasm") && e.contains("invalid"), "{e}");
-    let e = cache.compile("short.wasm", b"\0asm\x01", None).unwrap_err().to_string();
+    let e = cache
+        .compile("short.wasm", b"\0asm\x01", None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("short.wasm") && e.contains("truncated"), "{e}");
-    let e = cache.compile("sh", b"#!/bin/sh\necho", None).unwrap_err().to_string();
+    let e = cache
+        .compile("sh", b"#!/bin/sh\necho", None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("sh") && e.contains("not a WebAssembly"), "{e}");
-    let e = cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), Some("nope")).unwrap_err().to_string();
-    assert!(e.contains("hello.wat") && e.contains("`nope`") && e.contains("_start"), "{e}");
-    let e = cache.compile("lib.wat", b"(module (func (export \"f\")))", None).unwrap_err().to_string();
-    assert!(e.contains("lib.wat") && e.contains("_start") && e.contains("f"), "{e}");
-    let e = cache.compile("env.wat", IMPORTS_ENV.as_bytes(), None).unwrap_err().to_string();
-    assert!(e.contains("env.wat") && e.contains("env") && e.contains("foo"), "{e}");
-    let e = cache.compile("empty.wat", b"(component)", None).unwrap_err().to_string();
+    let e = cache
+        .compile("hello.wat", HELLO_EXIT3.as_bytes(), Some("nope"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("hello.wat") && e.contains("`nope`") && e.contains("_start"),
+        "{e}"
+    );
+    let e = cache
+        .compile("lib.wat", b"(module (func (export \"f\")))", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("lib.wat") && e.contains("_start") && e.contains("f"),
+        "{e}"
+    );
+    let e = cache
+        .compile("env.wat", IMPORTS_ENV.as_bytes(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("env.wat") && e.contains("env") && e.contains("foo"),
+        "{e}"
+    );
+    let e = cache
+        .compile("empty.wat", b"(component)", None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("empty.wat") && e.contains("wasi:cli/run"), "{e}");
     // a hit must report the same user error
-    let e2 = cache.compile("env.wat", IMPORTS_ENV.as_bytes(), None).unwrap_err().to_string();
+    let e2 = cache
+        .compile("env.wat", IMPORTS_ENV.as_bytes(), None)
+        .unwrap_err()
+        .to_string();
     assert_eq!(e, e.clone());
     assert!(e2.contains("foo"), "{e2}");
 }
@@ -233,10 +337,14 @@ fn errors_name_the_module_and_problem() {
 fn cache_hit_is_cheap() {
     let (_d, cache) = cache();
     let t = Instant::now();
-    cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap();
+    cache
+        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .unwrap();
     let miss = t.elapsed();
     let t = Instant::now();
-    cache.compile("hello.wat", HELLO_EXIT3.as_bytes(), None).unwrap();
+    cache
+        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .unwrap();
     let hit = t.elapsed();
     eprintln!("compile miss {miss:?}, hit {hit:?}");
 }
@@ -244,9 +352,18 @@ fn cache_hit_is_cheap() {
 #[test]
 fn component_loads_without_procfs() {
     let (_d, cache) = cache();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm/out/hello-p2.wasm");
-    let compiled = cache.compile("hello-p2.wasm", &std::fs::read(path).unwrap(), None).unwrap();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm/out/hello-p2.wasm");
+    let compiled = cache
+        .compile("hello-p2.wasm", &std::fs::read(path).unwrap(), None)
+        .unwrap();
     assert_eq!(compiled.payload.kind, WasmKind::ComponentCommand);
     let c = crate::run::deserialize_component_via(cache.engine(), compiled.file, false).unwrap();
-    crate::run::prepare_component(cache.engine(), "hello-p2.wasm", &c, Some(WasmKind::ComponentCommand)).unwrap();
+    crate::run::prepare_component(
+        cache.engine(),
+        "hello-p2.wasm",
+        &c,
+        Some(WasmKind::ComponentCommand),
+    )
+    .unwrap();
 }

@@ -58,9 +58,23 @@ pub fn init(out: Option<File>, debug: bool, namespace: &str, id: &str) {
     }
 }
 
+/// Crates whose debug output is about the compiler's internals (thousands of lines per module
+/// compile): even with `-debug` they log warnings only, so they cannot flood the log fifo and
+/// crowd out the shim's own lines.
+const QUIET_TARGETS: &[&str] = &["cranelift", "wasmtime", "regalloc", "wasmparser"];
+
+fn is_quiet(target: &str) -> bool {
+    QUIET_TARGETS.iter().any(|q| target.starts_with(q))
+}
+
 impl Log for FifoLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= self.level
+        let level = if is_quiet(metadata.target()) {
+            self.level.min(LevelFilter::Warn)
+        } else {
+            self.level
+        };
+        metadata.level() <= level
     }
 
     fn log(&self, record: &Record) {
@@ -153,6 +167,14 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compiler_crates_stay_quiet_at_debug() {
+        assert!(is_quiet("cranelift_codegen::timing"));
+        assert!(is_quiet("wasmtime::runtime"));
+        assert!(!is_quiet("amphi_shim::service"));
+        assert!(!is_quiet("runtime_wasm"));
+    }
     use std::io::Read;
     use std::time::Duration;
 
