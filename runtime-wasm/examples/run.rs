@@ -13,11 +13,16 @@ fn main() {
     // Before compiling (a thread pool) so every thread has SIGTERM/SIGINT blocked.
     runtime_wasm::block_termination_signals().expect("block signals");
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut cache_dir = std::env::var("AMPHI_WASM_CACHE").unwrap_or_else(|_| "/tmp/amphi-wasm-cache".into());
+    let mut cache_dir =
+        std::env::var("AMPHI_WASM_CACHE").unwrap_or_else(|_| "/tmp/amphi-wasm-cache".into());
     let mut memory = None;
     while args.first().is_some_and(|a| a.starts_with("--")) {
         let flag = args.remove(0);
-        let value = if args.is_empty() { usage() } else { args.remove(0) };
+        let value = if args.is_empty() {
+            usage()
+        } else {
+            args.remove(0)
+        };
         match flag.as_str() {
             "--cache" => cache_dir = value,
             "--memory" => memory = Some(value.parse::<u64>().unwrap_or_else(|_| usage())),
@@ -34,10 +39,13 @@ fn main() {
 
     let bytes = std::fs::read(&path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
     let t = Instant::now();
-    let cache = Cache::open(&cache_dir, DEFAULT_CACHE_MAX_BYTES).unwrap_or_else(|e| fail(&e.to_string()));
+    let cache =
+        Cache::open(&cache_dir, DEFAULT_CACHE_MAX_BYTES).unwrap_or_else(|e| fail(&e.to_string()));
     let engine_t = t.elapsed();
     let t = Instant::now();
-    let compiled = cache.compile(&path, &bytes, export.as_deref()).unwrap_or_else(|e| fail(&e.to_string()));
+    let compiled = cache
+        .compile(&path, &bytes, export.as_deref())
+        .unwrap_or_else(|e| fail(&e.to_string()));
     let compile_t = t.elapsed();
     let payload = runtime_wasm::WasmPayload::from_bytes(&compiled.payload.to_bytes()).unwrap();
     let t = Instant::now();

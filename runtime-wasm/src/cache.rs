@@ -76,13 +76,21 @@ impl Cache {
     /// Open (creating it if needed) the cache at `dir`, bounded to `max_bytes`.
     pub fn open(dir: impl Into<PathBuf>, max_bytes: u64) -> Result<Cache> {
         let dir = dir.into();
-        fs::create_dir_all(&dir)
-            .map_err(|source| Error::Cache { path: dir.clone(), op: "create directory", source })?;
+        fs::create_dir_all(&dir).map_err(|source| Error::Cache {
+            path: dir.clone(),
+            op: "create directory",
+            source,
+        })?;
         let engine = crate::new_engine()?;
         let mut h = Sha256Hasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_hash = hex(&h.0.finalize()[..8]);
-        Ok(Cache { dir, max_bytes, engine, engine_hash })
+        Ok(Cache {
+            dir,
+            max_bytes,
+            engine,
+            engine_hash,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -97,15 +105,16 @@ impl Cache {
     /// messages), with an optional core-module `export` to call instead of `_start`.
     /// Validates the entry point and that every import can be satisfied.
     pub fn compile(&self, name: &str, bytes: &[u8], export: Option<&str>) -> Result<Compiled> {
-        let format = match detect_bytes(name, bytes)? {
-            Entrypoint::Wasm(f) => f,
-            Entrypoint::Native => {
-                return Err(Error::InvalidModule {
+        let format =
+            match detect_bytes(name, bytes)? {
+                Entrypoint::Wasm(f) => f,
+                Entrypoint::Native => return Err(Error::InvalidModule {
                     module: name.to_string(),
-                    reason: "not a WebAssembly module or component (no \\0asm header, not .wat text)".into(),
-                })
-            }
-        };
+                    reason:
+                        "not a WebAssembly module or component (no \\0asm header, not .wat text)"
+                            .into(),
+                }),
+            };
         let is_component = match format {
             WasmFormat::CoreModule => false,
             WasmFormat::Component => true,
@@ -114,11 +123,16 @@ impl Cache {
         if is_component && export.is_some() {
             return Err(Error::InvalidModule {
                 module: name.to_string(),
-                reason: "`#export` entry points select core module exports; this is a component".into(),
+                reason: "`#export` entry points select core module exports; this is a component"
+                    .into(),
             });
         }
         let digest = digest(bytes);
-        let key = format!("{}-{}{SUFFIX}", &digest["sha256:".len()..], self.engine_hash);
+        let key = format!(
+            "{}-{}{SUFFIX}",
+            &digest["sha256:".len()..],
+            self.engine_hash
+        );
         let path = self.dir.join(&key);
 
         // Hit?
@@ -130,7 +144,10 @@ impl Cache {
                 }
                 Ok(Validated::Invalid(e)) => return Err(e),
                 Err(e) => {
-                    log::warn!("wasm cache: discarding unusable entry {}: {e}", path.display());
+                    log::warn!(
+                        "wasm cache: discarding unusable entry {}: {e}",
+                        path.display()
+                    );
                     let _ = fs::remove_file(&path);
                 }
             }
@@ -142,10 +159,16 @@ impl Cache {
         } else {
             self.engine.precompile_module(bytes)
         }
-        .map_err(|e| Error::InvalidModule { module: name.to_string(), reason: crate::chain(&e) })?;
+        .map_err(|e| Error::InvalidModule {
+            module: name.to_string(),
+            reason: crate::chain(&e),
+        })?;
         self.write_atomic(&key, &path, &artifact)?;
-        let file = File::open(&path)
-            .map_err(|source| Error::Cache { path: path.clone(), op: "open", source })?;
+        let file = File::open(&path).map_err(|source| Error::Cache {
+            path: path.clone(),
+            op: "open",
+            source,
+        })?;
         let kind = match self.validate(name, &path, &file, is_component, export)? {
             Validated::Ok(kind) => kind,
             Validated::Invalid(e) => return Err(e),
@@ -171,7 +194,12 @@ impl Cache {
             digest,
             name: name.to_string(),
         };
-        Compiled { artifact, file, payload, cache_hit }
+        Compiled {
+            artifact,
+            file,
+            payload,
+            cache_hit,
+        }
     }
 
     /// Outer `Err`: the artifact itself is unusable (corrupt/stale) → recompile.
@@ -191,7 +219,8 @@ impl Cache {
         if is_component {
             // SAFETY: the file is our own cache entry, produced by `precompile_component`
             // with the same engine config; entries are replaced by rename, never modified.
-            let c = unsafe { Component::deserialize_file(&self.engine, path) }.map_err(artifact_err)?;
+            let c =
+                unsafe { Component::deserialize_file(&self.engine, path) }.map_err(artifact_err)?;
             Ok(match prepare_component(&self.engine, name, &c, None) {
                 Ok((kind, _)) => Validated::Ok(kind),
                 Err(e) => Validated::Invalid(e),
@@ -203,7 +232,8 @@ impl Cache {
                 source,
             })?;
             // SAFETY: as above.
-            let m = unsafe { Module::deserialize_open_file(&self.engine, f) }.map_err(artifact_err)?;
+            let m =
+                unsafe { Module::deserialize_open_file(&self.engine, f) }.map_err(artifact_err)?;
             Ok(match prepare_module(&self.engine, name, &m, export) {
                 Ok(_) => Validated::Ok(WasmKind::CoreModule),
                 Err(e) => Validated::Invalid(e),
@@ -213,8 +243,14 @@ impl Cache {
 
     fn write_atomic(&self, key: &str, path: &Path, data: &[u8]) -> Result<()> {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir.join(format!("{TMP_PREFIX}{key}-{}-{n}", std::process::id()));
-        let cache_err = |op, source| Error::Cache { path: tmp.clone(), op, source };
+        let tmp = self
+            .dir
+            .join(format!("{TMP_PREFIX}{key}-{}-{n}", std::process::id()));
+        let cache_err = |op, source| Error::Cache {
+            path: tmp.clone(),
+            op,
+            source,
+        };
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -234,7 +270,9 @@ impl Cache {
     /// Delete least-recently-used entries until the total is within `max_bytes`.
     /// `keep` (the entry just written) is never deleted. Also removes stale temp files.
     fn evict(&self, keep: &Path) {
-        let Ok(rd) = fs::read_dir(&self.dir) else { return };
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return;
+        };
         let now = SystemTime::now();
         let mut entries = Vec::new();
         let mut total = 0u64;
@@ -281,8 +319,9 @@ enum Validated {
 
 /// Set atime and mtime to now (the LRU clock). Best effort.
 fn touch(path: &Path) {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return };
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
     // SAFETY: valid C string; NULL times means "now".
     unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0) };
 }
-

@@ -33,9 +33,14 @@ const COMPONENT_VERSION: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
 /// `#` with nothing after it means "no export".
 pub fn split_entry(entry: &str) -> (&str, Option<&str>) {
     match entry.rsplit_once('#') {
-        Some((path, export)) if !path.is_empty() => {
-            (path, if export.is_empty() { None } else { Some(export) })
-        }
+        Some((path, export)) if !path.is_empty() => (
+            path,
+            if export.is_empty() {
+                None
+            } else {
+                Some(export)
+            },
+        ),
         _ => (entry, None),
     }
 }
@@ -72,7 +77,10 @@ pub fn detect_bytes(name: &str, bytes: &[u8]) -> Result<Entrypoint> {
 
 /// Classify the file at `path` (reads only its first bytes, unless it is a `.wat`).
 pub fn detect(path: &Path) -> Result<Entrypoint> {
-    let read_err = |source| Error::ReadEntrypoint { path: path.to_path_buf(), source };
+    let read_err = |source| Error::ReadEntrypoint {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut f = std::fs::File::open(path).map_err(read_err)?;
     let mut head = Vec::with_capacity(64);
     (&mut f).take(64).read_to_end(&mut head).map_err(read_err)?;
@@ -121,13 +129,19 @@ mod tests {
     #[test]
     fn core_module() {
         let b = b"\0asm\x01\0\0\0rest";
-        assert_eq!(detect_bytes("m", b).unwrap(), Entrypoint::Wasm(WasmFormat::CoreModule));
+        assert_eq!(
+            detect_bytes("m", b).unwrap(),
+            Entrypoint::Wasm(WasmFormat::CoreModule)
+        );
     }
 
     #[test]
     fn component() {
         let b = b"\0asm\x0d\0\x01\0rest";
-        assert_eq!(detect_bytes("c", b).unwrap(), Entrypoint::Wasm(WasmFormat::Component));
+        assert_eq!(
+            detect_bytes("c", b).unwrap(),
+            Entrypoint::Wasm(WasmFormat::Component)
+        );
     }
 
     #[test]
@@ -140,22 +154,38 @@ mod tests {
             detect_bytes("app", b"  (; c ;) (component)").unwrap(),
             Entrypoint::Wasm(WasmFormat::Text)
         );
-        assert_eq!(detect_bytes("app.txt", b"hello (module)").unwrap(), Entrypoint::Native);
+        assert_eq!(
+            detect_bytes("app.txt", b"hello (module)").unwrap(),
+            Entrypoint::Native
+        );
     }
 
     #[test]
     fn elf_shebang_garbage_are_native() {
-        assert_eq!(detect_bytes("a", b"\x7fELF\x02\x01\x01").unwrap(), Entrypoint::Native);
-        assert_eq!(detect_bytes("a.wat", b"#!/bin/sh\n").unwrap(), Entrypoint::Native);
-        assert_eq!(detect_bytes("a", b"\x01\x02garbage").unwrap(), Entrypoint::Native);
+        assert_eq!(
+            detect_bytes("a", b"\x7fELF\x02\x01\x01").unwrap(),
+            Entrypoint::Native
+        );
+        assert_eq!(
+            detect_bytes("a.wat", b"#!/bin/sh\n").unwrap(),
+            Entrypoint::Native
+        );
+        assert_eq!(
+            detect_bytes("a", b"\x01\x02garbage").unwrap(),
+            Entrypoint::Native
+        );
         assert_eq!(detect_bytes("a", b"").unwrap(), Entrypoint::Native);
     }
 
     #[test]
     fn truncated_or_unknown_version_is_an_error() {
-        let e = detect_bytes("short.wasm", b"\0asm\x01").unwrap_err().to_string();
+        let e = detect_bytes("short.wasm", b"\0asm\x01")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("short.wasm") && e.contains("truncated"), "{e}");
-        let e = detect_bytes("v9.wasm", b"\0asm\x09\0\0\0").unwrap_err().to_string();
+        let e = detect_bytes("v9.wasm", b"\0asm\x09\0\0\0")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("v9.wasm") && e.contains("version"), "{e}");
     }
 
@@ -164,7 +194,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("app");
         std::fs::write(&p, b"\0asm\x01\0\0\0").unwrap();
-        assert_eq!(detect(&p).unwrap(), Entrypoint::Wasm(WasmFormat::CoreModule));
+        assert_eq!(
+            detect(&p).unwrap(),
+            Entrypoint::Wasm(WasmFormat::CoreModule)
+        );
         let e = detect(&dir.path().join("missing")).unwrap_err().to_string();
         assert!(e.contains("missing"), "{e}");
     }

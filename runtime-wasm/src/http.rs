@@ -38,7 +38,10 @@ pub(crate) fn serve(loaded: &Loaded, pre: ProxyPre<CompState>, ctx: RunContext) 
         Some(p) => match p.parse::<u16>() {
             Ok(p) => p,
             Err(_) => {
-                ctx.report(&format!("amphi: wasm http {}: invalid PORT {p:?}", loaded.name));
+                ctx.report(&format!(
+                    "amphi: wasm http {}: invalid PORT {p:?}",
+                    loaded.name
+                ));
                 return 1;
             }
         },
@@ -50,18 +53,29 @@ pub(crate) fn serve(loaded: &Loaded, pre: ProxyPre<CompState>, ctx: RunContext) 
     {
         Ok(rt) => rt,
         Err(e) => {
-            ctx.report(&format!("amphi: wasm http {}: tokio runtime: {e}", loaded.name));
+            ctx.report(&format!(
+                "amphi: wasm http {}: tokio runtime: {e}",
+                loaded.name
+            ));
             return 1;
         }
     };
     let shared = loaded.shared.clone();
     let mut drain = shared.drain.subscribe();
-    let server = Arc::new(Server { name: loaded.name.clone(), pre, ctx, inflight: Arc::new(()) });
+    let server = Arc::new(Server {
+        name: loaded.name.clone(),
+        pre,
+        ctx,
+        inflight: Arc::new(()),
+    });
     rt.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
             Ok(l) => l,
             Err(e) => {
-                server.ctx.report(&format!("amphi: wasm http {}: bind 0.0.0.0:{port}: {e}", server.name));
+                server.ctx.report(&format!(
+                    "amphi: wasm http {}: bind 0.0.0.0:{port}: {e}",
+                    server.name
+                ));
                 return 1;
             }
         };
@@ -112,7 +126,9 @@ pub(crate) fn serve(loaded: &Loaded, pre: ProxyPre<CompState>, ctx: RunContext) 
 }
 
 fn error_response(status: StatusCode, msg: String) -> Response<HyperOutgoingBody> {
-    let body = Full::new(Bytes::from(msg)).map_err(|never: Infallible| match never {}).boxed_unsync();
+    let body = Full::new(Bytes::from(msg))
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync();
     let mut r = Response::new(body);
     *r.status_mut() = status;
     r
@@ -137,7 +153,11 @@ impl Server {
         self: Arc<Self>,
         req: Request<Incoming>,
     ) -> wasmtime::Result<Response<HyperOutgoingBody>> {
-        let wasi = self.ctx.wasi_builder().map_err(|e| wasmtime::format_err!("{e}"))?.build();
+        let wasi = self
+            .ctx
+            .wasi_builder()
+            .map_err(|e| wasmtime::format_err!("{e}"))?
+            .build();
         let state = CompState {
             wasi,
             table: ResourceTable::new(),
@@ -149,21 +169,29 @@ impl Server {
         store.set_epoch_deadline(1);
         store.epoch_deadline_trap();
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
         let token = self.inflight.clone();
         let task = tokio::task::spawn(async move {
             let _token = token;
             let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
         });
         match receiver.await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(code)) => Err(wasmtime::format_err!("guest returned error code {code:?}")),
             Err(_) => {
                 let e = match task.await {
-                    Ok(Ok(())) => wasmtime::format_err!("guest never invoked `response-outparam::set`"),
+                    Ok(Ok(())) => {
+                        wasmtime::format_err!("guest never invoked `response-outparam::set`")
+                    }
                     Ok(Err(e)) => e,
                     Err(e) => wasmtime::format_err!("guest task: {e}"),
                 };

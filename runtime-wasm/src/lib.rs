@@ -31,25 +31,36 @@ pub use cache::{Cache, Compiled, DEFAULT_CACHE_DIR, DEFAULT_CACHE_MAX_BYTES};
 pub use detect::{detect, detect_bytes, split_entry, Entrypoint, WasmFormat};
 pub use engine::{engine_config, new_engine};
 pub use payload::{WasmKind, WasmPayload};
-pub use signals::block_termination_signals;
 pub use run::{load, Interrupter, Loaded, RunContext, Stdio, EXIT_TRAP, SIGNAL_GRACE};
+pub use signals::block_termination_signals;
 
 /// Errors of this crate. Each says which module (the name given by the caller: the
 /// entrypoint path or image reference) and what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: cannot read entrypoint: {source}")]
-    ReadEntrypoint { path: PathBuf, source: std::io::Error },
+    ReadEntrypoint {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("wasm module {module}: invalid: {reason}")]
     InvalidModule { module: String, reason: String },
     #[error("wasm module {module}: export `{export}` not found or not a function taking no arguments (function exports: {available})")]
-    MissingExport { module: String, export: String, available: String },
+    MissingExport {
+        module: String,
+        export: String,
+        available: String,
+    },
     #[error("wasm component {module}: exports neither wasi:cli/run nor wasi:http/incoming-handler (exports: {exports})")]
     UnsupportedComponent { module: String, exports: String },
     #[error("wasm module {module}: imports that amphi cannot provide: {reason}")]
     Link { module: String, reason: String },
     #[error("wasm cache {path}: {op}: {source}")]
-    Cache { path: PathBuf, op: &'static str, source: std::io::Error },
+    Cache {
+        path: PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
     #[error("wasm module {module}: cannot load compiled artifact: {reason}")]
     Artifact { module: String, reason: String },
     #[error("wasm engine: {0}")]

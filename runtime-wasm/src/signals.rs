@@ -31,29 +31,31 @@ pub(crate) fn install(interrupter: Interrupter, drain: bool) {
         log::warn!("wasm: cannot block SIGTERM/SIGINT: {e}");
         return;
     }
-    let spawned = std::thread::Builder::new().name("amphi-signals".into()).spawn(move || {
-        let mut first = true;
-        loop {
-            let sig = match set.wait() {
-                Ok(s) => s as i32,
-                Err(_) => continue,
-            };
-            if !first {
-                // Second signal: stop waiting for the guest.
-                hard_exit(128 + sig);
-            }
-            first = false;
-            interrupter.interrupt(sig);
-            if !drain {
-                // The guest may be stuck in a host call (sleep, blocking read) where the
-                // epoch isn't checked: give it SIGNAL_GRACE, then end the process.
-                std::thread::spawn(move || {
-                    std::thread::sleep(SIGNAL_GRACE);
+    let spawned = std::thread::Builder::new()
+        .name("amphi-signals".into())
+        .spawn(move || {
+            let mut first = true;
+            loop {
+                let sig = match set.wait() {
+                    Ok(s) => s as i32,
+                    Err(_) => continue,
+                };
+                if !first {
+                    // Second signal: stop waiting for the guest.
                     hard_exit(128 + sig);
-                });
+                }
+                first = false;
+                interrupter.interrupt(sig);
+                if !drain {
+                    // The guest may be stuck in a host call (sleep, blocking read) where the
+                    // epoch isn't checked: give it SIGNAL_GRACE, then end the process.
+                    std::thread::spawn(move || {
+                        std::thread::sleep(SIGNAL_GRACE);
+                        hard_exit(128 + sig);
+                    });
+                }
             }
-        }
-    });
+        });
     if let Err(e) = spawned {
         log::warn!("wasm: cannot start the signal thread: {e}");
     }

@@ -17,12 +17,17 @@ fn out_dir() -> PathBuf {
 
 fn example(name: &str) -> Vec<u8> {
     let p = out_dir().join(name);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (run examples/wasm/build.sh)", p.display()))
+    std::fs::read(&p)
+        .unwrap_or_else(|e| panic!("{}: {e} (run examples/wasm/build.sh)", p.display()))
 }
 
 fn runner() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("examples/amphi-wasm-run")
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/amphi-wasm-run")
 }
 
 struct Out {
@@ -31,7 +36,12 @@ struct Out {
     stderr: String,
 }
 
-fn run_in_process(cache: &Cache, file: &str, args: &[&str], root: Option<PathBuf>) -> (WasmKind, Out) {
+fn run_in_process(
+    cache: &Cache,
+    file: &str,
+    args: &[&str],
+    root: Option<PathBuf>,
+) -> (WasmKind, Out) {
     let compiled = cache.compile(file, &example(file), None).unwrap();
     let loaded = load(compiled.file, &compiled.payload).unwrap();
     let (out_r, out_w) = nix::unistd::pipe().unwrap();
@@ -53,7 +63,14 @@ fn run_in_process(cache: &Cache, file: &str, args: &[&str], root: Option<PathBuf
     let (mut stdout, mut stderr) = (String::new(), String::new());
     File::from(out_r).read_to_string(&mut stdout).unwrap();
     File::from(err_r).read_to_string(&mut stderr).unwrap();
-    (compiled.payload.kind, Out { code, stdout, stderr })
+    (
+        compiled.payload.kind,
+        Out {
+            code,
+            stdout,
+            stderr,
+        },
+    )
 }
 
 fn cache() -> (tempfile::TempDir, Cache) {
@@ -68,25 +85,64 @@ fn hello_p1_and_p2_print_args_env_and_root() {
     let root = dir.path().join("root");
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(root.join("file.txt"), "x").unwrap();
-    for (file, kind) in [("hello.wasm", WasmKind::CoreModule), ("hello-p2.wasm", WasmKind::ComponentCommand)] {
+    for (file, kind) in [
+        ("hello.wasm", WasmKind::CoreModule),
+        ("hello-p2.wasm", WasmKind::ComponentCommand),
+    ] {
         let (k, out) = run_in_process(&cache, file, &["/hello", "a b", "c"], Some(root.clone()));
         assert_eq!(k, kind);
         assert_eq!(out.code, 0, "{file}: {}", out.stderr);
-        assert!(out.stdout.contains("arg[0]=/hello\narg[1]=a b\narg[2]=c\n"), "{file}: {}", out.stdout);
-        assert!(out.stdout.contains("env GREETING=hi there\n"), "{file}: {}", out.stdout);
-        assert!(out.stdout.contains("env EMPTY=\n"), "{file}: {}", out.stdout);
-        assert!(out.stdout.contains("ls / : etc file.txt\n"), "{file}: {}", out.stdout);
+        assert!(
+            out.stdout.contains("arg[0]=/hello\narg[1]=a b\narg[2]=c\n"),
+            "{file}: {}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("env GREETING=hi there\n"),
+            "{file}: {}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("env EMPTY=\n"),
+            "{file}: {}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("ls / : etc file.txt\n"),
+            "{file}: {}",
+            out.stdout
+        );
     }
 }
 
 #[test]
 fn exit_codes() {
     let (_d, cache) = cache();
-    assert_eq!(run_in_process(&cache, "exit-code.wasm", &["x", "7"], None).1.code, 7);
-    assert_eq!(run_in_process(&cache, "exit-code.wasm", &["x", "0"], None).1.code, 0);
-    assert_eq!(run_in_process(&cache, "exit-code-p2.wasm", &["x", "0"], None).1.code, 0);
+    assert_eq!(
+        run_in_process(&cache, "exit-code.wasm", &["x", "7"], None)
+            .1
+            .code,
+        7
+    );
+    assert_eq!(
+        run_in_process(&cache, "exit-code.wasm", &["x", "0"], None)
+            .1
+            .code,
+        0
+    );
+    assert_eq!(
+        run_in_process(&cache, "exit-code-p2.wasm", &["x", "0"], None)
+            .1
+            .code,
+        0
+    );
     // Rust std on wasip2 exits through `wasi:cli/exit.exit(err)`: any failure is 1.
-    assert_eq!(run_in_process(&cache, "exit-code-p2.wasm", &["x", "9"], None).1.code, 1);
+    assert_eq!(
+        run_in_process(&cache, "exit-code-p2.wasm", &["x", "9"], None)
+            .1
+            .code,
+        1
+    );
 }
 
 #[test]
@@ -96,7 +152,12 @@ fn trap_is_134_with_message() {
         let out = run_in_process(&cache, "trap.wasm", args, None).1;
         assert_eq!(out.code, 134);
         assert!(out.stdout.contains("about to trap"));
-        assert!(out.stderr.contains("trap.wasm trapped: wasm trap: wasm `unreachable`"), "{}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("trap.wasm trapped: wasm trap: wasm `unreachable`"),
+            "{}",
+            out.stderr
+        );
         assert!(out.stderr.contains("wasm backtrace"), "{}", out.stderr);
     }
 }
@@ -108,7 +169,8 @@ fn spawn_runner(cache: &std::path::Path, args: &[&str], env: &[(&str, &str)]) ->
         cmd.env(k, v);
     }
     cmd.stdout(std::process::Stdio::piped());
-    cmd.spawn().unwrap_or_else(|e| panic!("{}: {e}", runner().display()))
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", runner().display()))
 }
 
 fn kill(child: &Child, sig: nix::sys::signal::Signal) {
@@ -145,12 +207,19 @@ fn sigterm_and_sigint_end_a_sleeper() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
     Ok(resp)
@@ -161,17 +230,26 @@ fn http_proxy_serves_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let wasm = out_dir().join("http-hello.wasm");
-    let mut child = spawn_runner(dir.path(), &[wasm.to_str().unwrap()], &[("PORT", &port.to_string())]);
+    let mut child = spawn_runner(
+        dir.path(),
+        &[wasm.to_str().unwrap()],
+        &[("PORT", &port.to_string())],
+    );
     let t = Instant::now();
     let resp = loop {
         match http_get(port, "/hello?x=1") {
             Ok(r) => break r,
-            Err(_) if t.elapsed() < Duration::from_secs(20) => std::thread::sleep(Duration::from_millis(50)),
+            Err(_) if t.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
             Err(e) => panic!("server never came up: {e}"),
         }
     };
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    assert!(resp.contains("hello from wasi:http (Method::Get /hello?x=1)"), "{resp}");
+    assert!(
+        resp.contains("hello from wasi:http (Method::Get /hello?x=1)"),
+        "{resp}"
+    );
 
     // An in-flight request survives SIGTERM; then the process exits 0.
     let slow = std::thread::spawn(move || http_get(port, "/slow?ms=1000"));
