@@ -11,9 +11,9 @@
 //! `monitor.lock` for its whole life: `delete` waits on that lock before removing the
 //! directory.
 //!
-//! One exception: when a child subreaper adopted the monitor (the caller of `create` is
-//! containerd's runc shim, which reaps the init itself as it does with runc), the monitor
-//! exits right after `start`, so the container is reparented to that subreaper. `state` then
+//! One exception: when the process that ran `create` adopted the monitor once `create` exited
+//! (it is a child subreaper: containerd's runc shim, which reaps the init itself as it does
+//! with runc), the monitor exits right after `start`, so the container is reparented to it. `state` then
 //! tells "stopped" from the pid alone, as runc does.
 
 use std::io::{BufRead, BufReader, Write};
@@ -87,12 +87,14 @@ pub fn launch(l: Launch) -> Result<i32, Error> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| Error::Other(format!("socketpair: {e}")))?;
+    // SAFETY: getppid never fails.
+    let caller = unsafe { libc::getppid() };
     // SAFETY: this process is single-threaded.
     match unsafe { nix::unistd::fork() } {
         Err(e) => Err(Error::Other(format!("fork monitor: {e}"))),
         Ok(nix::unistd::ForkResult::Child) => {
             drop(ours);
-            let code = monitor_main(l, theirs);
+            let code = monitor_main(l, theirs, caller);
             // SAFETY: leave without running the CLI's destructors or atexit handlers.
             unsafe { libc::_exit(code) }
         }
@@ -237,7 +239,7 @@ fn create(l: &Launch, spawner: &Spawner) -> Result<Created, Error> {
     result
 }
 
-fn monitor_main(l: Launch, report: OwnedFd) -> i32 {
+fn monitor_main(l: Launch, report: OwnedFd, caller: i32) -> i32 {
     // SAFETY: plain syscalls with integer arguments.
     unsafe {
         libc::setsid();
@@ -286,7 +288,8 @@ fn monitor_main(l: Launch, report: OwnedFd) -> i32 {
     drop(report);
     // The container has its own copies of the CLI's stdio; do not hold the caller's pipes.
     term::stdio_to_devnull();
-    match serve(&l.dir, &mut c, !l.autostart) {
+    let handoff = (!l.autostart && caller > 1).then_some(caller);
+    match serve(&l.dir, &mut c, handoff) {
         Some(code) => log::debug!("container {} exited with {code}", l.id),
         None => log::debug!("container {} handed over to its subreaper", l.id),
     }
@@ -297,11 +300,12 @@ fn monitor_main(l: Launch, report: OwnedFd) -> i32 {
 
 /// Serves `start` and reaps children until the container's init exits; returns its code.
 ///
-/// With `handoff`, returns `None` right after a successful `start` if a child subreaper
-/// adopted this monitor when `create` exited (our parent is no longer pid 1): that is
-/// containerd's runc shim, which expects to be the one that reaps the container's init
-/// (as it is with runc). The monitor's exit reparents the container to it.
-fn serve(dir: &Path, c: &mut Created, handoff: bool) -> Option<i32> {
+/// With `handoff: Some(caller)`, returns `None` right after a successful `start` if `caller`
+/// (the process that ran `create`) adopted this monitor when `create` exited, i.e. it is a
+/// child subreaper: that is containerd's runc shim, which expects to be the one that reaps
+/// the container's init (as it is with runc). The monitor's exit reparents the container to
+/// it. Any other adopter (init, an unrelated subreaper) leaves the monitor in charge.
+fn serve(dir: &Path, c: &mut Created, handoff: Option<i32>) -> Option<i32> {
     // Block SIGCHLD (after the spawner was forked: container processes inherit its mask) and
     // read it from a signalfd.
     let mut mask = nix::sys::signal::SigSet::empty();
@@ -356,7 +360,7 @@ fn serve(dir: &Path, c: &mut Created, handoff: bool) -> Option<i32> {
         if fds[0].revents != 0 {
             if let Ok((conn, _)) = c.listener.accept() {
                 // SAFETY: getppid never fails.
-                if handle(dir, c, conn) && handoff && unsafe { libc::getppid() } != 1 {
+                if handle(dir, c, conn) && handoff == Some(unsafe { libc::getppid() }) {
                     return None;
                 }
             }

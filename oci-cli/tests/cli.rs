@@ -788,6 +788,34 @@ fn subreaper_reaps_the_init() {
         };
         run(&["delete", &id]);
         println!("INIT-EXIT {code}");
+
+        // An adopter that did not run `create` itself (here `sh` ran it and exited) is not
+        // handed the init: the monitor reaps it and records the exit code.
+        let sh = format!(
+            "{BIN} --root {root} create -b {} {id} </dev/null >/dev/null",
+            b.path().display()
+        );
+        assert!(std::process::Command::new("sh")
+            .args(["-c", &sh])
+            .status()
+            .unwrap()
+            .success());
+        run(&["start", &id]);
+        let start = Instant::now();
+        let state = Path::new(&root).join(&id).join("state.json");
+        loop {
+            let v: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+            if v["exit_code"] == 7 {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no exit code: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        run(&["delete", &id]);
+        println!("MONITOR-KEPT");
         return;
     }
     let env = Env::new();
@@ -808,6 +836,7 @@ fn subreaper_reaps_the_init() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("INIT-EXIT 7"), "{text}");
+    assert!(text.contains("MONITOR-KEPT"), "{text}");
 }
 
 #[test]
