@@ -45,15 +45,29 @@ pub struct Case {
 
 /// Runs `f` as one case against `version` with `runtime`, then the leak check. Panics (fails
 /// the test) with the error chain and the tail of the containerd log on any failure.
-pub fn run_case(version: Version, runtime: Runtime, name: &str, f: impl FnOnce(&mut Case) -> Result<()>) {
-    let label = format!("{name} [containerd {} / {}]", version.label(), runtime.name());
+pub fn run_case(
+    version: Version,
+    runtime: Runtime,
+    name: &str,
+    f: impl FnOnce(&mut Case) -> Result<()>,
+) {
+    let label = format!(
+        "{name} [containerd {} / {}]",
+        version.label(),
+        runtime.name()
+    );
     let setup = (|| -> Result<Case> {
         if runtime == Runtime::Amphi {
             paths::shim_binary()?;
         }
         let cd = Containerd::start(version)?;
         images::import_busybox(&cd)?;
-        Ok(Case { cd, runtime, name: name.replace('_', "-"), ids: RefCell::new(Vec::new()) })
+        Ok(Case {
+            cd,
+            runtime,
+            name: name.replace('_', "-"),
+            ids: RefCell::new(Vec::new()),
+        })
     })();
     let mut case = match setup {
         Ok(c) => c,
@@ -64,7 +78,10 @@ pub fn run_case(version: Version, runtime: Runtime, name: &str, f: impl FnOnce(&
         Ok(Err(e)) => Err(e),
         Err(p) => Err(anyhow::anyhow!(
             "panicked: {}",
-            p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
         )),
     };
     if let Err(e) = result {
@@ -92,11 +109,23 @@ impl Case {
     }
 
     /// The `ctr run MODE --runtime R OPTS busybox ID CMD...` command, not started.
-    pub fn run_command(&self, mode: &[&str], opts: &[&str], id: &str, cmd: &[&str]) -> std::process::Command {
+    pub fn run_command(
+        &self,
+        mode: &[&str],
+        opts: &[&str],
+        id: &str,
+        cmd: &[&str],
+    ) -> std::process::Command {
         self.cd.ctr_command(&self.run_args(mode, opts, id, cmd))
     }
 
-    fn run_args<'a>(&'a self, mode: &[&'a str], opts: &[&'a str], id: &'a str, cmd: &[&'a str]) -> Vec<&'a str> {
+    fn run_args<'a>(
+        &'a self,
+        mode: &[&'a str],
+        opts: &[&'a str],
+        id: &'a str,
+        cmd: &[&'a str],
+    ) -> Vec<&'a str> {
         let mut a = vec!["run"];
         a.extend_from_slice(mode);
         a.extend_from_slice(&["--runtime", self.runtime.name()]);
@@ -115,7 +144,11 @@ impl Case {
     /// `ctr run --rm ...` in the background (ctr's exit code is the task's); returns once the
     /// task is RUNNING.
     pub fn run_bg(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Result<Running> {
-        let mut bg = Running::spawn(self.cd.ctr_command(&self.run_args(&["--rm"], opts, id, cmd)), None)?;
+        let mut bg = Running::spawn(
+            self.cd
+                .ctr_command(&self.run_args(&["--rm"], opts, id, cmd)),
+            None,
+        )?;
         let r = self.wait_status(id, "RUNNING", Duration::from_secs(30));
         if r.is_err() && bg.exited() {
             let out = bg.wait(Duration::from_secs(1))?;
@@ -170,13 +203,23 @@ impl Case {
     /// Pids listed by `ctr task ps ID`.
     pub fn task_pids(&self, id: &str) -> Result<Vec<u32>> {
         let out = self.ctr(&["task", "ps", id])?.ok()?;
-        Ok(out.stdout.lines().skip(1).filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect())
+        Ok(out
+            .stdout
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect())
     }
 
     /// Container ids in our namespace.
     pub fn containers(&self) -> Result<Vec<String>> {
         let out = self.ctr(&["containers", "ls", "-q"])?.ok()?;
-        Ok(out.stdout.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
+        Ok(out
+            .stdout
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect())
     }
 
     /// Every container this case made must be gone, and nothing left behind.
@@ -184,8 +227,16 @@ impl Case {
         let left = self.containers()?;
         let ids = self.ids.borrow().clone();
         let still: Vec<&String> = ids.iter().filter(|i| left.contains(i)).collect();
-        anyhow::ensure!(still.is_empty(), "containers not removed by the case: {still:?}");
-        leaks::check(&self.cd, &ids, self.runtime.shim_binary(), Duration::from_secs(5))
+        anyhow::ensure!(
+            still.is_empty(),
+            "containers not removed by the case: {still:?}"
+        );
+        leaks::check(
+            &self.cd,
+            &ids,
+            self.runtime.shim_binary(),
+            Duration::from_secs(5),
+        )
     }
 }
 
@@ -201,9 +252,16 @@ pub fn parse_task_ls(out: &str, id: &str) -> Option<(u32, String)> {
 mod tests {
     #[test]
     fn parses_task_ls() {
-        let out = "TASK    PID      STATUS    \nab      1234     RUNNING\nabc     0        STOPPED\n";
-        assert_eq!(super::parse_task_ls(out, "ab"), Some((1234, "RUNNING".into())));
-        assert_eq!(super::parse_task_ls(out, "abc"), Some((0, "STOPPED".into())));
+        let out =
+            "TASK    PID      STATUS    \nab      1234     RUNNING\nabc     0        STOPPED\n";
+        assert_eq!(
+            super::parse_task_ls(out, "ab"),
+            Some((1234, "RUNNING".into()))
+        );
+        assert_eq!(
+            super::parse_task_ls(out, "abc"),
+            Some((0, "STOPPED".into()))
+        );
         assert_eq!(super::parse_task_ls(out, "x"), None);
     }
 }

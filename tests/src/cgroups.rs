@@ -30,7 +30,11 @@ pub fn hierarchy_roots() -> Vec<PathBuf> {
 /// cgroupsPath `/ns/id`) in any hierarchy.
 pub fn existing(rel: &str) -> Vec<PathBuf> {
     let rel = rel.trim_start_matches('/');
-    hierarchy_roots().into_iter().map(|r| r.join(rel)).filter(|p| p.is_dir()).collect()
+    hierarchy_roots()
+        .into_iter()
+        .map(|r| r.join(rel))
+        .filter(|p| p.is_dir())
+        .collect()
 }
 
 /// Best-effort removal of the (empty) directories named by `rel` in every hierarchy,

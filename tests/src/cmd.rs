@@ -63,7 +63,11 @@ impl Output {
             self.cmdline,
             self.code,
             self.signal,
-            if self.timed_out { " (TIMED OUT, killed)" } else { "" },
+            if self.timed_out {
+                " (TIMED OUT, killed)"
+            } else {
+                ""
+            },
             self.stdout.trim_end(),
             self.stderr.trim_end()
         )
@@ -102,8 +106,14 @@ impl Running {
     pub fn spawn(mut cmd: Command, stdin: Option<Vec<u8>>) -> Result<Self> {
         let cmdline = cmdline(&cmd);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-        let mut child = cmd.spawn().with_context(|| format!("spawning `{cmdline}`"))?;
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawning `{cmdline}`"))?;
         if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
             std::thread::spawn(move || {
                 let _ = pipe.write_all(&data);
@@ -111,7 +121,12 @@ impl Running {
         }
         let out = reader(child.stdout.take());
         let err = reader(child.stderr.take());
-        Ok(Running { child: Some(child), cmdline, out, err })
+        Ok(Running {
+            child: Some(child),
+            cmdline,
+            out,
+            err,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -139,8 +154,16 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let stdout = self.out.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
-        let stderr = self.err.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        let stdout = self
+            .out
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        let stderr = self
+            .err
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
         Ok(Output {
             cmdline: self.cmdline.clone(),
             code: status.code(),
@@ -167,7 +190,11 @@ pub fn run(cmd: Command, timeout: Duration) -> Result<Output> {
 }
 
 /// Polls `f` every 100ms until it returns `Some`, or fails after `timeout` with `what`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
     let deadline = Instant::now() + timeout;
     let mut last_err = None;
     loop {
@@ -178,7 +205,9 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<
         }
         if Instant::now() >= deadline {
             match last_err {
-                Some(e) => return Err(e.context(format!("timed out after {timeout:?} waiting for {what}"))),
+                Some(e) => {
+                    return Err(e.context(format!("timed out after {timeout:?} waiting for {what}")))
+                }
                 None => anyhow::bail!("timed out after {timeout:?} waiting for {what}"),
             }
         }

@@ -45,7 +45,11 @@ impl Containerd {
         Ok(d)
     }
 
-    fn start_with(version: Version, n: u32, cri: Option<crate::cri_env::CriConfig>) -> Result<Containerd> {
+    fn start_with(
+        version: Version,
+        n: u32,
+        cri: Option<crate::cri_env::CriConfig>,
+    ) -> Result<Containerd> {
         version.require()?;
         let pid = std::process::id();
         // Short path: unix socket paths must stay under 108 bytes.
@@ -65,7 +69,11 @@ impl Containerd {
         let mut d = Containerd {
             version,
             dir,
-            namespace: if cri.is_some() { "k8s.io".to_string() } else { format!("e2e{pid}x{n}") },
+            namespace: if cri.is_some() {
+                "k8s.io".to_string()
+            } else {
+                format!("e2e{pid}x{n}")
+            },
             child: None,
             keep: std::env::var("AMPHI_E2E_KEEP").is_ok_and(|v| v == "1"),
             cri,
@@ -99,7 +107,10 @@ impl Containerd {
 
     /// The bundle directory containerd creates for a task.
     pub fn bundle(&self, id: &str) -> PathBuf {
-        self.state().join("io.containerd.runtime.v2.task").join(&self.namespace).join(id)
+        self.state()
+            .join("io.containerd.runtime.v2.task")
+            .join(&self.namespace)
+            .join(id)
     }
 
     fn config(&self) -> String {
@@ -145,12 +156,22 @@ disabled_plugins = [
     /// PATH for the daemon (and so for the shims it starts): built shim, this version's
     /// binaries, then the system's.
     fn path_env(&self) -> String {
-        let sys = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-        format!("{}:{}:{}", self.dir.join("bin").display(), self.version.bin_dir().display(), sys)
+        let sys = std::env::var("PATH").unwrap_or_else(|_| {
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+        });
+        format!(
+            "{}:{}:{}",
+            self.dir.join("bin").display(),
+            self.version.bin_dir().display(),
+            sys
+        )
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
         let mut cmd = Command::new(self.version.containerd());
         cmd.arg("--config")
             .arg(self.config_path())
@@ -163,13 +184,19 @@ disabled_plugins = [
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let child = cmd.spawn().with_context(|| format!("starting {}", self.version.containerd().display()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.version.containerd().display()))?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = self.child.as_mut().unwrap().try_wait()? {
                 self.child = None;
-                anyhow::bail!("containerd {} exited at start-up ({st}); log:\n{}", self.version.label(), self.log_tail(80));
+                anyhow::bail!(
+                    "containerd {} exited at start-up ({st}); log:\n{}",
+                    self.version.label(),
+                    self.log_tail(80)
+                );
             }
             if self.address().exists() {
                 let out = self.ctr(&["version"])?;
@@ -178,7 +205,11 @@ disabled_plugins = [
                 }
             }
             if Instant::now() > deadline {
-                anyhow::bail!("containerd {} did not come up within 30s; log:\n{}", self.version.label(), self.log_tail(80));
+                anyhow::bail!(
+                    "containerd {} did not come up within 30s; log:\n{}",
+                    self.version.label(),
+                    self.log_tail(80)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -187,7 +218,9 @@ disabled_plugins = [
     /// SIGTERM (then SIGKILL after 10s) to our daemon only; shims keep running, like a
     /// containerd upgrade or crash would leave them.
     pub fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -224,8 +257,13 @@ disabled_plugins = [
     /// The `ctr` command, not started (for background runs and ptys).
     pub fn ctr_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(self.version.ctr());
-        cmd.arg("--address").arg(self.address()).arg("--namespace").arg(&self.namespace).args(args);
-        cmd.env_remove("CONTAINERD_ADDRESS").env_remove("CONTAINERD_NAMESPACE");
+        cmd.arg("--address")
+            .arg(self.address())
+            .arg("--namespace")
+            .arg(&self.namespace)
+            .args(args);
+        cmd.env_remove("CONTAINERD_ADDRESS")
+            .env_remove("CONTAINERD_NAMESPACE");
         cmd
     }
 
@@ -238,14 +276,22 @@ disabled_plugins = [
 
     /// Markers identifying processes started on behalf of this daemon.
     pub fn markers(&self) -> Vec<String> {
-        vec![self.address().display().to_string(), self.dir.display().to_string()]
+        vec![
+            self.address().display().to_string(),
+            self.dir.display().to_string(),
+        ]
     }
 
     /// Best effort: kill and delete every task and container in our namespace.
     fn remove_everything(&self) {
-        let Ok(out) = self.ctr_timeout(&["containers", "ls", "-q"], Duration::from_secs(20)) else { return };
+        let Ok(out) = self.ctr_timeout(&["containers", "ls", "-q"], Duration::from_secs(20)) else {
+            return;
+        };
         for id in out.stdout.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let _ = self.ctr_timeout(&["task", "kill", "-a", "-s", "SIGKILL", id], Duration::from_secs(10));
+            let _ = self.ctr_timeout(
+                &["task", "kill", "-a", "-s", "SIGKILL", id],
+                Duration::from_secs(10),
+            );
             std::thread::sleep(Duration::from_millis(200));
             let _ = self.ctr_timeout(&["task", "delete", "-f", id], Duration::from_secs(20));
             let _ = self.ctr_timeout(&["containers", "delete", id], Duration::from_secs(20));
@@ -259,7 +305,10 @@ fn kill_our_shims(dir: &Path, address: &Path) {
     let m: Vec<&str> = markers.iter().map(String::as_str).collect();
     for name in [paths::SHIM_BINARY, "containerd-shim-runc-v2"] {
         for p in procs::shim_processes(name, &m) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
@@ -281,7 +330,11 @@ impl Drop for Containerd {
             let _ = std::fs::remove_dir(format!("/run/containerd/runc/{}", self.namespace));
         }
         if self.keep {
-            eprintln!("containerd {} dir kept at {}", self.version.label(), self.dir.display());
+            eprintln!(
+                "containerd {} dir kept at {}",
+                self.version.label(),
+                self.dir.display()
+            );
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -26,8 +26,13 @@ pub fn build_archive(file_name: &str, mkimage_args: &[&str]) -> Result<PathBuf> 
     let tmp = paths::cache_dir().join(format!("{file_name}.{}.partial", std::process::id()));
     let script = paths::workspace_root().join("tests/scripts/mkimage.py");
     let mut c = Command::new(paths::python());
-    c.arg(&script).arg(mkimage_args[0]).arg(&tmp).args(&mkimage_args[1..]);
-    cmd::run(c, Duration::from_secs(120))?.ok().context("building a test image with mkimage.py")?;
+    c.arg(&script)
+        .arg(mkimage_args[0])
+        .arg(&tmp)
+        .args(&mkimage_args[1..]);
+    cmd::run(c, Duration::from_secs(120))?
+        .ok()
+        .context("building a test image with mkimage.py")?;
     std::fs::rename(&tmp, &out)?;
     Ok(out)
 }
@@ -47,7 +52,9 @@ pub fn import(cd: &Containerd, archive: &Path, extra: &[&str]) -> Result<()> {
     let mut args = vec!["images", "import"];
     args.extend_from_slice(extra);
     args.push(&a);
-    cd.ctr_timeout(&args, Duration::from_secs(120))?.ok().context("importing a test image")?;
+    cd.ctr_timeout(&args, Duration::from_secs(120))?
+        .ok()
+        .context("importing a test image")?;
     Ok(())
 }
 

@@ -38,7 +38,13 @@ pub fn find(cd: &Containerd, ids: &[String], shim_name: &str) -> Vec<String> {
     let m: Vec<&str> = markers.iter().map(String::as_str).collect();
     let shims = procs::shim_processes(shim_name, &m);
     for p in &shims {
-        out.push(format!("shim process left: pid {} (ppid {}, state {}): {}", p.pid, p.ppid, p.state, p.cmdline_str()));
+        out.push(format!(
+            "shim process left: pid {} (ppid {}, state {}): {}",
+            p.pid,
+            p.ppid,
+            p.state,
+            p.cmdline_str()
+        ));
     }
     out.extend(zombies(cd, &shims));
     out
@@ -54,14 +60,23 @@ fn zombies(cd: &Containerd, shims: &[procs::Proc]) -> Vec<String> {
         .filter(|p| {
             p.ppid == daemon
                 || shims.iter().any(|s| s.pid == p.ppid)
-                || all.iter().any(|q| q.pid == p.ppid && q.argv0_name() == paths::SHIM_BINARY && cd_marked(cd, q))
+                || all.iter().any(|q| {
+                    q.pid == p.ppid && q.argv0_name() == paths::SHIM_BINARY && cd_marked(cd, q)
+                })
         })
-        .map(|p| format!("zombie left: pid {} ({}) child of {}", p.pid, p.comm, p.ppid))
+        .map(|p| {
+            format!(
+                "zombie left: pid {} ({}) child of {}",
+                p.pid, p.comm, p.ppid
+            )
+        })
         .collect()
 }
 
 fn cd_marked(cd: &Containerd, p: &procs::Proc) -> bool {
     let cl = p.cmdline_str();
     let env = p.environ();
-    cd.markers().iter().any(|m| cl.contains(m.as_str()) || env.contains(m.as_str()))
+    cd.markers()
+        .iter()
+        .any(|m| cl.contains(m.as_str()) || env.contains(m.as_str()))
 }

@@ -51,21 +51,33 @@ macro_rules! e2e {
                 $crate::run_case(v, r, stringify!($name), $f)
             }
             #[test]
-            fn containerd_1_6() { run($crate::Version::V1_6, $crate::Runtime::Amphi) }
+            fn containerd_1_6() {
+                run($crate::Version::V1_6, $crate::Runtime::Amphi)
+            }
             #[test]
-            fn containerd_1_7() { run($crate::Version::V1_7, $crate::Runtime::Amphi) }
+            fn containerd_1_7() {
+                run($crate::Version::V1_7, $crate::Runtime::Amphi)
+            }
             #[test]
-            fn containerd_2_1() { run($crate::Version::V2_1, $crate::Runtime::Amphi) }
+            fn containerd_2_1() {
+                run($crate::Version::V2_1, $crate::Runtime::Amphi)
+            }
             mod runc {
                 #[test]
                 #[ignore = "validates the test against runc; run with --ignored"]
-                fn containerd_1_6() { super::run($crate::Version::V1_6, $crate::Runtime::Runc) }
+                fn containerd_1_6() {
+                    super::run($crate::Version::V1_6, $crate::Runtime::Runc)
+                }
                 #[test]
                 #[ignore = "validates the test against runc; run with --ignored"]
-                fn containerd_1_7() { super::run($crate::Version::V1_7, $crate::Runtime::Runc) }
+                fn containerd_1_7() {
+                    super::run($crate::Version::V1_7, $crate::Runtime::Runc)
+                }
                 #[test]
                 #[ignore = "validates the test against runc; run with --ignored"]
-                fn containerd_2_1() { super::run($crate::Version::V2_1, $crate::Runtime::Runc) }
+                fn containerd_2_1() {
+                    super::run($crate::Version::V2_1, $crate::Runtime::Runc)
+                }
             }
         }
     };
@@ -83,11 +95,17 @@ macro_rules! e2e_runc {
                 $crate::run_case(v, $crate::Runtime::Runc, stringify!($name), $f)
             }
             #[test]
-            fn containerd_1_6() { run($crate::Version::V1_6) }
+            fn containerd_1_6() {
+                run($crate::Version::V1_6)
+            }
             #[test]
-            fn containerd_1_7() { run($crate::Version::V1_7) }
+            fn containerd_1_7() {
+                run($crate::Version::V1_7)
+            }
             #[test]
-            fn containerd_2_1() { run($crate::Version::V2_1) }
+            fn containerd_2_1() {
+                run($crate::Version::V2_1)
+            }
         }
     };
 }

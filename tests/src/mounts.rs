@@ -5,14 +5,20 @@ use std::path::Path;
 /// Mount points (unescaped) listed in /proc/self/mountinfo.
 pub fn mount_points() -> Vec<String> {
     let s = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    s.lines().filter_map(|l| l.split(' ').nth(4)).map(unescape).collect()
+    s.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape)
+        .collect()
 }
 
 /// Mount points at or below `dir`.
 pub fn mounts_under(dir: &Path) -> Vec<String> {
     let d = dir.to_string_lossy();
     let prefix = format!("{}/", d.trim_end_matches('/'));
-    mount_points().into_iter().filter(|m| m == d.as_ref() || m.starts_with(&prefix)).collect()
+    mount_points()
+        .into_iter()
+        .filter(|m| m == d.as_ref() || m.starts_with(&prefix))
+        .collect()
 }
 
 /// Detaches every mount below `dir`, deepest first. Returns what it unmounted.
@@ -39,7 +45,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;

@@ -7,7 +7,10 @@ pub const SHIM_BINARY: &str = "containerd-shim-amphi-v1";
 
 /// The workspace root (parent of the `tests/` crate).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The profile directory the running test binary was built into (`<target>/release`), derived
@@ -31,7 +34,10 @@ pub fn profile_dir() -> PathBuf {
 
 /// Scratch space kept between runs (built image archives).
 pub fn cache_dir() -> PathBuf {
-    let d = profile_dir().parent().map(|t| t.join("amphi-e2e")).unwrap_or_else(|| workspace_root().join("target/amphi-e2e"));
+    let d = profile_dir()
+        .parent()
+        .map(|t| t.join("amphi-e2e"))
+        .unwrap_or_else(|| workspace_root().join("target/amphi-e2e"));
     let _ = std::fs::create_dir_all(&d);
     d
 }
@@ -44,7 +50,10 @@ pub fn shim_binary() -> Result<PathBuf> {
         anyhow::ensure!(p.is_file(), "AMPHI_SHIM={} does not exist", p.display());
         return Ok(p);
     }
-    let candidates = [profile_dir().join(SHIM_BINARY), workspace_root().join("target/release").join(SHIM_BINARY)];
+    let candidates = [
+        profile_dir().join(SHIM_BINARY),
+        workspace_root().join("target/release").join(SHIM_BINARY),
+    ];
     for c in &candidates {
         if c.is_file() {
             return Ok(c.clone());
@@ -52,7 +61,11 @@ pub fn shim_binary() -> Result<PathBuf> {
     }
     anyhow::bail!(
         "{SHIM_BINARY} not built (looked at {}); run `cargo build --release -p amphi-shim` first",
-        candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+        candidates
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 

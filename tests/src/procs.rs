@@ -30,14 +30,25 @@ impl Proc {
                     .collect()
             })
             .unwrap_or_default();
-        Some(Proc { pid, ppid, state, comm, cmdline })
+        Some(Proc {
+            pid,
+            ppid,
+            state,
+            comm,
+            cmdline,
+        })
     }
 
     /// Basename of argv[0].
     pub fn argv0_name(&self) -> String {
         self.cmdline
             .first()
-            .map(|a| Path::new(a).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+            .map(|a| {
+                Path::new(a)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
             .unwrap_or_default()
     }
 
@@ -68,7 +79,9 @@ pub fn pss_kib(pid: i32) -> Option<u64> {
 
 /// Every process currently visible.
 pub fn all() -> Vec<Proc> {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     rd.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
         .filter_map(Proc::read)
@@ -91,7 +104,11 @@ pub fn shim_processes(name: &str, markers: &[&str]) -> Vec<Proc> {
 
 /// Of `procs`, those whose parent is not itself in `procs` (the shim daemons, not their forks).
 pub fn top_level(procs: &[Proc]) -> Vec<Proc> {
-    procs.iter().filter(|p| !procs.iter().any(|q| q.pid == p.ppid)).cloned().collect()
+    procs
+        .iter()
+        .filter(|p| !procs.iter().any(|q| q.pid == p.ppid))
+        .cloned()
+        .collect()
 }
 
 /// comm is truncated to 15 bytes by the kernel.

@@ -17,7 +17,12 @@ pub struct Pty {
 }
 
 fn winsize(rows: u16, cols: u16) -> Winsize {
-    Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 }
+    Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
 }
 
 impl Pty {
@@ -56,7 +61,11 @@ impl Pty {
                 }
             }
         });
-        Ok(Pty { master, child: Some(child), output })
+        Ok(Pty {
+            master,
+            child: Some(child),
+            output,
+        })
     }
 
     /// Everything printed so far (lossy UTF-8, CRs removed).
@@ -65,7 +74,9 @@ impl Pty {
     }
 
     pub fn write(&mut self, s: &str) -> Result<()> {
-        self.master.write_all(s.as_bytes()).context("writing to the pty")
+        self.master
+            .write_all(s.as_bytes())
+            .context("writing to the pty")
     }
 
     /// Sets the window size (the kernel sends SIGWINCH to the foreground process group).
@@ -83,7 +94,11 @@ impl Pty {
             if self.output().contains(needle) {
                 return Ok(());
             }
-            anyhow::ensure!(Instant::now() < deadline, "pty: {needle:?} not seen within {timeout:?}; output so far:\n{}", self.output());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "pty: {needle:?} not seen within {timeout:?}; output so far:\n{}",
+                self.output()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -100,7 +115,10 @@ impl Pty {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                anyhow::bail!("command on the pty did not exit within {timeout:?}; output:\n{}", self.output());
+                anyhow::bail!(
+                    "command on the pty did not exit within {timeout:?}; output:\n{}",
+                    self.output()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

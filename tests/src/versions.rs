@@ -58,7 +58,11 @@ impl Version {
                     Version::V1_6 => "install Debian's containerd package (`apt-get install containerd`, or run scripts/setup.sh)".to_string(),
                     _ => format!("run {}/tests/scripts/fetch-containerd.sh (or scripts/setup.sh)", workspace_root().display()),
                 };
-                anyhow::bail!("containerd {} is not present: {} is missing; {how}", self.label(), b.display());
+                anyhow::bail!(
+                    "containerd {} is not present: {} is missing; {how}",
+                    self.label(),
+                    b.display()
+                );
             }
         }
         Ok(())

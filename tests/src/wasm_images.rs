@@ -145,7 +145,10 @@ pub fn import_rootfs_files(
         data.hash(&mut h);
         dest.hash(&mut h);
     }
-    let specs: Vec<String> = files.iter().map(|(s, d)| format!("{}:{d}", s.display())).collect();
+    let specs: Vec<String> = files
+        .iter()
+        .map(|(s, d)| format!("{}:{d}", s.display()))
+        .collect();
     let mut args: Vec<&str> = vec!["rootfs", image];
     for s in &specs {
         args.push("--file");

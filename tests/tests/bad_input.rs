@@ -7,7 +7,11 @@ use std::time::Duration;
 fn missing_entrypoint(c: &mut Case) -> Result<()> {
     let id = c.id("noent");
     let out = c.run_rm(&[], &id, &["/nope/missing"])?.failed()?;
-    anyhow::ensure!(out.all().contains("/nope/missing"), "error should name the path: {}", out.describe());
+    anyhow::ensure!(
+        out.all().contains("/nope/missing"),
+        "error should name the path: {}",
+        out.describe()
+    );
     c.remove(&id)?;
     c.check_leaks()
 }
@@ -15,15 +19,25 @@ fn missing_entrypoint(c: &mut Case) -> Result<()> {
 fn bad_cwd(c: &mut Case) -> Result<()> {
     // A cwd below a regular file can't exist for any runtime.
     let id = c.id("cwdfile");
-    let out = c.run_rm(&["--cwd", "/etc/passwd/sub"], &id, &["true"])?.failed()?;
-    anyhow::ensure!(out.all().contains("/etc/passwd"), "error should name the cwd: {}", out.describe());
+    let out = c
+        .run_rm(&["--cwd", "/etc/passwd/sub"], &id, &["true"])?
+        .failed()?;
+    anyhow::ensure!(
+        out.all().contains("/etc/passwd"),
+        "error should name the cwd: {}",
+        out.describe()
+    );
     c.remove(&id)?;
     c.check_leaks()?;
     // A cwd that does not exist: amphi refuses it (runc creates it instead).
     if c.runtime == Runtime::Amphi {
         let id = c.id("cwdnope");
         let out = c.run_rm(&["--cwd", "/nope"], &id, &["true"])?.failed()?;
-        anyhow::ensure!(out.all().contains("/nope"), "error should name the cwd: {}", out.describe());
+        anyhow::ensure!(
+            out.all().contains("/nope"),
+            "error should name the cwd: {}",
+            out.describe()
+        );
         c.remove(&id)?;
         c.check_leaks()?;
     }
@@ -34,7 +48,11 @@ fn unknown_signal(c: &mut Case) -> Result<()> {
     let id = c.id("sig");
     c.run_detached(&[], &id, &["sleep", "1000"])?;
     let out = c.ctr(&["task", "kill", "-s", "SIGFOO", &id])?.failed()?;
-    anyhow::ensure!(out.all().to_lowercase().contains("signal"), "error should mention the signal: {}", out.describe());
+    anyhow::ensure!(
+        out.all().to_lowercase().contains("signal"),
+        "error should mention the signal: {}",
+        out.describe()
+    );
     c.wait_status(&id, "RUNNING", Duration::from_secs(5))?;
     c.remove(&id)
 }
@@ -65,20 +83,54 @@ fn invalid_spec(c: &mut Case) -> Result<()> {
     // No process args: the runtime must refuse it.
     let id = c.id("noargs");
     let spec = spec_file(c, &id, |s| s["process"]["args"] = serde_json::json!([]))?;
-    let out = c.ctr(&["run", "--rm", "--runtime", c.runtime.name(), "--config", &spec, &id])?.failed()?;
-    anyhow::ensure!(out.all().contains("args"), "error should say the args are missing: {}", out.describe());
+    let out = c
+        .ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            c.runtime.name(),
+            "--config",
+            &spec,
+            &id,
+        ])?
+        .failed()?;
+    anyhow::ensure!(
+        out.all().contains("args"),
+        "error should say the args are missing: {}",
+        out.describe()
+    );
     c.remove(&id)?;
     c.check_leaks()?;
     // The same spec with args runs: the failure above was the args, nothing else.
     let id = c.id("okargs");
-    let spec = spec_file(c, &id, |s| s["process"]["args"] = serde_json::json!(["/bin/true"]))?;
-    c.ctr(&["run", "--rm", "--runtime", c.runtime.name(), "--config", &spec, &id])?.ok()?;
+    let spec = spec_file(c, &id, |s| {
+        s["process"]["args"] = serde_json::json!(["/bin/true"])
+    })?;
+    c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        c.runtime.name(),
+        "--config",
+        &spec,
+        &id,
+    ])?
+    .ok()?;
     c.check_leaks()?;
     // A config.json that is not JSON at all.
     let id = c.id("broken");
     let path = c.cd.dir.join("broken.json");
     std::fs::write(&path, "{ this is not json")?;
-    c.ctr(&["run", "--rm", "--runtime", c.runtime.name(), "--config", &path.display().to_string(), &id])?.failed()?;
+    c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        c.runtime.name(),
+        "--config",
+        &path.display().to_string(),
+        &id,
+    ])?
+    .failed()?;
     c.remove(&id)?;
     c.check_leaks()
 }

@@ -6,13 +6,18 @@ use anyhow::Result;
 fn echo_hello(c: &mut Case) -> Result<()> {
     let id = c.id("echo");
     let out = c.run_rm(&[], &id, &["echo", "hello"])?.ok()?;
-    anyhow::ensure!(out.stdout.trim() == "hello", "expected `hello`, got: {}", out.describe());
+    anyhow::ensure!(
+        out.stdout.trim() == "hello",
+        "expected `hello`, got: {}",
+        out.describe()
+    );
     Ok(())
 }
 
 fn exit_code(c: &mut Case) -> Result<()> {
     let id = c.id("exit3");
-    c.run_rm(&[], &id, &["sh", "-c", "exit 3"])?.expect_code(3)?;
+    c.run_rm(&[], &id, &["sh", "-c", "exit 3"])?
+        .expect_code(3)?;
     Ok(())
 }
 
@@ -27,10 +32,19 @@ fn leak_check_sees_running(c: &mut Case) -> Result<()> {
     c.run_detached(&[], &id, &["sleep", "1000"])?;
     let found = amphi_tests::leaks::find(&c.cd, std::slice::from_ref(&id), c.runtime.shim_binary());
     let has = |what: &str| found.iter().any(|f| f.starts_with(what));
-    anyhow::ensure!(has("cgroup left"), "leak check did not see the running container's cgroup: {found:?}");
-    anyhow::ensure!(has("shim process left"), "leak check did not see the running shim: {found:?}");
+    anyhow::ensure!(
+        has("cgroup left"),
+        "leak check did not see the running container's cgroup: {found:?}"
+    );
+    anyhow::ensure!(
+        has("shim process left"),
+        "leak check did not see the running shim: {found:?}"
+    );
     if c.runtime == amphi_tests::Runtime::Runc {
-        anyhow::ensure!(has("mount left"), "leak check did not see runc's rootfs mount: {found:?}");
+        anyhow::ensure!(
+            has("mount left"),
+            "leak check did not see runc's rootfs mount: {found:?}"
+        );
     }
     c.remove(&id)
 }

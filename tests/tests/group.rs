@@ -17,13 +17,19 @@ fn group(c: &mut Case) -> Result<()> {
         "expected one {} serving both containers, found {}:\n{}",
         c.runtime.shim_binary(),
         top.len(),
-        all.iter().map(|p| format!("  pid {} ppid {}: {}", p.pid, p.ppid, p.cmdline_str())).collect::<Vec<_>>().join("\n")
+        all.iter()
+            .map(|p| format!("  pid {} ppid {}: {}", p.pid, p.ppid, p.cmdline_str()))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     // Removing one leaves the other served.
     c.remove(&a)?;
-    let (_, st) = c.task(&b)?.ok_or_else(|| anyhow::anyhow!("task {b} vanished with {a}"))?;
+    let (_, st) = c
+        .task(&b)?
+        .ok_or_else(|| anyhow::anyhow!("task {b} vanished with {a}"))?;
     anyhow::ensure!(st == "RUNNING", "{b} is {st} after removing {a}");
-    c.ctr(&["task", "exec", "--exec-id", "still", &b, "true"])?.ok()?;
+    c.ctr(&["task", "exec", "--exec-id", "still", &b, "true"])?
+        .ok()?;
     c.remove(&b)
 }
 

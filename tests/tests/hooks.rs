@@ -43,7 +43,10 @@ fn all_hooks(c: &mut Case) -> Result<()> {
     let out_dir = c.cd.dir.join(format!("{id}-out"));
     std::fs::create_dir_all(&out_dir)?;
     let hook = c.cd.dir.join(format!("{id}-hook.sh"));
-    std::fs::write(&hook, format!("#!/bin/sh\ncat > {}/$1.json\n", out_dir.display()))?;
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\ncat > {}/$1.json\n", out_dir.display()),
+    )?;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
     let h = |kind: &str| serde_json::json!([{"path": hook.display().to_string(), "args": ["hook", kind], "timeout": 10}]);
     let spec = spec_file(c, &id, |s| {
@@ -58,7 +61,15 @@ fn all_hooks(c: &mut Case) -> Result<()> {
         });
     })?;
     let out = c
-        .ctr(&["run", "--rm", "--runtime", c.runtime.name(), "--config", &spec, &id])?
+        .ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            c.runtime.name(),
+            "--config",
+            &spec,
+            &id,
+        ])?
         .ok()?;
     let start: serde_json::Value = serde_json::from_str(out.stdout.trim())
         .with_context(|| format!("startContainer state: {}", out.describe()))?;
@@ -66,19 +77,37 @@ fn all_hooks(c: &mut Case) -> Result<()> {
     let cc = read_state(&out_dir, "createContainer")?;
     let ps = read_state(&out_dir, "poststart")?;
     let stop = read_state(&out_dir, "poststop")?;
-    for (k, v) in [("createRuntime", &cr), ("createContainer", &cc), ("startContainer", &start), ("poststart", &ps), ("poststop", &stop)] {
+    for (k, v) in [
+        ("createRuntime", &cr),
+        ("createContainer", &cc),
+        ("startContainer", &start),
+        ("poststart", &ps),
+        ("poststop", &stop),
+    ] {
         anyhow::ensure!(v["id"] == id.as_str(), "{k}: id in {v}");
-        anyhow::ensure!(v["annotations"]["amphi.test/hooks"] == "yes", "{k}: annotations in {v}");
-        anyhow::ensure!(v["bundle"].as_str().is_some_and(|b| b.contains(&id)), "{k}: bundle in {v}");
+        anyhow::ensure!(
+            v["annotations"]["amphi.test/hooks"] == "yes",
+            "{k}: annotations in {v}"
+        );
+        anyhow::ensure!(
+            v["bundle"].as_str().is_some_and(|b| b.contains(&id)),
+            "{k}: bundle in {v}"
+        );
     }
     anyhow::ensure!(cr["status"] == "creating", "createRuntime: {cr}");
     let pid = cr["pid"].as_i64().unwrap_or(0);
     anyhow::ensure!(pid > 1, "createRuntime pid: {cr}");
     // runc gives createContainer the pid inside the container's pid namespace (1); amphi
     // gives every hook the host pid, as the runtime spec defines `pid`.
-    anyhow::ensure!(cc["pid"].as_i64().unwrap_or(0) > 0 && ps["pid"] == pid, "pids: {cc} {ps}");
+    anyhow::ensure!(
+        cc["pid"].as_i64().unwrap_or(0) > 0 && ps["pid"] == pid,
+        "pids: {cc} {ps}"
+    );
     // runc reports "created" to poststart hooks, amphi "running".
-    anyhow::ensure!(ps["status"] == "running" || ps["status"] == "created", "poststart: {ps}");
+    anyhow::ensure!(
+        ps["status"] == "running" || ps["status"] == "created",
+        "poststart: {ps}"
+    );
     anyhow::ensure!(stop["status"] == "stopped", "poststop: {stop}");
     c.check_leaks()
 }
@@ -86,16 +115,31 @@ fn all_hooks(c: &mut Case) -> Result<()> {
 fn failing_hook(c: &mut Case) -> Result<()> {
     let id = c.id("badhook");
     let hook = c.cd.dir.join(format!("{id}-hook.sh"));
-    std::fs::write(&hook, "#!/bin/sh\necho 'createRuntime says no' >&2\nexit 3\n")?;
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'createRuntime says no' >&2\nexit 3\n",
+    )?;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
     let spec = spec_file(c, &id, |s| {
         s["process"]["args"] = serde_json::json!(["/bin/true"]);
         s["hooks"] = serde_json::json!({"createRuntime": [{"path": hook.display().to_string()}]});
     })?;
     let out = c
-        .ctr(&["run", "--rm", "--runtime", c.runtime.name(), "--config", &spec, &id])?
+        .ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            c.runtime.name(),
+            "--config",
+            &spec,
+            &id,
+        ])?
         .failed()?;
-    anyhow::ensure!(out.all().contains("createRuntime says no"), "error should carry the hook's output: {}", out.describe());
+    anyhow::ensure!(
+        out.all().contains("createRuntime says no"),
+        "error should carry the hook's output: {}",
+        out.describe()
+    );
     c.remove(&id)?;
     c.check_leaks()
 }

@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 fn kill_until_exit(c: &Case, mut bg: Running, kill_args: &[&str]) -> Result<Output> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !bg.exited() {
-        anyhow::ensure!(Instant::now() < deadline, "ctr still running 20s after `ctr task kill {}`", kill_args.join(" "));
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "ctr still running 20s after `ctr task kill {}`",
+            kill_args.join(" ")
+        );
         let mut args = vec!["task", "kill"];
         args.extend_from_slice(kill_args);
         let out = c.ctr(&args)?;
@@ -35,7 +39,11 @@ fn sigkill(c: &mut Case) -> Result<()> {
 /// (A pid-1 `sleep` without a handler ignores SIGTERM, with every runtime.)
 fn sigterm_init(c: &mut Case) -> Result<()> {
     let id = c.id("t");
-    let bg = c.run_bg(&[], &id, &["sh", "-c", "trap 'exit 143' TERM; sleep 1000 & wait"])?;
+    let bg = c.run_bg(
+        &[],
+        &id,
+        &["sh", "-c", "trap 'exit 143' TERM; sleep 1000 & wait"],
+    )?;
     kill_until_exit(c, bg, &[&id])?.expect_code(143)?;
     Ok(())
 }
@@ -44,14 +52,25 @@ fn sigterm_init(c: &mut Case) -> Result<()> {
 fn sigterm_exec(c: &mut Case) -> Result<()> {
     let id = c.id("te");
     c.run_detached(&[], &id, &["sleep", "1000"])?;
-    let bg = Running::spawn(c.cd.ctr_command(&["task", "exec", "--exec-id", "s1", &id, "sleep", "1000"]), None)?;
-    amphi_tests::cmd::wait_for(Duration::from_secs(20), "the exec to show in task ps", || {
-        Ok((c.task_pids(&id)?.len() >= 2).then_some(()))
-    })?;
-    c.ctr(&["task", "kill", "--exec-id", "s1", "-s", "SIGTERM", &id])?.ok()?;
+    let bg = Running::spawn(
+        c.cd.ctr_command(&["task", "exec", "--exec-id", "s1", &id, "sleep", "1000"]),
+        None,
+    )?;
+    amphi_tests::cmd::wait_for(
+        Duration::from_secs(20),
+        "the exec to show in task ps",
+        || Ok((c.task_pids(&id)?.len() >= 2).then_some(())),
+    )?;
+    c.ctr(&["task", "kill", "--exec-id", "s1", "-s", "SIGTERM", &id])?
+        .ok()?;
     bg.wait(Duration::from_secs(20))?.expect_code(143)?;
-    let (_, st) = c.task(&id)?.ok_or_else(|| anyhow::anyhow!("task gone after killing its exec"))?;
-    anyhow::ensure!(st == "RUNNING", "init should still run after its exec was killed, is {st}");
+    let (_, st) = c
+        .task(&id)?
+        .ok_or_else(|| anyhow::anyhow!("task gone after killing its exec"))?;
+    anyhow::ensure!(
+        st == "RUNNING",
+        "init should still run after its exec was killed, is {st}"
+    );
     c.remove(&id)
 }
 
@@ -67,7 +86,8 @@ fn sigterm_all(c: &mut Case) -> Result<()> {
 fn sigkill_all(c: &mut Case) -> Result<()> {
     let id = c.id("ka");
     let bg = c.run_bg(&[], &id, &["sh", "-c", "sleep 1000 & sleep 1000 & wait"])?;
-    c.ctr(&["task", "kill", "--all", "-s", "SIGKILL", &id])?.ok()?;
+    c.ctr(&["task", "kill", "--all", "-s", "SIGKILL", &id])?
+        .ok()?;
     bg.wait(Duration::from_secs(30))?.expect_code(137)?;
     Ok(())
 }

@@ -45,7 +45,9 @@ macro_rules! stress_e2e {
 }
 
 fn fd_count(pid: u32) -> Result<usize> {
-    Ok(std::fs::read_dir(format!("/proc/{pid}/fd")).with_context(|| format!("/proc/{pid}/fd"))?.count())
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("/proc/{pid}/fd"))?
+        .count())
 }
 
 fn fd_list(pid: u32) -> String {
@@ -53,7 +55,15 @@ fn fd_list(pid: u32) -> String {
         .map(|rd| {
             let mut v: Vec<String> = rd
                 .filter_map(|e| e.ok())
-                .map(|e| format!("{} -> {}", e.file_name().to_string_lossy(), std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default()))
+                .map(|e| {
+                    format!(
+                        "{} -> {}",
+                        e.file_name().to_string_lossy(),
+                        std::fs::read_link(e.path())
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    )
+                })
                 .collect();
             v.sort();
             v.join("\n    ")
@@ -64,7 +74,9 @@ fn fd_list(pid: u32) -> String {
 /// Every file below `dir` (the shim's state and socket dirs must end up empty of records).
 fn files_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in rd.filter_map(|e| e.ok()) {
         let p = e.path();
         if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
@@ -79,7 +91,12 @@ fn files_under(dir: &Path) -> Vec<String> {
 /// Runs `f(i)` for each i in 0..n on its own thread; all errors, joined.
 fn parallel(n: usize, f: impl Fn(usize) -> Result<()> + Sync) -> Result<()> {
     let errs: Vec<String> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..n).map(|i| { let f = &f; s.spawn(move || f(i)) }).collect();
+        let hs: Vec<_> = (0..n)
+            .map(|i| {
+                let f = &f;
+                s.spawn(move || f(i))
+            })
+            .collect();
         hs.into_iter()
             .filter_map(|h| match h.join() {
                 Ok(Ok(())) => None,
@@ -88,12 +105,19 @@ fn parallel(n: usize, f: impl Fn(usize) -> Result<()> + Sync) -> Result<()> {
             })
             .collect()
     });
-    anyhow::ensure!(errs.is_empty(), "{} of {n} failed; first: {}", errs.len(), errs[0]);
+    anyhow::ensure!(
+        errs.is_empty(),
+        "{} of {n} failed; first: {}",
+        errs.len(),
+        errs[0]
+    );
     Ok(())
 }
 
 fn stress(c: &mut Case) -> Result<()> {
-    let daemon = c.cd.pid().ok_or_else(|| anyhow::anyhow!("no containerd pid"))?;
+    let daemon =
+        c.cd.pid()
+            .ok_or_else(|| anyhow::anyhow!("no containerd pid"))?;
     // Warm up (containerd opens some things on first use), then take the baseline.
     let warm = c.id("warm");
     c.run_rm(&[], &warm, &["true"])?.ok()?;
@@ -105,37 +129,77 @@ fn stress(c: &mut Case) -> Result<()> {
     let rt = c.runtime.name();
     let image = c.image();
     for batch in 0..BATCHES {
-        let ids: Vec<String> = (0..AT_ONCE).map(|i| c.id(&format!("{batch}-{i}"))).collect();
+        let ids: Vec<String> = (0..AT_ONCE)
+            .map(|i| c.id(&format!("{batch}-{i}")))
+            .collect();
         let cd = &c.cd;
         parallel(AT_ONCE, |i| {
             let id = &ids[i];
-            cmd::run(cd.ctr_command(&["run", "-d", "--runtime", rt, image, id, "sleep", "100"]), Duration::from_secs(120))?.ok()?;
+            cmd::run(
+                cd.ctr_command(&["run", "-d", "--runtime", rt, image, id, "sleep", "100"]),
+                Duration::from_secs(120),
+            )?
+            .ok()?;
             Ok(())
         })
         .with_context(|| format!("batch {batch}: ctr run -d"))?;
         let out = c.ctr(&["task", "ls"])?.ok()?;
-        let running = ids.iter().filter(|id| amphi_tests::case::parse_task_ls(&out.stdout, id).is_some_and(|(_, s)| s == "RUNNING")).count();
-        anyhow::ensure!(running == AT_ONCE, "batch {batch}: {running} of {AT_ONCE} RUNNING:\n{}", out.stdout);
+        let running = ids
+            .iter()
+            .filter(|id| {
+                amphi_tests::case::parse_task_ls(&out.stdout, id)
+                    .is_some_and(|(_, s)| s == "RUNNING")
+            })
+            .count();
+        anyhow::ensure!(
+            running == AT_ONCE,
+            "batch {batch}: {running} of {AT_ONCE} RUNNING:\n{}",
+            out.stdout
+        );
         if c.runtime == Runtime::Amphi && batch == 0 {
             // The emptiness check at the end means something: records exist while running.
-            let recs = files_under(&c.cd.dir.join("amphi/state")).iter().filter(|f| f.ends_with(".json")).count();
-            anyhow::ensure!(recs >= AT_ONCE, "expected a state record per running container, found {recs}");
+            let recs = files_under(&c.cd.dir.join("amphi/state"))
+                .iter()
+                .filter(|f| f.ends_with(".json"))
+                .count();
+            anyhow::ensure!(
+                recs >= AT_ONCE,
+                "expected a state record per running container, found {recs}"
+            );
         }
         parallel(AT_ONCE, |i| {
             let id = &ids[i];
-            cmd::run(cd.ctr_command(&["task", "kill", "-s", "SIGKILL", id]), Duration::from_secs(60))?.ok()?;
+            cmd::run(
+                cd.ctr_command(&["task", "kill", "-s", "SIGKILL", id]),
+                Duration::from_secs(60),
+            )?
+            .ok()?;
             cmd::wait_for(Duration::from_secs(60), &format!("{id} STOPPED"), || {
                 let o = cmd::run(cd.ctr_command(&["task", "ls"]), Duration::from_secs(60))?.ok()?;
-                Ok(amphi_tests::case::parse_task_ls(&o.stdout, id).filter(|(_, s)| s == "STOPPED").map(|_| ()))
+                Ok(amphi_tests::case::parse_task_ls(&o.stdout, id)
+                    .filter(|(_, s)| s == "STOPPED")
+                    .map(|_| ()))
             })?;
-            cmd::run(cd.ctr_command(&["task", "delete", id]), Duration::from_secs(60))?.ok()?;
-            cmd::run(cd.ctr_command(&["containers", "delete", id]), Duration::from_secs(60))?.ok()?;
+            cmd::run(
+                cd.ctr_command(&["task", "delete", id]),
+                Duration::from_secs(60),
+            )?
+            .ok()?;
+            cmd::run(
+                cd.ctr_command(&["containers", "delete", id]),
+                Duration::from_secs(60),
+            )?
+            .ok()?;
             Ok(())
         })
         .with_context(|| format!("batch {batch}: kill + delete"))?;
         eprintln!("stress: batch {batch} done at {:?}", t0.elapsed());
     }
-    anyhow::ensure!(c.containers()?.is_empty(), "containers left: {:?}", c.containers()?);
+    anyhow::ensure!(
+        c.containers()?.is_empty(),
+        "containers left: {:?}",
+        c.containers()?
+    );
 
     // Mounts, cgroups, shim processes, zombies (shims get a little time to exit).
     leaks::check(&c.cd, &[], c.runtime.shim_binary(), Duration::from_secs(20))?;
@@ -153,13 +217,19 @@ fn stress(c: &mut Case) -> Result<()> {
             fd_list(daemon)
         )
     })?;
-    eprintln!("stress: containerd fds {fds_before} before, {fds_after} after; total {:?}", t0.elapsed());
+    eprintln!(
+        "stress: containerd fds {fds_before} before, {fds_after} after; total {:?}",
+        t0.elapsed()
+    );
 
     // No leftover records in the shim's state dir, nor sockets.
     if c.runtime == Runtime::Amphi {
         for d in ["amphi/state", "amphi/sockets"] {
             let left = files_under(&c.cd.dir.join(d));
-            anyhow::ensure!(left.is_empty(), "files left in the shim's {d} dir: {left:#?}");
+            anyhow::ensure!(
+                left.is_empty(),
+                "files left in the shim's {d} dir: {left:#?}"
+            );
         }
     }
     Ok(())

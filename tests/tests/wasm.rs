@@ -104,24 +104,50 @@ fn apps_image(c: &Case) -> Result<&'static str> {
     let files: Vec<(PathBuf, &str)> = vec![
         (hello, "/hello.wasm"),
         (wasm_images::module("hello", Target::P2)?, "/hello-p2.wasm"),
-        (wasm_images::module("exit-code", Target::P1)?, "/exit-code.wasm"),
-        (wasm_images::module("exit-code", Target::P2)?, "/exit-code-p2.wasm"),
+        (
+            wasm_images::module("exit-code", Target::P1)?,
+            "/exit-code.wasm",
+        ),
+        (
+            wasm_images::module("exit-code", Target::P2)?,
+            "/exit-code-p2.wasm",
+        ),
         (wasm_images::module("trap", Target::P1)?, "/trap.wasm"),
         (wasm_images::module("sleeper", Target::P1)?, "/sleeper.wasm"),
-        (paths::workspace_root().join("examples/wasm/out/http-hello.wasm"), "/http-hello.wasm"),
+        (
+            paths::workspace_root().join("examples/wasm/out/http-hello.wasm"),
+            "/http-hello.wasm",
+        ),
         (generated("grow.wat", GROW_WAT.as_bytes())?, "/grow.wat"),
-        (generated("odd-world.wat", ODD_WORLD_WAT.as_bytes())?, "/odd-world.wat"),
-        (generated("bad-import.wat", BAD_IMPORT_WAT.as_bytes())?, "/bad-import.wat"),
+        (
+            generated("odd-world.wat", ODD_WORLD_WAT.as_bytes())?,
+            "/odd-world.wat",
+        ),
+        (
+            generated("bad-import.wat", BAD_IMPORT_WAT.as_bytes())?,
+            "/bad-import.wat",
+        ),
         (generated("garbage.wasm", &garbage)?, "/garbage.wasm"),
-        (generated("truncated.wasm", &hello_bytes[..hello_bytes.len() / 2])?, "/truncated.wasm"),
+        (
+            generated("truncated.wasm", &hello_bytes[..hello_bytes.len() / 2])?,
+            "/truncated.wasm",
+        ),
     ];
-    let refs: Vec<(&std::path::Path, &str)> = files.iter().map(|(p, d)| (p.as_path(), *d)).collect();
+    let refs: Vec<(&std::path::Path, &str)> =
+        files.iter().map(|(p, d)| (p.as_path(), *d)).collect();
     wasm_images::import_rootfs_files(&c.cd, &refs, IMAGE, None)?;
     Ok(IMAGE)
 }
 
 /// `ctr run MODE --runtime amphi OPTS IMAGE ID ARGS...`
-fn run_args<'a>(c: &'a Case, mode: &[&'a str], opts: &[&'a str], image: &'a str, id: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+fn run_args<'a>(
+    c: &'a Case,
+    mode: &[&'a str],
+    opts: &[&'a str],
+    image: &'a str,
+    id: &'a str,
+    args: &[&'a str],
+) -> Vec<&'a str> {
     let mut a = vec!["run"];
     a.extend_from_slice(mode);
     a.extend_from_slice(&["--runtime", c.runtime.name()]);
@@ -143,7 +169,10 @@ fn run_detached(c: &Case, opts: &[&str], image: &str, id: &str, args: &[&str]) -
 
 /// `ctr run --rm` in the background; returns once the task is RUNNING.
 fn run_bg(c: &Case, opts: &[&str], image: &str, id: &str, args: &[&str]) -> Result<Running> {
-    let mut bg = Running::spawn(c.cd.ctr_command(&run_args(c, &["--rm"], opts, image, id, args)), None)?;
+    let mut bg = Running::spawn(
+        c.cd.ctr_command(&run_args(c, &["--rm"], opts, image, id, args)),
+        None,
+    )?;
     if let Err(e) = c.wait_status(id, "RUNNING", Duration::from_secs(30)) {
         if bg.exited() {
             let out = bg.wait(Duration::from_secs(1))?;
@@ -160,7 +189,10 @@ fn host_only_root_entries(image_entries: &[&str]) -> Vec<String> {
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !image_entries.contains(&n.as_str()) && !["dev", "proc", "sys", "run", "mnt"].contains(&n.as_str()))
+                .filter(|n| {
+                    !image_entries.contains(&n.as_str())
+                        && !["dev", "proc", "sys", "run", "mnt"].contains(&n.as_str())
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -173,7 +205,11 @@ fn listing(out: &Output) -> Result<Vec<String>> {
         .lines()
         .find_map(|l| l.strip_prefix("ls / : "))
         .ok_or_else(|| anyhow::anyhow!("no `ls /` line: {}", out.describe()))?;
-    anyhow::ensure!(!line.starts_with("error"), "listing / failed: {}", out.describe());
+    anyhow::ensure!(
+        !line.starts_with("error"),
+        "listing / failed: {}",
+        out.describe()
+    );
     Ok(line.split_whitespace().map(str::to_string).collect())
 }
 
@@ -181,14 +217,42 @@ fn listing(out: &Output) -> Result<Vec<String>> {
 fn hello(c: &mut Case) -> Result<()> {
     let image = apps_image(c)?;
     let image_entries = [
-        "bin", "sbin", "usr", "etc", "tmp", "proc", "sys", "dev", "root", "var", "app", "linuxrc", "hello.wasm", "hello-p2.wasm",
-        "exit-code.wasm", "exit-code-p2.wasm", "trap.wasm", "sleeper.wasm", "http-hello.wasm", "grow.wat", "odd-world.wat",
-        "bad-import.wat", "garbage.wasm", "truncated.wasm",
+        "bin",
+        "sbin",
+        "usr",
+        "etc",
+        "tmp",
+        "proc",
+        "sys",
+        "dev",
+        "root",
+        "var",
+        "app",
+        "linuxrc",
+        "hello.wasm",
+        "hello-p2.wasm",
+        "exit-code.wasm",
+        "exit-code-p2.wasm",
+        "trap.wasm",
+        "sleeper.wasm",
+        "http-hello.wasm",
+        "grow.wat",
+        "odd-world.wat",
+        "bad-import.wat",
+        "garbage.wasm",
+        "truncated.wasm",
     ];
     let host_only = host_only_root_entries(&image_entries);
     for (module, tag) in [("/hello.wasm", "p1"), ("/hello-p2.wasm", "p2")] {
         let id = c.id(tag);
-        let out = run_rm(c, &["--env", "AMPHI_E2E_FOO=bar baz", "--env", "SECOND=2"], image, &id, &[module, "a1", "b 2"])?.ok()?;
+        let out = run_rm(
+            c,
+            &["--env", "AMPHI_E2E_FOO=bar baz", "--env", "SECOND=2"],
+            image,
+            &id,
+            &[module, "a1", "b 2"],
+        )?
+        .ok()?;
         let s = &out.stdout;
         for want in [
             "hello from wasm".to_string(),
@@ -199,18 +263,39 @@ fn hello(c: &mut Case) -> Result<()> {
             "env SECOND=2".into(),
             "env PATH=/usr/local/sbin".into(),
         ] {
-            anyhow::ensure!(s.contains(&want), "{tag}: `{want}` missing from the output: {}", out.describe());
+            anyhow::ensure!(
+                s.contains(&want),
+                "{tag}: `{want}` missing from the output: {}",
+                out.describe()
+            );
         }
-        anyhow::ensure!(!s.contains("arg[3]"), "{tag}: extra args: {}", out.describe());
+        anyhow::ensure!(
+            !s.contains("arg[3]"),
+            "{tag}: extra args: {}",
+            out.describe()
+        );
         let ls = listing(&out)?;
         for e in ["bin", "etc", "hello.wasm", "grow.wat", "app"] {
-            anyhow::ensure!(ls.iter().any(|l| l == e), "{tag}: `/` of the container lacks {e}: {ls:?}");
+            anyhow::ensure!(
+                ls.iter().any(|l| l == e),
+                "{tag}: `/` of the container lacks {e}: {ls:?}"
+            );
         }
         let leaked: Vec<&String> = ls.iter().filter(|l| host_only.contains(l)).collect();
-        anyhow::ensure!(leaked.is_empty(), "{tag}: host entries visible in the container's `/`: {leaked:?} (listing {ls:?})");
-        let unknown: Vec<&String> =
-            ls.iter().filter(|l| !image_entries.contains(&l.as_str()) && !["run", "mnt"].contains(&l.as_str())).collect();
-        anyhow::ensure!(unknown.is_empty(), "{tag}: `/` has entries the image does not: {unknown:?}");
+        anyhow::ensure!(
+            leaked.is_empty(),
+            "{tag}: host entries visible in the container's `/`: {leaked:?} (listing {ls:?})"
+        );
+        let unknown: Vec<&String> = ls
+            .iter()
+            .filter(|l| {
+                !image_entries.contains(&l.as_str()) && !["run", "mnt"].contains(&l.as_str())
+            })
+            .collect();
+        anyhow::ensure!(
+            unknown.is_empty(),
+            "{tag}: `/` has entries the image does not: {unknown:?}"
+        );
     }
     Ok(())
 }
@@ -221,11 +306,21 @@ fn exit_codes(c: &mut Case) -> Result<()> {
     let image = apps_image(c)?;
     // The p2 example only imports `wasi:cli/exit.exit(result)` (no `exit-with-code`): a
     // non-zero code reaches the host as `err`, i.e. 1.
-    let runs = [("/exit-code.wasm", "7", 7), ("/exit-code.wasm", "0", 0), ("/exit-code.wasm", "125", 125), ("/exit-code-p2.wasm", "3", 1), ("/exit-code-p2.wasm", "0", 0)];
+    let runs = [
+        ("/exit-code.wasm", "7", 7),
+        ("/exit-code.wasm", "0", 0),
+        ("/exit-code.wasm", "125", 125),
+        ("/exit-code-p2.wasm", "3", 1),
+        ("/exit-code-p2.wasm", "0", 0),
+    ];
     for (i, (module, code, want)) in runs.into_iter().enumerate() {
         let id = c.id(&format!("e{i}"));
         let out = run_rm(c, &[], image, &id, &[module, code])?.expect_code(want)?;
-        anyhow::ensure!(out.stdout.contains(&format!("exiting with {code}")), "output: {}", out.describe());
+        anyhow::ensure!(
+            out.stdout.contains(&format!("exiting with {code}")),
+            "output: {}",
+            out.describe()
+        );
     }
     Ok(())
 }
@@ -236,13 +331,34 @@ fn trap(c: &mut Case) -> Result<()> {
     let image = apps_image(c)?;
     let id = c.id("trap");
     let out = run_rm(c, &[], image, &id, &["/trap.wasm"])?.expect_code(134)?;
-    anyhow::ensure!(out.stdout.contains("about to trap"), "stdout before the trap: {}", out.describe());
-    anyhow::ensure!(out.stderr.contains("wasm `unreachable` instruction executed"), "trap message missing from stderr: {}", out.describe());
-    anyhow::ensure!(out.stderr.contains("wasm backtrace"), "wasm backtrace missing from stderr: {}", out.describe());
+    anyhow::ensure!(
+        out.stdout.contains("about to trap"),
+        "stdout before the trap: {}",
+        out.describe()
+    );
+    anyhow::ensure!(
+        out.stderr
+            .contains("wasm `unreachable` instruction executed"),
+        "trap message missing from stderr: {}",
+        out.describe()
+    );
+    anyhow::ensure!(
+        out.stderr.contains("wasm backtrace"),
+        "wasm backtrace missing from stderr: {}",
+        out.describe()
+    );
     let id = c.id("panic");
     let out = run_rm(c, &[], image, &id, &["/trap.wasm", "panic"])?.expect_code(134)?;
-    anyhow::ensure!(out.stderr.contains("trap example panicked on purpose"), "panic message missing: {}", out.describe());
-    anyhow::ensure!(out.stderr.contains("wasm backtrace"), "wasm backtrace missing from stderr: {}", out.describe());
+    anyhow::ensure!(
+        out.stderr.contains("trap example panicked on purpose"),
+        "panic message missing: {}",
+        out.describe()
+    );
+    anyhow::ensure!(
+        out.stderr.contains("wasm backtrace"),
+        "wasm backtrace missing from stderr: {}",
+        out.describe()
+    );
     Ok(())
 }
 
@@ -251,7 +367,11 @@ fn trap(c: &mut Case) -> Result<()> {
 fn kill_until_exit(c: &Case, mut bg: Running, kill_args: &[&str]) -> Result<Output> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !bg.exited() {
-        anyhow::ensure!(Instant::now() < deadline, "ctr still running 20s after `ctr task kill {}`", kill_args.join(" "));
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "ctr still running 20s after `ctr task kill {}`",
+            kill_args.join(" ")
+        );
         let mut args = vec!["task", "kill"];
         args.extend_from_slice(kill_args);
         let out = c.ctr(&args)?;
@@ -270,7 +390,11 @@ fn signals(c: &mut Case) -> Result<()> {
     let bg = run_bg(c, &[], image, &id, &["/sleeper.wasm", "100"])?;
     std::thread::sleep(Duration::from_millis(300));
     let out = kill_until_exit(c, bg, &[&id])?.expect_code(143)?;
-    anyhow::ensure!(out.stdout.contains("sleeper started"), "sleeper output: {}", out.describe());
+    anyhow::ensure!(
+        out.stdout.contains("sleeper started"),
+        "sleeper output: {}",
+        out.describe()
+    );
     let id = c.id("kill");
     let bg = run_bg(c, &[], image, &id, &["/sleeper.wasm"])?;
     c.ctr(&["task", "kill", "-s", "SIGKILL", &id])?.ok()?;
@@ -286,7 +410,9 @@ fn cpu_usage(c: &Case, id: &str) -> Result<(u64, Output)> {
         .lines()
         .find_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 2 && (f[0] == "cpuacct.usage" || f[0] == "cpu.usage_usec")).then(|| f[1].parse::<u64>().ok()).flatten()
+            (f.len() >= 2 && (f[0] == "cpuacct.usage" || f[0] == "cpu.usage_usec"))
+                .then(|| f[1].parse::<u64>().ok())
+                .flatten()
         })
         .ok_or_else(|| anyhow::anyhow!("no cpu usage in metrics: {}", out.describe()))?;
     Ok((v, out))
@@ -299,7 +425,11 @@ fn pause_metrics(c: &mut Case) -> Result<()> {
     // A tick every 5ms keeps it using a little CPU.
     run_detached(c, &[], image, &id, &["/sleeper.wasm", "5"])?;
     let (_, m) = cpu_usage(c, &id)?;
-    anyhow::ensure!(m.stdout.contains("memory"), "metrics lack memory: {}", m.describe());
+    anyhow::ensure!(
+        m.stdout.contains("memory"),
+        "metrics lack memory: {}",
+        m.describe()
+    );
     c.ctr(&["task", "pause", &id])?.ok()?;
     c.wait_status(&id, "PAUSED", Duration::from_secs(10))?;
     let (a, _) = cpu_usage(c, &id)?;
@@ -308,7 +438,11 @@ fn pause_metrics(c: &mut Case) -> Result<()> {
     anyhow::ensure!(a == b, "cpu usage grew while PAUSED: {a} -> {b}");
     c.ctr(&["task", "resume", &id])?.ok()?;
     c.wait_status(&id, "RUNNING", Duration::from_secs(10))?;
-    cmd::wait_for(Duration::from_secs(10), "cpu usage to grow after resume", || Ok((cpu_usage(c, &id)?.0 > b).then_some(())))?;
+    cmd::wait_for(
+        Duration::from_secs(10),
+        "cpu usage to grow after resume",
+        || Ok((cpu_usage(c, &id)?.0 > b).then_some(())),
+    )?;
     // Processes are listed like a native task's.
     anyhow::ensure!(!c.task_pids(&id)?.is_empty(), "task ps lists nothing");
     c.remove(&id)
@@ -319,7 +453,13 @@ fn pause_metrics(c: &mut Case) -> Result<()> {
 fn memory_limit(c: &mut Case) -> Result<()> {
     let image = apps_image(c)?;
     let id = c.id("grow");
-    let out = run_rm(c, &["--memory-limit", "33554432"], image, &id, &["/grow.wat"])?;
+    let out = run_rm(
+        c,
+        &["--memory-limit", "33554432"],
+        image,
+        &id,
+        &["/grow.wat"],
+    )?;
     anyhow::ensure!(
         out.code == Some(42) && out.stdout.contains("memory.grow returned -1"),
         "expected memory.grow to fail in the guest (exit 42), got: {}",
@@ -328,7 +468,13 @@ fn memory_limit(c: &mut Case) -> Result<()> {
     // Control: with room for the whole 1 GiB, every grow succeeds (exit 1), so the -1 above
     // came from the limit.
     let id = c.id("grow-big");
-    let out = run_rm(c, &["--memory-limit", "2147483648"], image, &id, &["/grow.wat"])?;
+    let out = run_rm(
+        c,
+        &["--memory-limit", "2147483648"],
+        image,
+        &id,
+        &["/grow.wat"],
+    )?;
     anyhow::ensure!(
         out.code == Some(1) && out.stdout.contains("memory.grow never failed"),
         "with a 2 GiB limit every grow should succeed (exit 1), got: {}",
@@ -342,15 +488,65 @@ fn exec(c: &mut Case) -> Result<()> {
     let image = apps_image(c)?;
     let id = c.id("x");
     run_detached(c, &[], image, &id, &["/sleeper.wasm"])?;
-    let out = c.ctr(&["task", "exec", "--exec-id", "w1", &id, "/hello.wasm", "from-exec"])?.ok()?;
-    anyhow::ensure!(out.stdout.contains("hello from wasm") && out.stdout.contains("arg[1]=from-exec"), "wasm exec: {}", out.describe());
-    let out = c.ctr(&["task", "exec", "--exec-id", "w2", &id, "/exit-code.wasm", "5"])?.expect_code(5)?;
-    anyhow::ensure!(out.stdout.contains("exiting with 5"), "wasm exec: {}", out.describe());
-    let out = c.ctr(&["task", "exec", "--exec-id", "n1", &id, "/bin/echo", "native-in-wasm"])?.ok()?;
-    anyhow::ensure!(out.stdout.trim() == "native-in-wasm", "native exec: {}", out.describe());
+    let out = c
+        .ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "w1",
+            &id,
+            "/hello.wasm",
+            "from-exec",
+        ])?
+        .ok()?;
+    anyhow::ensure!(
+        out.stdout.contains("hello from wasm") && out.stdout.contains("arg[1]=from-exec"),
+        "wasm exec: {}",
+        out.describe()
+    );
+    let out = c
+        .ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "w2",
+            &id,
+            "/exit-code.wasm",
+            "5",
+        ])?
+        .expect_code(5)?;
+    anyhow::ensure!(
+        out.stdout.contains("exiting with 5"),
+        "wasm exec: {}",
+        out.describe()
+    );
+    let out = c
+        .ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "n1",
+            &id,
+            "/bin/echo",
+            "native-in-wasm",
+        ])?
+        .ok()?;
+    anyhow::ensure!(
+        out.stdout.trim() == "native-in-wasm",
+        "native exec: {}",
+        out.describe()
+    );
     // The native exec shares the wasm init's pid namespace: it sees pid 1.
-    let out = c.ctr(&["task", "exec", "--exec-id", "n2", &id, "ps"])?.ok()?;
-    anyhow::ensure!(out.stdout.lines().any(|l| l.split_whitespace().next() == Some("1")), "ps in the container: {}", out.describe());
+    let out = c
+        .ctr(&["task", "exec", "--exec-id", "n2", &id, "ps"])?
+        .ok()?;
+    anyhow::ensure!(
+        out.stdout
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some("1")),
+        "ps in the container: {}",
+        out.describe()
+    );
     c.remove(&id)
 }
 
@@ -361,21 +557,61 @@ fn http(c: &mut Case) -> Result<()> {
     let id = c.id("http");
     run_detached(c, &[], image, &id, &["/http-hello.wasm"])?;
     let mut n = 0;
-    let out = cmd::wait_for(Duration::from_secs(20), "the wasi:http server to answer", || {
-        n += 1;
-        let o = c.ctr(&["task", "exec", "--exec-id", &format!("get{n}"), &id, "wget", "-qO-", "http://127.0.0.1:8080/hi?x=1"])?;
-        Ok(o.success().then_some(o))
-    })?;
-    anyhow::ensure!(out.stdout.contains("hello from wasi:http (") && out.stdout.contains("Get /hi?x=1)\n"), "response body: {}", out.describe());
+    let out = cmd::wait_for(
+        Duration::from_secs(20),
+        "the wasi:http server to answer",
+        || {
+            n += 1;
+            let o = c.ctr(&[
+                "task",
+                "exec",
+                "--exec-id",
+                &format!("get{n}"),
+                &id,
+                "wget",
+                "-qO-",
+                "http://127.0.0.1:8080/hi?x=1",
+            ])?;
+            Ok(o.success().then_some(o))
+        },
+    )?;
+    anyhow::ensure!(
+        out.stdout.contains("hello from wasi:http (") && out.stdout.contains("Get /hi?x=1)\n"),
+        "response body: {}",
+        out.describe()
+    );
     // PORT from the env moves it.
     let id2 = c.id("http-port");
-    run_detached(c, &["--env", "PORT=9090"], image, &id2, &["/http-hello.wasm"])?;
-    let out = cmd::wait_for(Duration::from_secs(20), "the wasi:http server on :9090", || {
-        n += 1;
-        let o = c.ctr(&["task", "exec", "--exec-id", &format!("get{n}"), &id2, "wget", "-qO-", "http://127.0.0.1:9090/p"])?;
-        Ok(o.success().then_some(o))
-    })?;
-    anyhow::ensure!(out.stdout.contains("Get /p)"), "response body on :9090: {}", out.describe());
+    run_detached(
+        c,
+        &["--env", "PORT=9090"],
+        image,
+        &id2,
+        &["/http-hello.wasm"],
+    )?;
+    let out = cmd::wait_for(
+        Duration::from_secs(20),
+        "the wasi:http server on :9090",
+        || {
+            n += 1;
+            let o = c.ctr(&[
+                "task",
+                "exec",
+                "--exec-id",
+                &format!("get{n}"),
+                &id2,
+                "wget",
+                "-qO-",
+                "http://127.0.0.1:9090/p",
+            ])?;
+            Ok(o.success().then_some(o))
+        },
+    )?;
+    anyhow::ensure!(
+        out.stdout.contains("Get /p)"),
+        "response body on :9090: {}",
+        out.describe()
+    );
     c.remove(&id2)?;
     c.remove(&id)
 }
@@ -394,14 +630,29 @@ fn mixed_group(c: &mut Case) -> Result<()> {
         top.len() == 1,
         "expected one shim serving both, found {}:\n{}",
         top.len(),
-        all.iter().map(|p| format!("  pid {} ppid {}: {}", p.pid, p.ppid, p.cmdline_str())).collect::<Vec<_>>().join("\n")
+        all.iter()
+            .map(|p| format!("  pid {} ppid {}: {}", p.pid, p.ppid, p.cmdline_str()))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
-    let out = c.ctr(&["task", "exec", "--exec-id", "h", &n, "/hello.wasm"])?.ok()?;
-    anyhow::ensure!(out.stdout.contains("hello from wasm"), "wasm exec in the native container: {}", out.describe());
-    c.ctr(&["task", "exec", "--exec-id", "t", &w, "true"])?.ok()?;
+    let out = c
+        .ctr(&["task", "exec", "--exec-id", "h", &n, "/hello.wasm"])?
+        .ok()?;
+    anyhow::ensure!(
+        out.stdout.contains("hello from wasm"),
+        "wasm exec in the native container: {}",
+        out.describe()
+    );
+    c.ctr(&["task", "exec", "--exec-id", "t", &w, "true"])?
+        .ok()?;
     c.remove(&w)?;
-    let (_, st) = c.task(&n)?.ok_or_else(|| anyhow::anyhow!("native task vanished with the wasm one"))?;
-    anyhow::ensure!(st == "RUNNING", "native task is {st} after removing the wasm one");
+    let (_, st) = c
+        .task(&n)?
+        .ok_or_else(|| anyhow::anyhow!("native task vanished with the wasm one"))?;
+    anyhow::ensure!(
+        st == "RUNNING",
+        "native task is {st} after removing the wasm one"
+    );
     c.remove(&n)
 }
 
@@ -420,15 +671,24 @@ fn bad_input(c: &mut Case) -> Result<()> {
         let id = c.id(tag);
         let out = run_rm(c, &[], image, &id, &[entry])?.failed()?;
         for n in needles {
-            anyhow::ensure!(out.all().contains(n), "{tag}: the error should name `{n}`: {}", out.describe());
+            anyhow::ensure!(
+                out.all().contains(n),
+                "{tag}: the error should name `{n}`: {}",
+                out.describe()
+            );
         }
         c.remove(&id)?;
-        c.check_leaks().with_context(|| format!("after {tag}: {}", out.describe()))?;
+        c.check_leaks()
+            .with_context(|| format!("after {tag}: {}", out.describe()))?;
     }
     // The export that does exist runs.
     let id = c.id("export-ok");
     let out = run_rm(c, &[], image, &id, &["/hello.wasm#_start"])?.ok()?;
-    anyhow::ensure!(out.stdout.contains("hello from wasm"), "hello.wasm#_start: {}", out.describe());
+    anyhow::ensure!(
+        out.stdout.contains("hello from wasm"),
+        "hello.wasm#_start: {}",
+        out.describe()
+    );
     Ok(())
 }
 
@@ -441,43 +701,114 @@ fn bad_input(c: &mut Case) -> Result<()> {
 /// cranelift's debug output (~70 KB for this tiny module) into the non-blocking log fifo,
 /// which drops lines once the pipe is full, and the line after the compile is often among them.
 fn cache(c: &mut Case) -> Result<()> {
-    let nonce = format!("{}-{}-{}", std::process::id(), c.cd.namespace, std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
+    let nonce = format!(
+        "{}-{}-{}",
+        std::process::id(),
+        c.cd.namespace,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    );
     let wat = format!(";; {nonce}\n{GROW_WAT}");
     let src = c.cd.dir.join("unique.wat");
     std::fs::write(&src, &wat)?;
-    let sum = cmd::run({ let mut s = std::process::Command::new("sha256sum"); s.arg(&src); s }, Duration::from_secs(10))?.ok()?;
-    let digest = sum.stdout.split_whitespace().next().unwrap_or_default().to_string();
+    let sum = cmd::run(
+        {
+            let mut s = std::process::Command::new("sha256sum");
+            s.arg(&src);
+            s
+        },
+        Duration::from_secs(10),
+    )?
+    .ok()?;
+    let digest = sum
+        .stdout
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     anyhow::ensure!(digest.len() == 64, "sha256sum: {}", sum.describe());
-    let cache_dir = std::env::var_os("AMPHI_WASM_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib/amphi/wasm-cache"));
+    let cache_dir = std::env::var_os("AMPHI_WASM_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/amphi/wasm-cache"));
     let entries = || -> Vec<String> {
         std::fs::read_dir(&cache_dir)
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(&digest) && n.ends_with(".cwasm")).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&digest) && n.ends_with(".cwasm"))
+                    .collect()
+            })
             .unwrap_or_default()
     };
-    anyhow::ensure!(entries().is_empty(), "a cache entry for a fresh module already exists: {:?}", entries());
+    anyhow::ensure!(
+        entries().is_empty(),
+        "a cache entry for a fresh module already exists: {:?}",
+        entries()
+    );
     let image = format!("docker.io/amphi/wasm-unique:{}", c.cd.namespace);
-    wasm_images::import_rootfs_files(&c.cd, &[(src.as_path(), "/unique.wat")], &image, Some(&c.cd.dir))?;
+    wasm_images::import_rootfs_files(
+        &c.cd,
+        &[(src.as_path(), "/unique.wat")],
+        &image,
+        Some(&c.cd.dir),
+    )?;
     let lines = |id: &str, want: &str| -> usize {
         std::fs::read_to_string(c.cd.log_path())
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains(&format!("id={id}")) && l.contains("wasm /unique.wat") && l.contains(want))
+            .filter(|l| {
+                l.contains(&format!("id={id}"))
+                    && l.contains("wasm /unique.wat")
+                    && l.contains(want)
+            })
             .count()
     };
     // Miss.
     let id0 = c.id("run0");
-    run_rm(c, &["--memory-limit", "33554432"], &image, &id0, &["/unique.wat"])?.expect_code(42)?;
-    anyhow::ensure!(entries().len() == 1, "expected one cache entry {digest}-*.cwasm in {} after the first run, found {:?}", cache_dir.display(), entries());
-    anyhow::ensure!(lines(&id0, "(cache hit)") == 0, "the first run of a fresh module was logged as a cache hit");
+    run_rm(
+        c,
+        &["--memory-limit", "33554432"],
+        &image,
+        &id0,
+        &["/unique.wat"],
+    )?
+    .expect_code(42)?;
+    anyhow::ensure!(
+        entries().len() == 1,
+        "expected one cache entry {digest}-*.cwasm in {} after the first run, found {:?}",
+        cache_dir.display(),
+        entries()
+    );
+    anyhow::ensure!(
+        lines(&id0, "(cache hit)") == 0,
+        "the first run of a fresh module was logged as a cache hit"
+    );
     // Hit.
     let id1 = c.id("run1");
-    let out = run_rm(c, &["--memory-limit", "33554432"], &image, &id1, &["/unique.wat"])?.expect_code(42)?;
-    cmd::wait_for(Duration::from_secs(5), "a `wasm /unique.wat: ... (cache hit)` line of the second run in the containerd log", || {
-        Ok((lines(&id1, "(cache hit)") == 1).then_some(()))
-    })
+    let out = run_rm(
+        c,
+        &["--memory-limit", "33554432"],
+        &image,
+        &id1,
+        &["/unique.wat"],
+    )?
+    .expect_code(42)?;
+    cmd::wait_for(
+        Duration::from_secs(5),
+        "a `wasm /unique.wat: ... (cache hit)` line of the second run in the containerd log",
+        || Ok((lines(&id1, "(cache hit)") == 1).then_some(())),
+    )
     .with_context(|| out.describe())?;
-    anyhow::ensure!(lines(&id1, "(compiled)") == 0, "the second run compiled the module again");
-    anyhow::ensure!(entries().len() == 1, "cache entries after the second run: {:?}", entries());
+    anyhow::ensure!(
+        lines(&id1, "(compiled)") == 0,
+        "the second run compiled the module again"
+    );
+    anyhow::ensure!(
+        entries().len() == 1,
+        "cache entries after the second run: {:?}",
+        entries()
+    );
     // The module is unique to this run: do not leave its artifact in the node-wide cache.
     for e in entries() {
         let _ = std::fs::remove_file(cache_dir.join(e));
@@ -488,15 +819,33 @@ fn cache(c: &mut Case) -> Result<()> {
 /// The original first case, kept: the module as the image's entrypoint.
 fn hello_module(c: &mut Case) -> Result<()> {
     let module = wasm_images::module("hello", Target::P1)?;
-    let image = wasm_images::import_rootfs_module(&c.cd, &module, "docker.io/amphi/hello-wasm:e2e")?;
+    let image =
+        wasm_images::import_rootfs_module(&c.cd, &module, "docker.io/amphi/hello-wasm:e2e")?;
     let id = c.id("hello");
-    let out = c.ctr(&["run", "--rm", "--runtime", c.runtime.name(), &image, &id])?.ok()?;
-    anyhow::ensure!(out.stdout.contains("hello from wasm"), "wasm output: {}", out.describe());
+    let out = c
+        .ctr(&["run", "--rm", "--runtime", c.runtime.name(), &image, &id])?
+        .ok()?;
+    anyhow::ensure!(
+        out.stdout.contains("hello from wasm"),
+        "wasm output: {}",
+        out.describe()
+    );
     let module = wasm_images::module("exit-code", Target::P1)?;
-    let image = wasm_images::import_rootfs_module(&c.cd, &module, "docker.io/amphi/exit-code-wasm:e2e")?;
+    let image =
+        wasm_images::import_rootfs_module(&c.cd, &module, "docker.io/amphi/exit-code-wasm:e2e")?;
     let id = c.id("exit");
     // ctr's args replace the image's entrypoint, so the module is named again.
-    c.ctr(&["run", "--rm", "--runtime", c.runtime.name(), &image, &id, "/exit-code.wasm", "7"])?.expect_code(7)?;
+    c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        c.runtime.name(),
+        &image,
+        &id,
+        "/exit-code.wasm",
+        "7",
+    ])?
+    .expect_code(7)?;
     Ok(())
 }
 
