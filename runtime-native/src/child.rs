@@ -201,7 +201,10 @@ fn loopback_up() -> R {
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS with a valid ifreq.
     unsafe {
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) != 0 {
-            return Err(format!("loopback: get flags of lo: {}", etext(Errno::last())));
+            return Err(format!(
+                "loopback: get flags of lo: {}",
+                etext(Errno::last())
+            ));
         }
         ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) != 0 {

@@ -465,7 +465,9 @@ fn handle(
     let cgroup_dir = match &placement {
         Placement::IntoCgroup(dir) => match nix::fcntl::open(
             dir,
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         ) {
             Ok(fd) => Some(fd),
@@ -837,7 +839,10 @@ mod tests {
         let e = join_cgroup(1, &[missing.clone()]).unwrap_err();
         assert_eq!(
             e,
-            format!("join cgroup {}: no such file or directory", missing.display())
+            format!(
+                "join cgroup {}: no such file or directory",
+                missing.display()
+            )
         );
     }
 }
