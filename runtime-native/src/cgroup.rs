@@ -464,21 +464,9 @@ impl Cgroup {
             if let Some(r) = c.realtime_runtime().filter(|r| *r != 0) {
                 self.write_opt("cpu", "cpu.rt_runtime_us", &r.to_string())?;
             }
-            if let Some(cpus) = c.cpus().as_deref().filter(|s| !s.is_empty()) {
-                self.write("cpuset", "cpuset.cpus", cpus)?;
-            }
-            if let Some(mems) = c.mems().as_deref().filter(|s| !s.is_empty()) {
-                self.write("cpuset", "cpuset.mems", mems)?;
-            }
+            self.apply_cpuset(c)?;
         }
-        if let Some(p) = res.pids() {
-            let v = if p.limit() > 0 {
-                p.limit().to_string()
-            } else {
-                "max".into()
-            };
-            self.write("pids", "pids.max", &v)?;
-        }
+        self.apply_pids(res)?;
         if let Some(b) = res.block_io() {
             if let Some(w) = b.weight() {
                 self.write_opt("blkio", "blkio.weight", &w.to_string())?;
@@ -516,6 +504,30 @@ impl Cgroup {
                     self.write("devices", "devices.allow", line)?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// cpuset files have the same names and formats on v1 and v2.
+    fn apply_cpuset(&self, c: &oci_spec::runtime::LinuxCpu) -> Result<()> {
+        if let Some(cpus) = c.cpus().as_deref().filter(|s| !s.is_empty()) {
+            self.write("cpuset", "cpuset.cpus", cpus)?;
+        }
+        if let Some(mems) = c.mems().as_deref().filter(|s| !s.is_empty()) {
+            self.write("cpuset", "cpuset.mems", mems)?;
+        }
+        Ok(())
+    }
+
+    /// `pids.max` is the same file on v1 and v2; a limit of 0 or less means no limit.
+    fn apply_pids(&self, res: &LinuxResources) -> Result<()> {
+        if let Some(p) = res.pids() {
+            let v = if p.limit() > 0 {
+                p.limit().to_string()
+            } else {
+                "max".into()
+            };
+            self.write("pids", "pids.max", &v)?;
         }
         Ok(())
     }
@@ -563,21 +575,9 @@ impl Cgroup {
             if let Some(i) = c.idle().filter(|i| *i != 0) {
                 self.write_opt("cpu", "cpu.idle", &i.to_string())?;
             }
-            if let Some(cpus) = c.cpus().as_deref().filter(|s| !s.is_empty()) {
-                self.write("cpuset", "cpuset.cpus", cpus)?;
-            }
-            if let Some(mems) = c.mems().as_deref().filter(|s| !s.is_empty()) {
-                self.write("cpuset", "cpuset.mems", mems)?;
-            }
+            self.apply_cpuset(c)?;
         }
-        if let Some(p) = res.pids() {
-            let v = if p.limit() > 0 {
-                p.limit().to_string()
-            } else {
-                "max".into()
-            };
-            self.write("pids", "pids.max", &v)?;
-        }
+        self.apply_pids(res)?;
         if let Some(b) = res.block_io() {
             if let Some(w) = b.weight() {
                 // blkio weight 10..1000 -> io weight 1..10000
