@@ -379,7 +379,7 @@ fn oom_score_adj(c: &Child, process: &Process) -> R {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
-    if let Err(e) = fs::write("/proc/self/oom_score_adj", adj.to_string()) {
+    if let Err(e) = crate::procfs::write("self/oom_score_adj", adj.to_string().as_bytes()) {
         let perm = matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES));
         if perm && adj < cur {
             c.warn(format!(
@@ -1009,8 +1009,9 @@ fn sysctls(spec: &Spec, nss: &[(LinuxNamespaceType, Option<PathBuf>)]) -> R {
                 ))
             }
         }
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        fs::write(&path, v.as_bytes()).map_err(|e| format!("write sysctl {k}: {}", ioerr(&e)))?;
+        let path = format!("sys/{}", key.replace('.', "/"));
+        crate::procfs::write(&path, v.as_bytes())
+            .map_err(|e| format!("write sysctl {k}: {}", ioerr(&e)))?;
     }
     Ok(())
 }

@@ -23,6 +23,7 @@ pub mod workload;
 mod child;
 mod mountopt;
 mod personality;
+mod procfs;
 mod seccomp;
 mod sync;
 mod userns;
