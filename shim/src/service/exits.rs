@@ -121,7 +121,7 @@ fn finalize(inner: Arc<Inner>, id: String, exec_id: String) {
             p.phase = Phase::Stopped;
             p.pending = None;
             p.pty_master = None;
-            p.holders = Default::default();
+            std::mem::take(&mut p.holders).release();
             p.record_exit(exit.clone());
             ev::TaskExit {
                 container_id: id.clone(),

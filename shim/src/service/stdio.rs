@@ -4,8 +4,11 @@
 //! shim. The shim keeps its own end of each fifo open (`StdioHolders`): a writer on stdin so the
 //! process does not read EOF before containerd opened its side (released by CloseIO), and a
 //! reader-writer on stdout/stderr so the pipes survive a containerd restart (writes block
-//! instead of raising SIGPIPE while nobody reads). The holders are dropped when the process
-//! exits, so the reader sees EOF once the last container process closed its copy.
+//! instead of raising SIGPIPE while nobody reads). When the process exits the holders are
+//! released (`StdioHolders::release`), so the reader sees EOF once the last container process
+//! closed its copy — but an output is let go only once its reader has connected: a reader that
+//! opens the fifo after every writer is gone would block in open(2) forever (containerd opens
+//! its ends asynchronously, and a fast exec can finish first).
 //!
 //! With a terminal the process gets a pty slave; the shim copies between the master and the
 //! fifos (`spawn_pty_copy`).
@@ -35,11 +38,73 @@ pub struct StdioPaths {
     pub terminal: bool,
 }
 
-/// The shim's own ends of a process's fifos; dropping them releases the pipes.
+/// The shim's own ends of a process's fifos.
 #[derive(Default)]
 pub struct StdioHolders {
     pub stdin_writer: Option<File>,
-    pub _keep_alive: Vec<File>,
+    outputs: Vec<OutputHolder>,
+}
+
+/// The shim's read-write end of an output fifo, and where it is.
+pub struct OutputHolder {
+    path: String,
+    end: File,
+}
+
+/// How long a released output waits for its reader before giving up.
+const READER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl StdioHolders {
+    /// Lets go of the pipes after the process exited (see module docs): stdin at once; each
+    /// output once a reader is connected, on a helper thread, so nothing here blocks.
+    pub fn release(self) {
+        drop(self.stdin_writer);
+        let pending: Vec<File> = self
+            .outputs
+            .into_iter()
+            .filter_map(OutputHolder::into_writer)
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let mut pending = pending;
+            while !pending.is_empty() && start.elapsed() < READER_WAIT {
+                pending.retain(|w| !has_reader(w));
+                if !pending.is_empty() {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        });
+    }
+}
+
+impl OutputHolder {
+    /// Trades the read-write end for a write-only one (our read side must not count as the
+    /// reader we wait for). `None` when a reader is already there: nothing to wait for.
+    fn into_writer(self) -> Option<File> {
+        let writer = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.path)
+            .ok()?;
+        drop(self.end);
+        (!has_reader(&writer)).then_some(writer)
+    }
+}
+
+/// Whether anyone has the read side of the pipe open (a pipe's write end polls POLLERR
+/// while it has no reader).
+fn has_reader(writer: &File) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: writer.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one pollfd for an fd that stays open for the call; zero timeout.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n >= 0 && pfd.revents & libc::POLLERR == 0
 }
 
 enum Target<'a> {
@@ -138,7 +203,7 @@ fn open_input(address: &str) -> ServiceResult<(OwnedFd, Option<File>)> {
 }
 
 /// Opens an output sink: (fd for the process, reader-writer the shim holds).
-fn open_output(address: &str) -> ServiceResult<(OwnedFd, Option<File>)> {
+fn open_output(address: &str) -> ServiceResult<(OwnedFd, Option<OutputHolder>)> {
     match parse(address)? {
         Target::Null => Ok((dev_null(true)?, None)),
         Target::Binary(_) => Err(ServiceError::Internal(format!(
@@ -156,8 +221,12 @@ fn open_output(address: &str) -> ServiceResult<(OwnedFd, Option<File>)> {
             Ok((f.into(), None))
         }
         Target::Fifo(path) => {
-            let holder = open_fifo(path, Side::Both, "output")?;
+            let end = open_fifo(path, Side::Both, "output")?;
             let writer = open_fifo(path, Side::Write, "output")?;
+            let holder = OutputHolder {
+                path: path.to_string(),
+                end,
+            };
             Ok((writer.into(), Some(holder)))
         }
     }
@@ -183,7 +252,7 @@ pub fn open_direct(
     };
     let holders = StdioHolders {
         stdin_writer,
-        _keep_alive: out_holder.into_iter().chain(err_holder).collect(),
+        outputs: out_holder.into_iter().chain(err_holder).collect(),
     };
     let stdio = Stdio {
         stdin: Some(stdin),
@@ -251,7 +320,7 @@ pub fn spawn_pty_copy(
     }
     let holders = StdioHolders {
         stdin_writer: None,
-        _keep_alive: out_holder.into_iter().collect(),
+        outputs: out_holder.into_iter().collect(),
     };
     Ok((done_rx, holders))
 }
@@ -364,6 +433,27 @@ mod tests {
         let mut s = String::new();
         reader.read_to_string(&mut s).unwrap();
         assert_eq!(s, "hello");
+    }
+
+    #[test]
+    fn a_reader_that_opens_after_the_process_exited_still_gets_data_and_eof() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("late");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (fd, holder) = open_output(path.to_str().unwrap()).unwrap();
+        File::from(fd).write_all(b"early bird").unwrap(); // the process writes and exits
+        let holders = StdioHolders {
+            stdin_writer: None,
+            outputs: holder.into_iter().collect(),
+        };
+        holders.release();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // containerd opens its (blocking) read end only now.
+        let mut reader = File::open(&path).unwrap();
+        let mut s = String::new();
+        reader.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "early bird");
     }
 
     #[test]
