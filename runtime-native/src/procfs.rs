@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 
@@ -21,29 +21,6 @@ fn on_procfs(fd: &impl AsRawFd) -> std::io::Result<bool> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(st.f_type as i64 == PROC_SUPER_MAGIC)
-}
-
-fn openat2(dir: &impl AsRawFd, rel: &str, flags: i32, resolve: u64) -> std::io::Result<OwnedFd> {
-    let path = std::ffi::CString::new(rel).map_err(std::io::Error::other)?;
-    // SAFETY: open_how is plain data; all-zero is its documented default.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = resolve;
-    // SAFETY: a valid dirfd, a NUL-terminated path and a sized open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: openat2 returned a new fd nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 fn not_proc(what: &str) -> std::io::Error {
@@ -70,7 +47,7 @@ pub fn write(rel: &str, data: &[u8]) -> std::io::Result<()> {
         }
         None => rel.to_string(),
     };
-    let fd = openat2(&proc_dir, &rel, libc::O_WRONLY, resolve)?;
+    let fd = crate::resolve::openat2(&proc_dir, &rel, libc::O_WRONLY, resolve)?;
     if !on_procfs(&fd)? {
         return Err(not_proc(&format!("/proc/{rel}")));
     }

@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use runtime_native::Workload;
@@ -110,26 +110,9 @@ fn open_entrypoint(rootfs: &Path, path: &str, env: &[String]) -> Option<File> {
 /// `openat2(rootfs, path, RESOLVE_IN_ROOT)`: symlinks and `..` resolve as if `rootfs` were `/`.
 fn open_in_root(rootfs: &Path, path: &str) -> Option<File> {
     let root = File::open(rootfs).ok()?;
-    let cpath = std::ffi::CString::new(path).ok()?;
-    // SAFETY: open_how is plain data; all-zero is its documented default.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: openat2 with a valid dirfd, a NUL-terminated path and a sized open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            std::os::fd::AsRawFd::as_raw_fd(&root),
-            cpath.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: openat2 returned a new fd that nothing else owns.
-    let file = unsafe { File::from_raw_fd(fd as i32) };
+    let resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    let fd = runtime_native::resolve::openat2(&root, path, libc::O_RDONLY, resolve).ok()?;
+    let file = File::from(fd);
     file.metadata().ok().filter(|m| m.is_file()).map(|_| file)
 }
 
