@@ -78,10 +78,7 @@ pub fn run_case(
         Ok(Err(e)) => Err(e),
         Err(p) => Err(anyhow::anyhow!(
             "panicked: {}",
-            p.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default()
+            crate::case::panic_message(&*p)
         )),
     };
     if let Err(e) = result {
@@ -89,6 +86,14 @@ pub fn run_case(
         drop(case);
         panic!("{label} FAILED: {e:#}\n===== containerd log (last 200 lines) =====\n{log}\n===== end of log =====");
     }
+}
+
+/// The text a panicking case gave (`panic!` with a String or a &str), for the failure message.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 impl Case {

@@ -81,10 +81,7 @@ pub fn run_cri_case(
         Ok(Err(e)) => Err(e),
         Err(p) => Err(anyhow::anyhow!(
             "panicked: {}",
-            p.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default()
+            crate::case::panic_message(&*p)
         )),
     };
     if let Err(e) = result {
