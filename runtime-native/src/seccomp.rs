@@ -8,6 +8,12 @@
 //! the same argument become separate rules (libseccomp cannot AND them); an unknown action,
 //! operator or flag is an error.
 //!
+//! Syscalls newer than the profile get ENOSYS, not the default action (as runc does): with a
+//! default that denies (ERRNO other than ENOSYS, KILL, TRAP), a small BPF stub in front of
+//! libseccomp's program answers every syscall number above the largest one the profile names
+//! (per architecture) with ERRNO(ENOSYS), so libc falls back from clone3, faccessat2, openat2
+//! and the like; see [`enosys_stub`].
+//!
 //! Where it is loaded (see `child::finish`): without `noNewPrivileges` loading needs
 //! CAP_SYS_ADMIN, so the filter goes in before the user and capabilities change; with it, as
 //! late as possible (after the identity change, right before the process hands over to its
@@ -48,6 +54,11 @@ pub(crate) struct Filter {
     pub(crate) rules: usize,
     /// Syscall names skipped because libseccomp does not know them.
     pub(crate) unknown: Vec<String>,
+    /// The program to load when it is not libseccomp's own: the ENOSYS stub followed by
+    /// libseccomp's program (see [`enosys_stub`]).
+    patched: Option<Vec<libc::sock_filter>>,
+    /// Instructions of the ENOSYS stub (0: none).
+    pub(crate) stub_len: usize,
 }
 
 fn action(a: LinuxSeccompAction, errno_ret: Option<u32>) -> R<ScmpAction> {
@@ -172,6 +183,8 @@ pub(crate) fn compile(s: &LinuxSeccomp) -> R<Filter> {
         notify: false,
         rules: 0,
         unknown: Vec::new(),
+        patched: None,
+        stub_len: 0,
     };
     for call in &syscalls {
         let act = action(call.action(), call.errno_ret())
@@ -220,28 +233,337 @@ pub(crate) fn compile(s: &LinuxSeccomp) -> R<Filter> {
             }
         }
     }
+    if wants_enosys_stub(default) {
+        let mut prog = enosys_stub(&largest_syscalls(s))?;
+        if !prog.is_empty() {
+            out.stub_len = prog.len();
+            prog.extend(export(&out.ctx)?);
+            // BPF_MAXINSNS: the kernel refuses longer programs.
+            if prog.len() > 4096 {
+                return Err(format!(
+                    "seccomp: the filter has {} instructions, more than the kernel's 4096",
+                    prog.len()
+                ));
+            }
+            out.patched = Some(prog);
+        }
+    }
     Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// ENOSYS for syscalls newer than the profile (runc's "patchbpf" behaviour, built our own way).
+//
+// An allow-list profile (default ERRNO(EPERM), KILL, TRAP...) written before a syscall existed
+// answers that syscall with its default action. glibc and others probe new syscalls (clone3,
+// faccessat2, openat2, close_range...) and fall back to the old ones only on ENOSYS, so EPERM
+// or a kill breaks them. Like runc, every syscall number greater than the largest number the
+// profile names (per architecture) gets ERRNO(ENOSYS); a known-but-unlisted syscall below
+// that keeps the default action.
+//
+// Rules cannot express "nr > N" (libseccomp matches syscall numbers one by one, and for a
+// non-native architecture it only accepts numbers it can translate by name), and one rule
+// per number up to some bound would add hundreds of rules per architecture. So the filter
+// libseccomp generates is exported and a small classic-BPF stub is put in front of it: load
+// the architecture; for each architecture of the filter compare the syscall number with the
+// profile's largest and return ERRNO(ENOSYS) above it; otherwise (or for an architecture
+// not in the filter) run libseccomp's program unchanged, which starts by loading what it
+// needs itself and uses only relative jumps. The stub costs a handful of instructions per
+// architecture whatever the profile; the patched program is then loaded with seccomp(2)
+// directly, with the flags libseccomp would have used.
+
+/// `struct seccomp_data`: offsets of the syscall number and the audit architecture.
+const SECCOMP_DATA_NR: u32 = 0;
+const SECCOMP_DATA_ARCH: u32 = 4;
+/// x32 syscalls are x86_64 (same audit arch) syscalls with this bit set in the number.
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+const RET_ENOSYS: u32 = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+
+/// The kernel's `AUDIT_ARCH_*` value (what `seccomp_data.arch` holds) for an architecture:
+/// the ELF machine, `__AUDIT_ARCH_64BIT`, `__AUDIT_ARCH_LE` (and MIPS n32's convention bit).
+fn audit_arch(a: ScmpArch) -> Option<u32> {
+    const B64: u32 = 0x8000_0000;
+    const LE: u32 = 0x4000_0000;
+    const N32: u32 = 0x2000_0000;
+    Some(match a {
+        ScmpArch::X86 => 3 | LE,
+        ScmpArch::X8664 | ScmpArch::X32 => 62 | B64 | LE,
+        ScmpArch::Arm => 40 | LE,
+        ScmpArch::Aarch64 => 183 | B64 | LE,
+        ScmpArch::Mips => 8,
+        ScmpArch::Mips64 => 8 | B64,
+        ScmpArch::Mips64N32 => 8 | B64 | N32,
+        ScmpArch::Mipsel => 8 | LE,
+        ScmpArch::Mipsel64 => 8 | B64 | LE,
+        ScmpArch::Mipsel64N32 => 8 | B64 | LE | N32,
+        ScmpArch::Ppc => 20,
+        ScmpArch::Ppc64 => 21 | B64,
+        ScmpArch::Ppc64Le => 21 | B64 | LE,
+        ScmpArch::S390 => 22,
+        ScmpArch::S390X => 22 | B64,
+        ScmpArch::Parisc => 15,
+        ScmpArch::Parisc64 => 15 | B64,
+        ScmpArch::Riscv64 => 243 | B64 | LE,
+        ScmpArch::Loongarch64 => 258 | B64 | LE,
+        ScmpArch::M68k => 4,
+        ScmpArch::Sh => 42 | LE,
+        ScmpArch::Sheb => 42,
+        _ => return None,
+    })
+}
+
+/// Whether a profile with this default action gets the stub: not when unlisted syscalls are
+/// allowed anyway (ALLOW, LOG, and TRACE — a tracer is expected to handle new syscalls), nor
+/// when the default already is ENOSYS.
+fn wants_enosys_stub(default: ScmpAction) -> bool {
+    !matches!(
+        default,
+        ScmpAction::Allow | ScmpAction::Log | ScmpAction::Trace(_)
+    ) && default != ScmpAction::Errno(libc::ENOSYS)
+}
+
+/// The largest syscall number the profile names on each of the filter's architectures
+/// (every rule counts, whatever its action; names unknown on an architecture do not).
+/// Architectures without any known name are left out.
+fn largest_syscalls(s: &LinuxSeccomp) -> Vec<(ScmpArch, u32)> {
+    let native = ScmpArch::native();
+    let mut arches = vec![native];
+    for a in s.architectures().iter().flatten() {
+        let a = match arch(*a) {
+            ScmpArch::Native => native,
+            a => a,
+        };
+        if !arches.contains(&a) {
+            arches.push(a);
+        }
+    }
+    let names: Vec<&String> = s
+        .syscalls()
+        .iter()
+        .flatten()
+        .flat_map(|c| c.names().iter())
+        .collect();
+    arches
+        .into_iter()
+        .filter_map(|a| {
+            names
+                .iter()
+                .filter_map(|n| libseccomp::ScmpSyscall::from_name_by_arch(n, a).ok())
+                // Negative numbers are libseccomp's pseudo syscalls (multiplexed calls).
+                .filter_map(|nr| u32::try_from(nr.as_raw_syscall()).ok())
+                .max()
+                .map(|max| (a, max))
+        })
+        .collect()
+}
+
+/// A jump target in the stub, resolved once its layout is known.
+#[derive(Clone, Copy)]
+enum To {
+    /// The next instruction plus `n`.
+    Skip(u8),
+    /// The `ret ERRNO(ENOSYS)` at the end of the stub.
+    Enosys,
+    /// The first instruction of libseccomp's program.
+    Filter,
+    /// The first instruction after architecture section `i`.
+    End(usize),
+}
+
+struct Ins {
+    code: u32,
+    k: u32,
+    jt: To,
+    jf: To,
+}
+
+fn ld(off: u32) -> Ins {
+    Ins {
+        code: libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+        k: off,
+        jt: To::Skip(0),
+        jf: To::Skip(0),
+    }
+}
+
+fn jmp(op: u32, k: u32, jt: To, jf: To) -> Ins {
+    Ins {
+        code: libc::BPF_JMP | op | libc::BPF_K,
+        k,
+        jt,
+        jf,
+    }
+}
+
+/// The stub for `largest` (see the section comment); empty when there is nothing to check.
+fn enosys_stub(largest: &[(ScmpArch, u32)]) -> R<Vec<libc::sock_filter>> {
+    // Architectures grouped by what the kernel reports: x86_64 and x32 share one value.
+    let mut groups: Vec<(u32, Vec<(ScmpArch, u32)>)> = Vec::new();
+    for &(a, max) in largest {
+        let Some(token) = audit_arch(a) else {
+            continue;
+        };
+        match groups.iter_mut().find(|(t, _)| *t == token) {
+            Some((_, v)) => v.push((a, max)),
+            None => groups.push((token, vec![(a, max)])),
+        }
+    }
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut prog = vec![ld(SECCOMP_DATA_ARCH)];
+    let mut ends = Vec::new();
+    for (i, (token, members)) in groups.iter().enumerate() {
+        let max_of = |want: ScmpArch| members.iter().find(|(a, _)| *a == want).map(|m| m.1);
+        // Not this architecture: on to the next section (the accumulator still holds arch).
+        prog.push(jmp(libc::BPF_JEQ, *token, To::Skip(0), To::End(i)));
+        prog.push(ld(SECCOMP_DATA_NR));
+        let gt = |max: u32| jmp(libc::BPF_JGT, max, To::Enosys, To::Filter);
+        let x32_bit = |jt, jf| jmp(libc::BPF_JSET, X32_SYSCALL_BIT, jt, jf);
+        if matches!(members[0].0, ScmpArch::S390 | ScmpArch::S390X) {
+            // s390 passes a syscall number the kernel does not know as 0 (the old setup(2),
+            // used only to multiplex large numbers): that one is "unknown" too.
+            prog.push(jmp(libc::BPF_JEQ, 0, To::Enosys, To::Skip(0)));
+        }
+        if *token == audit_arch(ScmpArch::X8664).unwrap_or(0) {
+            match (max_of(ScmpArch::X8664), max_of(ScmpArch::X32)) {
+                (Some(x64), Some(x32)) => {
+                    prog.push(x32_bit(To::Skip(1), To::Skip(0)));
+                    prog.push(gt(x64));
+                    prog.push(gt(x32));
+                }
+                // A mode the filter does not have: libseccomp's program decides (bad arch).
+                (Some(x64), None) => {
+                    prog.push(x32_bit(To::Filter, To::Skip(0)));
+                    prog.push(gt(x64));
+                }
+                (None, Some(x32)) => {
+                    prog.push(x32_bit(To::Skip(0), To::Filter));
+                    prog.push(gt(x32));
+                }
+                (None, None) => prog.push(jmp(libc::BPF_JA, 0, To::Filter, To::Filter)),
+            }
+        } else {
+            if members.len() != 1 {
+                return Err(format!(
+                    "seccomp: architectures {members:?} share audit arch {token:#x}"
+                ));
+            }
+            prog.push(gt(members[0].1));
+        }
+        ends.push(prog.len());
+    }
+    // No section matched: libseccomp's program (its bad-architecture action).
+    prog.push(jmp(libc::BPF_JA, 0, To::Filter, To::Filter));
+    let enosys = prog.len();
+    let filter = enosys + 1;
+    let mut out = Vec::with_capacity(filter);
+    for (pc, ins) in prog.iter().enumerate() {
+        let rel = |t: To| -> R<u32> {
+            let target = match t {
+                To::Skip(n) => pc + 1 + n as usize,
+                To::Enosys => enosys,
+                To::Filter => filter,
+                To::End(i) => ends[i],
+            };
+            // Classic BPF jumps only forward.
+            target
+                .checked_sub(pc + 1)
+                .map(|d| d as u32)
+                .ok_or_else(|| "seccomp: ENOSYS stub: backward jump".to_string())
+        };
+        let is_ja = ins.code == libc::BPF_JMP | libc::BPF_JA | libc::BPF_K;
+        let (k, jt, jf) = if is_ja {
+            (rel(ins.jt)?, 0, 0)
+        } else if ins.code & 0x07 == libc::BPF_JMP {
+            let short = |t| {
+                rel(t).and_then(|d| {
+                    u8::try_from(d).map_err(|_| "seccomp: ENOSYS stub: jump too long".to_string())
+                })
+            };
+            (ins.k, short(ins.jt)?, short(ins.jf)?)
+        } else {
+            (ins.k, 0, 0)
+        };
+        out.push(libc::sock_filter {
+            code: ins.code as u16,
+            jt,
+            jf,
+            k,
+        });
+    }
+    out.push(libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: RET_ENOSYS,
+    });
+    Ok(out)
+}
+
+/// libseccomp's program for `ctx`, as the kernel would get it from `seccomp_load`.
+fn export(ctx: &ScmpFilterContext) -> R<Vec<libc::sock_filter>> {
+    use std::io::{Read, Seek};
+    let f = memfd().map_err(|e| format!("seccomp: export: {e}"))?;
+    ctx.export_bpf(&f)
+        .map_err(|e| format!("seccomp: export: {e}"))?;
+    let mut file = std::fs::File::from(f);
+    let mut v = Vec::new();
+    file.seek(std::io::SeekFrom::Start(0))
+        .and_then(|_| file.read_to_end(&mut v))
+        .map_err(|e| format!("seccomp: export: {e}"))?;
+    if !v.len().is_multiple_of(8) {
+        return Err(format!(
+            "seccomp: export: {} bytes is not a program",
+            v.len()
+        ));
+    }
+    // Host byte order, as libseccomp writes it.
+    Ok(v.chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect())
+}
+
+fn memfd() -> std::io::Result<OwnedFd> {
+    // SAFETY: memfd_create with a valid C string.
+    let fd = unsafe { libc::memfd_create(c"amphi-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 impl Filter {
     /// The filter as the kernel gets it: `struct sock_filter` instructions (8 bytes each).
     #[cfg(test)]
     pub(crate) fn bpf(&self) -> R<Vec<u8>> {
-        let f = tempfile_fd().map_err(|e| format!("seccomp: export: {e}"))?;
-        self.ctx
-            .export_bpf(&f)
-            .map_err(|e| format!("seccomp: export: {e}"))?;
-        let mut file = std::fs::File::from(f);
-        use std::io::{Read, Seek};
-        file.seek(std::io::SeekFrom::Start(0))
-            .map_err(|e| e.to_string())?;
-        let mut v = Vec::new();
-        file.read_to_end(&mut v).map_err(|e| e.to_string())?;
-        Ok(v)
+        let prog = match &self.patched {
+            Some(p) => p.clone(),
+            None => export(&self.ctx)?,
+        };
+        Ok(prog
+            .iter()
+            .flat_map(|i| {
+                let mut b = Vec::with_capacity(8);
+                b.extend_from_slice(&i.code.to_ne_bytes());
+                b.extend_from_slice(&[i.jt, i.jf]);
+                b.extend_from_slice(&i.k.to_ne_bytes());
+                b
+            })
+            .collect())
     }
 
     /// Loads the filter into the calling process. With notify rules, returns the notify fd.
     fn load(&self) -> R<Option<OwnedFd>> {
+        if let Some(prog) = &self.patched {
+            return self.load_patched(prog);
+        }
         self.ctx
             .load()
             .map_err(|e| format!("load seccomp filter: {e}"))?;
@@ -255,17 +577,49 @@ impl Filter {
         // SAFETY: libseccomp hands us a new fd, which we own from here on.
         Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
-}
 
-#[cfg(test)]
-fn tempfile_fd() -> std::io::Result<OwnedFd> {
-    // SAFETY: memfd_create with a valid C string.
-    let fd = unsafe { libc::memfd_create(c"amphi-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+    /// Loads our own program with the flags `seccomp_load` would pass for this context
+    /// (no_new_privs stays the runtime's business, as in [`compile`]).
+    fn load_patched(&self, prog: &[libc::sock_filter]) -> R<Option<OwnedFd>> {
+        let mut flags: libc::c_ulong = 0;
+        if self.ctx.get_ctl_log().unwrap_or(false) {
+            flags |= libc::SECCOMP_FILTER_FLAG_LOG;
+        }
+        if self.ctx.get_ctl_ssb().unwrap_or(false) {
+            flags |= libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW;
+        }
+        // Only settable with libseccomp >= 2.6; an error here means it is not set.
+        if self.ctx.get_ctl_waitkill().unwrap_or(false) {
+            flags |= libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+        }
+        if self.notify {
+            flags |= libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+        }
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: seccomp(2) reads the program, which outlives the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                &fprog as *const libc::sock_fprog,
+            )
+        };
+        if r < 0 {
+            return Err(format!(
+                "load seccomp filter: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        if !self.notify {
+            return Ok(None);
+        }
+        // SAFETY: with NEW_LISTENER seccomp(2) returns a new fd, which we own from here on.
+        Ok(Some(unsafe { OwnedFd::from_raw_fd(r as i32) }))
     }
-    // SAFETY: a new fd we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Who the container process is, for the state a seccomp agent receives.
@@ -615,6 +969,217 @@ mod tests {
         // A JSON profile as containerd writes it, with an unknown flag: refused on read.
         let bad = r#"{"defaultAction":"SCMP_ACT_ALLOW","flags":["SECCOMP_FILTER_FLAG_NOPE"]}"#;
         assert!(serde_json::from_str::<LinuxSeccomp>(bad).is_err());
+    }
+
+    /// The largest native syscall number among `names` (all must be known).
+    fn native_max(names: &[&str]) -> i64 {
+        names
+            .iter()
+            .map(|n| {
+                libseccomp::ScmpSyscall::from_name(n)
+                    .unwrap()
+                    .as_raw_syscall() as i64
+            })
+            .max()
+            .unwrap()
+    }
+
+    /// What a child needs to run, exit and report under an allow-list.
+    const BASICS: &[&str] = &[
+        "exit",
+        "exit_group",
+        "getpid",
+        "write",
+        "rt_sigreturn",
+        "brk",
+        "mmap",
+        "munmap",
+    ];
+
+    // The numbers the child below probes, computed before the fork.
+    static PROBE_ABOVE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    static PROBE_BELOW: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+    /// Child: 0 when `PROBE_ABOVE` (and a far larger number) give ENOSYS and `PROBE_BELOW`
+    /// gives the default EPERM.
+    fn probe_enosys_eperm() -> i32 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let above = PROBE_ABOVE.load(Relaxed);
+        let below = PROBE_BELOW.load(Relaxed);
+        // SAFETY: raw syscalls with no pointer arguments.
+        unsafe {
+            if libc::syscall(above as libc::c_long) != -1 || errno() != libc::ENOSYS {
+                return 1;
+            }
+            if libc::syscall(above as libc::c_long + 1000) != -1 || errno() != libc::ENOSYS {
+                return 2;
+            }
+            if libc::syscall(below as libc::c_long) != -1 || errno() != libc::EPERM {
+                return 3;
+            }
+            // Listed syscalls still work.
+            if libc::getpid() <= 0 {
+                return 4;
+            }
+        }
+        0
+    }
+
+    #[test]
+    fn newer_syscalls_get_enosys_known_ones_the_default() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let max = native_max(BASICS);
+        // getppid is unlisted and (x86_64: 110 < exit_group 231) below the largest listed.
+        assert!(libc::SYS_getppid < max as libc::c_long);
+        PROBE_ABOVE.store(max + 7, Relaxed);
+        PROBE_BELOW.store(libc::SYS_getppid, Relaxed);
+        for arches in [
+            None,
+            Some(vec![Arch::ScmpArchNative]),
+            Some(vec![
+                Arch::ScmpArchX86_64,
+                Arch::ScmpArchX86,
+                Arch::ScmpArchX32,
+            ]),
+            Some(vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86]),
+        ] {
+            let mut p = profile(
+                LinuxSeccompAction::ScmpActErrno,
+                vec![rule(BASICS, LinuxSeccompAction::ScmpActAllow)],
+            );
+            p.set_architectures(arches.clone());
+            let f = compile(&p).unwrap();
+            assert!(f.stub_len > 0, "{arches:?}");
+            let code = run_filtered(&f.bpf().unwrap(), probe_enosys_eperm);
+            assert_eq!(code, 0, "{arches:?}");
+        }
+    }
+
+    #[test]
+    fn kill_default_also_gets_enosys_above() {
+        use std::sync::atomic::Ordering::Relaxed;
+        static KILL_ABOVE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+        let max = native_max(BASICS);
+        KILL_ABOVE.store(max + 1, Relaxed);
+        let p = profile(
+            LinuxSeccompAction::ScmpActKillProcess,
+            vec![rule(BASICS, LinuxSeccompAction::ScmpActAllow)],
+        );
+        let bpf = compile(&p).unwrap().bpf().unwrap();
+        let code = run_filtered(&bpf, || {
+            let above = KILL_ABOVE.load(Relaxed);
+            // SAFETY: raw syscall without arguments.
+            if unsafe { libc::syscall(above as libc::c_long) } != -1 || errno() != libc::ENOSYS {
+                return 1;
+            }
+            // Unlisted and known: the default action (killed by SIGSYS).
+            // SAFETY: as above.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+            0
+        });
+        assert_eq!(code, 128 + libc::SIGSYS);
+    }
+
+    #[test]
+    fn stub_only_where_it_matters() {
+        let allow = || vec![rule(BASICS, LinuxSeccompAction::ScmpActAllow)];
+        // Default allow (and log): nothing is denied by default, nothing to patch.
+        for d in [
+            LinuxSeccompAction::ScmpActAllow,
+            LinuxSeccompAction::ScmpActLog,
+        ] {
+            let p = profile(d, vec![rule(&["mkdir"], LinuxSeccompAction::ScmpActErrno)]);
+            assert_eq!(compile(&p).unwrap().stub_len, 0, "{d:?}");
+        }
+        // Default already ENOSYS.
+        let mut p = profile(LinuxSeccompAction::ScmpActErrno, allow());
+        p.set_default_errno_ret(Some(libc::ENOSYS as u32));
+        let f = compile(&p).unwrap();
+        assert_eq!(f.stub_len, 0);
+        assert!(f.patched.is_none());
+        // No rules, or only names libseccomp does not know: no largest syscall.
+        let p = profile(LinuxSeccompAction::ScmpActErrno, vec![]);
+        assert_eq!(compile(&p).unwrap().stub_len, 0);
+        let p = profile(
+            LinuxSeccompAction::ScmpActErrno,
+            vec![rule(
+                &["no_such_syscall_xyz"],
+                LinuxSeccompAction::ScmpActAllow,
+            )],
+        );
+        assert_eq!(compile(&p).unwrap().stub_len, 0);
+        // Default EPERM with rules: patched, the stub in front of libseccomp's program.
+        let f = compile(&profile(LinuxSeccompAction::ScmpActErrno, allow())).unwrap();
+        let plain = export(&f.ctx).unwrap();
+        let patched = f.patched.as_ref().unwrap();
+        assert_eq!(patched.len(), f.stub_len + plain.len());
+        assert_eq!(patched[f.stub_len].code, plain[0].code);
+        assert_eq!(patched[f.stub_len].k, plain[0].k);
+        // A rule whose action is the default still counts as named.
+        let mut p = profile(LinuxSeccompAction::ScmpActErrno, allow());
+        p.set_syscalls(Some(vec![
+            rule(&["getpid"], LinuxSeccompAction::ScmpActAllow),
+            rule(&["exit_group"], LinuxSeccompAction::ScmpActErrno),
+        ]));
+        let largest = largest_syscalls(&p);
+        assert_eq!(largest[0].1 as i64, native_max(&["exit_group"]));
+    }
+
+    #[test]
+    fn largest_syscall_per_architecture() {
+        let mut p = profile(
+            LinuxSeccompAction::ScmpActErrno,
+            vec![rule(&["read", "openat2"], LinuxSeccompAction::ScmpActAllow)],
+        );
+        p.set_architectures(Some(vec![
+            Arch::ScmpArchX86_64,
+            Arch::ScmpArchX86,
+            Arch::ScmpArchX32,
+            Arch::ScmpArchAarch64,
+        ]));
+        let largest = largest_syscalls(&p);
+        let get = |a: ScmpArch| largest.iter().find(|(x, _)| *x == a).map(|x| x.1);
+        // openat2 is 437 everywhere (the unified numbering); x32 numbers carry the x32 bit.
+        assert_eq!(get(ScmpArch::X8664), Some(437));
+        assert_eq!(get(ScmpArch::X86), Some(437));
+        assert_eq!(get(ScmpArch::Aarch64), Some(437));
+        assert_eq!(get(ScmpArch::X32), Some(X32_SYSCALL_BIT | 437));
+        // One x86_64 section covering both modes, one each for x86 and aarch64.
+        let stub = enosys_stub(&largest).unwrap();
+        let arch_checks = stub
+            .iter()
+            .filter(|i| i.code as u32 == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K && i.k != 0)
+            .count();
+        assert_eq!(arch_checks, 3);
+        assert!(stub.len() < 20, "{}", stub.len());
+        assert_eq!(stub.last().unwrap().k, RET_ENOSYS);
+    }
+
+    #[test]
+    fn large_allow_list_stays_small() {
+        // Every syscall libseccomp knows up to pkey_free (x86_64: 331), as an old profile
+        // would list them, for the three x86 modes: the stub adds a constant handful.
+        let names: Vec<String> = (0..=331)
+            .filter_map(|n| libseccomp::ScmpSyscall::from(n).get_name().ok())
+            .collect();
+        let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+        let mut p = profile(
+            LinuxSeccompAction::ScmpActErrno,
+            vec![rule(&names, LinuxSeccompAction::ScmpActAllow)],
+        );
+        p.set_architectures(Some(vec![
+            Arch::ScmpArchX86_64,
+            Arch::ScmpArchX86,
+            Arch::ScmpArchX32,
+        ]));
+        let f = compile(&p).unwrap();
+        let plain = export(&f.ctx).unwrap().len();
+        println!(
+            "{} names: libseccomp {plain} + stub {}",
+            names.len(),
+            f.stub_len
+        );
+        assert!(f.stub_len <= 16, "{}", f.stub_len);
     }
 
     #[test]
