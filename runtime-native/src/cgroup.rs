@@ -260,6 +260,28 @@ const DEFAULT_DEVICE_RULES: [&str; 10] = [
     "c 10:200 rwm",
 ];
 
+/// One of [`DEFAULT_DEVICE_RULES`] (`c 1:3 rwm`, `c 136:* rwm`) as an allowing OCI rule.
+fn device_rule(line: &str) -> oci_spec::runtime::LinuxDeviceCgroup {
+    use oci_spec::runtime::LinuxDeviceType;
+    let mut it = line.split_whitespace();
+    let typ = match it.next() {
+        Some("b") => LinuxDeviceType::B,
+        Some("c") => LinuxDeviceType::C,
+        _ => LinuxDeviceType::A,
+    };
+    let (major, minor) = it
+        .next()
+        .and_then(|n| n.split_once(':'))
+        .unwrap_or(("*", "*"));
+    let mut r = oci_spec::runtime::LinuxDeviceCgroup::default();
+    r.set_allow(true);
+    r.set_typ(Some(typ));
+    r.set_major(major.parse().ok());
+    r.set_minor(minor.parse().ok());
+    r.set_access(Some(it.next().unwrap_or("rwm").to_string()));
+    r
+}
+
 impl Cgroup {
     /// Creates the cgroup for `spec.linux.cgroupsPath` (default `/amphi/<id>` when unset) and
     /// applies `spec.linux.resources`.
@@ -592,11 +614,12 @@ impl Cgroup {
                 &h.limit().to_string(),
             )?;
         }
-        if res.devices().as_ref().is_some_and(|d| d.len() > 1) {
-            log::debug!(
-                "cgroup {}: device rules need eBPF on cgroup v2; not applied",
-                self.rel
-            );
+        if let Some(rules) = res.devices().as_ref().filter(|r| !r.is_empty()) {
+            // No devices controller on v2: the same list (spec rules, then the defaults, as on
+            // v1) becomes an eBPF program attached to the cgroup.
+            let mut all = rules.clone();
+            all.extend(DEFAULT_DEVICE_RULES.iter().map(|l| device_rule(l)));
+            crate::devices_bpf::apply(&self.root.join(&self.rel), &all)?;
         }
         if let Some(u) = res.unified() {
             let mut keys: Vec<_> = u.iter().collect();
@@ -1144,6 +1167,8 @@ mod tests {
         .unwrap();
         std::fs::write(root.join("cgroup.subtree_control"), "memory\n").unwrap();
         let mut res = resources();
+        // Device rules need a real cgroup v2 directory (v2_device_rules_need_a_real_cgroup).
+        res.set_devices(None);
         let mut u = std::collections::HashMap::new();
         u.insert("memory.high".to_string(), "200000000".to_string());
         res.set_unified(Some(u));
@@ -1206,6 +1231,36 @@ mod tests {
         cg.thaw().unwrap();
         assert_eq!(rd(dir.join("cgroup.freeze")), "0");
         assert!(cg.oom_notifier().unwrap().is_some());
+    }
+
+    #[test]
+    fn v2_device_rules_need_a_real_cgroup() {
+        // The fake tree is no cgroup: the device program cannot be attached there (nor loaded
+        // without privileges), and creating the cgroup fails naming the directory.
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::write(root.join("cgroup.controllers"), "").unwrap();
+        let res = LinuxResourcesBuilder::default()
+            .devices(resources().devices().clone().unwrap())
+            .build()
+            .unwrap();
+        let e = Cgroup::create_in(root, true, "c3", &spec(None, res))
+            .unwrap_err()
+            .to_string();
+        let dir = root.join("amphi/c3");
+        assert!(e.contains(&dir.display().to_string()), "{e}");
+        assert!(e.contains("BPF_"), "{e}");
+    }
+
+    #[test]
+    fn default_device_rules_parse() {
+        let r = device_rule("c 136:* rwm");
+        assert!(r.allow());
+        assert_eq!(r.typ(), Some(oci_spec::runtime::LinuxDeviceType::C));
+        assert_eq!((r.major(), r.minor()), (Some(136), None));
+        assert_eq!(r.access().as_deref(), Some("rwm"));
+        let r = device_rule("c 10:200 rwm");
+        assert_eq!((r.major(), r.minor()), (Some(10), Some(200)));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! parent of every container process and reaps it.
 
 pub mod cgroup;
+pub mod devices_bpf;
 pub mod error;
 pub mod hooks;
 pub mod memory;
@@ -22,6 +23,7 @@ pub mod spawner;
 pub mod spec;
 pub mod workload;
 
+mod bpf;
 mod child;
 mod mountopt;
 mod personality;
