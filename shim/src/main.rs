@@ -5,6 +5,7 @@
 
 mod args;
 mod bootstrap;
+mod containerd_api;
 mod delete;
 mod error;
 mod events;
@@ -16,6 +17,7 @@ mod server;
 mod service;
 mod start;
 mod wasm;
+mod wasm_layers;
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::Message;

@@ -89,6 +89,7 @@ async fn serve(
     let service = Arc::new(TaskService::new(ServiceContext {
         namespace: flags.namespace.clone(),
         id: flags.id.clone(),
+        containerd_address: flags.address.clone(),
         spawner: Arc::new(spawner),
         publisher: publisher.clone(),
         state_root: crate::record::state_root(),

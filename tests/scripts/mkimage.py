@@ -3,8 +3,10 @@
 
   mkimage.py rootfs  OUT.tar NAME [--busybox PATH] [--file SRC:DEST ...] [--entrypoint ARG ...]
       a busybox-static rootfs (applets as symlinks) plus extra files
-  mkimage.py wasm-layer OUT.tar NAME MODULE.wasm [--component]
-      an image whose only layer is the module itself, with a wasm layer media type
+  mkimage.py wasm-layer OUT.tar NAME MODULE.wasm [MODULE.wasm ...] [--media-type TYPE]
+      an image whose only layers are the modules themselves, with wasm layer media types
+      (a component's or a core module's by default), each titled with its file name; the
+      first module is the entrypoint. containerd 1.7+ can run it, 1.6 cannot unpack it
 
 Everything is deterministic (fixed mtimes), so the same input gives the same digests.
 """
@@ -63,14 +65,20 @@ def rootfs_layer(busybox, files):
 
 
 def write_archive(out, name, layers, config_extra, arch="amd64"):
-    """layers: list of (media_type, data, diff_id_data_or_None)."""
+    """layers: list of (media_type, data, uncompressed_tar_or_None[, annotations]). Only tar layers have a
+    diff_id: containerd unpacks those into the rootfs and requires the config's rootfs.diff_ids
+    to list exactly them; any other layer (a wasm module) is content the runtime reads itself."""
     blobs = {}
     layer_descs, diff_ids = [], []
-    for media_type, data, uncompressed in layers:
+    for media_type, data, uncompressed, *annotations in layers:
         digest, data = blob(data)
         blobs[digest] = data
-        layer_descs.append({"mediaType": media_type, "digest": digest, "size": len(data)})
-        diff_ids.append(blob(uncompressed if uncompressed is not None else data)[0])
+        desc = {"mediaType": media_type, "digest": digest, "size": len(data)}
+        if annotations:
+            desc["annotations"] = annotations[0]
+        layer_descs.append(desc)
+        if uncompressed is not None:
+            diff_ids.append(blob(uncompressed)[0])
     config = {"architecture": arch, "os": "linux",
               "config": config_extra, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
     cdigest, cdata = blob(json.dumps(config, sort_keys=True).encode())
@@ -108,8 +116,9 @@ def main():
     r.add_argument("--entrypoint", nargs="*", default=None)
     r.add_argument("--cmd", nargs="*", default=["/bin/sh"])
     w = sub.add_parser("wasm-layer")
-    w.add_argument("out"); w.add_argument("name"); w.add_argument("module")
-    w.add_argument("--component", action="store_true")
+    w.add_argument("out"); w.add_argument("name"); w.add_argument("modules", nargs="+")
+    w.add_argument("--media-type", default=None,
+                   help="layer media type for every module (default: by module kind)")
     args = ap.parse_args()
     env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
     if args.kind == "rootfs":
@@ -121,12 +130,19 @@ def main():
         write_archive(args.out, args.name,
                       [("application/vnd.oci.image.layer.v1.tar+gzip", gz, tar)], config)
     else:
-        with open(args.module, "rb") as f:
-            module = f.read()
-        media = ("application/vnd.bytecodealliance.wasm.component.layer.v0+wasm" if args.component
-                 else "application/vnd.wasm.content.layer.v1+wasm")
-        config = {"Env": env, "Entrypoint": ["/" + os.path.basename(args.module)]}
-        write_archive(args.out, args.name, [(media, module, None)], config, arch="wasm")
+        layers = []
+        for path in args.modules:
+            with open(path, "rb") as f:
+                module = f.read()
+            # A component's header version is 0x0d (layer 1); a core module's is 1.
+            is_component = module[4:8] != b"\x01\x00\x00\x00"
+            media = args.media_type or (
+                "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm" if is_component
+                else "application/vnd.wasm.content.layer.v1+wasm")
+            title = {"org.opencontainers.image.title": os.path.basename(path)}
+            layers.append((media, module, None, title))
+        config = {"Env": env, "Entrypoint": ["/" + os.path.basename(args.modules[0])]}
+        write_archive(args.out, args.name, layers, config, arch="wasm")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 //! Modules come from `examples/wasm/out/` (built by `examples/wasm/build.sh`: `NAME.wasm` are
 //! WASI preview1 core modules, `NAME-p2.wasm` preview2 components, `http-hello.wasm` a
 //! wasi:http component). They are wrapped by `mkimage.py wasm-layer` into an image whose only
-//! layer is the module ([`import_module`]; note: `ctr run` cannot unpack such a layer — containerd
-//! has no stream processor for the wasm media types — so that shape needs a shim that reads the
-//! content store), or into a busybox rootfs image with the module as `/NAME.wasm` and as the
+//! layers are the modules ([`import_layer_image`]; containerd 1.7+ unpacks only tar layers, so
+//! the rootfs is empty and the shim reads the module from containerd's content store; 1.6
+//! cannot run such an image), or into a busybox rootfs image with the module as `/NAME.wasm` and as the
 //! entrypoint ([`import_rootfs_module`]), which `ctr run` unpacks as usual. Usage from a test:
 //!
 //! ```text
@@ -101,26 +101,30 @@ pub fn import_rootfs_module(cd: &Containerd, module: &Path, image: &str) -> Resu
     Ok(image.to_string())
 }
 
-/// Wraps `module` into an image named `image` and imports it; returns the image name.
-pub fn import_module(
+/// Wraps `modules` into an image named `image` whose layers are the modules themselves (each
+/// titled with its file name, the first one the entrypoint), with `media_type` for every layer
+/// or each module's default, and imports it; returns the image name. containerd 1.6 cannot
+/// unpack such an image (`ctr run` fails); 1.7 and 2.1 unpack it to an empty rootfs.
+pub fn import_layer_image(
     cd: &Containerd,
-    module: &Path,
+    modules: &[&Path],
+    media_type: Option<&str>,
     image: &str,
-    component: bool,
 ) -> Result<String> {
-    let stem = module
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let file = format!(
-        "wasm-{stem}-{}-{}.tar",
-        if component { "component" } else { "module" },
-        stamp(module)?
-    );
-    let m = module.to_string_lossy();
-    let mut args = vec!["wasm-layer", image, &m];
-    if component {
-        args.push("--component");
+    let mut tag = String::new();
+    for m in modules {
+        let stem = m.file_stem().unwrap_or_default().to_string_lossy();
+        tag.push_str(&format!("{stem}-{}-", stamp(m)?));
+    }
+    if let Some(t) = media_type {
+        tag.push_str(&t.replace(['/', '+', '.'], "_"));
+    }
+    let file = format!("wasm-layers-{tag}.tar");
+    let paths: Vec<String> = modules.iter().map(|m| m.display().to_string()).collect();
+    let mut args = vec!["wasm-layer", image];
+    args.extend(paths.iter().map(String::as_str));
+    if let Some(t) = media_type {
+        args.extend(["--media-type", t]);
     }
     let archive = images::build_archive(&file, &args)?;
     images::import(cd, &archive, &["--all-platforms"])?;

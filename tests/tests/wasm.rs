@@ -861,3 +861,77 @@ wasm_e2e!(wasm_http, http);
 wasm_e2e!(wasm_mixed_group, mixed_group);
 wasm_e2e!(wasm_bad_input, bad_input);
 wasm_e2e!(wasm_cache, cache);
+
+/// Images whose layers are the modules themselves (no file in a rootfs). On containerd 1.7 and
+/// 2.1 the rootfs is empty and the shim reads the module from containerd's content store, for
+/// each wasm layer media type; with several layers the entrypoint's file name picks one by its
+/// title, and a name none has is an error naming the layers. containerd 1.6 cannot unpack such
+/// an image at all: `ctr run` fails before any shim is involved.
+fn layer_images(c: &mut Case) -> Result<()> {
+    let hello = wasm_images::module("hello", Target::P1)?;
+    if c.cd.version == amphi_tests::Version::V1_6 {
+        let refused = |text: &str| {
+            text.contains("mismatched image rootfs and manifest layers")
+                || text.contains("no processor for media-type")
+        };
+        let image = "docker.io/amphi/hello-layer:e2e";
+        match wasm_images::import_layer_image(&c.cd, &[&hello], None, image) {
+            Err(e) => anyhow::ensure!(refused(&format!("{e:#}")), "import: {e:#}"),
+            Ok(_) => {
+                let out = run_rm(c, &[], image, &c.id("l16"), &["/hello.wasm"])?.failed()?;
+                anyhow::ensure!(refused(&out.all()), "1.6 run: {}", out.describe());
+            }
+        }
+        return c.check_leaks();
+    }
+    let hello_p2 = wasm_images::module("hello", Target::P2)?;
+    let exit_code = wasm_images::module("exit-code", Target::P1)?;
+    let singles: [(&str, &std::path::Path, Option<&str>); 3] = [
+        ("content", &hello, None), // application/vnd.wasm.content.layer.v1+wasm
+        ("plain", &hello, Some("application/wasm")),
+        ("component", &hello_p2, None), // ...bytecodealliance.wasm.component.layer.v0+wasm
+    ];
+    for (tag, module, media) in singles {
+        let image = format!("docker.io/amphi/hello-layer-{tag}:e2e");
+        wasm_images::import_layer_image(&c.cd, &[module], media, &image)?;
+        let id = c.id(tag);
+        let out = run_rm(c, &[], &image, &id, &["/hello.wasm", "a", "b"])?.ok()?;
+        anyhow::ensure!(
+            out.stdout.contains("hello from wasm") && out.stdout.contains("arg[2]=b"),
+            "{tag}: {}",
+            out.describe()
+        );
+        // The guest's `/` is the empty rootfs plus the runtime's mounts, nothing of the host.
+        let seen = listing(&out)?;
+        let leaked: Vec<_> = host_only_root_entries(&[])
+            .into_iter()
+            .filter(|e| seen.contains(e))
+            .collect();
+        anyhow::ensure!(
+            leaked.is_empty() && !seen.iter().any(|e| e == "bin"),
+            "{tag}: / shows {seen:?}"
+        );
+        c.check_leaks().with_context(|| tag.to_string())?;
+    }
+    // Two modules in one image: the image's entrypoint, or the one ctr's args name.
+    let image = "docker.io/amphi/two-layers:e2e";
+    wasm_images::import_layer_image(&c.cd, &[&hello, &exit_code], None, image)?;
+    let out = run_rm(c, &[], image, &c.id("first"), &[])?.ok()?;
+    anyhow::ensure!(
+        out.stdout.contains("hello from wasm"),
+        "entrypoint: {}",
+        out.describe()
+    );
+    run_rm(c, &[], image, &c.id("second"), &["/exit-code.wasm", "7"])?.expect_code(7)?;
+    let id = c.id("none");
+    let out = run_rm(c, &[], image, &id, &["/nope.wasm"])?.failed()?;
+    anyhow::ensure!(
+        out.all().contains("nope.wasm") && out.all().contains("2 wasm layers"),
+        "an unnamed module: {}",
+        out.describe()
+    );
+    c.remove(&id)?;
+    c.check_leaks()
+}
+
+wasm_e2e!(wasm_layer_images, layer_images);

@@ -29,6 +29,7 @@ use runtime_native::{rootfs, spec, Cgroup, ExecRequest, InitRequest, Spawner};
 
 use crate::events::Publisher;
 use crate::record::ContainerRecord;
+use crate::wasm_layers::LayerSource;
 use error::{ServiceError, ServiceResult};
 use reaper::ExitBook;
 use state::{Container, Exit, Phase, Process};
@@ -37,6 +38,8 @@ use stdio::StdioPaths;
 pub struct ServiceContext {
     pub namespace: String,
     pub id: String,
+    /// containerd's gRPC socket (`-address`), asked for wasm modules carried as image layers.
+    pub containerd_address: String,
     pub spawner: Arc<Spawner>,
     pub publisher: Publisher,
     pub state_root: PathBuf,
@@ -173,9 +176,15 @@ impl Inner {
         let spawner = self.ctx.spawner.clone();
         let rec = record.clone();
         let net_opts = req.options.clone().into_option(); // amphi network
-        let created =
-            blocking(move || create_container(rec, mounts, stdio, &spawner, &root, net_opts))
-                .await?;
+        let layers = LayerSource {
+            address: self.ctx.containerd_address.clone(),
+            namespace: self.ctx.namespace.clone(),
+            container_id: id.clone(),
+        };
+        let created = blocking(move || {
+            create_container(rec, mounts, stdio, &spawner, &root, net_opts, &layers)
+        })
+        .await?;
         let (container, rec) = match created {
             Ok(v) => v,
             Err(e) => return Err(e),
@@ -380,7 +389,8 @@ impl Inner {
                 )));
             }
             let process = p.exec_spec.clone().unwrap_or_default();
-            let plan = workload::plan_exec(&rootfs, &process)?;
+            // No layer lookup here: this runs on the async side, and an exec names a file.
+            let plan = workload::plan_exec(&rootfs, &process, None)?;
             p.starting = true;
             Ok((
                 ExecRequest {
@@ -752,6 +762,7 @@ fn create_container(
     spawner: &Spawner,
     state_root: &std::path::Path,
     net_opts: Option<containerd_shim_protos::protobuf::well_known_types::any::Any>,
+    layers: &LayerSource,
 ) -> ServiceResult<(Container, ContainerRecord)> {
     let save = |r: &ContainerRecord| {
         r.save(state_root)
@@ -798,7 +809,7 @@ fn create_container(
             rootfs::mount_all(&mounts, &rootfs_dir)?;
         }
         let rootfs_path = spec_root(&spec, &record.bundle);
-        let workload = workload::plan_init(&rootfs_path, &spec)?;
+        let workload = workload::plan_init(&rootfs_path, &spec, Some(layers))?;
         let (stdio, holders) = if stdio_paths.terminal {
             (runtime_native::Stdio::default(), Default::default())
         } else {

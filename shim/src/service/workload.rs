@@ -5,8 +5,9 @@
 //! cannot point the shim at a host file). Wasm is compiled here, in the shim, where threads are
 //! safe, through the node-wide cache; the container process receives the opened artifact as an
 //! extra fd and the `wasm` runner (see `crate::wasm`) maps it after pivot_root.
-//! Anything that is not wasm — or is not found — is left to the native exec path, which reports
-//! a missing entrypoint in runc's words.
+//! An entrypoint that is not in the rootfs may be a module the image carries as a layer
+//! (`crate::wasm_layers`). Anything that is not wasm — or is not found — is left to the native
+//! exec path, which reports a missing entrypoint in runc's words.
 
 use std::fs::File;
 use std::io::Read;
@@ -18,6 +19,7 @@ use runtime_wasm::Entrypoint;
 
 use super::error::{ServiceError, ServiceResult};
 use crate::wasm;
+use crate::wasm_layers::{self, LayerSource};
 
 pub struct Plan {
     pub workload: Workload,
@@ -31,27 +33,43 @@ fn native() -> Plan {
     }
 }
 
-/// The plan for a container's init process.
-pub fn plan_init(rootfs: &Path, spec: &oci_spec::runtime::Spec) -> ServiceResult<Plan> {
+/// The plan for a container's init process. `layers` says where to look for a module that
+/// the image carries as a layer when the entrypoint is not a file in the rootfs.
+pub fn plan_init(
+    rootfs: &Path,
+    spec: &oci_spec::runtime::Spec,
+    layers: Option<&LayerSource>,
+) -> ServiceResult<Plan> {
     match spec.process() {
-        Some(process) => plan(rootfs, process),
+        Some(process) => plan(rootfs, process, layers),
         None => Ok(native()),
     }
 }
 
 /// The plan for an exec into a running container.
-pub fn plan_exec(rootfs: &Path, process: &oci_spec::runtime::Process) -> ServiceResult<Plan> {
-    plan(rootfs, process)
+pub fn plan_exec(
+    rootfs: &Path,
+    process: &oci_spec::runtime::Process,
+    layers: Option<&LayerSource>,
+) -> ServiceResult<Plan> {
+    plan(rootfs, process, layers)
 }
 
-fn plan(rootfs: &Path, process: &oci_spec::runtime::Process) -> ServiceResult<Plan> {
+fn plan(
+    rootfs: &Path,
+    process: &oci_spec::runtime::Process,
+    layers: Option<&LayerSource>,
+) -> ServiceResult<Plan> {
     let Some(entry) = process.args().as_ref().and_then(|a| a.first()) else {
         return Ok(native());
     };
     let (path, export) = runtime_wasm::split_entry(entry);
     let env = process.env().clone().unwrap_or_default();
     let Some(mut file) = open_entrypoint(rootfs, path, &env) else {
-        return Ok(native());
+        return match layers {
+            Some(source) => plan_from_layer(source, path, export),
+            None => Ok(native()),
+        };
     };
     let mut head = Vec::with_capacity(64);
     (&mut file)
@@ -65,9 +83,34 @@ fn plan(rootfs: &Path, process: &oci_spec::runtime::Process) -> ServiceResult<Pl
     let mut bytes = head;
     file.read_to_end(&mut bytes)
         .map_err(|e| ServiceError::Internal(format!("read wasm module {path}: {e}")))?;
+    wasm_plan(path, &bytes, export)
+}
+
+/// The entrypoint is not in the rootfs: the module may be a layer of the image. When the
+/// image has no wasm layer, the native path reports the missing entrypoint.
+fn plan_from_layer(source: &LayerSource, path: &str, export: Option<&str>) -> ServiceResult<Plan> {
+    match wasm_layers::find(source, path) {
+        Ok(Some(layer)) => {
+            log::info!(
+                "{path} is layer {} ({}) of image {}",
+                layer.digest,
+                layer.media_type,
+                layer.image
+            );
+            wasm_plan(path, &layer.bytes, export)
+        }
+        Ok(None) => Ok(native()),
+        Err(e) => Err(ServiceError::InvalidArgument(format!(
+            "entrypoint {path} is not in the rootfs, and {e}"
+        ))),
+    }
+}
+
+/// Compiles (or finds in the node cache) the module and hands its artifact to the runner.
+fn wasm_plan(path: &str, bytes: &[u8], export: Option<&str>) -> ServiceResult<Plan> {
     let compiled = wasm::cache()
         .map_err(invalid)?
-        .compile(path, &bytes, export)
+        .compile(path, bytes, export)
         .map_err(invalid)?;
     log::info!(
         "wasm {path}: {} ({})",
@@ -145,9 +188,15 @@ mod tests {
         std::fs::write(dir.path().join("tool"), b"#!/bin/sh\necho hi\n").unwrap();
         let mut p = oci_spec::runtime::Process::default();
         p.set_args(Some(vec!["/tool".into()]));
-        assert_eq!(plan_exec(dir.path(), &p).unwrap().workload, Workload::Exec);
+        assert_eq!(
+            plan_exec(dir.path(), &p, None).unwrap().workload,
+            Workload::Exec
+        );
         p.set_args(Some(vec!["/absent".into()]));
-        assert_eq!(plan_exec(dir.path(), &p).unwrap().workload, Workload::Exec);
+        assert_eq!(
+            plan_exec(dir.path(), &p, None).unwrap().workload,
+            Workload::Exec
+        );
     }
 
     #[test]
@@ -156,7 +205,7 @@ mod tests {
         std::fs::write(dir.path().join("bad.wasm"), b"\0asm\x09").unwrap();
         let mut p = oci_spec::runtime::Process::default();
         p.set_args(Some(vec!["/bad.wasm".into()]));
-        let err = plan_exec(dir.path(), &p).err().unwrap().to_string();
+        let err = plan_exec(dir.path(), &p, None).err().unwrap().to_string();
         assert!(err.contains("/bad.wasm"), "{err}");
     }
 }

@@ -1,0 +1,277 @@
+//! WebAssembly modules carried by an image as OCI layers instead of files in its rootfs.
+//!
+//! Such images (built by wasm tooling for runwasi-style runtimes) have a manifest whose layers
+//! are the modules themselves, with one of the media types below. containerd 1.7 and 2.x import
+//! them and unpack only their tar layers (often none, so the rootfs is empty); containerd 1.6
+//! refuses to import them at all ("no processor for media-type"). The shim looks for such a
+//! layer only when a task's entrypoint is not a file in its rootfs, so native starts never pay
+//! for the round trips: container → image → manifest (through an index if need be) → layer
+//! blob, all read from containerd over its gRPC socket.
+
+use serde::Deserialize;
+
+use crate::containerd_api::{ApiError, Client};
+
+/// The layer media types that hold a wasm module or component.
+pub const WASM_LAYER_TYPES: [&str; 3] = [
+    "application/wasm",
+    "application/vnd.wasm.content.layer.v1+wasm",
+    "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm",
+];
+
+const INDEX_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// The OCI layer annotation naming a layer's file.
+const TITLE: &str = "org.opencontainers.image.title";
+
+/// Manifests and indexes are small JSON documents; anything bigger is not one.
+const MANIFEST_LIMIT: u64 = 4 << 20;
+/// A generous bound on one module, so a wrong digest cannot make the shim buffer gigabytes.
+const MODULE_LIMIT: u64 = 1 << 30;
+/// How many manifests of an index are looked into before giving up.
+const MAX_MANIFESTS: usize = 16;
+/// containerd answers in milliseconds; a hung daemon must not hang Create forever.
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Where to ask: containerd's gRPC socket, the namespace and the container.
+#[derive(Clone, Debug)]
+pub struct LayerSource {
+    pub address: String,
+    pub namespace: String,
+    pub container_id: String,
+}
+
+/// A module read from an image layer.
+#[derive(Debug)]
+pub struct WasmLayer {
+    pub image: String,
+    pub digest: String,
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Deserialize, Debug)]
+struct Index {
+    #[serde(default)]
+    manifests: Vec<Entry>,
+}
+
+#[derive(Deserialize, Debug)]
+struct Manifest {
+    #[serde(default)]
+    layers: Vec<Entry>,
+}
+
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+struct Entry {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    platform: Option<Platform>,
+    #[serde(default)]
+    annotations: std::collections::HashMap<String, String>,
+}
+
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+struct Platform {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// The manifests of an index worth looking into, best first: this host's platform, then
+/// wasm platforms (`wasi`/`wasip*` or architecture `wasm`), then the rest.
+fn manifest_order(index: &Index) -> Vec<String> {
+    let rank = |e: &Entry| match &e.platform {
+        Some(p) if p.os == "linux" && p.architecture == host_arch() => 0,
+        Some(p) if p.os.starts_with("wasi") || p.architecture == "wasm" => 1,
+        _ => 2,
+    };
+    let mut entries: Vec<&Entry> = index.manifests.iter().collect();
+    entries.sort_by_key(|e| rank(e));
+    entries
+        .into_iter()
+        .take(MAX_MANIFESTS)
+        .map(|e| e.digest.clone())
+        .collect()
+}
+
+/// The wasm layer of a manifest that the entrypoint means: the only one, or, among several,
+/// the one whose title annotation is the entrypoint's file name. `Ok(None)`: no wasm layer.
+fn pick_layer(manifest: &Manifest, entry_path: &str) -> Result<Option<Entry>, String> {
+    let wasm: Vec<&Entry> = manifest
+        .layers
+        .iter()
+        .filter(|l| WASM_LAYER_TYPES.contains(&l.media_type.as_str()))
+        .collect();
+    let title = |l: &Entry| l.annotations.get(TITLE).cloned().unwrap_or_default();
+    let file_name = entry_path.rsplit('/').next().unwrap_or(entry_path);
+    match wasm.as_slice() {
+        [] => Ok(None),
+        [only] => Ok(Some((*only).clone())),
+        several => match several.iter().find(|l| title(l) == file_name) {
+            Some(l) => Ok(Some((*l).clone())),
+            None => Err(format!(
+                "the image has {} wasm layers ({}) and none is titled {file_name:?}",
+                several.len(),
+                several
+                    .iter()
+                    .map(|l| format!("{} {:?}", l.digest, title(l)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        },
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(what: &str, digest: &str, data: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(data).map_err(|e| format!("parse {what} {digest}: {e}"))
+}
+
+/// Looks up the module for `entry_path` among the wasm layers of the container's image.
+/// `Ok(None)`: the container has no image, the image is gone, or it carries no wasm layer.
+pub fn find(source: &LayerSource, entry_path: &str) -> Result<Option<WasmLayer>, String> {
+    let lookup = async {
+        tokio::time::timeout(LOOKUP_TIMEOUT, find_async(source, entry_path))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "containerd did not answer within {}s",
+                    LOOKUP_TIMEOUT.as_secs()
+                ))
+            })
+    };
+    // Called on the shim's blocking pool (Create and Exec run there), inside the runtime.
+    tokio::runtime::Handle::current()
+        .block_on(lookup)
+        .map_err(|e| format!("wasm layers of container {}: {e}", source.container_id))
+}
+
+async fn find_async(source: &LayerSource, entry_path: &str) -> Result<Option<WasmLayer>, String> {
+    let text = |e: ApiError| e.to_string();
+    let mut client = Client::connect(&source.address, &source.namespace)
+        .await
+        .map_err(text)?;
+    let image_name = match client.container_image(&source.container_id).await {
+        Ok(name) if !name.is_empty() => name,
+        Ok(_) => return Ok(None),
+        Err(e) if e.not_found => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let target = match client.image_target(&image_name).await {
+        Ok(t) => t,
+        Err(e) if e.not_found => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let manifests = if INDEX_TYPES.contains(&target.media_type.as_str()) {
+        let data = client
+            .read_blob(&target.digest, MANIFEST_LIMIT)
+            .await
+            .map_err(text)?;
+        manifest_order(&parse::<Index>("image index", &target.digest, &data)?)
+    } else {
+        vec![target.digest]
+    };
+    for digest in manifests {
+        let data = client
+            .read_blob(&digest, MANIFEST_LIMIT)
+            .await
+            .map_err(text)?;
+        let manifest: Manifest = parse("image manifest", &digest, &data)?;
+        let Some(layer) = pick_layer(&manifest, entry_path)? else {
+            continue;
+        };
+        let bytes = client
+            .read_blob(&layer.digest, MODULE_LIMIT)
+            .await
+            .map_err(text)?;
+        return Ok(Some(WasmLayer {
+            image: image_name,
+            digest: layer.digest,
+            media_type: layer.media_type,
+            bytes,
+        }));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(json: &str) -> Manifest {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn picks_the_wasm_layer_the_entrypoint_names() {
+        let m = manifest(
+            r#"{"layers":[
+              {"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:t"},
+              {"mediaType":"application/wasm","digest":"sha256:a",
+               "annotations":{"org.opencontainers.image.title":"a.wasm"}},
+              {"mediaType":"application/vnd.wasm.content.layer.v1+wasm","digest":"sha256:b",
+               "annotations":{"org.opencontainers.image.title":"b.wasm"}}]}"#,
+        );
+        let pick = |entry| pick_layer(&m, entry).unwrap().unwrap().digest;
+        assert_eq!(pick("/b.wasm"), "sha256:b");
+        assert_eq!(pick("b.wasm"), "sha256:b");
+        assert_eq!(pick("/x/a.wasm"), "sha256:a");
+        // Several layers and none named: an error listing them, never a guess.
+        let err = pick_layer(&m, "/app.wasm").unwrap_err();
+        assert!(
+            err.contains("2 wasm layers") && err.contains("\"app.wasm\""),
+            "{err}"
+        );
+        assert!(err.contains("sha256:a \"a.wasm\""), "{err}");
+    }
+
+    #[test]
+    fn a_single_wasm_layer_is_the_module_whatever_its_name() {
+        for media in WASM_LAYER_TYPES {
+            let m = manifest(&format!(
+                r#"{{"layers":[{{"mediaType":"{media}","digest":"sha256:x"}}]}}"#
+            ));
+            let layer = pick_layer(&m, "/m.wasm").unwrap().unwrap();
+            assert_eq!(layer.media_type, media);
+        }
+        let tar = manifest(
+            r#"{"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"d"}]}"#,
+        );
+        assert!(pick_layer(&tar, "/m.wasm").unwrap().is_none());
+        assert!(pick_layer(&manifest("{}"), "/m.wasm").unwrap().is_none());
+    }
+
+    #[test]
+    fn index_manifests_host_platform_first_then_wasm() {
+        let index: Index = serde_json::from_str(&format!(
+            r#"{{"manifests":[
+              {{"digest":"other","platform":{{"os":"linux","architecture":"s390x"}}}},
+              {{"digest":"wasi","platform":{{"os":"wasip1","architecture":"wasm"}}}},
+              {{"digest":"host","platform":{{"os":"linux","architecture":"{}"}}}},
+              {{"digest":"bare"}}]}}"#,
+            host_arch()
+        ))
+        .unwrap();
+        assert_eq!(manifest_order(&index), ["host", "wasi", "other", "bare"]);
+    }
+
+    #[test]
+    fn bad_json_names_the_document() {
+        let err = parse::<Manifest>("image manifest", "sha256:z", b"{").unwrap_err();
+        assert!(err.contains("image manifest sha256:z"), "{err}");
+    }
+}
