@@ -7,8 +7,9 @@
 //!    namespaces, so the new user namespace owns them (the container's root can then mount
 //!    its /proc, sysfs, mqueue, devpts);
 //! 2. right after the clone the spawner — root in the runtime's user namespace — writes
-//!    `/proc/<pid>/uid_map` and `gid_map` (`setgroups` stays "allow": a privileged writer may
-//!    map groups, and the container may then call setgroups for `additionalGids`), then sends
+//!    `/proc/<pid>/uid_map` and `gid_map` through the verified procfs handle
+//!    ([`crate::procfs::write_pid`]; `setgroups` stays "allow": a privileged writer may map
+//!    groups, and the container may then call setgroups for `additionalGids`), then sends
 //!    [`crate::sync::ParentMsg::UserNsMapped`] on the process's sync socket before handing the
 //!    socket to the caller;
 //! 3. the process joins its cgroups (still as the host's uid 0, which owns `cgroup.procs`),
@@ -110,11 +111,12 @@ pub(crate) fn map_text(m: &[LinuxIdMapping]) -> String {
         .collect()
 }
 
+/// Through the verified procfs handle (procfs.rs): a /proc the runtime's mount namespace sees
+/// with something mounted or linked over `<pid>/uid_map` cannot take the map elsewhere.
 fn write_proc(pid: i32, file: &str, text: &str) -> R {
-    let path = format!("/proc/{pid}/{file}");
     // One write(2): the kernel accepts a map only once, whole.
-    std::fs::write(&path, text.as_bytes())
-        .map_err(|e| format!("write {path} ({:?}): {e}", text.trim_end()))
+    crate::procfs::write_pid(pid, file, text.as_bytes())
+        .map_err(|e| format!("write /proc/{pid}/{file} ({:?}): {e}", text.trim_end()))
 }
 
 /// The spawner's part, right after cloning `pid` for `req`: writes the maps and lets the

@@ -236,6 +236,63 @@ fn seccomp_cases(sp: &Spawner, root: &Path, bundle: &Path) {
     assert!(v["pid"].as_i64().unwrap() > 1);
 }
 
+/// The CVE-2025-52881 class: the spec's own mounts put something else where the runtime later
+/// writes into /proc (here the file behind a sysctl). The write must be refused, with the
+/// sysctl named, and the decoy left untouched.
+fn procfs_redirect_cases(sp: &Spawner, root: &Path, bundle: &Path) {
+    let decoy = bundle.join("decoy-ip_forward");
+    std::fs::write(&decoy, "decoy\n").unwrap();
+    let with_sysctl = |extra: Option<oci_spec::runtime::Mount>| {
+        let mut s = spec(root, &["true"]);
+        let mut mounts = s.mounts().clone().unwrap();
+        mounts.extend(extra);
+        s.set_mounts(Some(mounts));
+        let mut l = s.linux().clone().unwrap();
+        l.set_sysctl(Some(
+            [("net.ipv4.ip_forward".to_string(), "1".to_string())].into(),
+        ));
+        s.set_linux(Some(l));
+        s
+    };
+    // Control: the sysctl itself is fine (the container has its own network namespace).
+    let (code, out) = run(sp, req(root, bundle, with_sysctl(None), Workload::Exec))
+        .expect("sysctl without redirection");
+    assert_eq!(code, 0, "{out}");
+
+    // A regular file bind-mounted over /proc/sys/net/ipv4/ip_forward.
+    let bind = oci_spec::runtime::MountBuilder::default()
+        .destination("/proc/sys/net/ipv4/ip_forward")
+        .typ("bind")
+        .source(&decoy)
+        .options(vec!["bind".to_string()])
+        .build()
+        .unwrap();
+    // A tmpfs over all of /proc/sys.
+    let tmpfs = oci_spec::runtime::MountBuilder::default()
+        .destination("/proc/sys")
+        .typ("tmpfs")
+        .source("tmpfs")
+        .build()
+        .unwrap();
+    for (what, m) in [
+        ("bind over the sysctl file", bind),
+        ("tmpfs over /proc/sys", tmpfs),
+    ] {
+        let e = run(sp, req(root, bundle, with_sysctl(Some(m)), Workload::Exec)).unwrap_err();
+        println!("procfs redirect ({what}): {e}");
+        assert!(e.contains("sysctl net.ipv4.ip_forward"), "{what}: {e}");
+        assert!(
+            e.contains("cross-device") || e.contains("not on procfs"),
+            "{what}: {e}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&decoy).unwrap(),
+            "decoy\n",
+            "{what}"
+        );
+    }
+}
+
 fn personality_case(sp: &Spawner, root: &Path, bundle: &Path) {
     let mut s = spec(root, &["uname", "-m"]);
     let mut l = s.linux().clone().unwrap();
@@ -645,6 +702,7 @@ fn main() {
     let root = rootfs(bundle);
 
     seccomp_cases(&spawner, &root, bundle);
+    procfs_redirect_cases(&spawner, &root, bundle);
     personality_case(&spawner, &root, bundle);
     hooks_case(&spawner, &root, bundle);
     userns_case(&spawner, &root, bundle);
