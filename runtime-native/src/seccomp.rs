@@ -59,6 +59,8 @@ pub(crate) struct Filter {
     patched: Option<Vec<libc::sock_filter>>,
     /// Instructions of the ENOSYS stub (0: none).
     pub(crate) stub_len: usize,
+    /// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` was asked for; libseccomp 2.5 cannot set it.
+    pub(crate) wait_killable: bool,
 }
 
 fn action(a: LinuxSeccompAction, errno_ret: Option<u32>) -> R<ScmpAction> {
@@ -150,6 +152,7 @@ pub(crate) fn compile(s: &LinuxSeccomp) -> R<Filter> {
         ctx.add_arch(arch(*a))
             .map_err(|e| err(&format!("add architecture {a}"), e))?;
     }
+    let mut wait_killable = false;
     for f in s.flags().iter().flatten() {
         match f {
             // The container process is single-threaded when it loads the filter.
@@ -160,14 +163,9 @@ pub(crate) fn compile(s: &LinuxSeccomp) -> R<Filter> {
             LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
                 ctx.set_ctl_ssb(true).map_err(|e| err(&f.to_string(), e))?;
             }
-            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
-                ctx.set_ctl_waitkill(true).map_err(|e| {
-                    err(
-                        &format!("{f} (needs libseccomp >= 2.6 and Linux >= 5.19)"),
-                        e,
-                    )
-                })?;
-            }
+            // libseccomp learnt this flag in 2.6 (Debian 12 has 2.5.4): the filter is then
+            // loaded by `load_own` with seccomp(2), which takes it from Linux 5.19 on.
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => wait_killable = true,
         }
     }
     // no_new_privs is the runtime's business (process.noNewPrivileges), not libseccomp's.
@@ -185,6 +183,7 @@ pub(crate) fn compile(s: &LinuxSeccomp) -> R<Filter> {
         unknown: Vec::new(),
         patched: None,
         stub_len: 0,
+        wait_killable,
     };
     for call in &syscalls {
         let act = action(call.action(), call.errno_ret())
@@ -562,7 +561,10 @@ impl Filter {
     /// Loads the filter into the calling process. With notify rules, returns the notify fd.
     fn load(&self) -> R<Option<OwnedFd>> {
         if let Some(prog) = &self.patched {
-            return self.load_patched(prog);
+            return self.load_own(prog);
+        }
+        if self.wait_killable && self.notify {
+            return self.load_own(&export(&self.ctx)?);
         }
         self.ctx
             .load()
@@ -578,9 +580,10 @@ impl Filter {
         Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
-    /// Loads our own program with the flags `seccomp_load` would pass for this context
-    /// (no_new_privs stays the runtime's business, as in [`compile`]).
-    fn load_patched(&self, prog: &[libc::sock_filter]) -> R<Option<OwnedFd>> {
+    /// Loads `prog` with seccomp(2) and the flags `seccomp_load` would pass for this context,
+    /// plus the ones libseccomp 2.5 cannot set (no_new_privs stays the runtime's business, as
+    /// in [`compile`]).
+    fn load_own(&self, prog: &[libc::sock_filter]) -> R<Option<OwnedFd>> {
         let mut flags: libc::c_ulong = 0;
         if self.ctx.get_ctl_log().unwrap_or(false) {
             flags |= libc::SECCOMP_FILTER_FLAG_LOG;
@@ -588,8 +591,8 @@ impl Filter {
         if self.ctx.get_ctl_ssb().unwrap_or(false) {
             flags |= libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW;
         }
-        // Only settable with libseccomp >= 2.6; an error here means it is not set.
-        if self.ctx.get_ctl_waitkill().unwrap_or(false) {
+        // The kernel takes it only with a listener; it changes nothing without one.
+        if self.wait_killable && self.notify {
             flags |= libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
         }
         if self.notify {
@@ -609,10 +612,14 @@ impl Filter {
             )
         };
         if r < 0 {
-            return Err(format!(
-                "load seccomp filter: {}",
-                std::io::Error::last_os_error()
-            ));
+            let e = std::io::Error::last_os_error();
+            let hint =
+                if self.wait_killable && self.notify && e.raw_os_error() == Some(libc::EINVAL) {
+                    " (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV needs Linux >= 5.19)"
+                } else {
+                    ""
+                };
+            return Err(format!("load seccomp filter: {e}{hint}"));
         }
         if !self.notify {
             return Ok(None);
@@ -969,6 +976,47 @@ mod tests {
         // A JSON profile as containerd writes it, with an unknown flag: refused on read.
         let bad = r#"{"defaultAction":"SCMP_ACT_ALLOW","flags":["SECCOMP_FILTER_FLAG_NOPE"]}"#;
         assert!(serde_json::from_str::<LinuxSeccomp>(bad).is_err());
+    }
+
+    /// WAIT_KILLABLE_RECV, which libseccomp 2.5 cannot set, is loaded through seccomp(2):
+    /// the filter with a NOTIFY rule loads with the flag and hands back a listener fd.
+    #[test]
+    fn wait_killable_recv_without_libseccomp_2_6() {
+        let mut p = profile(
+            LinuxSeccompAction::ScmpActAllow,
+            vec![rule(&["getppid"], LinuxSeccompAction::ScmpActNotify)],
+        );
+        p.set_flags(Some(vec![
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv,
+        ]));
+        let f = compile(&p).unwrap();
+        assert!(f.wait_killable && f.notify && f.patched.is_none());
+        // In a child: no_new_privs (no privilege needed), load, expect a listener fd.
+        // SAFETY: the child only loads the filter and _exits.
+        let code = unsafe {
+            let pid = libc::fork();
+            assert!(pid >= 0);
+            if pid == 0 {
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                let code = match f.load() {
+                    Ok(Some(fd)) if fd.as_raw_fd() > 2 => 0,
+                    Ok(_) => 2,
+                    Err(e) if e.contains("5.19") => 3,
+                    Err(_) => 4,
+                };
+                libc::_exit(code);
+            }
+            let mut st = 0;
+            libc::waitpid(pid, &mut st, 0);
+            libc::WEXITSTATUS(st)
+        };
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut numbers = release
+            .split(['.', '-'])
+            .map(|n| n.trim().parse::<u32>().unwrap_or(0));
+        let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+        let new_kernel = version >= (5, 19);
+        assert_eq!(code, if new_kernel { 0 } else { 3 }, "kernel {release}");
     }
 
     /// The largest native syscall number among `names` (all must be known).
