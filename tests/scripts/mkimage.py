@@ -64,7 +64,7 @@ def rootfs_layer(busybox, files):
     return raw.getvalue()
 
 
-def write_archive(out, name, layers, config_extra, arch="amd64"):
+def write_archive(out, name, layers, config_extra, arch="amd64", os_name="linux"):
     """layers: list of (media_type, data, uncompressed_tar_or_None[, annotations]). Only tar layers have a
     diff_id: containerd unpacks those into the rootfs and requires the config's rootfs.diff_ids
     to list exactly them; any other layer (a wasm module) is content the runtime reads itself."""
@@ -79,7 +79,7 @@ def write_archive(out, name, layers, config_extra, arch="amd64"):
         layer_descs.append(desc)
         if uncompressed is not None:
             diff_ids.append(blob(uncompressed)[0])
-    config = {"architecture": arch, "os": "linux",
+    config = {"architecture": arch, "os": os_name,
               "config": config_extra, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
     cdigest, cdata = blob(json.dumps(config, sort_keys=True).encode())
     blobs[cdigest] = cdata
@@ -92,7 +92,7 @@ def write_archive(out, name, layers, config_extra, arch="amd64"):
     index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
              "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
                             "digest": mdigest, "size": len(mdata),
-                            "platform": {"architecture": arch, "os": "linux"},
+                            "platform": {"architecture": arch, "os": os_name},
                             "annotations": {"io.containerd.image.name": name,
                                             "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1]}}]}
     tmp = out + ".tmp"
@@ -117,6 +117,9 @@ def main():
     r.add_argument("--cmd", nargs="*", default=["/bin/sh"])
     w = sub.add_parser("wasm-layer")
     w.add_argument("out"); w.add_argument("name"); w.add_argument("modules", nargs="+")
+    w.add_argument("--platform", default="linux/wasm",
+                   help="OS/ARCH of the manifest (default linux/wasm; containerd's CRI before 2.0 "
+                        "only sees images of the node's platform, e.g. linux/amd64)")
     w.add_argument("--media-type", default=None,
                    help="layer media type for every module (default: by module kind)")
     args = ap.parse_args()
@@ -142,7 +145,8 @@ def main():
             title = {"org.opencontainers.image.title": os.path.basename(path)}
             layers.append((media, module, None, title))
         config = {"Env": env, "Entrypoint": ["/" + os.path.basename(args.modules[0])]}
-        write_archive(args.out, args.name, layers, config, arch="wasm")
+        os_name, _, arch = args.platform.partition("/")
+        write_archive(args.out, args.name, layers, config, arch=arch, os_name=os_name)
 
 
 if __name__ == "__main__":

@@ -101,14 +101,24 @@ pub fn import_rootfs_module(cd: &Containerd, module: &Path, image: &str) -> Resu
     Ok(image.to_string())
 }
 
+/// How [`import_layer_image`] builds an image whose layers are modules.
+#[derive(Default, Clone, Copy)]
+pub struct LayerOptions<'a> {
+    /// The media type of every layer (default: each module's, core module or component).
+    pub media_type: Option<&'a str>,
+    /// The manifest's `OS/ARCH` (default `linux/wasm`). containerd's CRI before 2.0 sees only
+    /// images of the node's platform, so a CRI test passes `linux/amd64`.
+    pub platform: Option<&'a str>,
+}
+
 /// Wraps `modules` into an image named `image` whose layers are the modules themselves (each
-/// titled with its file name, the first one the entrypoint), with `media_type` for every layer
-/// or each module's default, and imports it; returns the image name. containerd 1.6 cannot
-/// unpack such an image (`ctr run` fails); 1.7 and 2.1 unpack it to an empty rootfs.
+/// titled with its file name, the first one the entrypoint) and imports it; returns the image
+/// name. containerd 1.6 cannot unpack such an image (`ctr run` fails); 1.7 and 2.1 unpack it
+/// to an empty rootfs.
 pub fn import_layer_image(
     cd: &Containerd,
     modules: &[&Path],
-    media_type: Option<&str>,
+    opts: LayerOptions,
     image: &str,
 ) -> Result<String> {
     let mut tag = String::new();
@@ -116,15 +126,18 @@ pub fn import_layer_image(
         let stem = m.file_stem().unwrap_or_default().to_string_lossy();
         tag.push_str(&format!("{stem}-{}-", stamp(m)?));
     }
-    if let Some(t) = media_type {
+    for t in [opts.media_type, opts.platform].into_iter().flatten() {
         tag.push_str(&t.replace(['/', '+', '.'], "_"));
     }
     let file = format!("wasm-layers-{tag}.tar");
     let paths: Vec<String> = modules.iter().map(|m| m.display().to_string()).collect();
     let mut args = vec!["wasm-layer", image];
     args.extend(paths.iter().map(String::as_str));
-    if let Some(t) = media_type {
+    if let Some(t) = opts.media_type {
         args.extend(["--media-type", t]);
+    }
+    if let Some(p) = opts.platform {
+        args.extend(["--platform", p]);
     }
     let archive = images::build_archive(&file, &args)?;
     images::import(cd, &archive, &["--all-platforms"])?;

@@ -875,7 +875,7 @@ fn layer_images(c: &mut Case) -> Result<()> {
                 || text.contains("no processor for media-type")
         };
         let image = "docker.io/amphi/hello-layer:e2e";
-        match wasm_images::import_layer_image(&c.cd, &[&hello], None, image) {
+        match wasm_images::import_layer_image(&c.cd, &[&hello], Default::default(), image) {
             Err(e) => anyhow::ensure!(refused(&format!("{e:#}")), "import: {e:#}"),
             Ok(_) => {
                 let out = run_rm(c, &[], image, &c.id("l16"), &["/hello.wasm"])?.failed()?;
@@ -893,7 +893,11 @@ fn layer_images(c: &mut Case) -> Result<()> {
     ];
     for (tag, module, media) in singles {
         let image = format!("docker.io/amphi/hello-layer-{tag}:e2e");
-        wasm_images::import_layer_image(&c.cd, &[module], media, &image)?;
+        let opts = wasm_images::LayerOptions {
+            media_type: media,
+            ..Default::default()
+        };
+        wasm_images::import_layer_image(&c.cd, &[module], opts, &image)?;
         let id = c.id(tag);
         let out = run_rm(c, &[], &image, &id, &["/hello.wasm", "a", "b"])?.ok()?;
         anyhow::ensure!(
@@ -915,7 +919,7 @@ fn layer_images(c: &mut Case) -> Result<()> {
     }
     // Two modules in one image: the image's entrypoint, or the one ctr's args name.
     let image = "docker.io/amphi/two-layers:e2e";
-    wasm_images::import_layer_image(&c.cd, &[&hello, &exit_code], None, image)?;
+    wasm_images::import_layer_image(&c.cd, &[&hello, &exit_code], Default::default(), image)?;
     let out = run_rm(c, &[], image, &c.id("first"), &[])?.ok()?;
     anyhow::ensure!(
         out.stdout.contains("hello from wasm"),
