@@ -56,6 +56,9 @@ struct Child {
     seccomp: std::cell::Cell<Option<crate::seccomp::Seccomp>>,
     /// The spec's hooks that involve this process (hooks.rs); `None` when there are none.
     hooks: Option<crate::hooks::ChildHooks>,
+    /// A detached procfs mount of our pid namespace made by the spawner (userns.rs
+    /// `proc_mount_fd`), attached where the spec mounts proc; closed once the rootfs is set.
+    proc_mnt: std::cell::Cell<Option<RawFd>>,
 }
 
 impl Child {
@@ -76,6 +79,7 @@ pub(crate) fn main(req: Request, fds: ChildFds, sync_sock: OwnedFd, workloads: W
         unshare_cgroup: Default::default(),
         seccomp: Default::default(),
         hooks: None,
+        proc_mnt: Default::default(),
     };
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut child, req, fds)));
     let msg = match res {
@@ -135,6 +139,9 @@ fn setup_fds(c: &mut Child, fds: ChildFds) -> R {
     if let Some(j) = fds.join {
         c.join.set(Some(dup_high(j.into_raw_fd(), min)?));
     }
+    if let Some(m) = fds.proc_mnt {
+        c.proc_mnt.set(Some(dup_high(m.into_raw_fd(), min)?));
+    }
     c.extra = (0..n).map(|i| 3 + i).collect();
     close_all(c);
     Ok(())
@@ -144,6 +151,7 @@ fn close_all(c: &Child) {
     let mut keep = c.extra.clone();
     keep.push(c.sync);
     keep.extend(c.join.get());
+    keep.extend(c.proc_mnt.get());
     close_fds_except(&keep);
 }
 
@@ -262,6 +270,10 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
             if new_mnt {
                 finalize_rootfs(&r.spec)?;
             }
+            if let Some(fd) = c.proc_mnt.take() {
+                // SAFETY: the spec mounts no proc: close the unused mount fd we own.
+                unsafe { libc::close(fd) };
+            }
             if c.unshare_cgroup.get() {
                 ensure_joined(c)?; // while we still have CAP_SYS_ADMIN
             }
@@ -305,6 +317,11 @@ fn init_namespaces(c: &Child, spec: &Spec) -> R {
             (LinuxNamespaceType::Cgroup, None) => new_cgroup = true,
             (_, None) => {}
             (t, Some(p)) => {
+                if crate::userns::joined_by_spawner(spec, t) {
+                    // Entered by the spawner for the clone (userns.rs); from inside the new
+                    // user namespace the path may not even be openable (/proc/<pid>/ns/*).
+                    continue;
+                }
                 let f = open_ro(&p)
                     .map_err(|e| format!("open {t} namespace {}: {}", p.display(), etext(e)))?;
                 if crate::userns::already_in(&f, t) {
@@ -364,6 +381,14 @@ fn exec_namespaces(init_pid: i32) -> R {
         }
         join.push((name, t, f));
     }
+    // As host root first everything but the user and mount namespaces (some may belong to
+    // the host's user namespace, e.g. joined by path: not joinable from inside the
+    // container's), then the user namespace, the mount namespace last.
+    join.sort_by_key(|(name, _, _)| match *name {
+        "user" => 1,
+        "mnt" => 2,
+        _ => 0,
+    });
     for (name, t, f) in &join {
         nix::sched::setns(f, ns_clone_flag(*t))
             .map_err(|e| format!("join the container's {name} namespace: {}", etext(e)))?;
@@ -622,7 +647,14 @@ fn mount_one(c: &Child, rootfs: &Path, m: &oci_spec::runtime::Mount) -> R {
             .map_err(|e| format!("{what}: create {}: {}", target.display(), ioerr(&e)))?;
     }
     let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
-    if bind {
+    if let Some(fd) = (typ == "proc").then(|| c.proc_mnt.take()).flatten() {
+        // Made (with these options) in our pid namespace by the spawner: our user namespace
+        // may not mount that namespace's procfs itself.
+        let r = move_mount(fd, &target);
+        // SAFETY: closing the mount fd we own; the mount stays attached.
+        unsafe { libc::close(fd) };
+        r.map_err(|e| format!("{what}: attach the runtime's proc mount: {}", etext(e)))?;
+    } else if bind {
         do_mount(
             Some(&src),
             &target,
@@ -663,6 +695,28 @@ fn mount_one(c: &Child, rootfs: &Path, m: &oci_spec::runtime::Mount) -> R {
     for p in &opts.propagation {
         do_mount(None, &target, None, *p, None)
             .map_err(|e| format!("{what}: set propagation: {}", etext(e)))?;
+    }
+    Ok(())
+}
+
+/// Attaches the detached mount `fd` at `target`.
+fn move_mount(fd: RawFd, target: &Path) -> std::result::Result<(), Errno> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let t =
+        std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
     }
     Ok(())
 }

@@ -123,6 +123,9 @@ pub(crate) struct ChildFds {
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
     pub extra: Vec<OwnedFd>,
+    /// A detached procfs mount of the container's pid namespace, made by the spawner when the
+    /// process's own user namespace may not mount it (userns.rs [`crate::userns::proc_mount_fd`]).
+    pub proc_mnt: Option<OwnedFd>,
     /// The socket on which the spawner reports the cgroup join (see [`join_cgroup`]);
     /// `None` when the process has no cgroup to join.
     pub join: Option<OwnedFd>,
@@ -385,12 +388,15 @@ pub(crate) fn ns_clone_flag(t: LinuxNamespaceType) -> CloneFlags {
 }
 
 struct SpawnerState {
+    /// The spawner's `pid_for_children` (not its own `pid`, though they are the same unless
+    /// something unshared CLONE_NEWPID): what joining a container's pid namespace changes,
+    /// and what it is set back to.
     own_pidns: OwnedFd,
     workloads: WorkloadTable,
 }
 
 fn spawner_main(sock: OwnedFd, workloads: WorkloadTable) -> ! {
-    let own_pidns = match open_cloexec("/proc/self/ns/pid") {
+    let own_pidns = match open_cloexec("/proc/self/ns/pid_for_children") {
         Ok(f) => f,
         Err(_) => unsafe { libc::_exit(1) },
     };
@@ -457,6 +463,7 @@ fn handle(
         stderr: take(l.stderr),
         extra: it.collect(),
         join: None,
+        proc_mnt: None,
     };
     let mut child_fds = child_fds;
     let (flags, pidns_path) = clone_plan(&env.req)?;
@@ -524,6 +531,23 @@ fn handle(
             return Err(e);
         }
     };
+    // In the container's pid namespace, before the clone: its /proc, made as host root when a
+    // new user namespace could not (userns.rs).
+    match crate::userns::proc_mount_fd(&env.req) {
+        Ok(f) => child_fds.proc_mnt = f,
+        Err(e) => {
+            if entered && nix::sched::setns(&st.own_pidns, CloneFlags::CLONE_NEWPID).is_err() {
+                unsafe { libc::_exit(1) };
+            }
+            if let Some(j) = joined {
+                if let Err(e) = j.restore() {
+                    eprintln!("amphi spawner: {e}");
+                    unsafe { libc::_exit(1) };
+                }
+            }
+            return Err(e);
+        }
+    }
     let clone_flags = flags as libc::c_ulong
         | libc::CLONE_PARENT as libc::c_ulong
         | libc::SIGCHLD as libc::c_ulong;
@@ -692,6 +716,15 @@ impl Spawner {
     /// Clones and sets up a container init; returns once it reported `Ready` (or the error it
     /// reported, after it has exited and been reaped... by the caller's reaper).
     pub fn spawn_init(&self, req: InitRequest, stdio: Stdio) -> Result<PendingProcess> {
+        // Namespace combinations that cannot work are refused before anything is created.
+        if let Err(reason) = crate::userns::validate_namespaces(&req.spec)
+            .and_then(|()| crate::userns::validate(&req.spec))
+        {
+            return Err(Error::InvalidSpec {
+                path: req.bundle.join("config.json"),
+                reason,
+            });
+        }
         self.request(Request::Init(Box::new(req)), stdio)
     }
 

@@ -40,6 +40,7 @@ pub fn validate(spec: &oci_spec::runtime::Spec) -> std::result::Result<(), Strin
             p.cwd().display()
         ));
     }
+    crate::userns::validate_namespaces(spec)?;
     crate::userns::validate(spec)?;
     if let Some(l) = spec.linux() {
         for m in spec.mounts().iter().flatten() {

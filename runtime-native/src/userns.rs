@@ -28,11 +28,23 @@
 //! Other namespaces joined by path together with a new user namespace (e.g. a network
 //! namespace made by CNI in the host's user namespace): once inside the new user namespace the
 //! process may no longer `setns` into namespaces the host's user namespace owns, so, as runc
-//! joins them before it unshares the user namespace, the spawner enters the network, IPC, UTS
-//! and cgroup namespaces given by path just for the clone ([`join_for_clone`]) and returns to
-//! its own right after; the process then skips them (already in). A mount, pid or time
-//! namespace given by path with a new user namespace is not supported.
-
+//! joins them before it unshares the user namespace, the spawner enters the network, IPC, UTS,
+//! cgroup and time namespaces given by path just for the clone ([`join_for_clone`]) and returns
+//! to its own right after; the process then skips them (already in). A pid namespace given by
+//! path is entered by the spawner for every init (spawner.rs; `setns(CLONE_NEWPID)` changes
+//! only its `pid_for_children`, saved and restored), so the process is born in it whatever its
+//! user namespace. Its /proc cannot be mounted by the new user namespace's root (procfs asks
+//! for CAP_SYS_ADMIN over the pid namespace's owner, the host's user namespace): the spawner
+//! has a short-lived helper, forked in that pid namespace as host root, make a detached procfs
+//! mount (`fsopen`/`fsmount`) that the process attaches with `move_mount`
+//! ([`proc_mount_fd`]). A time namespace changes both `time` and `time_for_children` on
+//! `setns`; the spawner refuses to enter one when its own two differ (it could not return to
+//! both). A mount namespace given by path cannot be combined with a new user namespace: the
+//! rootfs would be set up in a mount namespace the host's user namespace owns, where the new
+//! namespace's root may not mount; [`validate`] refuses such a spec before anything is created.
+//! With a user namespace, an exec joins the container's other namespaces as host root first
+//! and its user namespace last (child.rs `exec_namespaces`), so namespaces the host owns
+//! stay joinable.
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
@@ -79,6 +91,36 @@ pub(crate) fn validate(spec: &Spec) -> R {
     }
     if creates_userns(spec) {
         check(spec)?;
+        let nss = spec.linux().as_ref().and_then(|l| l.namespaces().clone());
+        if let Some(p) = nss
+            .iter()
+            .flatten()
+            .find(|n| n.typ() == LinuxNamespaceType::Mount)
+            .and_then(|n| n.path().clone())
+        {
+            return Err(format!(
+                "mount namespace joined by path cannot be combined with a new user namespace: \
+                 {} belongs to another user namespace, where the container's root could not \
+                 mount its rootfs",
+                p.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each namespace type at most once in `linux.namespaces` (as runc checks).
+pub(crate) fn validate_namespaces(spec: &Spec) -> R {
+    let nss = spec.linux().as_ref().and_then(|l| l.namespaces().clone());
+    let mut seen = Vec::new();
+    for n in nss.iter().flatten() {
+        if seen.contains(&n.typ()) {
+            return Err(format!(
+                "linux.namespaces: the {} namespace is listed more than once",
+                n.typ()
+            ));
+        }
+        seen.push(n.typ());
     }
     Ok(())
 }
@@ -163,12 +205,14 @@ pub(crate) fn wait_mapped(sync_fd: RawFd, spec: &Spec) -> R {
 }
 
 /// Namespaces the spawner joins by path for the clone of a process that creates a user
-/// namespace, with their names under /proc/self/ns.
-const PRE_JOIN: [(LinuxNamespaceType, &str); 4] = [
+/// namespace, with their names under /proc/self/ns. (A pid namespace by path is entered by
+/// the spawner for every init: spawner.rs.)
+const PRE_JOIN: [(LinuxNamespaceType, &str); 5] = [
     (LinuxNamespaceType::Network, "net"),
     (LinuxNamespaceType::Ipc, "ipc"),
     (LinuxNamespaceType::Uts, "uts"),
     (LinuxNamespaceType::Cgroup, "cgroup"),
+    (LinuxNamespaceType::Time, "time"),
 ];
 
 fn ns_name(t: LinuxNamespaceType) -> Option<&'static str> {
@@ -188,6 +232,12 @@ fn same_ns(a: &OwnedFd, b: &OwnedFd) -> bool {
         (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
         _ => false,
     }
+}
+
+/// The spawner enters a namespace of type `t` given by path for the clone ([`join_for_clone`],
+/// or spawner.rs for a pid namespace), so the process must not join it again.
+pub(crate) fn joined_by_spawner(spec: &Spec, t: LinuxNamespaceType) -> bool {
+    creates_userns(spec) && (t == LinuxNamespaceType::Pid || ns_name(t).is_some())
 }
 
 /// Whether this process already is in the namespace `f` (of kind `t`), so joining it again is
@@ -246,6 +296,19 @@ pub(crate) fn join_for_clone(req: &crate::spawner::Request) -> R<Option<Joined>>
             if same_ns(&target, &own) {
                 return Ok(None);
             }
+            if ns.typ() == LinuxNamespaceType::Time {
+                // setns moves both `time` and `time_for_children`; returning to `own` is
+                // exact only when they were the same.
+                let own_children = open_ro(std::path::Path::new("/proc/self/ns/time_for_children"))
+                    .map_err(|e| format!("open own time_for_children namespace: {e}"))?;
+                if !same_ns(&own, &own_children) {
+                    return Err(format!(
+                        "join time namespace {}: the runtime's time and time_for_children \
+                         namespaces differ, it could not return to both",
+                        path.display()
+                    ));
+                }
+            }
             nix::sched::setns(&target, flag)
                 .map_err(|e| format!("join {name} namespace {}: {e}", path.display()))?;
             Ok(Some(own))
@@ -260,6 +323,130 @@ pub(crate) fn join_for_clone(req: &crate::spawner::Request) -> R<Option<Joined>>
         }
     }
     Ok((!joined.0.is_empty()).then_some(joined))
+}
+
+/// A spec that creates a user namespace and joins a pid namespace by path, and mounts a proc:
+/// the spawner — after entering that pid namespace for the clone — has a helper forked there
+/// (as host root, in the host's user namespace) make a detached procfs mount of it, with the
+/// mount's nosuid/nodev/noexec/ro options. The process attaches it where the spec mounts proc
+/// (child.rs), since its own mount of procfs fails with EPERM. `None` when not needed.
+pub(crate) fn proc_mount_fd(req: &crate::spawner::Request) -> R<Option<OwnedFd>> {
+    let crate::spawner::Request::Init(r) = req else {
+        return Ok(None);
+    };
+    if !creates_userns(&r.spec) {
+        return Ok(None);
+    }
+    let joins_pid = r
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .map(|nss| {
+            nss.iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_some())
+        })
+        .unwrap_or(false);
+    let Some(m) = r
+        .spec
+        .mounts()
+        .iter()
+        .flatten()
+        .find(|m| m.typ().as_deref() == Some("proc"))
+    else {
+        return Ok(None);
+    };
+    if !joins_pid {
+        return Ok(None);
+    }
+    let opts = crate::mountopt::parse(&m.options().clone().unwrap_or_default());
+    use nix::mount::MsFlags;
+    let mut attrs: u64 = 0;
+    for (ms, attr) in [
+        (MsFlags::MS_RDONLY, 0x1u64), // MOUNT_ATTR_RDONLY
+        (MsFlags::MS_NOSUID, 0x2),    // MOUNT_ATTR_NOSUID
+        (MsFlags::MS_NODEV, 0x4),     // MOUNT_ATTR_NODEV
+        (MsFlags::MS_NOEXEC, 0x8),    // MOUNT_ATTR_NOEXEC
+    ] {
+        if opts.flags.contains(ms) {
+            attrs |= attr;
+        }
+    }
+    let (ours, theirs) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("proc mount helper: socketpair: {e}"))?;
+    // SAFETY: the spawner is single-threaded; the helper only makes syscalls and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!(
+            "proc mount helper: fork in the container's pid namespace: {}",
+            Errno::last().desc()
+        ));
+    }
+    if pid == 0 {
+        let (data, fds) = match detached_proc(attrs) {
+            Ok(fd) => (Vec::new(), vec![fd]),
+            Err(e) => (e.into_bytes(), vec![]),
+        };
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let _ = sync::send_raw(theirs.as_raw_fd(), &data, &raw);
+        // SAFETY: leaving the helper without running the spawner's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    drop(theirs);
+    let got = sync::recv_raw(ours.as_raw_fd());
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    match got {
+        Ok(Some((data, mut fds))) if data.is_empty() && fds.len() == 1 => Ok(fds.pop()),
+        Ok(Some((data, _))) => Err(format!(
+            "mount proc of the container's pid namespace: {}",
+            String::from_utf8_lossy(&data)
+        )),
+        Ok(None) => Err("proc mount helper: exited without an answer".into()),
+        Err(e) => Err(format!("proc mount helper: {e}")),
+    }
+}
+
+/// fsopen("proc") + fsmount in the caller's active pid namespace: a mount not yet attached.
+fn detached_proc(attrs: u64) -> R<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    // SAFETY: plain syscalls on a NUL-terminated name and fds we own.
+    unsafe {
+        let fs = libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC);
+        if fs < 0 {
+            return Err(format!("fsopen proc: {}", Errno::last().desc()));
+        }
+        let fs = OwnedFd::from_raw_fd(fs as RawFd);
+        let no: *const libc::c_char = std::ptr::null();
+        if libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            no,
+            no,
+            0,
+        ) < 0
+        {
+            return Err(format!("fsconfig proc: {}", Errno::last().desc()));
+        }
+        let mnt = libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            attrs as libc::c_uint,
+        );
+        if mnt < 0 {
+            return Err(format!("fsmount proc: {}", Errno::last().desc()));
+        }
+        Ok(OwnedFd::from_raw_fd(mnt as RawFd))
+    }
 }
 
 #[cfg(test)]
@@ -305,6 +492,43 @@ mod tests {
         spec.set_linux(Some(l.clone()));
         check(&spec).unwrap();
         validate(&spec).unwrap();
+        // A mount namespace by path with the new user namespace; then the same type twice.
+        let mut with_mnt = l.clone();
+        let mut nss = with_mnt.namespaces().clone().unwrap();
+        nss.retain(|n| n.typ() != LinuxNamespaceType::Mount);
+        nss.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Mount)
+                .path("/proc/1/ns/mnt")
+                .build()
+                .unwrap(),
+        );
+        with_mnt.set_namespaces(Some(nss.clone()));
+        let mut s2 = spec.clone();
+        s2.set_linux(Some(with_mnt.clone()));
+        let e = validate(&s2).unwrap_err();
+        assert!(
+            e.starts_with("mount namespace joined by path cannot be combined with a new user")
+                && e.contains("/proc/1/ns/mnt"),
+            "{e}"
+        );
+        validate_namespaces(&s2).unwrap();
+        nss.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Mount)
+                .build()
+                .unwrap(),
+        );
+        with_mnt.set_namespaces(Some(nss));
+        s2.set_linux(Some(with_mnt));
+        let e = validate_namespaces(&s2).unwrap_err();
+        assert!(
+            e.contains("the mnt namespace is listed more than once"),
+            "{e}"
+        );
+        assert!(joined_by_spawner(&spec, LinuxNamespaceType::Time));
+        assert!(joined_by_spawner(&spec, LinuxNamespaceType::Pid));
+        assert!(!joined_by_spawner(&spec, LinuxNamespaceType::Mount));
         // Mappings without a user namespace.
         l.set_namespaces(Some(vec![]));
         spec.set_linux(Some(l));

@@ -51,7 +51,8 @@ fn rootfs(dir: &Path) -> PathBuf {
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
     for l in [
-        "sh", "echo", "cat", "ls", "mkdir", "id", "grep", "uname", "true", "sleep",
+        "sh", "echo", "cat", "ls", "mkdir", "id", "grep", "uname", "true", "sleep", "readlink",
+        "tr", "cut",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(l)).unwrap();
     }
@@ -642,6 +643,282 @@ fn userns_case(sp: &Spawner, root: &Path, bundle: &Path) {
     assert!(e.contains("uidMappings"), "{e}");
 }
 
+/// `s` with the namespace of type `t` given by `path` (added if the spec has none of that type).
+fn with_ns_path(mut s: Spec, t: oci_spec::runtime::LinuxNamespaceType, path: &Path) -> Spec {
+    let mut l = s.linux().clone().unwrap();
+    let mut nss = l.namespaces().clone().unwrap_or_default();
+    match nss.iter_mut().find(|n| n.typ() == t) {
+        Some(n) => {
+            n.set_path(Some(path.to_path_buf()));
+        }
+        None => nss.push(
+            oci_spec::runtime::LinuxNamespaceBuilder::default()
+                .typ(t)
+                .path(path)
+                .build()
+                .unwrap(),
+        ),
+    }
+    l.set_namespaces(Some(nss));
+    s.set_linux(Some(l));
+    s
+}
+
+/// A process holding namespaces made by `unshare <args> --fork sleep 1000`: the unshare
+/// process and its child (the `sleep`, born in the new namespaces).
+struct Holder(std::process::Child, i32);
+
+impl Holder {
+    fn start(args: &[&str]) -> Option<Holder> {
+        let mut child = std::process::Command::new("unshare")
+            .args(args)
+            .args(["--fork", "sleep", "1000"])
+            .spawn()
+            .ok()?;
+        let id = child.id();
+        for _ in 0..200 {
+            let kids = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children"))
+                .unwrap_or_default();
+            if let Some(k) = kids.split_whitespace().next() {
+                // Past the exec of sleep (the comm changes from unshare).
+                let k: i32 = k.parse().unwrap();
+                let comm = std::fs::read_to_string(format!("/proc/{k}/comm")).unwrap_or_default();
+                if comm.trim() == "sleep" {
+                    return Some(Holder(child, k));
+                }
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                return None; // e.g. the kernel has no such namespace
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    fn ns(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/{name}", self.1))
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(self.1), nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `s` as a sleeping init, runs `script` in it as an exec, kills the init; returns
+/// (exec exit code, exec output, the exec's /proc/<pid>/status as the runtime sees it).
+fn exec_in(
+    sp: &Spawner,
+    root: &Path,
+    bundle: &Path,
+    s: Spec,
+    script: &str,
+) -> (i32, String, String) {
+    let mut sleeper = s.clone();
+    let mut pr = sleeper.process().clone().unwrap();
+    pr.set_args(Some(vec!["sleep".into(), "10".into()]));
+    sleeper.set_process(Some(pr));
+    let p = sp
+        .spawn_init(req(root, bundle, sleeper, Workload::Exec), Stdio::default())
+        .expect("spawn sleeper");
+    let init_pid = p.pid;
+    p.start().expect("start sleeper");
+    let (rd, w) = nix::unistd::pipe().unwrap();
+    let process = oci_spec::runtime::ProcessBuilder::default()
+        .args(vec![
+            "sh".to_string(),
+            "-c".into(),
+            format!("{script}; sleep 1"),
+        ])
+        .env(vec!["PATH=/bin".to_string()])
+        .cwd("/")
+        .build()
+        .unwrap();
+    let res = sp.spawn_exec(
+        runtime_native::ExecRequest {
+            container_id: "sec".into(),
+            exec_id: "e2".into(),
+            init_pid,
+            process,
+            spec: s,
+            cgroup_procs: vec![],
+            workload: Workload::Exec,
+        },
+        Stdio {
+            stdin: None,
+            stdout: Some(w.try_clone().unwrap()),
+            stderr: Some(w.try_clone().unwrap()),
+            extra_fds: vec![],
+        },
+    );
+    drop(w);
+    let out = res.map(|ep| {
+        let epid = ep.pid;
+        ep.start().expect("start exec");
+        let status = std::fs::read_to_string(format!("/proc/{epid}/status")).unwrap_or_default();
+        let out = read_all(rd);
+        (wait(epid), out, status)
+    });
+    let _ = nix::sys::signal::kill(Pid::from_raw(init_pid), nix::sys::signal::Signal::SIGKILL);
+    wait(init_pid);
+    out.expect("exec")
+}
+
+fn nspid(status: &str) -> Vec<String> {
+    status
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .map(|l| l.split_whitespace().skip(1).map(String::from).collect())
+        .unwrap_or_default()
+}
+
+/// The spawner is back in its own pid_for_children / time_for_children / time.
+fn spawner_namespaces_restored(sp: &Spawner) {
+    for name in ["pid_for_children", "time", "time_for_children", "net"] {
+        let own = format!("/proc/self/ns/{name}");
+        if !Path::new(&own).exists() {
+            continue;
+        }
+        assert_eq!(
+            std::fs::read_link(format!("/proc/{}/ns/{name}", sp.pid())).unwrap(),
+            std::fs::read_link(&own).unwrap(),
+            "spawner's {name}"
+        );
+    }
+}
+
+/// A new user namespace together with pid and time namespaces joined by path (made in the
+/// host's user namespace by `unshare`), and the combinations that are refused.
+fn userns_joined_pid_time_case(sp: &Spawner, root: &Path, bundle: &Path) {
+    use oci_spec::runtime::LinuxNamespaceType as T;
+    // (1) pid: the container is born in the holder's pid namespace (the holder's sleep is its
+    // pid 1), its /proc is that namespace's, and it is root of its own user namespace.
+    let holder = Holder::start(&["--pid"]).expect("unshare --pid");
+    let pidns = holder.ns("pid");
+    let want = std::fs::read_link(&pidns).unwrap();
+    let script = "readlink /proc/self/ns/pid; cat /proc/self/uid_map; id -u; \
+                  tr '\\0' ' ' < /proc/1/cmdline; echo; grep NSpid /proc/self/status";
+    let s = with_ns_path(userns_spec(root, &["sh", "-c", script]), T::Pid, &pidns);
+    let (code, out) =
+        run(sp, req(root, bundle, s.clone(), Workload::Exec)).expect("userns + pidns");
+    println!("userns + pidns by path: {out:?}");
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], want.to_str().unwrap(), "{out}");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"],
+        "{out}"
+    );
+    assert_eq!(lines[2], "0", "{out}");
+    assert!(lines[3].starts_with("sleep 1000"), "{out}");
+    // Pid 1 is the holder's sleep: the container's own pid is another one.
+    let inner: i32 = lines[4].split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(inner > 1, "{out}");
+    // An exec joins the same pid namespace; the runtime sees its host pid, and the pid inside.
+    let (code, out, status) = exec_in(
+        sp,
+        root,
+        bundle,
+        s.clone(),
+        "readlink /proc/self/ns/pid; id -u",
+    );
+    println!("exec in userns + pidns by path: {out:?}");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, format!("{}\n0\n", want.to_str().unwrap()));
+    let ns = nspid(&status);
+    assert_eq!(ns.len(), 2, "{status}");
+    assert!(status.contains("Uid:\t100000"), "{status}");
+    spawner_namespaces_restored(sp);
+    // A pid namespace path that is another kind of namespace is refused by setns.
+    let bad = with_ns_path(userns_spec(root, &["true"]), T::Pid, &holder.ns("net"));
+    let e = run(sp, req(root, bundle, bad, Workload::Exec)).unwrap_err();
+    println!("pid namespace path to a net namespace: {e}");
+    assert!(
+        e.contains("join pid namespace") && e.contains("EINVAL"),
+        "{e}"
+    );
+    spawner_namespaces_restored(sp);
+    // The same type twice is refused before anything is created.
+    let mut dup = with_ns_path(userns_spec(root, &["true"]), T::Pid, &pidns);
+    let mut l = dup.linux().clone().unwrap();
+    let mut nss = l.namespaces().clone().unwrap();
+    nss.push(
+        oci_spec::runtime::LinuxNamespaceBuilder::default()
+            .typ(T::Pid)
+            .build()
+            .unwrap(),
+    );
+    l.set_namespaces(Some(nss));
+    dup.set_linux(Some(l));
+    let e = run(sp, req(root, bundle, dup, Workload::Exec)).unwrap_err();
+    assert!(e.contains("pid namespace is listed more than once"), "{e}");
+
+    // (3) A mount namespace by path with a new user namespace: refused at validation.
+    let s = with_ns_path(userns_spec(root, &["true"]), T::Mount, &holder.ns("mnt"));
+    let e = run(sp, req(root, bundle, s.clone(), Workload::Exec)).unwrap_err();
+    println!("userns + mntns by path: {e}");
+    assert!(e.starts_with("invalid spec "), "{e}");
+    assert!(
+        e.contains("mount namespace joined by path cannot be combined with a new user namespace: "),
+        "{e}"
+    );
+    assert!(runtime_native::spec::validate(&s).is_err());
+    drop(holder);
+
+    // (2) time: the container sees the holder's boot-time offset and namespace.
+    if !Path::new("/proc/self/ns/time").exists() {
+        println!("userns + timens by path: skipped (no time namespaces)");
+        return;
+    }
+    let Some(holder) = Holder::start(&["--time", "--boottime", "1000000"]) else {
+        println!("userns + timens by path: skipped (unshare --time failed)");
+        return;
+    };
+    let timens = holder.ns("time");
+    let want = std::fs::read_link(&timens).unwrap();
+    let script =
+        "readlink /proc/self/ns/time; cat /proc/self/uid_map; id -u; cut -d. -f1 /proc/uptime";
+    let s = with_ns_path(userns_spec(root, &["sh", "-c", script]), T::Time, &timens);
+    let check = |out: &str| {
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], want.to_str().unwrap(), "{out}");
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["0", "100000", "65536"],
+            "{out}"
+        );
+        assert_eq!(lines[2], "0", "{out}");
+        let up: u64 = lines[3].trim().parse().unwrap();
+        assert!(up >= 1_000_000, "uptime {up}: {out}");
+    };
+    let (code, out) =
+        run(sp, req(root, bundle, s.clone(), Workload::Exec)).expect("userns + timens");
+    println!("userns + timens by path: {out:?}");
+    assert_eq!(code, 0, "{out}");
+    check(&out);
+    let (code, out, _) = exec_in(sp, root, bundle, s, script);
+    println!("exec in userns + timens by path: {out:?}");
+    assert_eq!(code, 0, "{out}");
+    check(&out);
+    spawner_namespaces_restored(sp);
+    // A time namespace path that is another kind of namespace.
+    let bad = with_ns_path(userns_spec(root, &["true"]), T::Time, &holder.ns("uts"));
+    let e = run(sp, req(root, bundle, bad, Workload::Exec)).unwrap_err();
+    println!("time namespace path to a uts namespace: {e}");
+    assert!(
+        e.contains("join time namespace") && e.contains("EINVAL"),
+        "{e}"
+    );
+    spawner_namespaces_restored(sp);
+    drop(holder);
+}
+
 /// Hooks run by a caller whose reaper collects every child (as the shim's does): the exit
 /// status comes back through `set_reaped_exit_lookup`. Runs last: the reaper thread takes
 /// every child of this process from here on.
@@ -706,6 +983,7 @@ fn main() {
     personality_case(&spawner, &root, bundle);
     hooks_case(&spawner, &root, bundle);
     userns_case(&spawner, &root, bundle);
+    userns_joined_pid_time_case(&spawner, &root, bundle);
 
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mi.contains(bundle.to_str().unwrap()), "left mounted: {mi}");
