@@ -121,7 +121,8 @@ pub fn import_layer_image(
     opts: LayerOptions,
     image: &str,
 ) -> Result<String> {
-    let mut tag = String::new();
+    // The archive is cached under this name and carries the image name: both go in it.
+    let mut tag = format!("{}-", image.replace(['/', ':'], "_"));
     for m in modules {
         let stem = m.file_stem().unwrap_or_default().to_string_lossy();
         tag.push_str(&format!("{stem}-{}-", stamp(m)?));
