@@ -757,16 +757,24 @@ fn exec_in(
         },
     );
     drop(w);
-    let out = res.map(|ep| {
-        let epid = ep.pid;
-        ep.start().expect("start exec");
-        let status = std::fs::read_to_string(format!("/proc/{epid}/status")).unwrap_or_default();
-        let out = read_all(rd);
-        (wait(epid), out, status)
-    });
+    let ep = match res {
+        Ok(ep) => ep,
+        Err(e) => {
+            // Not waited for: the failed exec, in the init's pid namespace, is our unreaped
+            // child, and the init cannot finish dying before it is reaped.
+            let _ =
+                nix::sys::signal::kill(Pid::from_raw(init_pid), nix::sys::signal::Signal::SIGKILL);
+            panic!("exec: {e}");
+        }
+    };
+    let epid = ep.pid;
+    ep.start().expect("start exec");
+    let status = std::fs::read_to_string(format!("/proc/{epid}/status")).unwrap_or_default();
+    let out = read_all(rd);
+    let code = wait(epid);
     let _ = nix::sys::signal::kill(Pid::from_raw(init_pid), nix::sys::signal::Signal::SIGKILL);
     wait(init_pid);
-    out.expect("exec")
+    (code, out, status)
 }
 
 fn nspid(status: &str) -> Vec<String> {
