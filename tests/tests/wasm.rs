@@ -865,7 +865,8 @@ wasm_e2e!(wasm_cache, cache);
 /// Images whose layers are the modules themselves (no file in a rootfs). On containerd 1.7 and
 /// 2.1 the rootfs is empty and the shim reads the module from containerd's content store, for
 /// each wasm layer media type; with several layers the entrypoint's file name picks one by its
-/// title, and a name none has is an error naming the layers. containerd 1.6 cannot unpack such
+/// title, and a name none has is an error naming the layers; an exec may name a layer module
+/// too. containerd 1.6 cannot unpack such
 /// an image at all: `ctr run` fails before any shim is involved.
 fn layer_images(c: &mut Case) -> Result<()> {
     let hello = wasm_images::module("hello", Target::P1)?;
@@ -932,6 +933,21 @@ fn layer_images(c: &mut Case) -> Result<()> {
     anyhow::ensure!(
         out.all().contains("nope.wasm") && out.all().contains("2 wasm layers"),
         "an unnamed module: {}",
+        out.describe()
+    );
+    c.remove(&id)?;
+    // An exec of a module that is a layer of the running container's image.
+    let sleeper = wasm_images::module("sleeper", Target::P1)?;
+    let image = "docker.io/amphi/sleeper-hello-layers:e2e";
+    wasm_images::import_layer_image(&c.cd, &[&sleeper, &hello], Default::default(), image)?;
+    let id = c.id("exec");
+    run_detached(c, &[], image, &id, &[])?;
+    let out = c
+        .ctr(&["task", "exec", "--exec-id", "e1", &id, "/hello.wasm", "x"])?
+        .ok()?;
+    anyhow::ensure!(
+        out.stdout.contains("hello from wasm") && out.stdout.contains("arg[1]=x"),
+        "exec of a layer module: {}",
         out.describe()
     );
     c.remove(&id)?;

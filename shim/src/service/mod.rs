@@ -127,6 +127,15 @@ impl Inner {
         })
     }
 
+    /// Where a task's wasm layers are looked up (see `crate::wasm_layers`).
+    fn layer_source(&self, id: &str) -> LayerSource {
+        LayerSource {
+            address: self.ctx.containerd_address.clone(),
+            namespace: self.ctx.namespace.clone(),
+            container_id: id.to_string(),
+        }
+    }
+
     fn cgroup_of(&self, id: &str) -> ServiceResult<Cgroup> {
         self.with_container(id, |c| Ok(c.cgroup.clone()))
     }
@@ -176,11 +185,7 @@ impl Inner {
         let spawner = self.ctx.spawner.clone();
         let rec = record.clone();
         let net_opts = req.options.clone().into_option(); // amphi network
-        let layers = LayerSource {
-            address: self.ctx.containerd_address.clone(),
-            namespace: self.ctx.namespace.clone(),
-            container_id: id.clone(),
-        };
+        let layers = self.layer_source(&id);
         let created = blocking(move || {
             create_container(rec, mounts, stdio, &spawner, &root, net_opts, &layers)
         })
@@ -374,7 +379,7 @@ impl Inner {
         id: &str,
         exec_id: &str,
     ) -> ServiceResult<api::StartResponse> {
-        let (request, stdio_paths, extra_fds) = self.with_container(id, |c| {
+        let (request, rootfs, stdio_paths) = self.with_container(id, |c| {
             let init_pid = c.init.pid;
             let spec = c.spec.clone();
             let procs = c.cgroup.procs_files();
@@ -389,8 +394,6 @@ impl Inner {
                 )));
             }
             let process = p.exec_spec.clone().unwrap_or_default();
-            // No layer lookup here: this runs on the async side, and an exec names a file.
-            let plan = workload::plan_exec(&rootfs, &process, None)?;
             p.starting = true;
             Ok((
                 ExecRequest {
@@ -400,10 +403,10 @@ impl Inner {
                     process,
                     spec,
                     cgroup_procs: procs,
-                    workload: plan.workload,
+                    workload: runtime_native::Workload::Exec,
                 },
+                rootfs,
                 p.stdio.clone(),
-                plan.extra_fds,
             ))
         })?;
         Cgroup::warm_attach_lock(); // see create_container
@@ -413,13 +416,18 @@ impl Inner {
             container_id: id.to_string(),
             namespace: self.ctx.namespace.clone(),
         };
+        let layers = self.layer_source(id);
+        // On the blocking pool: planning may compile a module or ask containerd for a layer.
         let spawned = blocking(move || -> ServiceResult<_> {
+            let mut request = request;
+            let plan = workload::plan_exec(&rootfs, &request.process, Some(&layers))?;
+            request.workload = plan.workload;
             let (mut stdio, holders) = if paths.terminal {
                 (runtime_native::Stdio::default(), Default::default())
             } else {
                 stdio::open_direct(&paths, &owner)?
             };
-            stdio.extra_fds = extra_fds;
+            stdio.extra_fds = plan.extra_fds;
             let pending = spawner.spawn_exec(request, stdio)?;
             Ok((pending, holders))
         })
