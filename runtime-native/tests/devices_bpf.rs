@@ -4,6 +4,8 @@
 //! into that cgroup try to open /dev/null (c 1:3) and /dev/zero (c 1:5). `harness = false`:
 //! the test forks, so it stays single-threaded.
 
+mod common;
+
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 
@@ -141,8 +143,7 @@ fn run(dir: &Path) {
 }
 
 fn main() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("devices_bpf: skipped, needs root");
+    if !common::root_or_skip("devices_bpf") {
         return;
     }
     let Some(mount) = cgroup2_mount() else {

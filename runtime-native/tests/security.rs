@@ -2,10 +2,15 @@
 //! containers from a busybox rootfs. `harness = false`: the spawner must be forked before any
 //! thread exists.
 
-use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+mod common;
+
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use common::{
+    assert_nothing_mounted, exec_request, init_request, pipe, read_all, reap_all, rootfs, run,
+    sh_process, spec, stdio_to, wait,
+};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxSeccomp, Spec};
@@ -44,33 +49,6 @@ impl PreparedWorkload for ProbePrepared {
 
 static RUNNERS: &[(&str, &dyn WorkloadRunner)] = &[("probe", &ProbeRunner)];
 
-fn rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for l in [
-        "sh", "echo", "cat", "ls", "mkdir", "id", "grep", "uname", "true", "sleep", "readlink",
-        "tr", "cut",
-    ] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(l)).unwrap();
-    }
-    root
-}
-
-fn spec(root: &Path, args: &[&str]) -> Spec {
-    let mut spec = Spec::default();
-    let mut r = spec.root().clone().unwrap();
-    r.set_path(root.to_path_buf());
-    spec.set_root(Some(r));
-    let mut p = spec.process().clone().unwrap();
-    p.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
-    p.set_env(Some(vec!["PATH=/bin".into(), "HOME=/".into()]));
-    spec.set_process(Some(p));
-    spec
-}
-
 fn with_seccomp(mut s: Spec, json: &str, nnp: bool) -> Spec {
     let sc: LinuxSeccomp = serde_json::from_str(json).unwrap();
     let mut l = s.linux().clone().unwrap();
@@ -82,50 +60,8 @@ fn with_seccomp(mut s: Spec, json: &str, nnp: bool) -> Spec {
     s
 }
 
-fn read_all(fd: OwnedFd) -> String {
-    let mut f = std::fs::File::from(fd);
-    let mut s = String::new();
-    let _ = f.read_to_string(&mut s);
-    s
-}
-
-fn wait(pid: i32) -> i32 {
-    match waitpid(Pid::from_raw(pid), None).unwrap() {
-        WaitStatus::Exited(_, c) => c,
-        WaitStatus::Signaled(_, s, _) => 128 + s as i32,
-        other => panic!("unexpected wait status {other:?}"),
-    }
-}
-
 fn req(root: &Path, bundle: &Path, spec: Spec, workload: Workload) -> InitRequest {
-    InitRequest {
-        id: "sec".into(),
-        bundle: bundle.to_path_buf(),
-        rootfs: root.to_path_buf(),
-        spec,
-        cgroup_procs: vec![],
-        workload,
-    }
-}
-
-/// Creates, starts and waits for a container; returns (exit code, stdout+stderr).
-fn run(sp: &Spawner, r: InitRequest) -> Result<(i32, String), String> {
-    let (rd, w) = nix::unistd::pipe().unwrap();
-    let stdio = Stdio {
-        stdin: None,
-        stdout: Some(w.try_clone().unwrap()),
-        stderr: Some(w.try_clone().unwrap()),
-        extra_fds: vec![],
-    };
-    drop(w);
-    let p = sp.spawn_init(r, stdio).map_err(|e| e.to_string())?;
-    let pid = p.pid;
-    if let Err(e) = p.start() {
-        wait(pid);
-        return Err(e.to_string());
-    }
-    let out = read_all(rd);
-    Ok((wait(pid), out))
+    init_request("sec", root, bundle, spec, &[], workload)
 }
 
 const DENY_MKDIR: &str = r#"{
@@ -351,13 +287,8 @@ fn hooks_case(sp: &Spawner, root: &Path, bundle: &Path) {
     s.set_hooks(Some(h));
     s.set_annotations(Some([("who".to_string(), "test".to_string())].into()));
 
-    let (rd, w) = nix::unistd::pipe().unwrap();
-    let stdio = Stdio {
-        stdin: None,
-        stdout: Some(w.try_clone().unwrap()),
-        stderr: Some(w.try_clone().unwrap()),
-        extra_fds: vec![],
-    };
+    let (rd, w) = pipe();
+    let stdio = stdio_to(&w);
     drop(w);
     let p = sp
         .spawn_init(req(root, bundle, s.clone(), Workload::Exec), stdio)
@@ -430,14 +361,7 @@ fn hooks_case(sp: &Spawner, root: &Path, bundle: &Path) {
     assert_eq!(wait(pid), 1);
     // The child of the failed create exits by itself once the caller gives up.
     std::thread::sleep(std::time::Duration::from_millis(200));
-    while let Ok(st) = waitpid(
-        Pid::from_raw(-1),
-        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-    ) {
-        if st == WaitStatus::StillAlive {
-            break;
-        }
-    }
+    reap_all();
     let me = std::process::id().to_string();
     let kids: Vec<String> = std::fs::read_dir("/proc")
         .unwrap()
@@ -490,13 +414,8 @@ fn userns_case(sp: &Spawner, root: &Path, bundle: &Path) {
                   ls -ln /bin/busybox; ls /dev; cat /proc/self/status | grep CapEff; \
                   echo x > /dev/null && echo devnull-ok; sleep 1";
     let s = userns_spec(root, &["sh", "-c", script]);
-    let (rd, w) = nix::unistd::pipe().unwrap();
-    let stdio = Stdio {
-        stdin: None,
-        stdout: Some(w.try_clone().unwrap()),
-        stderr: Some(w.try_clone().unwrap()),
-        extra_fds: vec![],
-    };
+    let (rd, w) = pipe();
+    let stdio = stdio_to(&w);
     drop(w);
     let p = sp
         .spawn_init(req(root, bundle, s, Workload::Exec), stdio)
@@ -574,53 +493,10 @@ fn userns_case(sp: &Spawner, root: &Path, bundle: &Path) {
 
     // An exec into a running user-namespaced container with a seccomp profile: same user
     // namespace (root inside, mapped uid outside), same filter.
-    let s = with_seccomp(userns_spec(root, &["sleep", "10"]), DENY_MKDIR, false);
-    let p = sp
-        .spawn_init(
-            req(root, bundle, s.clone(), Workload::Exec),
-            Stdio::default(),
-        )
-        .expect("spawn userns sleeper");
-    let init_pid = p.pid;
-    p.start().expect("start userns sleeper");
-    let (rd, w) = nix::unistd::pipe().unwrap();
-    let process = oci_spec::runtime::ProcessBuilder::default()
-        .args(vec![
-            "sh".to_string(),
-            "-c".into(),
-            "id -u; grep Seccomp: /proc/self/status; mkdir /tmp/y || echo denied; sleep 1".into(),
-        ])
-        .env(vec!["PATH=/bin".to_string()])
-        .cwd("/")
-        .build()
-        .unwrap();
-    let ep = sp
-        .spawn_exec(
-            runtime_native::ExecRequest {
-                container_id: "sec".into(),
-                exec_id: "e1".into(),
-                init_pid,
-                process,
-                spec: s,
-                cgroup_procs: vec![],
-                workload: Workload::Exec,
-            },
-            Stdio {
-                stdin: None,
-                stdout: Some(w.try_clone().unwrap()),
-                stderr: Some(w.try_clone().unwrap()),
-                extra_fds: vec![],
-            },
-        )
-        .expect("exec into the user namespace");
-    drop(w);
-    let epid = ep.pid;
-    ep.start().expect("start exec");
-    let status = std::fs::read_to_string(format!("/proc/{epid}/status")).unwrap();
-    let out = read_all(rd);
-    assert_eq!(wait(epid), 0, "{out}");
-    let _ = nix::sys::signal::kill(Pid::from_raw(init_pid), nix::sys::signal::Signal::SIGKILL);
-    wait(init_pid);
+    let s = with_seccomp(userns_spec(root, &["true"]), DENY_MKDIR, false);
+    let script = "id -u; grep Seccomp: /proc/self/status; mkdir /tmp/y || echo denied";
+    let (code, out, status) = exec_in(sp, root, bundle, s, script);
+    assert_eq!(code, 0, "{out}");
     println!("exec in userns: {out:?}");
     let host_uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert_eq!(
@@ -728,33 +604,13 @@ fn exec_in(
         .expect("spawn sleeper");
     let init_pid = p.pid;
     p.start().expect("start sleeper");
-    let (rd, w) = nix::unistd::pipe().unwrap();
-    let process = oci_spec::runtime::ProcessBuilder::default()
-        .args(vec![
-            "sh".to_string(),
-            "-c".into(),
-            format!("{script}; sleep 1"),
-        ])
-        .env(vec!["PATH=/bin".to_string()])
-        .cwd("/")
+    let (rd, w) = pipe();
+    let process = sh_process(&format!("{script}; sleep 1"), "/")
         .build()
         .unwrap();
     let res = sp.spawn_exec(
-        runtime_native::ExecRequest {
-            container_id: "sec".into(),
-            exec_id: "e2".into(),
-            init_pid,
-            process,
-            spec: s,
-            cgroup_procs: vec![],
-            workload: Workload::Exec,
-        },
-        Stdio {
-            stdin: None,
-            stdout: Some(w.try_clone().unwrap()),
-            stderr: Some(w.try_clone().unwrap()),
-            extra_fds: vec![],
-        },
+        exec_request("sec", "e2", init_pid, process, s, &[]),
+        stdio_to(&w),
     );
     drop(w);
     let ep = match res {
@@ -800,6 +656,41 @@ fn spawner_namespaces_restored(sp: &Spawner) {
     }
 }
 
+/// The lines of `out`, the first three checked: the namespace link `want` (from `readlink`),
+/// the uid map of [`userns_spec`], and uid 0.
+fn joined_as_mapped_root<'a>(out: &'a str, want: &Path) -> Vec<&'a str> {
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], want.to_str().unwrap(), "{out}");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"],
+        "{out}"
+    );
+    assert_eq!(lines[2], "0", "{out}");
+    lines
+}
+
+/// A new user namespace with the `t` (`name`) namespace given as the holder's `other` one,
+/// another kind: setns refuses it, and the spawner is back in its own namespaces.
+fn wrong_kind_of_namespace(
+    sp: &Spawner,
+    root: &Path,
+    bundle: &Path,
+    t: oci_spec::runtime::LinuxNamespaceType,
+    name: &str,
+    holder: &Holder,
+    other: &str,
+) {
+    let bad = with_ns_path(userns_spec(root, &["true"]), t, &holder.ns(other));
+    let e = run(sp, req(root, bundle, bad, Workload::Exec)).unwrap_err();
+    println!("{name} namespace path to a {other} namespace: {e}");
+    assert!(
+        e.contains(&format!("join {name} namespace")) && e.contains("EINVAL"),
+        "{e}"
+    );
+    spawner_namespaces_restored(sp);
+}
+
 /// A new user namespace together with pid and time namespaces joined by path (made in the
 /// host's user namespace by `unshare`), and the combinations that are refused.
 fn userns_joined_pid_time_case(sp: &Spawner, root: &Path, bundle: &Path) {
@@ -816,14 +707,7 @@ fn userns_joined_pid_time_case(sp: &Spawner, root: &Path, bundle: &Path) {
         run(sp, req(root, bundle, s.clone(), Workload::Exec)).expect("userns + pidns");
     println!("userns + pidns by path: {out:?}");
     assert_eq!(code, 0, "{out}");
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], want.to_str().unwrap(), "{out}");
-    assert_eq!(
-        lines[1].split_whitespace().collect::<Vec<_>>(),
-        ["0", "100000", "65536"],
-        "{out}"
-    );
-    assert_eq!(lines[2], "0", "{out}");
+    let lines = joined_as_mapped_root(&out, &want);
     assert!(lines[3].starts_with("sleep 1000"), "{out}");
     // Pid 1 is the holder's sleep: the container's own pid is another one.
     let inner: i32 = lines[4].split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -844,14 +728,7 @@ fn userns_joined_pid_time_case(sp: &Spawner, root: &Path, bundle: &Path) {
     assert!(status.contains("Uid:\t100000"), "{status}");
     spawner_namespaces_restored(sp);
     // A pid namespace path that is another kind of namespace is refused by setns.
-    let bad = with_ns_path(userns_spec(root, &["true"]), T::Pid, &holder.ns("net"));
-    let e = run(sp, req(root, bundle, bad, Workload::Exec)).unwrap_err();
-    println!("pid namespace path to a net namespace: {e}");
-    assert!(
-        e.contains("join pid namespace") && e.contains("EINVAL"),
-        "{e}"
-    );
-    spawner_namespaces_restored(sp);
+    wrong_kind_of_namespace(sp, root, bundle, T::Pid, "pid", &holder, "net");
     // The same type twice is refused before anything is created.
     let mut dup = with_ns_path(userns_spec(root, &["true"]), T::Pid, &pidns);
     let mut l = dup.linux().clone().unwrap();
@@ -894,14 +771,7 @@ fn userns_joined_pid_time_case(sp: &Spawner, root: &Path, bundle: &Path) {
         "readlink /proc/self/ns/time; cat /proc/self/uid_map; id -u; cut -d. -f1 /proc/uptime";
     let s = with_ns_path(userns_spec(root, &["sh", "-c", script]), T::Time, &timens);
     let check = |out: &str| {
-        let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines[0], want.to_str().unwrap(), "{out}");
-        assert_eq!(
-            lines[1].split_whitespace().collect::<Vec<_>>(),
-            ["0", "100000", "65536"],
-            "{out}"
-        );
-        assert_eq!(lines[2], "0", "{out}");
+        let lines = joined_as_mapped_root(out, &want);
         let up: u64 = lines[3].trim().parse().unwrap();
         assert!(up >= 1_000_000, "uptime {up}: {out}");
     };
@@ -916,14 +786,7 @@ fn userns_joined_pid_time_case(sp: &Spawner, root: &Path, bundle: &Path) {
     check(&out);
     spawner_namespaces_restored(sp);
     // A time namespace path that is another kind of namespace.
-    let bad = with_ns_path(userns_spec(root, &["true"]), T::Time, &holder.ns("uts"));
-    let e = run(sp, req(root, bundle, bad, Workload::Exec)).unwrap_err();
-    println!("time namespace path to a uts namespace: {e}");
-    assert!(
-        e.contains("join time namespace") && e.contains("EINVAL"),
-        "{e}"
-    );
-    spawner_namespaces_restored(sp);
+    wrong_kind_of_namespace(sp, root, bundle, T::Time, "time", &holder, "uts");
     drop(holder);
 }
 
@@ -973,13 +836,9 @@ fn hooks_under_a_reaper(root: &Path, bundle: &Path) {
 }
 
 fn main() {
-    let spawner = Spawner::fork_before_threads(RUNNERS).expect("fork spawner");
-    if !nix::unistd::geteuid().is_root() {
-        println!("security: skipped, needs root");
+    let Some(spawner) = common::spawner("security", RUNNERS) else {
         return;
-    }
-    // SAFETY: prctl with integer arguments: become a subreaper like the shim.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    };
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path();
     // The mapped root of a user namespace must be able to reach the rootfs.
@@ -993,8 +852,7 @@ fn main() {
     userns_case(&spawner, &root, bundle);
     userns_joined_pid_time_case(&spawner, &root, bundle);
 
-    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mi.contains(bundle.to_str().unwrap()), "left mounted: {mi}");
+    assert_nothing_mounted(bundle);
     hooks_under_a_reaper(&root, bundle);
     drop(spawner);
     println!("security: all ok");

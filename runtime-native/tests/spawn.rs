@@ -1,15 +1,17 @@
 //! Root-only integration test: real containers from a busybox rootfs.
 //! `harness = false`: the spawner must be forked before any thread exists.
 
-use std::io::Read;
-use std::os::fd::OwnedFd;
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::Pid;
-use oci_spec::runtime::{ProcessBuilder, Spec};
+use common::{
+    assert_nothing_mounted, exec_request, init_request, pipe, read_all, reap_all, rootfs, run,
+    sh_process, stdio_to, wait,
+};
+use oci_spec::runtime::Spec;
 use runtime_native::{
-    Cgroup, ExecRequest, InitRequest, PreparedWorkload, ProcessContext, Spawner, Stdio, Workload,
+    Cgroup, InitRequest, PendingProcess, PreparedWorkload, ProcessContext, Stdio, Workload,
     WorkloadRunner,
 };
 
@@ -54,97 +56,35 @@ impl PreparedWorkload for EchoPrepared {
 
 static RUNNERS: &[(&str, &dyn WorkloadRunner)] = &[("echo", &EchoRunner)];
 
-fn rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "work"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for l in [
-        "sh", "echo", "cat", "ls", "sleep", "id", "hostname", "grep", "tty", "true",
-    ] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(l)).unwrap();
-    }
-    root
-}
-
+/// The common spec with a hostname.
 fn spec(root: &Path, args: &[&str]) -> Spec {
-    let mut spec = Spec::default();
+    let mut spec = common::spec(root, args);
     spec.set_hostname(Some("amphi-test".into()));
-    let mut r = spec.root().clone().unwrap();
-    r.set_path(root.to_path_buf());
-    spec.set_root(Some(r));
-    let mut p = spec.process().clone().unwrap();
-    p.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
-    p.set_env(Some(vec!["PATH=/bin".into(), "HOME=/".into()]));
-    spec.set_process(Some(p));
     spec
 }
 
-fn pipe() -> (OwnedFd, OwnedFd) {
-    nix::unistd::pipe().unwrap()
-}
-
-fn read_all(fd: OwnedFd) -> String {
-    let mut f = std::fs::File::from(fd);
-    let mut s = String::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => s.push_str(&String::from_utf8_lossy(&buf[..n])),
-        }
-    }
-    s
-}
-
-fn wait(pid: i32) -> i32 {
-    match waitpid(Pid::from_raw(pid), None).unwrap() {
-        WaitStatus::Exited(_, c) => c,
-        WaitStatus::Signaled(_, s, _) => 128 + s as i32,
-        other => panic!("unexpected wait status {other:?}"),
-    }
-}
-
 fn init(root: &Path, bundle: &Path, spec: Spec, cg: &[PathBuf], workload: Workload) -> InitRequest {
-    InitRequest {
-        id: "test".into(),
-        bundle: bundle.to_path_buf(),
-        rootfs: root.to_path_buf(),
-        spec,
-        cgroup_procs: cg.to_vec(),
-        workload,
-    }
+    init_request("test", root, bundle, spec, cg, workload)
 }
 
-fn reap_all() {
-    while let Ok(s) = waitpid(
-        Pid::from_raw(-1),
-        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-    ) {
-        if s == WaitStatus::StillAlive {
-            break;
-        }
-    }
-}
-
-fn stdio_to(w: &OwnedFd) -> Stdio {
-    Stdio {
-        stdin: None,
-        stdout: Some(w.try_clone().unwrap()),
-        stderr: Some(w.try_clone().unwrap()),
-        extra_fds: vec![],
-    }
+/// Starts `p`, which has a terminal, and waits for it; returns (exit code, what it wrote).
+fn run_on_pty(p: PendingProcess, what: &str) -> (i32, String) {
+    let master = p
+        .pty_master
+        .as_ref()
+        .unwrap_or_else(|| panic!("{what}: no pty master"))
+        .try_clone()
+        .unwrap();
+    let pid = p.pid;
+    p.start().unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let out = read_all(master);
+    (wait(pid), out)
 }
 
 fn main() {
-    let spawner = Spawner::fork_before_threads(RUNNERS).expect("fork spawner");
-    if !nix::unistd::geteuid().is_root() {
-        println!("spawn: skipped, needs root");
+    let Some(spawner) = common::spawner("spawn", RUNNERS) else {
         return;
-    }
-    // SAFETY: prctl with integer arguments: become a subreaper like the shim.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    };
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path();
     let root = rootfs(bundle);
@@ -177,15 +117,7 @@ fn main() {
     let mut pr = s.process().clone().unwrap();
     pr.set_oom_score_adj(Some(-500));
     s.set_process(Some(pr));
-    let (r, w) = pipe();
-    let p = spawner
-        .spawn_init(init(&root, bundle, s, &procs, Workload::Exec), stdio_to(&w))
-        .expect("spawn_init");
-    drop(w);
-    let pid = p.pid;
-    p.start().expect("start");
-    let out = read_all(r);
-    let code = wait(pid);
+    let (code, out) = run(&spawner, init(&root, bundle, s, &procs, Workload::Exec)).expect("run");
     println!("--- output ---\n{out}--- exit {code}");
     assert_eq!(code, 0);
     assert!(out.starts_with("hi\namphi-test\n"), "{out}");
@@ -210,27 +142,21 @@ fn main() {
     assert_eq!(stats.pids_limit, 64);
 
     // 2. Missing binary and missing cwd fail spawn_init with clear messages.
-    let s = spec(&root, &["nosuchcmd"]);
-    let e = spawner
-        .spawn_init(
-            init(&root, bundle, s, &[], Workload::Exec),
-            Stdio::default(),
-        )
-        .unwrap_err()
-        .to_string();
+    let create_error = |s: Spec| {
+        let r = init(&root, bundle, s, &[], Workload::Exec);
+        spawner
+            .spawn_init(r, Stdio::default())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = create_error(spec(&root, &["nosuchcmd"]));
     println!("missing binary: {e}");
     assert_eq!(e, "exec: \"nosuchcmd\": executable file not found in $PATH");
     let mut s = spec(&root, &["true"]);
     let mut pr = s.process().clone().unwrap();
     pr.set_cwd("/nope".into());
     s.set_process(Some(pr));
-    let e = spawner
-        .spawn_init(
-            init(&root, bundle, s, &[], Workload::Exec),
-            Stdio::default(),
-        )
-        .unwrap_err()
-        .to_string();
+    let e = create_error(s);
     println!("missing cwd: {e}");
     assert_eq!(
         e,
@@ -249,27 +175,11 @@ fn main() {
     let init_pid = p.pid;
     p.start().expect("start sleep");
     let (r, w) = pipe();
-    let process = ProcessBuilder::default()
-        .args(vec![
-            "sh".to_string(),
-            "-c".into(),
-            "hostname; echo $$; cat /proc/1/cmdline; echo; ls /work && echo inroot".into(),
-        ])
-        .env(vec!["PATH=/bin".to_string()])
-        .cwd("/work")
-        .build()
-        .unwrap();
+    let script = "hostname; echo $$; cat /proc/1/cmdline; echo; ls /work && echo inroot";
+    let process = sh_process(script, "/work").build().unwrap();
     let ep = spawner
         .spawn_exec(
-            ExecRequest {
-                container_id: "test".into(),
-                exec_id: "e1".into(),
-                init_pid,
-                process,
-                spec: s.clone(),
-                cgroup_procs: procs.clone(),
-                workload: Workload::Exec,
-            },
+            exec_request("test", "e1", init_pid, process, s.clone(), &procs),
             stdio_to(&w),
         )
         .expect("spawn_exec");
@@ -285,37 +195,15 @@ fn main() {
     assert!(lines[2].starts_with("sleep"), "{out}");
     assert!(out.contains("inroot"), "{out}");
     // an exec with a terminal
-    let process = ProcessBuilder::default()
-        .args(vec!["sh".to_string(), "-c".into(), "tty".into()])
-        .env(vec!["PATH=/bin".to_string()])
-        .cwd("/")
-        .terminal(true)
-        .build()
-        .unwrap();
+    let process = sh_process("tty", "/").terminal(true).build().unwrap();
     let ep = spawner
         .spawn_exec(
-            ExecRequest {
-                container_id: "test".into(),
-                exec_id: "e2".into(),
-                init_pid,
-                process,
-                spec: s.clone(),
-                cgroup_procs: procs.clone(),
-                workload: Workload::Exec,
-            },
+            exec_request("test", "e2", init_pid, process, s.clone(), &procs),
             Stdio::default(),
         )
         .expect("spawn_exec tty");
-    let master = ep
-        .pty_master
-        .as_ref()
-        .expect("exec pty")
-        .try_clone()
-        .unwrap();
-    let epid = ep.pid;
-    ep.start().expect("start exec tty");
-    let out = read_all(master);
-    assert_eq!(wait(epid), 0);
+    let (code, out) = run_on_pty(ep, "exec tty");
+    assert_eq!(code, 0);
     assert!(out.starts_with("/dev/pts/"), "{out}");
     let pids = cg.pids().unwrap();
     assert!(pids.contains(&init_pid), "{pids:?}");
@@ -331,16 +219,8 @@ fn main() {
             Stdio::default(),
         )
         .expect("spawn tty");
-    let master = p
-        .pty_master
-        .as_ref()
-        .expect("pty master")
-        .try_clone()
-        .unwrap();
-    let tpid = p.pid;
-    p.start().expect("start tty");
-    let out = read_all(master);
-    assert_eq!(wait(tpid), 0);
+    let (code, out) = run_on_pty(p, "tty");
+    assert_eq!(code, 0);
     println!("tty output: {out:?}");
     assert!(out.contains("/dev/pts/0") && out.contains("ok"), "{out}");
 
@@ -351,21 +231,15 @@ fn main() {
     st.extra_fds.push(w.try_clone().unwrap());
     drop(w);
     drop(w2);
-    let s = spec(&root, &["app.wasm"]);
+    let echo = |payload: &[u8]| {
+        let w = Workload::Custom {
+            runner: "echo".into(),
+            payload: payload.to_vec(),
+        };
+        init(&root, bundle, spec(&root, &["app.wasm"]), &[], w)
+    };
     let p = spawner
-        .spawn_init(
-            init(
-                &root,
-                bundle,
-                s.clone(),
-                &[],
-                Workload::Custom {
-                    runner: "echo".into(),
-                    payload: b"payload\n".to_vec(),
-                },
-            ),
-            st,
-        )
+        .spawn_init(echo(b"payload\n"), st)
         .expect("spawn custom");
     let cpid = p.pid;
     p.start().expect("start custom");
@@ -373,19 +247,7 @@ fn main() {
     assert_eq!(read_all(r2), "stdout\n");
     assert_eq!(wait(cpid), 7);
     let e = spawner
-        .spawn_init(
-            init(
-                &root,
-                bundle,
-                s,
-                &[],
-                Workload::Custom {
-                    runner: "echo".into(),
-                    payload: b"bad".to_vec(),
-                },
-            ),
-            Stdio::default(),
-        )
+        .spawn_init(echo(b"bad"), Stdio::default())
         .unwrap_err()
         .to_string();
     assert_eq!(e, "invalid payload: bad");
@@ -399,8 +261,7 @@ fn main() {
     reap_all();
 
     // Nothing stays mounted.
-    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mi.contains(bundle.to_str().unwrap()), "left mounted: {mi}");
+    assert_nothing_mounted(bundle);
     assert!(!Path::new("/sys/fs/cgroup/memory/amphi-test/spawn").exists());
     for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
         let _ = std::fs::remove_dir(h.path().join("amphi-test"));
