@@ -10,7 +10,7 @@ use crate::versions::Version;
 use anyhow::{Context, Result};
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
@@ -167,6 +167,29 @@ impl Case {
     pub fn run_detached(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Result<()> {
         self.cd.ctr(&self.run_args(&["-d"], opts, id, cmd))?.ok()?;
         self.wait_status(id, "RUNNING", Duration::from_secs(30))
+    }
+
+    /// Sends `ctr task kill KILL_ARGS` every 500ms until `bg` (a `ctr run`/`ctr task exec`)
+    /// exits, for at most 20s: the first signal may arrive before the container's shell
+    /// installed its trap or forked its child, or before the runtime installed its handler (an
+    /// init ignores an unhandled SIGTERM). Returns `bg`'s output.
+    pub fn kill_until_exit(&self, mut bg: Running, kill_args: &[&str]) -> Result<Output> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !bg.exited() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "ctr still running 20s after `ctr task kill {}`",
+                kill_args.join(" ")
+            );
+            let mut args = vec!["task", "kill"];
+            args.extend_from_slice(kill_args);
+            let out = self.ctr(&args)?;
+            if !out.success() && !bg.exited() {
+                anyhow::bail!("kill failed while the task still runs: {}", out.describe());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        bg.wait(Duration::from_secs(5))
     }
 
     /// (pid, status) of a task from `ctr task ls`, None when there is no such task.

@@ -1,30 +1,9 @@
 //! `ctr task kill`: SIGTERM, SIGKILL, --all, --exec-id; exit statuses as 128+signal.
 
-use amphi_tests::cmd::{Output, Running};
+use amphi_tests::cmd::Running;
 use amphi_tests::{e2e, Case};
 use anyhow::Result;
-use std::time::{Duration, Instant};
-
-/// Sends `kill_args` every 500ms until `bg` (a `ctr run`/`ctr task exec`) exits: the first
-/// signal may arrive before the container's shell installed its trap or forked its child.
-fn kill_until_exit(c: &Case, mut bg: Running, kill_args: &[&str]) -> Result<Output> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !bg.exited() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "ctr still running 20s after `ctr task kill {}`",
-            kill_args.join(" ")
-        );
-        let mut args = vec!["task", "kill"];
-        args.extend_from_slice(kill_args);
-        let out = c.ctr(&args)?;
-        if !out.success() && !bg.exited() {
-            anyhow::bail!("kill failed while the task still runs: {}", out.describe());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    bg.wait(Duration::from_secs(5))
-}
+use std::time::Duration;
 
 /// SIGKILL of the init (`sleep`, pid 1 of its namespace) -> exit 137.
 fn sigkill(c: &mut Case) -> Result<()> {
@@ -44,7 +23,7 @@ fn sigterm_init(c: &mut Case) -> Result<()> {
         &id,
         &["sh", "-c", "trap 'exit 143' TERM; sleep 1000 & wait"],
     )?;
-    kill_until_exit(c, bg, &[&id])?.expect_code(143)?;
+    c.kill_until_exit(bg, &[&id])?.expect_code(143)?;
     Ok(())
 }
 
@@ -78,7 +57,8 @@ fn sigterm_exec(c: &mut Case) -> Result<()> {
 fn sigterm_all(c: &mut Case) -> Result<()> {
     let id = c.id("ta");
     let bg = c.run_bg(&[], &id, &["sh", "-c", "sleep 1000 & wait $!"])?;
-    kill_until_exit(c, bg, &["--all", "-s", "SIGTERM", &id])?.expect_code(143)?;
+    c.kill_until_exit(bg, &["--all", "-s", "SIGTERM", &id])?
+        .expect_code(143)?;
     Ok(())
 }
 

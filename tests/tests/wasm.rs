@@ -10,7 +10,7 @@ use amphi_tests::wasm_images::{self, Target};
 use amphi_tests::{paths, procs, Case, Runtime};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Only amphi runs wasm; these cases have no runc variant.
 macro_rules! wasm_e2e {
@@ -362,34 +362,13 @@ fn trap(c: &mut Case) -> Result<()> {
     Ok(())
 }
 
-/// Sends `kill_args` every 500ms until `bg` exits (the first signal may come before the
-/// runtime installed its handler; an init ignores an unhandled SIGTERM).
-fn kill_until_exit(c: &Case, mut bg: Running, kill_args: &[&str]) -> Result<Output> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !bg.exited() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "ctr still running 20s after `ctr task kill {}`",
-            kill_args.join(" ")
-        );
-        let mut args = vec!["task", "kill"];
-        args.extend_from_slice(kill_args);
-        let out = c.ctr(&args)?;
-        if !out.success() && !bg.exited() {
-            anyhow::bail!("kill failed while the task still runs: {}", out.describe());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    bg.wait(Duration::from_secs(5))
-}
-
 /// SIGTERM interrupts the sleeping guest: 143. SIGKILL: 137.
 fn signals(c: &mut Case) -> Result<()> {
     let image = apps_image(c)?;
     let id = c.id("term");
     let bg = run_bg(c, &[], image, &id, &["/sleeper.wasm", "100"])?;
     std::thread::sleep(Duration::from_millis(300));
-    let out = kill_until_exit(c, bg, &[&id])?.expect_code(143)?;
+    let out = c.kill_until_exit(bg, &[&id])?.expect_code(143)?;
     anyhow::ensure!(
         out.stdout.contains("sleeper started"),
         "sleeper output: {}",
