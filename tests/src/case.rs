@@ -192,6 +192,47 @@ impl Case {
         bg.wait(Duration::from_secs(5))
     }
 
+    /// The rootfs dir of [`Case::spec_file`]'s spec for `id`.
+    pub fn spec_rootfs(&self, id: &str) -> std::path::PathBuf {
+        self.cd.dir.join(format!("{id}-rootfs"))
+    }
+
+    /// A spec from `ctr oci spec` over a minimal busybox rootfs dir ([`Case::spec_rootfs`]:
+    /// busybox as sh, cat and true), edited by `edit`, written to the daemon's dir; returns its
+    /// path. (`ctr run --config` takes no image: the spec names its rootfs.)
+    pub fn spec_file(&self, id: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Result<String> {
+        let out = self.ctr(&["oci", "spec"])?.ok()?;
+        let mut spec: serde_json::Value = serde_json::from_str(&out.stdout)?;
+        let rootfs = self.spec_rootfs(id);
+        for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+            std::fs::create_dir_all(rootfs.join(d))?;
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))?;
+        for l in ["sh", "cat", "true"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(l))?;
+        }
+        spec["linux"]["cgroupsPath"] = format!("/{}/{id}", self.cd.namespace).into();
+        spec["root"]["path"] = rootfs.display().to_string().into();
+        spec["root"]["readonly"] = true.into();
+        edit(&mut spec);
+        let path = self.cd.dir.join(format!("{id}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
+        Ok(path.display().to_string())
+    }
+
+    /// `ctr run --rm --runtime R --config SPEC ID` to completion.
+    pub fn run_config(&self, spec: &str, id: &str) -> Result<Output> {
+        self.ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            self.runtime.name(),
+            "--config",
+            spec,
+            id,
+        ])
+    }
+
     /// (pid, status) of a task from `ctr task ls`, None when there is no such task.
     pub fn task(&self, id: &str) -> Result<Option<(u32, String)>> {
         let out = self.ctr(&["task", "ls"])?.ok()?;

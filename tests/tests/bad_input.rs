@@ -57,43 +57,11 @@ fn unknown_signal(c: &mut Case) -> Result<()> {
     c.remove(&id)
 }
 
-/// A spec from `ctr oci spec` over a minimal busybox rootfs dir, edited by `edit`, written to
-/// the daemon's dir. (`ctr run --config` takes no image: the spec names its rootfs.)
-fn spec_file(c: &Case, id: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Result<String> {
-    let out = c.ctr(&["oci", "spec"])?.ok()?;
-    let mut spec: serde_json::Value = serde_json::from_str(&out.stdout)?;
-    let rootfs = c.cd.dir.join(format!("{id}-rootfs"));
-    std::fs::create_dir_all(rootfs.join("bin"))?;
-    for d in ["proc", "dev", "sys", "tmp", "etc"] {
-        std::fs::create_dir_all(rootfs.join(d))?;
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))?;
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh"))?;
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/true"))?;
-    spec["linux"]["cgroupsPath"] = format!("/{}/{id}", c.cd.namespace).into();
-    spec["root"]["path"] = rootfs.display().to_string().into();
-    spec["root"]["readonly"] = true.into();
-    edit(&mut spec);
-    let path = c.cd.dir.join(format!("{id}.json"));
-    std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
-    Ok(path.display().to_string())
-}
-
 fn invalid_spec(c: &mut Case) -> Result<()> {
     // No process args: the runtime must refuse it.
     let id = c.id("noargs");
-    let spec = spec_file(c, &id, |s| s["process"]["args"] = serde_json::json!([]))?;
-    let out = c
-        .ctr(&[
-            "run",
-            "--rm",
-            "--runtime",
-            c.runtime.name(),
-            "--config",
-            &spec,
-            &id,
-        ])?
-        .failed()?;
+    let spec = c.spec_file(&id, |s| s["process"]["args"] = serde_json::json!([]))?;
+    let out = c.run_config(&spec, &id)?.failed()?;
     anyhow::ensure!(
         out.all().contains("args"),
         "error should say the args are missing: {}",
@@ -103,34 +71,16 @@ fn invalid_spec(c: &mut Case) -> Result<()> {
     c.check_leaks()?;
     // The same spec with args runs: the failure above was the args, nothing else.
     let id = c.id("okargs");
-    let spec = spec_file(c, &id, |s| {
+    let spec = c.spec_file(&id, |s| {
         s["process"]["args"] = serde_json::json!(["/bin/true"])
     })?;
-    c.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        c.runtime.name(),
-        "--config",
-        &spec,
-        &id,
-    ])?
-    .ok()?;
+    c.run_config(&spec, &id)?.ok()?;
     c.check_leaks()?;
     // A config.json that is not JSON at all.
     let id = c.id("broken");
     let path = c.cd.dir.join("broken.json");
     std::fs::write(&path, "{ this is not json")?;
-    c.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        c.runtime.name(),
-        "--config",
-        &path.display().to_string(),
-        &id,
-    ])?
-    .failed()?;
+    c.run_config(&path.display().to_string(), &id)?.failed()?;
     c.remove(&id)?;
     c.check_leaks()
 }

@@ -6,32 +6,6 @@ use amphi_tests::{e2e, e2e_runc, Case};
 use anyhow::{Context, Result};
 use std::os::unix::fs::PermissionsExt;
 
-/// A spec from `ctr oci spec` over a minimal busybox rootfs dir, edited by `edit`.
-fn spec_file(c: &Case, id: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Result<String> {
-    let out = c.ctr(&["oci", "spec"])?.ok()?;
-    let mut spec: serde_json::Value = serde_json::from_str(&out.stdout)?;
-    let rootfs = c.cd.dir.join(format!("{id}-rootfs"));
-    std::fs::create_dir_all(rootfs.join("bin"))?;
-    for d in ["proc", "dev", "sys", "tmp", "etc"] {
-        std::fs::create_dir_all(rootfs.join(d))?;
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))?;
-    for l in ["sh", "cat", "true"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(l))?;
-    }
-    // startContainer hooks resolve inside the container.
-    let sc = rootfs.join("bin/start-hook");
-    std::fs::write(&sc, "#!/bin/sh\ncat > /dev/shm/start.json\n")?;
-    std::fs::set_permissions(&sc, std::fs::Permissions::from_mode(0o755))?;
-    spec["linux"]["cgroupsPath"] = format!("/{}/{id}", c.cd.namespace).into();
-    spec["root"]["path"] = rootfs.display().to_string().into();
-    spec["root"]["readonly"] = true.into();
-    edit(&mut spec);
-    let path = c.cd.dir.join(format!("{id}.json"));
-    std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
-    Ok(path.display().to_string())
-}
-
 fn read_state(dir: &std::path::Path, kind: &str) -> Result<serde_json::Value> {
     let p = dir.join(format!("{kind}.json"));
     let s = std::fs::read_to_string(&p).with_context(|| format!("{kind} hook did not run"))?;
@@ -49,7 +23,7 @@ fn all_hooks(c: &mut Case) -> Result<()> {
     )?;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
     let h = |kind: &str| serde_json::json!([{"path": hook.display().to_string(), "args": ["hook", kind], "timeout": 10}]);
-    let spec = spec_file(c, &id, |s| {
+    let spec = c.spec_file(&id, |s| {
         s["process"]["args"] = serde_json::json!(["/bin/sh", "-c", "/bin/cat /dev/shm/start.json"]);
         s["annotations"] = serde_json::json!({"amphi.test/hooks": "yes"});
         s["hooks"] = serde_json::json!({
@@ -60,17 +34,11 @@ fn all_hooks(c: &mut Case) -> Result<()> {
             "poststop": h("poststop"),
         });
     })?;
-    let out = c
-        .ctr(&[
-            "run",
-            "--rm",
-            "--runtime",
-            c.runtime.name(),
-            "--config",
-            &spec,
-            &id,
-        ])?
-        .ok()?;
+    // startContainer hooks resolve inside the container.
+    let sc = c.spec_rootfs(&id).join("bin/start-hook");
+    std::fs::write(&sc, "#!/bin/sh\ncat > /dev/shm/start.json\n")?;
+    std::fs::set_permissions(&sc, std::fs::Permissions::from_mode(0o755))?;
+    let out = c.run_config(&spec, &id)?.ok()?;
     let start: serde_json::Value = serde_json::from_str(out.stdout.trim())
         .with_context(|| format!("startContainer state: {}", out.describe()))?;
     let cr = read_state(&out_dir, "createRuntime")?;
@@ -120,21 +88,11 @@ fn failing_hook(c: &mut Case) -> Result<()> {
         "#!/bin/sh\necho 'createRuntime says no' >&2\nexit 3\n",
     )?;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
-    let spec = spec_file(c, &id, |s| {
+    let spec = c.spec_file(&id, |s| {
         s["process"]["args"] = serde_json::json!(["/bin/true"]);
         s["hooks"] = serde_json::json!({"createRuntime": [{"path": hook.display().to_string()}]});
     })?;
-    let out = c
-        .ctr(&[
-            "run",
-            "--rm",
-            "--runtime",
-            c.runtime.name(),
-            "--config",
-            &spec,
-            &id,
-        ])?
-        .failed()?;
+    let out = c.run_config(&spec, &id)?.failed()?;
     anyhow::ensure!(
         out.all().contains("createRuntime says no"),
         "error should carry the hook's output: {}",
