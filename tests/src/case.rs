@@ -69,22 +69,33 @@ pub fn run_case(
             ids: RefCell::new(Vec::new()),
         })
     })();
+    run_checked(&label, setup, f, Case::check_leaks, |c| &c.cd, 200);
+}
+
+/// Runs `f` on the case `setup` made (`setup` failing fails at once), then `check_leaks`.
+/// Panics (fails the test) with `label`, the error chain (a panic of `f` included) and the
+/// last `log_lines` lines of the case's containerd log on any failure.
+pub(crate) fn run_checked<C>(
+    label: &str,
+    setup: Result<C>,
+    f: impl FnOnce(&mut C) -> Result<()>,
+    check_leaks: impl FnOnce(&C) -> Result<()>,
+    containerd: impl FnOnce(&C) -> &Containerd,
+    log_lines: usize,
+) {
     let mut case = match setup {
         Ok(c) => c,
         Err(e) => panic!("{label}: setup failed: {e:#}"),
     };
     let result = match catch_unwind(AssertUnwindSafe(|| f(&mut case))) {
-        Ok(Ok(())) => case.check_leaks().context("after the case"),
+        Ok(Ok(())) => check_leaks(&case).context("after the case"),
         Ok(Err(e)) => Err(e),
-        Err(p) => Err(anyhow::anyhow!(
-            "panicked: {}",
-            crate::case::panic_message(&*p)
-        )),
+        Err(p) => Err(anyhow::anyhow!("panicked: {}", panic_message(&*p))),
     };
     if let Err(e) = result {
-        let log = case.cd.log_tail(200);
+        let log = containerd(&case).log_tail(log_lines);
         drop(case);
-        panic!("{label} FAILED: {e:#}\n===== containerd log (last 200 lines) =====\n{log}\n===== end of log =====");
+        panic!("{label} FAILED: {e:#}\n===== containerd log (last {log_lines} lines) =====\n{log}\n===== end of log =====");
     }
 }
 

@@ -13,7 +13,6 @@ use crate::procs;
 use crate::versions::Version;
 use anyhow::{Context, Result};
 use std::cell::RefCell;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -72,23 +71,7 @@ pub fn run_cri_case(
             pods: RefCell::new(Vec::new()),
         })
     })();
-    let mut case = match setup {
-        Ok(c) => c,
-        Err(e) => panic!("{label}: setup failed: {e:#}"),
-    };
-    let result = match catch_unwind(AssertUnwindSafe(|| f(&mut case))) {
-        Ok(Ok(())) => case.check_leaks().context("after the case"),
-        Ok(Err(e)) => Err(e),
-        Err(p) => Err(anyhow::anyhow!(
-            "panicked: {}",
-            crate::case::panic_message(&*p)
-        )),
-    };
-    if let Err(e) = result {
-        let log = case.cd.log_tail(250);
-        drop(case);
-        panic!("{label} FAILED: {e:#}\n===== containerd log (last 250 lines) =====\n{log}\n===== end of log =====");
-    }
+    crate::case::run_checked(&label, setup, f, CriCase::check_leaks, |c| &c.cd, 250);
 }
 
 impl CriCase {
