@@ -15,8 +15,10 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
+use crate::fds::close_fds_except;
 use crate::mountopt;
-use crate::spawner::{close_fds_except, ns_clone_flag, ChildFds, Request};
+use crate::ns::ns_clone_flag;
+use crate::request::{ChildFds, Request};
 use crate::sync::{self, ChildMsg, ParentMsg};
 use crate::workload::{ProcessContext, Workload, WorkloadTable};
 

@@ -314,8 +314,8 @@ pub(crate) struct ChildHooks {
 }
 
 impl ChildHooks {
-    pub(crate) fn for_request(req: &crate::spawner::Request) -> Option<ChildHooks> {
-        let crate::spawner::Request::Init(r) = req else {
+    pub(crate) fn for_request(req: &crate::request::Request) -> Option<ChildHooks> {
+        let crate::request::Request::Init(r) = req else {
             return None;
         };
         let s = &r.spec;
@@ -374,8 +374,8 @@ pub(crate) struct RuntimeHooks {
 }
 
 impl RuntimeHooks {
-    pub(crate) fn for_request(req: &crate::spawner::Request) -> Option<RuntimeHooks> {
-        let crate::spawner::Request::Init(r) = req else {
+    pub(crate) fn for_request(req: &crate::request::Request) -> Option<RuntimeHooks> {
+        let crate::request::Request::Init(r) = req else {
             return None;
         };
         if !has(&r.spec, "prestart") && !has(&r.spec, "createRuntime") {

@@ -17,6 +17,7 @@ pub mod hooks;
 pub mod memory;
 pub mod network;
 mod procfs;
+pub mod request;
 pub mod resolve;
 pub mod rootfs;
 pub mod spawner;
@@ -25,7 +26,9 @@ pub mod workload;
 
 mod bpf;
 mod child;
+mod fds;
 mod mountopt;
+mod ns;
 mod personality;
 mod seccomp;
 mod sync;
@@ -33,5 +36,6 @@ mod userns;
 
 pub use cgroup::{Cgroup, CgroupStats};
 pub use error::{Error, Result};
-pub use spawner::{ExecRequest, InitRequest, PendingProcess, Spawner, Stdio};
+pub use request::{ExecRequest, InitRequest};
+pub use spawner::{PendingProcess, Spawner, Stdio};
 pub use workload::{PreparedWorkload, ProcessContext, Workload, WorkloadRunner, WorkloadTable};

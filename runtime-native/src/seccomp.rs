@@ -711,10 +711,10 @@ pub(crate) fn prepare(spec: &Spec, id: &str, bundle: &Path, status: &str) -> R<O
 }
 
 /// [`prepare`] for a spawner request: the init is "creating", an exec joins a "running" one.
-pub(crate) fn prepare_for(req: &crate::spawner::Request) -> R<Option<Seccomp>> {
+pub(crate) fn prepare_for(req: &crate::request::Request) -> R<Option<Seccomp>> {
     match req {
-        crate::spawner::Request::Init(r) => prepare(&r.spec, &r.id, &r.bundle, "creating"),
-        crate::spawner::Request::Exec(r) => {
+        crate::request::Request::Init(r) => prepare(&r.spec, &r.id, &r.bundle, "creating"),
+        crate::request::Request::Exec(r) => {
             prepare(&r.spec, &r.container_id, Path::new(""), "running")
         }
     }

@@ -17,8 +17,12 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use oci_spec::runtime::LinuxNamespaceType;
 use serde::{Deserialize, Serialize};
 
+use crate::fds::close_fds_except;
+use crate::ns::ns_clone_flag;
+use crate::request::{ChildFds, Request};
+use crate::request::{ExecRequest, InitRequest};
 use crate::sync::{self, ChildMsg, ParentMsg};
-use crate::{Error, Result, Workload, WorkloadTable};
+use crate::{Error, Result, WorkloadTable};
 
 /// Handle on the spawner process, held by the (multi-threaded) caller. Requests are
 /// serialised by an internal mutex; each call blocks for the few ms a clone + setup takes,
@@ -42,39 +46,6 @@ pub struct Stdio {
     pub extra_fds: Vec<OwnedFd>,
 }
 
-/// Create a container's first process.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InitRequest {
-    /// Container id (for messages).
-    pub id: String,
-    /// The bundle directory; `config.json` is read from the spec below, not re-read.
-    pub bundle: PathBuf,
-    /// The rootfs directory, already mounted by the caller (see [`crate::rootfs`]).
-    pub rootfs: PathBuf,
-    /// The whole OCI spec as given in `config.json`.
-    pub spec: oci_spec::runtime::Spec,
-    /// `cgroup.procs` files (one per v1 hierarchy, or the single v2 one) the process must
-    /// join before it unshares its cgroup namespace.
-    pub cgroup_procs: Vec<PathBuf>,
-    pub workload: Workload,
-}
-
-/// Start another process in a running container (`ctr task exec`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExecRequest {
-    pub container_id: String,
-    pub exec_id: String,
-    /// Pid of the container's init; its `/proc/<pid>/ns/*` are joined, and its root is the
-    /// rootfs the process sees.
-    pub init_pid: i32,
-    /// The exec's process spec (args, env, cwd, user, terminal, capabilities, rlimits...).
-    pub process: oci_spec::runtime::Process,
-    /// The container's spec, for its namespace list and security settings.
-    pub spec: oci_spec::runtime::Spec,
-    pub cgroup_procs: Vec<PathBuf>,
-    pub workload: Workload,
-}
-
 /// A process that has been cloned and set up, and is waiting for [`PendingProcess::start`].
 #[derive(Debug)]
 pub struct PendingProcess {
@@ -84,13 +55,6 @@ pub struct PendingProcess {
     /// and resizes it with `TIOCSWINSZ`.
     pub pty_master: Option<OwnedFd>,
     sync: OwnedFd,
-}
-
-/// What the caller asks the spawner for.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Request {
-    Init(Box<InitRequest>),
-    Exec(Box<ExecRequest>),
 }
 
 /// Which fds travel with a request, in order: stdin, stdout, stderr (those present), extras.
@@ -115,20 +79,6 @@ enum Reply {
         pid: i32,
     },
     Err(String),
-}
-
-/// The fds a container process starts with (still at the spawner's numbers).
-pub(crate) struct ChildFds {
-    pub stdin: Option<OwnedFd>,
-    pub stdout: Option<OwnedFd>,
-    pub stderr: Option<OwnedFd>,
-    pub extra: Vec<OwnedFd>,
-    /// A detached procfs mount of the container's pid namespace, made by the spawner when the
-    /// process's own user namespace may not mount it (userns.rs [`crate::userns::proc_mount_fd`]).
-    pub proc_mnt: Option<OwnedFd>,
-    /// The socket on which the spawner reports the cgroup join (see [`join_cgroup`]);
-    /// `None` when the process has no cgroup to join.
-    pub join: Option<OwnedFd>,
 }
 
 /// `CLONE_INTO_CGROUP` (Linux 5.7, cgroup v2 only): clone3 places the child in the cgroup
@@ -277,44 +227,6 @@ fn ensure_stdio_open() {
     }
 }
 
-/// Closes every fd >= 3 except `keep`.
-pub(crate) fn close_fds_except(keep: &[RawFd]) {
-    let mut keep: Vec<u32> = keep
-        .iter()
-        .filter(|&&f| f >= 3)
-        .map(|&f| f as u32)
-        .collect();
-    keep.sort_unstable();
-    keep.dedup();
-    let mut from: u32 = 3;
-    for k in keep.iter().copied().chain(std::iter::once(u32::MAX)) {
-        if k > from {
-            let to = if k == u32::MAX { u32::MAX } else { k - 1 };
-            // SAFETY: closing fds nobody else uses in this single-threaded process.
-            let r = unsafe { libc::syscall(libc::SYS_close_range, from, to, 0) };
-            if r != 0 {
-                close_range_slow(from, to);
-            }
-        }
-        from = k.saturating_add(1);
-    }
-}
-
-fn close_range_slow(from: u32, to: u32) {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    let fds: Vec<u32> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in fds {
-        if fd >= from && fd <= to {
-            // SAFETY: see close_fds_except.
-            unsafe { libc::close(fd as i32) };
-        }
-    }
-}
-
 fn same_file(a: RawFd, b: RawFd) -> bool {
     match (
         nix::sys::stat::fstat(a_fd(a)),
@@ -371,19 +283,6 @@ fn clone_plan(req: &Request) -> std::result::Result<(libc::c_int, Option<String>
             }
             Ok((flags, pidns))
         }
-    }
-}
-
-pub(crate) fn ns_clone_flag(t: LinuxNamespaceType) -> CloneFlags {
-    match t {
-        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
-        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
-        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
-        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
-        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
-        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
-        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
-        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
     }
 }
 

@@ -163,8 +163,8 @@ fn write_proc(pid: i32, file: &str, text: &str) -> R {
 
 /// The spawner's part, right after cloning `pid` for `req`: writes the maps and lets the
 /// process go on. Nothing to do when the request creates no user namespace.
-pub(crate) fn after_clone(req: &crate::spawner::Request, pid: i32, sock: &OwnedFd) -> R {
-    let crate::spawner::Request::Init(r) = req else {
+pub(crate) fn after_clone(req: &crate::request::Request, pid: i32, sock: &OwnedFd) -> R {
+    let crate::request::Request::Init(r) = req else {
         return Ok(());
     };
     if !creates_userns(&r.spec) {
@@ -269,8 +269,8 @@ impl Joined {
 
 /// The spawner's part before the clone: with a new user namespace, enters the namespaces the
 /// spec gives by path (see the module doc). `None` when there is nothing to enter.
-pub(crate) fn join_for_clone(req: &crate::spawner::Request) -> R<Option<Joined>> {
-    let crate::spawner::Request::Init(r) = req else {
+pub(crate) fn join_for_clone(req: &crate::request::Request) -> R<Option<Joined>> {
+    let crate::request::Request::Init(r) = req else {
         return Ok(None);
     };
     if !creates_userns(&r.spec) {
@@ -287,7 +287,7 @@ pub(crate) fn join_for_clone(req: &crate::spawner::Request) -> R<Option<Joined>>
         let (Some(name), Some(path)) = (ns_name(ns.typ()), ns.path()) else {
             continue;
         };
-        let flag = crate::spawner::ns_clone_flag(ns.typ());
+        let flag = crate::ns::ns_clone_flag(ns.typ());
         let res = (|| -> R<Option<OwnedFd>> {
             let target = open_ro(path)
                 .map_err(|e| format!("open {name} namespace {}: {e}", path.display()))?;
@@ -330,8 +330,8 @@ pub(crate) fn join_for_clone(req: &crate::spawner::Request) -> R<Option<Joined>>
 /// (as host root, in the host's user namespace) make a detached procfs mount of it, with the
 /// mount's nosuid/nodev/noexec/ro options. The process attaches it where the spec mounts proc
 /// (child.rs), since its own mount of procfs fails with EPERM. `None` when not needed.
-pub(crate) fn proc_mount_fd(req: &crate::spawner::Request) -> R<Option<OwnedFd>> {
-    let crate::spawner::Request::Init(r) = req else {
+pub(crate) fn proc_mount_fd(req: &crate::request::Request) -> R<Option<OwnedFd>> {
+    let crate::request::Request::Init(r) = req else {
         return Ok(None);
     };
     if !creates_userns(&r.spec) {
