@@ -20,7 +20,8 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
-use crate::run::{CompState, Loaded, RunContext};
+use crate::context::{CompState, RunContext};
+use crate::loaded::Loaded;
 
 pub const DEFAULT_PORT: u16 = 8080;
 
@@ -142,7 +143,7 @@ impl Server {
                 self.ctx.report(&format!(
                     "amphi: wasm http {}: request {}",
                     self.name,
-                    crate::run::describe_failure(&e)
+                    crate::loaded::describe_failure(&e)
                 ));
                 error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n".into())
             }

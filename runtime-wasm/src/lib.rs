@@ -16,9 +16,11 @@
 //! signal ends it at once with `128 + signal`.
 
 mod cache;
+mod context;
 mod detect;
 mod engine;
 mod http;
+mod loaded;
 mod payload;
 mod run;
 mod signals;
@@ -28,11 +30,14 @@ mod tests;
 use std::path::PathBuf;
 
 pub use cache::{Cache, Compiled, DEFAULT_CACHE_DIR, DEFAULT_CACHE_MAX_BYTES};
+pub use context::{RunContext, Stdio};
 pub use detect::{detect, detect_bytes, split_entry, Entrypoint, WasmFormat};
 pub use engine::{engine_config, new_engine};
+pub use loaded::{Loaded, EXIT_TRAP};
 pub use payload::{WasmKind, WasmPayload};
-pub use run::{load, Interrupter, Loaded, RunContext, Stdio, EXIT_TRAP, SIGNAL_GRACE};
+pub use run::load;
 pub use signals::block_termination_signals;
+pub use signals::{Interrupter, SIGNAL_GRACE};
 
 /// Errors of this crate. Each says which module (the name given by the caller: the
 /// entrypoint path or image reference) and what failed.

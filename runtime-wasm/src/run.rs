@@ -1,193 +1,23 @@
-//! In the container process: load the artifact, link WASI, run, map to an exit code.
+//! In the container process: load the artifact, link WASI, run the program (an HTTP proxy
+//! through `crate::http`).
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::AtomicI32;
 use std::sync::Arc;
-use std::time::Duration;
 
 use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Engine, InstancePre, Linker, Module, Store, StoreLimits, StoreLimitsBuilder, Val};
-use wasmtime_wasi::cli::{InputFile, OutputFile};
-use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime::{Engine, InstancePre, Linker, Module, Val};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::I32Exit;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::WasiHttpCtx;
 
+use crate::context::{CompState, CoreState, RunContext};
+use crate::loaded::{Loaded, Program};
+use crate::signals::Shared;
 use crate::{Error, Result, WasmKind, WasmPayload};
-
-/// Exit code after a trap (like SIGABRT).
-pub const EXIT_TRAP: i32 = 134;
-/// How long a guest stuck in a host call (sleep, blocking read) gets after SIGTERM/SIGINT
-/// before the process exits with `128 + signal` anyway.
-pub const SIGNAL_GRACE: Duration = Duration::from_secs(2);
-
-/// Where the guest's stdin/stdout/stderr come from.
-#[derive(Debug, Default)]
-pub enum Stdio {
-    /// The process's fds 0, 1, 2 (fifos, a pty, /dev/null: whatever the container got).
-    #[default]
-    Inherit,
-    /// Explicit files (tests, tools). Trap messages go to `stderr` too.
-    Files {
-        stdin: File,
-        stdout: File,
-        stderr: File,
-    },
-}
-
-/// How to run a loaded program: from the OCI spec's process section.
-#[derive(Debug)]
-pub struct RunContext {
-    /// argv, argv[0] as given.
-    pub args: Vec<String>,
-    /// `KEY=VALUE` entries.
-    pub env: Vec<String>,
-    /// Initial working directory reported to the guest (`wasi:cli/environment`).
-    pub cwd: String,
-    /// Cap on each instance's linear memories (and tables' backing) in bytes: the
-    /// container's memory limit, so `memory.grow` fails in the guest before an OOM kill.
-    pub memory_limit: Option<u64>,
-    pub stdio: Stdio,
-    /// Host directory preopened as the guest's `/` (read/write, file permissions apply).
-    /// `/` inside the container.
-    pub root: PathBuf,
-    /// Block SIGTERM/SIGINT and handle them in a helper thread (exit `128+sig`, or drain
-    /// an HTTP proxy). Only for a process that runs nothing else: the container process.
-    pub handle_signals: bool,
-}
-
-impl RunContext {
-    /// Defaults for a container process: inherit stdio, root `/`, cwd `/`, handle signals.
-    pub fn new(args: Vec<String>, env: Vec<String>) -> RunContext {
-        RunContext {
-            args,
-            env,
-            cwd: "/".into(),
-            memory_limit: None,
-            stdio: Stdio::Inherit,
-            root: PathBuf::from("/"),
-            handle_signals: true,
-        }
-    }
-
-    fn env_pairs(&self) -> Vec<(String, String)> {
-        self.env
-            .iter()
-            .map(|kv| match kv.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (kv.clone(), String::new()),
-            })
-            .collect()
-    }
-
-    pub(crate) fn env_var(&self, key: &str) -> Option<String> {
-        self.env_pairs()
-            .into_iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
-    }
-
-    /// A fresh WASI context builder configured from this run context.
-    pub(crate) fn wasi_builder(&self) -> std::result::Result<WasiCtxBuilder, String> {
-        let mut b = WasiCtxBuilder::new();
-        match &self.stdio {
-            Stdio::Inherit => {
-                b.inherit_stdio();
-            }
-            Stdio::Files {
-                stdin,
-                stdout,
-                stderr,
-            } => {
-                let dup = |f: &File| f.try_clone().map_err(|e| format!("dup stdio: {e}"));
-                b.stdin(InputFile::new(dup(stdin)?));
-                b.stdout(OutputFile::new(dup(stdout)?));
-                b.stderr(OutputFile::new(dup(stderr)?));
-            }
-        }
-        b.args(&self.args);
-        b.envs(&self.env_pairs());
-        b.initial_cwd(&self.cwd);
-        b.preopened_dir(&self.root, "/", FsPerms::ReadWrite)
-            .map_err(|e| format!("preopen {} as /: {}", self.root.display(), crate::chain(&e)))?;
-        b.inherit_network();
-        b.allow_tcp(true);
-        b.allow_udp(true);
-        b.allow_ip_name_lookup(true);
-        Ok(b)
-    }
-
-    pub(crate) fn limits(&self) -> StoreLimits {
-        let mut l = StoreLimitsBuilder::new();
-        if let Some(m) = self.memory_limit {
-            l = l.memory_size(usize::try_from(m).unwrap_or(usize::MAX));
-        }
-        l.build()
-    }
-
-    /// Write a diagnostic line to the guest's stderr (fd 2 or the injected file).
-    pub(crate) fn report(&self, msg: &str) {
-        match &self.stdio {
-            Stdio::Inherit => {
-                let _ = writeln!(std::io::stderr(), "{msg}");
-            }
-            Stdio::Files { stderr, .. } => {
-                let _ = writeln!(&*stderr, "{msg}");
-            }
-        }
-    }
-}
-
-/// Store data for core modules (WASI preview1).
-pub(crate) struct CoreState {
-    wasi: WasiP1Ctx,
-    limits: StoreLimits,
-}
-
-/// Store data for components (WASI preview2 + wasi:http).
-pub(crate) struct CompState {
-    pub(crate) wasi: WasiCtx,
-    pub(crate) table: ResourceTable,
-    pub(crate) http: WasiHttpCtx,
-    pub(crate) limits: StoreLimits,
-}
-
-impl WasiView for CompState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for CompState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: Default::default(),
-        }
-    }
-}
-
-pub(crate) enum Program {
-    Core {
-        pre: InstancePre<CoreState>,
-        entry: String,
-    },
-    Command {
-        pre: CommandPre<CompState>,
-    },
-    Http {
-        pre: ProxyPre<CompState>,
-    },
-}
 
 /// Link a core module against WASI preview1 (and the older `wasi_unstable`), and
 /// check the entry export.
@@ -313,45 +143,6 @@ pub(crate) fn prepare_component(
     Ok((kind, program))
 }
 
-/// State shared between the runner and whoever interrupts it.
-pub(crate) struct Shared {
-    pub(crate) engine: Engine,
-    /// First SIGTERM/SIGINT received, 0 if none.
-    pub(crate) signal: AtomicI32,
-    /// Set to true to drain an HTTP proxy.
-    pub(crate) drain: tokio::sync::watch::Sender<bool>,
-    /// An HTTP proxy drains (in-flight requests finish); anything else is interrupted.
-    pub(crate) http: bool,
-}
-
-/// Interrupts a running [`Loaded`] as SIGTERM/SIGINT would: a command's guest traps at
-/// its next epoch check and `run` returns `128 + sig`; an HTTP proxy drains and
-/// returns 0. Clone and send it anywhere.
-#[derive(Clone)]
-pub struct Interrupter(pub(crate) Arc<Shared>);
-
-impl Interrupter {
-    pub fn interrupt(&self, sig: i32) {
-        let _ = self
-            .0
-            .signal
-            .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
-        if self.0.http {
-            self.0.drain.send_replace(true);
-        } else {
-            self.0.engine.increment_epoch();
-        }
-    }
-}
-
-/// A program loaded in the container process, imports checked, ready to run.
-pub struct Loaded {
-    pub(crate) name: String,
-    pub(crate) kind: WasmKind,
-    pub(crate) program: Program,
-    pub(crate) shared: Arc<Shared>,
-}
-
 /// Load the compiled artifact (an fd opened by the shim from its cache) and check that
 /// every import can be satisfied. Call this in the container before reporting success.
 pub fn load(artifact: File, payload: &WasmPayload) -> Result<Loaded> {
@@ -416,15 +207,6 @@ pub(crate) fn deserialize_component_via(
 }
 
 impl Loaded {
-    pub fn kind(&self) -> WasmKind {
-        self.kind
-    }
-
-    /// A handle to interrupt `run` from another thread (what the signal thread uses).
-    pub fn interrupter(&self) -> Interrupter {
-        Interrupter(self.shared.clone())
-    }
-
     /// Run to completion and return the process exit code (see the crate docs).
     pub fn run(self, ctx: RunContext) -> i32 {
         if ctx.handle_signals {
@@ -435,14 +217,6 @@ impl Loaded {
             Program::Command { pre } => self.run_command(pre, &ctx),
             Program::Http { pre } => crate::http::serve(&self, pre.clone(), ctx),
         }
-    }
-
-    fn new_store<T>(&self, data: T) -> Store<T> {
-        let mut store = Store::new(&self.shared.engine, data);
-        // The epoch only moves when a signal arrives.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_trap();
-        store
     }
 
     fn run_core(&self, pre: &InstancePre<CoreState>, entry: &str, ctx: &RunContext) -> i32 {
@@ -496,48 +270,5 @@ impl Loaded {
             })
         })();
         self.exit_code(ctx, result)
-    }
-
-    fn setup_failed(&self, ctx: &RunContext, msg: &str) -> i32 {
-        ctx.report(&format!("amphi: wasm module {}: {msg}", self.name));
-        EXIT_TRAP
-    }
-
-    pub(crate) fn signal(&self) -> i32 {
-        self.shared.signal.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn exit_code(&self, ctx: &RunContext, result: wasmtime::Result<i32>) -> i32 {
-        match result {
-            Ok(code) => code,
-            Err(e) => {
-                if let Some(exit) = e.downcast_ref::<I32Exit>() {
-                    return exit.0;
-                }
-                let sig = self.signal();
-                if sig != 0 {
-                    return 128 + sig;
-                }
-                ctx.report(&format!(
-                    "amphi: wasm module {} {}",
-                    self.name,
-                    describe_failure(&e)
-                ));
-                EXIT_TRAP
-            }
-        }
-    }
-}
-
-/// "trapped: <trap>\n<wasm backtrace>" without the host backtrace that wasmtime's error
-/// captures when RUST_BACKTRACE is set in the environment.
-pub(crate) fn describe_failure(e: &wasmtime::Error) -> String {
-    match (
-        e.downcast_ref::<wasmtime::Trap>(),
-        e.downcast_ref::<wasmtime::WasmBacktrace>(),
-    ) {
-        (Some(trap), Some(bt)) => format!("trapped: {trap}\n{bt}"),
-        (Some(trap), None) => format!("trapped: {trap}"),
-        _ => format!("failed: {}", crate::chain(e)),
     }
 }

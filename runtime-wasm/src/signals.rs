@@ -3,11 +3,49 @@
 //! The signals are blocked in the calling thread before any other thread exists (so
 //! every later thread inherits the mask, and a blocked signal is never "ignored" even
 //! when the process is its PID namespace's init), and a helper thread takes them with
-//! `sigwait`.
+//! `sigwait`, and interrupts the guest through an [`Interrupter`].
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+use wasmtime::Engine;
 
-use crate::run::{Interrupter, SIGNAL_GRACE};
+/// How long a guest stuck in a host call (sleep, blocking read) gets after SIGTERM/SIGINT
+/// before the process exits with `128 + signal` anyway.
+pub const SIGNAL_GRACE: Duration = Duration::from_secs(2);
+
+/// State shared between the runner and whoever interrupts it.
+pub(crate) struct Shared {
+    pub(crate) engine: Engine,
+    /// First SIGTERM/SIGINT received, 0 if none.
+    pub(crate) signal: AtomicI32,
+    /// Set to true to drain an HTTP proxy.
+    pub(crate) drain: tokio::sync::watch::Sender<bool>,
+    /// An HTTP proxy drains (in-flight requests finish); anything else is interrupted.
+    pub(crate) http: bool,
+}
+
+/// Interrupts a running [`Loaded`] as SIGTERM/SIGINT would: a command's guest traps at
+/// its next epoch check and `run` returns `128 + sig`; an HTTP proxy drains and
+/// returns 0. Clone and send it anywhere.
+#[derive(Clone)]
+pub struct Interrupter(pub(crate) Arc<Shared>);
+
+impl Interrupter {
+    pub fn interrupt(&self, sig: i32) {
+        let _ = self
+            .0
+            .signal
+            .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+        if self.0.http {
+            self.0.drain.send_replace(true);
+        } else {
+            self.0.engine.increment_epoch();
+        }
+    }
+}
 
 fn termination_set() -> SigSet {
     let mut set = SigSet::empty();

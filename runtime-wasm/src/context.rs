@@ -1,0 +1,164 @@
+//! What a guest runs with: its stdio, argv, env, cwd, root and memory cap ([`RunContext`]), and
+//! the wasmtime store data built from it for core modules and components.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::cli::{InputFile, OutputFile};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Where the guest's stdin/stdout/stderr come from.
+#[derive(Debug, Default)]
+pub enum Stdio {
+    /// The process's fds 0, 1, 2 (fifos, a pty, /dev/null: whatever the container got).
+    #[default]
+    Inherit,
+    /// Explicit files (tests, tools). Trap messages go to `stderr` too.
+    Files {
+        stdin: File,
+        stdout: File,
+        stderr: File,
+    },
+}
+
+/// How to run a loaded program: from the OCI spec's process section.
+#[derive(Debug)]
+pub struct RunContext {
+    /// argv, argv[0] as given.
+    pub args: Vec<String>,
+    /// `KEY=VALUE` entries.
+    pub env: Vec<String>,
+    /// Initial working directory reported to the guest (`wasi:cli/environment`).
+    pub cwd: String,
+    /// Cap on each instance's linear memories (and tables' backing) in bytes: the
+    /// container's memory limit, so `memory.grow` fails in the guest before an OOM kill.
+    pub memory_limit: Option<u64>,
+    pub stdio: Stdio,
+    /// Host directory preopened as the guest's `/` (read/write, file permissions apply).
+    /// `/` inside the container.
+    pub root: PathBuf,
+    /// Block SIGTERM/SIGINT and handle them in a helper thread (exit `128+sig`, or drain
+    /// an HTTP proxy). Only for a process that runs nothing else: the container process.
+    pub handle_signals: bool,
+}
+
+impl RunContext {
+    /// Defaults for a container process: inherit stdio, root `/`, cwd `/`, handle signals.
+    pub fn new(args: Vec<String>, env: Vec<String>) -> RunContext {
+        RunContext {
+            args,
+            env,
+            cwd: "/".into(),
+            memory_limit: None,
+            stdio: Stdio::Inherit,
+            root: PathBuf::from("/"),
+            handle_signals: true,
+        }
+    }
+
+    fn env_pairs(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (kv.clone(), String::new()),
+            })
+            .collect()
+    }
+
+    pub(crate) fn env_var(&self, key: &str) -> Option<String> {
+        self.env_pairs()
+            .into_iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// A fresh WASI context builder configured from this run context.
+    pub(crate) fn wasi_builder(&self) -> std::result::Result<WasiCtxBuilder, String> {
+        let mut b = WasiCtxBuilder::new();
+        match &self.stdio {
+            Stdio::Inherit => {
+                b.inherit_stdio();
+            }
+            Stdio::Files {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                let dup = |f: &File| f.try_clone().map_err(|e| format!("dup stdio: {e}"));
+                b.stdin(InputFile::new(dup(stdin)?));
+                b.stdout(OutputFile::new(dup(stdout)?));
+                b.stderr(OutputFile::new(dup(stderr)?));
+            }
+        }
+        b.args(&self.args);
+        b.envs(&self.env_pairs());
+        b.initial_cwd(&self.cwd);
+        b.preopened_dir(&self.root, "/", FsPerms::ReadWrite)
+            .map_err(|e| format!("preopen {} as /: {}", self.root.display(), crate::chain(&e)))?;
+        b.inherit_network();
+        b.allow_tcp(true);
+        b.allow_udp(true);
+        b.allow_ip_name_lookup(true);
+        Ok(b)
+    }
+
+    pub(crate) fn limits(&self) -> StoreLimits {
+        let mut l = StoreLimitsBuilder::new();
+        if let Some(m) = self.memory_limit {
+            l = l.memory_size(usize::try_from(m).unwrap_or(usize::MAX));
+        }
+        l.build()
+    }
+
+    /// Write a diagnostic line to the guest's stderr (fd 2 or the injected file).
+    pub(crate) fn report(&self, msg: &str) {
+        match &self.stdio {
+            Stdio::Inherit => {
+                let _ = writeln!(std::io::stderr(), "{msg}");
+            }
+            Stdio::Files { stderr, .. } => {
+                let _ = writeln!(&*stderr, "{msg}");
+            }
+        }
+    }
+}
+
+/// Store data for core modules (WASI preview1).
+pub(crate) struct CoreState {
+    pub(crate) wasi: WasiP1Ctx,
+    pub(crate) limits: StoreLimits,
+}
+
+/// Store data for components (WASI preview2 + wasi:http).
+pub(crate) struct CompState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) limits: StoreLimits,
+}
+
+impl WasiView for CompState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CompState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}
