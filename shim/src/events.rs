@@ -149,9 +149,8 @@ async fn drain(
             Sink::Memory(store) => store.lock().unwrap().push(envelope),
             Sink::Remote { address } => send(address, &mut client, envelope).await,
         }
-        match inner.upgrade() {
-            Some(inner) => inner.pending.send_modify(|n| *n = n.saturating_sub(1)),
-            None => {}
+        if let Some(inner) = inner.upgrade() {
+            inner.pending.send_modify(|n| *n = n.saturating_sub(1));
         }
     }
 }

@@ -44,9 +44,9 @@ pub fn run(flags: &Flags) -> Result<()> {
     let path = socket_path(&dir, &params.ttrpc_address, &params.namespace, &key)?;
     let address = format!("unix://{}", path.display());
 
-    match bind_or_reuse(&path)? {
-        Some(listener) => spawn_server(flags, &params, &bundle, &path, listener)?,
-        None => {} // a live server of the same group
+    // None: a live server of the same group answers on that socket already.
+    if let Some(listener) = bind_or_reuse(&path)? {
+        spawn_server(flags, &params, &bundle, &path, listener)?;
     }
     let address_file = bundle.join("address");
     std::fs::write(&address_file, &address).map_err(ShimError::io("write", address_file))?;

@@ -364,7 +364,7 @@ async fn copy_file_to_fd(input: File, master: OwnedFd) {
         let Ok(mut guard) = ain.readable().await else {
             return;
         };
-        let res = guard.try_io(|f| (&*f.get_ref()).read(&mut buf));
+        let res = guard.try_io(|f| f.get_ref().read(&mut buf));
         match res {
             Ok(Ok(0)) => return,
             Ok(Ok(n)) => {
