@@ -768,7 +768,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&a).unwrap(), "4242");
         assert_eq!(std::fs::read_to_string(&b).unwrap(), "4242");
         let missing = d.path().join("gone/cgroup.procs");
-        let e = join_cgroup(1, &[missing.clone()]).unwrap_err();
+        let e = join_cgroup(1, std::slice::from_ref(&missing)).unwrap_err();
         assert_eq!(
             e,
             format!(

@@ -122,6 +122,12 @@ fn skip_wat_trivia(mut t: &str) -> &str {
     }
 }
 
+/// For `.wat` text: does it define a component (vs a core module)?
+pub(crate) fn wat_is_component(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
+    skip_wat_trivia(&text).starts_with("(component")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,10 +215,4 @@ mod tests {
         assert_eq!(split_entry("/app.wasm#"), ("/app.wasm", None));
         assert_eq!(split_entry("#x"), ("#x", None));
     }
-}
-
-/// For `.wat` text: does it define a component (vs a core module)?
-pub(crate) fn wat_is_component(bytes: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
-    skip_wat_trivia(&text).starts_with("(component")
 }

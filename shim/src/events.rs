@@ -295,8 +295,8 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), publisher.flush())
             .await
             .unwrap();
-        let got = fake.got.lock().unwrap();
-        let statuses: Vec<u32> = got[2..]
+        // The lock is released before the next await.
+        let statuses: Vec<u32> = fake.got.lock().unwrap()[2..]
             .iter()
             .map(|e| {
                 TaskExit::parse_from_bytes(&e.event.value)
@@ -305,7 +305,6 @@ mod tests {
             })
             .collect();
         assert_eq!(statuses, [1, 2, 3, 4, 5]);
-        drop(got);
         server.shutdown().await.unwrap();
     }
 

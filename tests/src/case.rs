@@ -165,12 +165,13 @@ impl Case {
                 .ctr_command(&self.run_args(&["--rm"], opts, id, cmd)),
             None,
         )?;
-        let r = self.wait_status(id, "RUNNING", Duration::from_secs(30));
-        if r.is_err() && bg.exited() {
-            let out = bg.wait(Duration::from_secs(1))?;
-            return Err(r.unwrap_err()).context(format!("ctr run exited: {}", out.describe()));
+        if let Err(e) = self.wait_status(id, "RUNNING", Duration::from_secs(30)) {
+            if bg.exited() {
+                let out = bg.wait(Duration::from_secs(1))?;
+                return Err(e).context(format!("ctr run exited: {}", out.describe()));
+            }
+            return Err(e);
         }
-        r?;
         Ok(bg)
     }
 

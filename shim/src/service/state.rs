@@ -119,21 +119,6 @@ pub struct Container {
     pub oom_kills: u64,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_recorded_before_any_wait_is_seen_by_a_later_wait() {
-        let mut p = Process::new("", StdioPaths::default());
-        // No receiver exists yet (Wait not called).
-        p.record_exit(Exit::now(3));
-        let rx = p.exit_tx.subscribe();
-        assert_eq!(rx.borrow().as_ref().map(|e| e.code), Some(3));
-        assert_eq!(p.exit.as_ref().map(|e| e.code), Some(3));
-    }
-}
-
 impl Container {
     pub fn process(&self, exec_id: &str) -> Option<&Process> {
         if exec_id.is_empty() {
@@ -164,5 +149,20 @@ impl Container {
             .iter()
             .find(|(_, p)| p.pid == pid && p.is_alive())
             .map(|(id, _)| id.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_recorded_before_any_wait_is_seen_by_a_later_wait() {
+        let mut p = Process::new("", StdioPaths::default());
+        // No receiver exists yet (Wait not called).
+        p.record_exit(Exit::now(3));
+        let rx = p.exit_tx.subscribe();
+        assert_eq!(rx.borrow().as_ref().map(|e| e.code), Some(3));
+        assert_eq!(p.exit.as_ref().map(|e| e.code), Some(3));
     }
 }
