@@ -15,7 +15,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
-use crate::fds::close_fds_except;
+use crate::fds::{close_fds_except, open_ro};
 use crate::mountopt;
 use crate::ns::ns_clone_flag;
 use crate::request::{ChildFds, Request};
@@ -341,14 +341,6 @@ fn init_namespaces(c: &Child, spec: &Spec) -> R {
     // Unshared by `ensure_joined`, once the spawner has moved us into our cgroup.
     c.unshare_cgroup.set(new_cgroup);
     Ok(())
-}
-
-fn open_ro(p: &Path) -> std::result::Result<OwnedFd, Errno> {
-    nix::fcntl::open(
-        p,
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
 }
 
 fn exec_namespaces(init_pid: i32) -> R {

@@ -1,7 +1,28 @@
-//! The fds a container process keeps: everything else is closed before it runs anything of
-//! the container's, so no fd of the runtime reaches it.
+//! File descriptors: the ones a container process keeps (everything else is closed before it
+//! runs anything of the container's, so no fd of the runtime reaches it), and the read-only
+//! opens and identity checks the runtime makes on namespace files and directories.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+
+/// Opens `path` read-only and close-on-exec (a namespace file, a directory to fchdir to).
+pub(crate) fn open_ro(path: &Path) -> Result<OwnedFd, Errno> {
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+}
+
+/// Both fds are the same file (device and inode): for namespace files, the same namespace.
+pub(crate) fn same_file(a: impl AsFd, b: impl AsFd) -> bool {
+    match (nix::sys::stat::fstat(a), nix::sys::stat::fstat(b)) {
+        (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
+        _ => false,
+    }
+}
 
 /// Closes every fd >= 3 except `keep`.
 pub(crate) fn close_fds_except(keep: &[RawFd]) {

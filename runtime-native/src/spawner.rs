@@ -8,7 +8,7 @@
 //! `Start` before running the workload.
 
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use nix::errno::Errno;
@@ -17,7 +17,7 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use oci_spec::runtime::LinuxNamespaceType;
 use serde::{Deserialize, Serialize};
 
-use crate::fds::close_fds_except;
+use crate::fds::{close_fds_except, open_ro, same_file};
 use crate::ns::ns_clone_flag;
 use crate::request::{ChildFds, Request};
 use crate::request::{ExecRequest, InitRequest};
@@ -227,30 +227,6 @@ fn ensure_stdio_open() {
     }
 }
 
-fn same_file(a: RawFd, b: RawFd) -> bool {
-    match (
-        nix::sys::stat::fstat(a_fd(a)),
-        nix::sys::stat::fstat(a_fd(b)),
-    ) {
-        (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
-        _ => false,
-    }
-}
-
-fn a_fd(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
-    // SAFETY: used only for fds that stay open for the duration of the call.
-    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
-}
-
-fn open_cloexec(path: &str) -> std::result::Result<OwnedFd, Errno> {
-    let fd = nix::fcntl::open(
-        path,
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )?;
-    Ok(fd)
-}
-
 /// Namespaces the clone creates, and a pid namespace the spawner must enter first.
 fn clone_plan(req: &Request) -> std::result::Result<(libc::c_int, Option<String>), String> {
     match req {
@@ -295,7 +271,7 @@ struct SpawnerState {
 }
 
 fn spawner_main(sock: OwnedFd, workloads: WorkloadTable) -> ! {
-    let own_pidns = match open_cloexec("/proc/self/ns/pid_for_children") {
+    let own_pidns = match open_ro(Path::new("/proc/self/ns/pid_for_children")) {
         Ok(f) => f,
         Err(_) => unsafe { libc::_exit(1) },
     };
@@ -410,8 +386,8 @@ fn handle(
 
     let mut entered = false;
     if let Some(p) = &pidns_path {
-        let f = open_cloexec(p).map_err(|e| format!("open pid namespace {p}: {e}"))?;
-        if !same_file(f.as_raw_fd(), st.own_pidns.as_raw_fd()) {
+        let f = open_ro(Path::new(p)).map_err(|e| format!("open pid namespace {p}: {e}"))?;
+        if !same_file(&f, &st.own_pidns) {
             nix::sched::setns(&f, CloneFlags::CLONE_NEWPID)
                 .map_err(|e| format!("join pid namespace {p}: {e}"))?;
             entered = true;

@@ -50,6 +50,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use nix::errno::Errno;
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 
+use crate::fds::{open_ro, same_file};
 use crate::sync::{self, ParentMsg};
 
 type R<T = ()> = std::result::Result<T, String>;
@@ -219,21 +220,6 @@ fn ns_name(t: LinuxNamespaceType) -> Option<&'static str> {
     PRE_JOIN.iter().find(|(k, _)| *k == t).map(|(_, n)| *n)
 }
 
-fn open_ro(p: &std::path::Path) -> std::result::Result<OwnedFd, Errno> {
-    nix::fcntl::open(
-        p,
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-}
-
-fn same_ns(a: &OwnedFd, b: &OwnedFd) -> bool {
-    match (nix::sys::stat::fstat(a), nix::sys::stat::fstat(b)) {
-        (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
-        _ => false,
-    }
-}
-
 /// The spawner enters a namespace of type `t` given by path for the clone ([`join_for_clone`],
 /// or spawner.rs for a pid namespace), so the process must not join it again.
 pub(crate) fn joined_by_spawner(spec: &Spec, t: LinuxNamespaceType) -> bool {
@@ -247,7 +233,7 @@ pub(crate) fn already_in(f: &OwnedFd, t: LinuxNamespaceType) -> bool {
         return false;
     };
     match open_ro(std::path::Path::new(&format!("/proc/self/ns/{name}"))) {
-        Ok(own) => same_ns(f, &own),
+        Ok(own) => same_file(f, &own),
         Err(_) => false,
     }
 }
@@ -293,7 +279,7 @@ pub(crate) fn join_for_clone(req: &crate::request::Request) -> R<Option<Joined>>
                 .map_err(|e| format!("open {name} namespace {}: {e}", path.display()))?;
             let own = open_ro(std::path::Path::new(&format!("/proc/self/ns/{name}")))
                 .map_err(|e| format!("open own {name} namespace: {e}"))?;
-            if same_ns(&target, &own) {
+            if same_file(&target, &own) {
                 return Ok(None);
             }
             if ns.typ() == LinuxNamespaceType::Time {
@@ -301,7 +287,7 @@ pub(crate) fn join_for_clone(req: &crate::request::Request) -> R<Option<Joined>>
                 // exact only when they were the same.
                 let own_children = open_ro(std::path::Path::new("/proc/self/ns/time_for_children"))
                     .map_err(|e| format!("open own time_for_children namespace: {e}"))?;
-                if !same_ns(&own, &own_children) {
+                if !same_file(&own, &own_children) {
                     return Err(format!(
                         "join time namespace {}: the runtime's time and time_for_children \
                          namespaces differ, it could not return to both",
