@@ -794,8 +794,10 @@ const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
     ("tty", 5, 0),
 ];
 
+/// Creates the device node `target`, or binds the host's node where mknod is not permitted.
+/// A node that is already there is kept, as runc keeps it: a privileged spec lists every host
+/// device, `/dev/pts/ptmx` among them, and that one is devpts's own (and cannot be removed).
 fn mknod_or_bind(target: &Path, kind: libc::mode_t, mode: u32, major: u64, minor: u64) -> R {
-    let _ = fs::remove_file(target);
     let r = nix::sys::stat::mknod(
         target,
         nix::sys::stat::SFlag::from_bits_truncate(kind),
@@ -803,7 +805,7 @@ fn mknod_or_bind(target: &Path, kind: libc::mode_t, mode: u32, major: u64, minor
         nix::sys::stat::makedev(major, minor),
     );
     match r {
-        Ok(()) => Ok(()),
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
         Err(Errno::EPERM) if kind == libc::S_IFCHR || kind == libc::S_IFBLK => {
             // E.g. in a user namespace: bind the host's node instead.
             let host = find_host_device(kind, major, minor)
@@ -881,6 +883,11 @@ fn create_device(rootfs: &Path, d: &oci_spec::runtime::LinuxDevice) -> R {
     if !path.starts_with("/dev") {
         return Err(format!("device {} is not under /dev", path.display()));
     }
+    if path == Path::new("/dev/ptmx") {
+        // The container's /dev/ptmx is the link to its own devpts instance (dev_symlinks). A
+        // node 5:2 here would allocate terminals in the host's devpts, so it is never made.
+        return Ok(());
+    }
     let kind = match d.typ() {
         T::C | T::U => libc::S_IFCHR,
         T::B => libc::S_IFBLK,
@@ -902,7 +909,15 @@ fn create_device(rootfs: &Path, d: &oci_spec::runtime::LinuxDevice) -> R {
     let uid = d.uid().map(nix::unistd::Uid::from_raw);
     let gid = d.gid().map(nix::unistd::Gid::from_raw);
     if uid.is_some() || gid.is_some() {
-        nix::unistd::chown(&target, uid, gid)
+        // Never through a link: an entry the image already had is kept (mknod_or_bind), and
+        // this runs before pivot_root, where a link would resolve against the host's root.
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            &target,
+            uid,
+            gid,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
             .map_err(|e| format!("chown device {}: {}", path.display(), etext(e)))?;
     }
     Ok(())
