@@ -7,6 +7,7 @@
 #   - checks the Rust toolchain (rustup/cargo must already be installed; it is not fetched here)
 #     and the wasm32-wasip1/wasip2 targets
 #   - containerd 1.7 and 2.1 unpacked under .cache/containerd (tests/scripts/fetch-containerd.sh)
+#   - the cgroup v2 test guest: qemu-system-x86, e2fsprogs, and tests/vm/build.sh (.cache/vm)
 #   - cargo build --release --workspace
 # Env: AMPHI_SKIP_BUILD=1 skips the cargo build.
 set -euo pipefail
@@ -21,6 +22,12 @@ export DEBIAN_FRONTEND=noninteractive
 pkgs=(containerd runc busybox-static python3 hyperfine build-essential pkg-config git curl
       ca-certificates util-linux procps iproute2 iptables
       protobuf-compiler containernetworking-plugins libseccomp-dev)
+# --- cgroup v2 guest (tests/vm/, tests/tests/cgroup_v2_vm.rs) --------------------------------
+# QEMU (TCG) and mkfs.ext4 on the host; the guest's kernel and Debian tree (containerd, runc,
+# busybox-static, libc) are downloaded and unpacked into .cache/vm by tests/vm/build.sh
+# (apt-get download + dpkg-deb -x, below): nothing is installed into, or booted on, the host.
+pkgs+=(qemu-system-x86 e2fsprogs)
+# --- end of the cgroup v2 guest packages ------------------------------------------------------
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -57,6 +64,9 @@ tests/scripts/fetch-containerd.sh
 for v in 1.7 2.1; do
   [ -x ".cache/containerd/$v/usr/bin/containerd" ] || die "containerd $v missing after fetch-containerd.sh"
 done
+
+log "cgroup v2 guest: kernel, initramfs and Debian tree (tests/vm/build.sh)"
+tests/vm/build.sh
 
 if [ "${AMPHI_SKIP_BUILD:-0}" != 1 ]; then
   log "cargo build --release --workspace"

@@ -28,28 +28,8 @@ pub struct Cgroup {
     hierarchies: Vec<String>,
 }
 
-/// Resource usage, independent of containerd's protobufs (the shim converts).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct CgroupStats {
-    pub v2: bool,
-    pub pids_current: u64,
-    pub pids_limit: u64,
-    pub cpu_usage_ns: u64,
-    pub cpu_user_ns: u64,
-    pub cpu_system_ns: u64,
-    pub cpu_nr_periods: u64,
-    pub cpu_nr_throttled: u64,
-    pub cpu_throttled_ns: u64,
-    pub memory_usage: u64,
-    pub memory_limit: u64,
-    pub memory_max_usage: u64,
-    pub memory_swap_usage: u64,
-    pub memory_cache: u64,
-    pub memory_rss: u64,
-    pub memory_oom_kill: u64,
-    /// Raw `memory.stat` keys (v1 or v2 names).
-    pub memory_stat: Vec<(String, u64)>,
-}
+mod stats;
+pub use stats::{CgroupStats, IoUsage};
 
 fn cg_err(path: impl AsRef<Path>, reason: impl std::fmt::Display) -> Error {
     Error::Cgroup {
@@ -246,8 +226,11 @@ pub(crate) fn own_procs_file(root: &Path, self_cgroup: &str) -> Option<PathBuf> 
     })
 }
 
-/// Device rules every container needs (runc's allowed defaults).
-const DEFAULT_DEVICE_RULES: [&str; 10] = [
+/// Device rules every container needs (runc's allowed defaults): mknod of any node (opening
+/// one is still decided by the rules), then the standard character devices.
+const DEFAULT_DEVICE_RULES: [&str; 12] = [
+    "c *:* m",
+    "b *:* m",
     "c 1:3 rwm",
     "c 1:5 rwm",
     "c 1:7 rwm",
@@ -658,77 +641,19 @@ impl Cgroup {
         }
     }
 
+    /// Usage counters and limits ([`stats`](self::stats) has the rules for each reading).
     pub fn stats(&self) -> Result<CgroupStats> {
-        let mut s = CgroupStats {
-            v2: self.v2,
-            ..Default::default()
-        };
         if self.v2 {
             let d = self.root.join(&self.rel);
             if !d.exists() {
                 return Err(cg_err(&d, "does not exist"));
             }
-            let cpu = parse_kv(&read_str(&d.join("cpu.stat")).unwrap_or_default());
-            s.cpu_usage_ns = kv(&cpu, "usage_usec") * 1000;
-            s.cpu_user_ns = kv(&cpu, "user_usec") * 1000;
-            s.cpu_system_ns = kv(&cpu, "system_usec") * 1000;
-            s.cpu_nr_periods = kv(&cpu, "nr_periods");
-            s.cpu_nr_throttled = kv(&cpu, "nr_throttled");
-            s.cpu_throttled_ns = kv(&cpu, "throttled_usec") * 1000;
-            s.memory_usage = read_u64(&d.join("memory.current")).unwrap_or(0);
-            s.memory_limit = match read_str(&d.join("memory.max")) {
-                Some(v) if v.trim() == "max" => u64::MAX,
-                Some(v) => v.trim().parse().unwrap_or(0),
-                None => 0,
-            };
-            s.memory_max_usage = read_u64(&d.join("memory.peak")).unwrap_or(0);
-            s.memory_swap_usage = read_u64(&d.join("memory.swap.current")).unwrap_or(0);
-            let stat = parse_kv(&read_str(&d.join("memory.stat")).unwrap_or_default());
-            s.memory_cache = kv(&stat, "file");
-            s.memory_rss = kv(&stat, "anon");
-            s.memory_stat = stat;
-            let ev = parse_kv(&read_str(&d.join("memory.events")).unwrap_or_default());
-            s.memory_oom_kill = kv(&ev, "oom_kill");
-            s.pids_current = read_u64(&d.join("pids.current")).unwrap_or(0);
-            s.pids_limit = read_u64(&d.join("pids.max")).unwrap_or(0);
-            return Ok(s);
+            return Ok(stats::read_v2(&d));
         }
         if self.dirs().iter().all(|d| !d.exists()) {
             return Err(cg_err(&self.rel, "does not exist"));
         }
-        if let Some(d) = self.dir("cpuacct") {
-            s.cpu_usage_ns = read_u64(&d.join("cpuacct.usage")).unwrap_or(0);
-            let st = parse_kv(&read_str(&d.join("cpuacct.stat")).unwrap_or_default());
-            // USER_HZ ticks
-            let hz = 100u64;
-            s.cpu_user_ns = kv(&st, "user") * (1_000_000_000 / hz);
-            s.cpu_system_ns = kv(&st, "system") * (1_000_000_000 / hz);
-        }
-        if let Some(d) = self.dir("cpu") {
-            let st = parse_kv(&read_str(&d.join("cpu.stat")).unwrap_or_default());
-            s.cpu_nr_periods = kv(&st, "nr_periods");
-            s.cpu_nr_throttled = kv(&st, "nr_throttled");
-            s.cpu_throttled_ns = kv(&st, "throttled_time");
-        }
-        if let Some(d) = self.dir("memory") {
-            s.memory_usage = read_u64(&d.join("memory.usage_in_bytes")).unwrap_or(0);
-            s.memory_limit = read_u64(&d.join("memory.limit_in_bytes")).unwrap_or(0);
-            s.memory_max_usage = read_u64(&d.join("memory.max_usage_in_bytes")).unwrap_or(0);
-            if let Some(memsw) = read_u64(&d.join("memory.memsw.usage_in_bytes")) {
-                s.memory_swap_usage = memsw.saturating_sub(s.memory_usage);
-            }
-            let stat = parse_kv(&read_str(&d.join("memory.stat")).unwrap_or_default());
-            s.memory_cache = kv(&stat, "cache");
-            s.memory_rss = kv(&stat, "rss");
-            s.memory_stat = stat;
-            let oom = parse_kv(&read_str(&d.join("memory.oom_control")).unwrap_or_default());
-            s.memory_oom_kill = kv(&oom, "oom_kill");
-        }
-        if let Some(d) = self.dir("pids") {
-            s.pids_current = read_u64(&d.join("pids.current")).unwrap_or(0);
-            s.pids_limit = read_u64(&d.join("pids.max")).unwrap_or(0);
-        }
-        Ok(s)
+        Ok(stats::read_v1(|ctrl| self.dir(ctrl)))
     }
 
     /// The OOM kills the cgroup counted (the `oom_kill` of v1 `memory.oom_control` or v2
@@ -1254,6 +1179,11 @@ mod tests {
 
     #[test]
     fn default_device_rules_parse() {
+        // mknod of anything, as runc allows it (open is decided by the other rules).
+        let r = device_rule("b *:* m");
+        assert_eq!(r.typ(), Some(oci_spec::runtime::LinuxDeviceType::B));
+        assert_eq!((r.major(), r.minor()), (None, None));
+        assert_eq!(r.access().as_deref(), Some("m"));
         let r = device_rule("c 136:* rwm");
         assert!(r.allow());
         assert_eq!(r.typ(), Some(oci_spec::runtime::LinuxDeviceType::C));

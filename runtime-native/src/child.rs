@@ -860,6 +860,11 @@ fn dev_symlinks(rootfs: &Path, devpts: bool) -> R {
         ("/proc/self/fd/1", "stdout"),
         ("/proc/self/fd/2", "stderr"),
     ];
+    // As runc: /dev/core -> /proc/kcore wherever the kernel has one (the Debian kernel of the
+    // cgroup v2 guest does; masked in an unprivileged container's /proc).
+    if Path::new("/proc/kcore").exists() {
+        links.push(("/proc/kcore", "core"));
+    }
     if devpts {
         links.push(("pts/ptmx", "ptmx"));
     }

@@ -109,7 +109,11 @@ pub(crate) fn clone3_args(ns_flags: u64, cgroup_dir: Option<RawFd>) -> CloneArgs
     let mut a = CloneArgs {
         // clone3 takes the exit signal in its own field; CSIGNAL bits in flags are EINVAL.
         flags: (ns_flags & !(libc::CSIGNAL as u64)) | libc::CLONE_PARENT as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        // With CLONE_PARENT the kernel refuses any exit_signal (EINVAL): the child inherits
+        // the spawner's own, SIGCHLD, which is what the shim (its parent now) waits for. A
+        // signal here made every clone3 fail and fall back to clone + a cgroup.procs write
+        // (found by the cgroup v2 guest, tests/vm).
+        exit_signal: 0,
         ..Default::default()
     };
     if let Some(fd) = cgroup_dir {
@@ -702,7 +706,8 @@ mod tests {
         assert_ne!(a.flags & libc::CLONE_PARENT as u64, 0);
         assert_ne!(a.flags & CLONE_INTO_CGROUP, 0);
         assert_eq!(a.cgroup, 7);
-        assert_eq!(a.exit_signal, libc::SIGCHLD as u64);
+        // CLONE_PARENT: no exit signal of its own (the kernel rejects one), the spawner's.
+        assert_eq!(a.exit_signal, 0);
         // No signal bits in flags (clone3 rejects them), no stack: a fork-like clone.
         assert_eq!(a.flags & libc::CSIGNAL as u64, 0);
         assert_eq!((a.stack, a.stack_size, a.tls, a.pidfd), (0, 0, 0, 0));

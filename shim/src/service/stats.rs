@@ -11,13 +11,16 @@ use runtime_native::CgroupStats;
 pub const V1_TYPE_URL: &str = "io.containerd.cgroups.v1.Metrics";
 pub const V2_TYPE_URL: &str = "io.containerd.cgroups.v2.Metrics";
 
-fn stat(stats: &CgroupStats, key: &str) -> u64 {
-    stats
-        .memory_stat
-        .iter()
+/// The value of `key` in a `key value` list, 0 when absent.
+fn lookup(list: &[(String, u64)], key: &str) -> u64 {
+    list.iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| *v)
         .unwrap_or(0)
+}
+
+fn stat(stats: &CgroupStats, key: &str) -> u64 {
+    lookup(&stats.memory_stat, key)
 }
 
 pub fn to_v1(s: &CgroupStats) -> v1::Metrics {
@@ -78,6 +81,12 @@ pub fn to_v1(s: &CgroupStats) -> v1::Metrics {
     m
 }
 
+fn event(stats: &CgroupStats, key: &str) -> u64 {
+    lookup(&stats.memory_events, key)
+}
+
+/// v2 metrics with every field containerd's cgroups library fills for runc: all of
+/// `memory.stat` it names, the limits (`u64::MAX` for `max`), `memory.events`, and `io.stat`.
 pub fn to_v2(s: &CgroupStats) -> v2::Metrics {
     let mut m = v2::Metrics::new();
     m.pids = MessageField::some(v2::PidsStat {
@@ -102,21 +111,61 @@ pub fn to_v2(s: &CgroupStats) -> v2::Metrics {
         sock: stat(s, "sock"),
         shmem: stat(s, "shmem"),
         file_mapped: stat(s, "file_mapped"),
+        file_dirty: stat(s, "file_dirty"),
+        file_writeback: stat(s, "file_writeback"),
+        anon_thp: stat(s, "anon_thp"),
         inactive_anon: stat(s, "inactive_anon"),
         active_anon: stat(s, "active_anon"),
         inactive_file: stat(s, "inactive_file"),
         active_file: stat(s, "active_file"),
         unevictable: stat(s, "unevictable"),
+        slab_reclaimable: stat(s, "slab_reclaimable"),
+        slab_unreclaimable: stat(s, "slab_unreclaimable"),
         pgfault: stat(s, "pgfault"),
         pgmajfault: stat(s, "pgmajfault"),
+        workingset_refault: stat(s, "workingset_refault"),
+        workingset_activate: stat(s, "workingset_activate"),
+        workingset_nodereclaim: stat(s, "workingset_nodereclaim"),
+        pgrefill: stat(s, "pgrefill"),
+        pgscan: stat(s, "pgscan"),
+        pgsteal: stat(s, "pgsteal"),
+        pgactivate: stat(s, "pgactivate"),
+        pgdeactivate: stat(s, "pgdeactivate"),
+        pglazyfree: stat(s, "pglazyfree"),
+        pglazyfreed: stat(s, "pglazyfreed"),
+        thp_fault_alloc: stat(s, "thp_fault_alloc"),
+        thp_collapse_alloc: stat(s, "thp_collapse_alloc"),
         usage: s.memory_usage,
         usage_limit: s.memory_limit,
         swap_usage: s.memory_swap_usage,
+        swap_limit: s.memory_swap_limit,
         max_usage: s.memory_max_usage,
+        swap_max_usage: s.memory_swap_max_usage,
         ..Default::default()
     });
     m.memory_events = MessageField::some(v2::MemoryEvents {
+        low: event(s, "low"),
+        high: event(s, "high"),
+        max: event(s, "max"),
+        oom: event(s, "oom"),
         oom_kill: s.memory_oom_kill,
+        oom_group_kill: event(s, "oom_group_kill"),
+        ..Default::default()
+    });
+    m.io = MessageField::some(v2::IOStat {
+        usage: s
+            .io
+            .iter()
+            .map(|e| v2::IOEntry {
+                major: e.major,
+                minor: e.minor,
+                rbytes: e.rbytes,
+                wbytes: e.wbytes,
+                rios: e.rios,
+                wios: e.wios,
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     });
     m
@@ -176,5 +225,58 @@ mod tests {
         assert_eq!(m.memory.anon, 11);
         assert_eq!(m.memory.usage_limit, 1 << 20);
         assert_eq!(m.memory_events.oom_kill, 1);
+    }
+
+    /// What runc reports for a container without pids or swap limits on a v2 host, and the
+    /// io.stat devices.
+    #[test]
+    fn v2_metrics_carry_unlimited_limits_swap_and_io() {
+        let s = CgroupStats {
+            v2: true,
+            pids_limit: u64::MAX,
+            memory_limit: u64::MAX,
+            memory_swap_usage: 4096,
+            memory_swap_limit: u64::MAX,
+            memory_swap_max_usage: 8192,
+            memory_events: vec![("max".into(), 4), ("oom".into(), 2)],
+            memory_oom_kill: 1,
+            memory_stat: vec![("file_dirty".into(), 5), ("slab_reclaimable".into(), 6)],
+            io: vec![runtime_native::cgroup::IoUsage {
+                major: 254,
+                minor: 0,
+                rbytes: 1,
+                wbytes: 2,
+                rios: 3,
+                wios: 4,
+            }],
+            ..Default::default()
+        };
+        let any = to_any(&s).unwrap();
+        let m = v2::Metrics::parse_from_bytes(&any.value).unwrap();
+        assert_eq!(m.pids.limit, 18446744073709551615);
+        assert_eq!(m.memory.usage_limit, u64::MAX);
+        assert_eq!(
+            (
+                m.memory.swap_usage,
+                m.memory.swap_limit,
+                m.memory.swap_max_usage
+            ),
+            (4096, u64::MAX, 8192)
+        );
+        assert_eq!((m.memory.file_dirty, m.memory.slab_reclaimable), (5, 6));
+        assert_eq!(
+            (
+                m.memory_events.max,
+                m.memory_events.oom,
+                m.memory_events.oom_kill
+            ),
+            (4, 2, 1)
+        );
+        let io: Vec<_> =
+            m.io.usage
+                .iter()
+                .map(|e| (e.major, e.minor, e.rbytes, e.wbytes, e.rios, e.wios))
+                .collect();
+        assert_eq!(io, vec![(254, 0, 1, 2, 3, 4)]);
     }
 }
