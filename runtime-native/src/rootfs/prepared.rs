@@ -28,7 +28,7 @@ fn mount_one(m: &MountSpec, rootfs: &Path) -> Result<PathBuf> {
     let target = if m.target.is_empty() {
         rootfs.to_path_buf()
     } else {
-        crate::child::secure_join(rootfs, Path::new(&m.target))
+        super::secure_join(rootfs, Path::new(&m.target))
     };
     let mut opts = mountopt::parse(&m.options);
     if m.kind == "bind" || m.kind == "rbind" {
