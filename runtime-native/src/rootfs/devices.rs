@@ -1,14 +1,20 @@
 //! Device nodes in the container's /dev: the default set on a tmpfs /dev, the spec's
-//! `linux.devices`, and the standard links (fd, stdin..., ptmx).
+//! `linux.devices`, and the standard links (fd, stdin..., ptmx). Every node is made with
+//! `mknodat` in a directory fd from [`Root`] and then handled through its own fd, never by a
+//! path a symlink could redirect.
 
+use std::ffi::OsStr;
 use std::fs;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::mount::MsFlags;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
-use super::mounts::{do_mount, mkdir_all, secure_join};
+use super::inroot::{self, Root};
+use super::mounts::bind_fd;
 use crate::child::{etext, ioerr, R};
 
 const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
@@ -20,34 +26,80 @@ const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
     ("tty", 5, 0),
 ];
 
-/// Creates the device node `target`, or binds the host's node where mknod is not permitted.
-/// A node that is already there is kept, as runc keeps it: a privileged spec lists every host
-/// device, `/dev/pts/ptmx` among them, and that one is devpts's own (and cannot be removed).
-fn mknod_or_bind(target: &Path, kind: libc::mode_t, mode: u32, major: u64, minor: u64) -> R {
-    let r = nix::sys::stat::mknod(
-        target,
+/// Opens `name` in `dir` without following it (O_PATH).
+fn open_entry(dir: &OwnedFd, name: &OsStr) -> Result<OwnedFd, Errno> {
+    nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Makes the device node `name` in `dir` (`shown` is its path in the container, for errors),
+/// or binds the host's node where mknod is not permitted. A node that is already there is
+/// kept, as runc keeps it: a privileged spec lists every host device, `/dev/pts/ptmx` among
+/// them, and that one is devpts's own (and cannot be removed). Returns the node's fd.
+fn mknod_or_bind(
+    dir: &OwnedFd,
+    name: &OsStr,
+    shown: &str,
+    kind: libc::mode_t,
+    mode: u32,
+    major: u64,
+    minor: u64,
+) -> R<OwnedFd> {
+    let dev = nix::sys::stat::makedev(major, minor);
+    let r = nix::sys::stat::mknodat(
+        dir,
+        name,
         nix::sys::stat::SFlag::from_bits_truncate(kind),
-        nix::sys::stat::Mode::from_bits_truncate(mode),
-        nix::sys::stat::makedev(major, minor),
+        Mode::from_bits_truncate(mode),
+        dev,
     );
     match r {
-        Ok(()) | Err(Errno::EEXIST) => Ok(()),
-        Err(Errno::EPERM) if kind == libc::S_IFCHR || kind == libc::S_IFBLK => {
-            // E.g. in a user namespace: bind the host's node instead.
-            let host = find_host_device(kind, major, minor)
-                .ok_or_else(|| format!("mknod {}: operation not permitted", target.display()))?;
-            fs::File::create(target)
-                .map_err(|e| format!("create {}: {}", target.display(), ioerr(&e)))?;
-            do_mount(host.to_str(), target, None, MsFlags::MS_BIND, None).map_err(|e| {
-                format!(
-                    "bind {} to {}: {}",
-                    host.display(),
-                    target.display(),
-                    etext(e)
-                )
-            })
+        Ok(()) => {
+            // What is there now must be the node just made (a racer could swap it).
+            let fd = open_entry(dir, name)
+                .map_err(|e| format!("open new device {shown}: {}", etext(e)))?;
+            let st = nix::sys::stat::fstat(&fd)
+                .map_err(|e| format!("stat new device {shown}: {}", etext(e)))?;
+            if st.st_mode & libc::S_IFMT != kind || (kind != libc::S_IFIFO && st.st_rdev != dev) {
+                return Err(format!(
+                    "new device {shown} is not the node made ({:o} {}:{})",
+                    st.st_mode & libc::S_IFMT,
+                    nix::sys::stat::major(st.st_rdev),
+                    nix::sys::stat::minor(st.st_rdev)
+                ));
+            }
+            Ok(fd)
         }
-        Err(e) => Err(format!("mknod {}: {}", target.display(), etext(e))),
+        Err(Errno::EEXIST) => {
+            open_entry(dir, name).map_err(|e| format!("open {shown}: {}", etext(e)))
+        }
+        Err(Errno::EPERM) if kind == libc::S_IFCHR || kind == libc::S_IFBLK => {
+            // E.g. in a user namespace: bind the host's node instead, onto a new empty file.
+            let host = find_host_device(kind, major, minor)
+                .ok_or_else(|| format!("mknod {shown}: operation not permitted"))?;
+            let target = nix::fcntl::openat(
+                dir,
+                name,
+                OFlag::O_RDONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_NONBLOCK
+                    | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| format!("create {shown}: {}", etext(e)))?;
+            let src = nix::fcntl::open(&host, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| format!("open {}: {}", host.display(), etext(e)))?;
+            bind_fd(&src, &target, false)
+                .map_err(|e| format!("bind {} to {shown}: {}", host.display(), ioerr(&e)))?;
+            Ok(target)
+        }
+        Err(e) => Err(format!("mknod {shown}: {}", etext(e))),
     }
 }
 
@@ -69,17 +121,31 @@ fn find_host_device(kind: libc::mode_t, major: u64, minor: u64) -> Option<PathBu
     None
 }
 
-pub(super) fn default_devices(rootfs: &Path) -> R {
-    let dev = secure_join(rootfs, Path::new("/dev"));
+fn open_dev(root: &Root) -> R<OwnedFd> {
+    root.mkdir_all(Path::new("/dev"), 0o755)
+        .map_err(|e| format!("open /dev: {}", ioerr(&e)))
+}
+
+pub(super) fn default_devices(root: &Root) -> R {
+    let dev = open_dev(root)?;
     for (name, major, minor) in DEFAULT_DEVICES {
-        mknod_or_bind(&dev.join(name), libc::S_IFCHR, 0o666, major, minor)
-            .map_err(|e| format!("create device /dev/{name}: {e}"))?;
+        let shown = format!("/dev/{name}");
+        mknod_or_bind(
+            &dev,
+            OsStr::new(name),
+            &shown,
+            libc::S_IFCHR,
+            0o666,
+            major,
+            minor,
+        )
+        .map_err(|e| format!("create device {shown}: {e}"))?;
     }
     Ok(())
 }
 
-pub(super) fn dev_symlinks(rootfs: &Path, devpts: bool) -> R {
-    let dev = secure_join(rootfs, Path::new("/dev"));
+pub(super) fn dev_symlinks(root: &Root, devpts: bool) -> R {
+    let dev = open_dev(root)?;
     let mut links = vec![
         ("/proc/self/fd", "fd"),
         ("/proc/self/fd/0", "stdin"),
@@ -90,20 +156,18 @@ pub(super) fn dev_symlinks(rootfs: &Path, devpts: bool) -> R {
         links.push(("pts/ptmx", "ptmx"));
     }
     for (src, name) in links {
-        let dst = dev.join(name);
         if devpts && name == "ptmx" {
-            let _ = fs::remove_file(&dst);
+            let _ = nix::unistd::unlinkat(&dev, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
         }
-        match std::os::unix::fs::symlink(src, &dst) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("symlink /dev/{name}: {}", ioerr(&e))),
+        match nix::unistd::symlinkat(src, &dev, name) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(format!("symlink /dev/{name}: {}", etext(e))),
         }
     }
     Ok(())
 }
 
-pub(super) fn create_device(rootfs: &Path, d: &oci_spec::runtime::LinuxDevice) -> R {
+pub(super) fn create_device(root: &Root, d: &oci_spec::runtime::LinuxDevice) -> R {
     use oci_spec::runtime::LinuxDeviceType as T;
     let path = d.path();
     if !path.starts_with("/dev") {
@@ -125,26 +189,39 @@ pub(super) fn create_device(rootfs: &Path, d: &oci_spec::runtime::LinuxDevice) -
             ))
         }
     };
-    let target = secure_join(rootfs, path);
-    if let Some(parent) = target.parent() {
-        mkdir_all(parent).map_err(|e| format!("create {}: {}", parent.display(), ioerr(&e)))?;
-    }
+    let parts = inroot::clean(path);
+    let Some((name, parents)) = parts.split_last() else {
+        return Err(format!("device {} has no name", path.display()));
+    };
+    let parent: PathBuf = parents.iter().collect();
+    let dir = root
+        .mkdir_all(&parent, 0o755)
+        .map_err(|e| format!("create /{}: {}", parent.display(), ioerr(&e)))?;
+    let shown = path.display().to_string();
     let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
-    mknod_or_bind(&target, kind, mode, d.major() as u64, d.minor() as u64)
-        .map_err(|e| format!("create device {}: {e}", path.display()))?;
+    let node = mknod_or_bind(
+        &dir,
+        name,
+        &shown,
+        kind,
+        mode,
+        d.major() as u64,
+        d.minor() as u64,
+    )
+    .map_err(|e| format!("create device {shown}: {e}"))?;
     let uid = d.uid().map(nix::unistd::Uid::from_raw);
     let gid = d.gid().map(nix::unistd::Gid::from_raw);
     if uid.is_some() || gid.is_some() {
-        // Never through a link: an entry the image already had is kept (mknod_or_bind), and
-        // this runs before pivot_root, where a link would resolve against the host's root.
+        // Through the node's own fd, opened without following a link: an entry the image
+        // already had is kept (mknod_or_bind), and a link would resolve against the host.
         nix::unistd::fchownat(
-            nix::fcntl::AT_FDCWD,
-            &target,
+            &node,
+            "",
             uid,
             gid,
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            nix::fcntl::AtFlags::AT_EMPTY_PATH | nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )
-        .map_err(|e| format!("chown device {}: {}", path.display(), etext(e)))?;
+        .map_err(|e| format!("chown device {shown}: {}", etext(e)))?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The container's filesystem: containerd's prepared rootfs on the host side (`prepared`), and
 //! inside the container process everything from the spec's mounts to the pivoted, masked root
-//! (`mounts`, `devices`, `pivot`, `masking`).
+//! (`mounts`, `devices`, `pivot`, `masking`), every destination inside the rootfs reached
+//! through a file descriptor (`inroot`).
 
 use std::os::fd::RawFd;
 use std::path::Path;
@@ -12,12 +13,12 @@ use crate::child::{etext, R};
 use crate::mountopt;
 
 mod devices;
+mod inroot;
 mod masking;
 mod mounts;
 mod pivot;
 mod prepared;
 
-pub(crate) use mounts::secure_join;
 pub use prepared::{mount_all, unmount_all, MountSpec};
 
 /// What the rootfs steps need from the container process they run in (child.rs).
@@ -67,6 +68,15 @@ pub(crate) fn setup(c: &impl Container, spec: &Spec, rootfs: &Path) -> R {
             etext(e)
         )
     })?;
+    // Opened after the bind: lookups from it see the mounts made below.
+    let root = inroot::Root::open(rootfs).map_err(|e| {
+        format!(
+            "open rootfs {}: {}",
+            rootfs.display(),
+            crate::child::ioerr(&e)
+        )
+    })?;
+    let mount_label = linux.mount_label().clone().filter(|l| !l.is_empty());
 
     let mounts = spec.mounts().clone().unwrap_or_default();
     let mut dev_is_tmpfs = false;
@@ -81,15 +91,16 @@ pub(crate) fn setup(c: &impl Container, spec: &Spec, rootfs: &Path) -> R {
         if dest == Path::new("/dev/pts") {
             has_devpts = true;
         }
-        mounts::mount_one(c, rootfs, m)?;
+        mounts::mount_one(c, &root, m, mount_label.as_deref())?;
     }
     if dev_is_tmpfs {
-        devices::default_devices(rootfs)?;
-        devices::dev_symlinks(rootfs, has_devpts)?;
+        devices::default_devices(&root)?;
+        devices::dev_symlinks(&root, has_devpts)?;
     }
     for d in linux.devices().clone().unwrap_or_default() {
-        devices::create_device(rootfs, &d)?;
+        devices::create_device(&root, &d)?;
     }
+    drop(root);
     c.before_pivot()?;
     pivot::pivot_root(rootfs)?;
     Ok(())
@@ -99,11 +110,16 @@ pub(crate) fn setup(c: &impl Container, spec: &Spec, rootfs: &Path) -> R {
 /// runc does: masked paths, read-only paths, a read-only root.
 pub(crate) fn finalize(spec: &Spec) -> R {
     let linux = spec.linux().clone().unwrap_or_default();
-    for p in linux.masked_paths().clone().unwrap_or_default() {
-        masking::mask_path(&p)?;
-    }
-    for p in linux.readonly_paths().clone().unwrap_or_default() {
-        masking::readonly_path(&p)?;
+    let masked = linux.masked_paths().clone().unwrap_or_default();
+    let readonly = linux.readonly_paths().clone().unwrap_or_default();
+    if !masked.is_empty() || !readonly.is_empty() {
+        let mut m = masking::Masker::new(linux.mount_label().clone().filter(|l| !l.is_empty()))?;
+        for p in &masked {
+            m.mask_path(p)?;
+        }
+        for p in &readonly {
+            m.readonly_path(p)?;
+        }
     }
     if spec
         .root()
