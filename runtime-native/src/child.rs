@@ -59,6 +59,8 @@ struct Child {
     /// A detached procfs mount of our pid namespace made by the spawner (userns.rs
     /// `proc_mount_fd`), attached where the spec mounts proc; closed once the rootfs is set.
     proc_mnt: std::cell::Cell<Option<RawFd>>,
+    /// The host's LSMs, read before the container's root or mount namespace is entered.
+    lsm: crate::lsm::Host,
 }
 
 impl Child {
@@ -104,6 +106,7 @@ pub(crate) fn main(req: Request, fds: ChildFds, sync_sock: OwnedFd, workloads: W
         seccomp: Default::default(),
         hooks: None,
         proc_mnt: Default::default(),
+        lsm: crate::lsm::Host::detect(Path::new("/")),
     };
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut child, req, fds)));
     let msg = match res {
@@ -849,6 +852,9 @@ pub(crate) fn resolve_exe(arg0: &str, env: &[String]) -> R<PathBuf> {
 
 fn finish(c: &Child, spec: &Spec, process: &Process, workload: &Workload) -> R {
     crate::personality::apply(spec)?;
+    // AppArmor profile and SELinux label for the exec, as runc: before no_new_privs, the
+    // identity change and seccomp (lsm.rs).
+    crate::lsm::apply(process, &c.lsm, crate::procfs::write)?;
     let terminal = process.terminal().unwrap_or(false);
     if terminal {
         // The init is already a session leader.
