@@ -7,22 +7,20 @@
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
 use crate::fds::{close_fds_except, open_ro};
-use crate::mountopt;
 use crate::ns::ns_clone_flag;
 use crate::request::{ChildFds, Request};
 use crate::sync::{self, ChildMsg, ParentMsg};
 use crate::workload::{ProcessContext, Workload, WorkloadTable};
 
-type R<T = ()> = std::result::Result<T, String>;
+pub(crate) type R<T = ()> = std::result::Result<T, String>;
 
 /// Lower-case errno text, as runc prints it ("no such file or directory").
 pub(crate) fn etext(e: Errno) -> String {
@@ -34,7 +32,7 @@ pub(crate) fn etext(e: Errno) -> String {
     }
 }
 
-fn ioerr(e: &std::io::Error) -> String {
+pub(crate) fn ioerr(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(n) => etext(Errno::from_raw(n)),
         None => e.to_string(),
@@ -61,11 +59,37 @@ struct Child {
     /// A detached procfs mount of our pid namespace made by the spawner (userns.rs
     /// `proc_mount_fd`), attached where the spec mounts proc; closed once the rootfs is set.
     proc_mnt: std::cell::Cell<Option<RawFd>>,
+    /// The host's LSMs, read before the container's root or mount namespace is entered.
+    lsm: crate::lsm::Host,
 }
 
 impl Child {
     fn warn(&self, msg: String) {
         let _ = sync::send(&self.sync, &ChildMsg::Log(msg), &[]);
+    }
+}
+
+impl crate::rootfs::Container for Child {
+    fn warn(&self, msg: String) {
+        Child::warn(self, msg)
+    }
+
+    fn joined_cgroups(&self) -> R<String> {
+        ensure_joined(self)?;
+        read_self_cgroup(self);
+        Ok(self.self_cgroup.borrow().clone())
+    }
+
+    fn take_proc_mount(&self) -> Option<RawFd> {
+        self.proc_mnt.take()
+    }
+
+    fn before_pivot(&self) -> R {
+        if let Some(h) = &self.hooks {
+            ensure_joined(self)?; // hooks see the container in its cgroup
+            h.before_pivot(self.sync)?; // createRuntime (by the caller), createContainer
+        }
+        Ok(())
     }
 }
 
@@ -82,6 +106,7 @@ pub(crate) fn main(req: Request, fds: ChildFds, sync_sock: OwnedFd, workloads: W
         seccomp: Default::default(),
         hooks: None,
         proc_mnt: Default::default(),
+        lsm: crate::lsm::Host::detect(Path::new("/")),
     };
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut child, req, fds)));
     let msg = match res {
@@ -253,7 +278,7 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
                 .iter()
                 .any(|(t, p)| *t == LinuxNamespaceType::Mount && p.is_none());
             if new_mnt {
-                setup_rootfs(c, &r.spec, &r.rootfs)?;
+                crate::rootfs::setup(c, &r.spec, &r.rootfs)?;
             } else {
                 c.warn("no new mount namespace: only chroot into the rootfs".into());
                 ensure_joined(c)?;
@@ -270,7 +295,7 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
             hostname(c, &r.spec, new_uts)?;
             sysctls(&r.spec, &nss)?;
             if new_mnt {
-                finalize_rootfs(&r.spec)?;
+                crate::rootfs::finalize(&r.spec)?;
             }
             if let Some(fd) = c.proc_mnt.take() {
                 // SAFETY: the spec mounts no proc: close the unused mount fd we own.
@@ -410,605 +435,6 @@ fn oom_score_adj(c: &Child, process: &Process) -> R {
         }
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// rootfs
-
-fn do_mount(
-    src: Option<&str>,
-    target: &Path,
-    fstype: Option<&str>,
-    flags: MsFlags,
-    data: Option<&str>,
-) -> std::result::Result<(), Errno> {
-    mount(src, target, fstype, flags, data)
-}
-
-/// Joins `unsafe_path` onto `root`, resolving symlinks as if `root` were `/`, so the result
-/// never points outside `root`.
-pub(crate) fn secure_join(root: &Path, unsafe_path: &Path) -> PathBuf {
-    let mut parts: Vec<std::ffi::OsString> = Vec::new();
-    let mut todo: std::collections::VecDeque<std::ffi::OsString> = unsafe_path
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect();
-    let mut links = 0;
-    while let Some(c) = todo.pop_front() {
-        if c == ".." {
-            parts.pop();
-            continue;
-        }
-        let mut cand = root.to_path_buf();
-        cand.extend(&parts);
-        cand.push(&c);
-        match fs::symlink_metadata(&cand) {
-            Ok(m) if m.file_type().is_symlink() && links < 255 => {
-                links += 1;
-                let Ok(target) = fs::read_link(&cand) else {
-                    parts.push(c);
-                    continue;
-                };
-                if target.is_absolute() {
-                    parts.clear();
-                }
-                let mut new: std::collections::VecDeque<std::ffi::OsString> = target
-                    .components()
-                    .filter_map(|c| match c {
-                        Component::Normal(n) => Some(n.to_os_string()),
-                        Component::ParentDir => Some("..".into()),
-                        _ => None,
-                    })
-                    .collect();
-                new.extend(todo.drain(..));
-                todo = new;
-            }
-            _ => parts.push(c),
-        }
-    }
-    let mut out = root.to_path_buf();
-    out.extend(&parts);
-    out
-}
-
-fn mkdir_all(p: &Path) -> std::io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o755).create(p)
-}
-
-fn setup_rootfs(c: &Child, spec: &Spec, rootfs: &Path) -> R {
-    // SAFETY: umask never fails.
-    unsafe { libc::umask(0) };
-    let linux = spec.linux().clone().unwrap_or_default();
-    let prop_name = linux.rootfs_propagation().clone().unwrap_or_default();
-    let prop = if prop_name.is_empty() {
-        MsFlags::MS_SLAVE | MsFlags::MS_REC
-    } else {
-        mountopt::propagation(&prop_name)
-            .ok_or_else(|| format!("invalid rootfsPropagation {prop_name:?}"))?
-    };
-    do_mount(None, Path::new("/"), None, prop, None)
-        .map_err(|e| format!("set mount propagation of / to {prop_name:?}: {}", etext(e)))?;
-    if prop.contains(MsFlags::MS_SHARED) {
-        // pivot_root refuses a shared parent mount.
-        if let Some(parent) = mount_point_of(rootfs) {
-            let _ = do_mount(None, &parent, None, MsFlags::MS_PRIVATE, None);
-        }
-    }
-    do_mount(
-        rootfs.to_str(),
-        rootfs,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )
-    .map_err(|e| {
-        format!(
-            "bind mount rootfs {} on itself: {}",
-            rootfs.display(),
-            etext(e)
-        )
-    })?;
-
-    let mounts = spec.mounts().clone().unwrap_or_default();
-    let mut dev_is_tmpfs = false;
-    let mut has_devpts = false;
-    for m in &mounts {
-        let dest = m.destination();
-        let typ = m.typ().clone().unwrap_or_default();
-        let opts = mountopt::parse(&m.options().clone().unwrap_or_default());
-        if dest == Path::new("/dev") && typ != "bind" && !opts.is_bind() {
-            dev_is_tmpfs = true;
-        }
-        if dest == Path::new("/dev/pts") {
-            has_devpts = true;
-        }
-        mount_one(c, rootfs, m)?;
-    }
-    if dev_is_tmpfs {
-        default_devices(rootfs)?;
-        dev_symlinks(rootfs, has_devpts)?;
-    }
-    for d in linux.devices().clone().unwrap_or_default() {
-        create_device(rootfs, &d)?;
-    }
-    if let Some(h) = &c.hooks {
-        ensure_joined(c)?; // hooks see the container in its cgroup
-        h.before_pivot(c.sync)?; // createRuntime (by the caller), createContainer
-    }
-    pivot_root(rootfs)?;
-    Ok(())
-}
-
-/// After hostname and sysctls (which write /proc/sys, usually among the read-only paths), as
-/// runc does: masked paths, read-only paths, a read-only root.
-fn finalize_rootfs(spec: &Spec) -> R {
-    let linux = spec.linux().clone().unwrap_or_default();
-    for p in linux.masked_paths().clone().unwrap_or_default() {
-        mask_path(&p)?;
-    }
-    for p in linux.readonly_paths().clone().unwrap_or_default() {
-        readonly_path(&p)?;
-    }
-    if spec
-        .root()
-        .as_ref()
-        .and_then(|r| r.readonly())
-        .unwrap_or(false)
-    {
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags("/");
-        do_mount(None, Path::new("/"), None, flags, None)
-            .map_err(|e| format!("make the root filesystem read-only: {}", etext(e)))?;
-    }
-    Ok(())
-}
-
-fn mount_point_of(p: &Path) -> Option<PathBuf> {
-    let p = fs::canonicalize(p).ok()?;
-    mountopt::mount_points()
-        .into_iter()
-        .map(PathBuf::from)
-        .filter(|m| p.starts_with(m) && *m != p)
-        .max_by_key(|m| m.as_os_str().len())
-}
-
-/// nosuid/nodev/noexec/... of the mount at `p`, which a bind remount must keep.
-fn locked_flags(p: &str) -> MsFlags {
-    let mut f = MsFlags::empty();
-    if let Ok(st) = nix::sys::statvfs::statvfs(p) {
-        use nix::sys::statvfs::FsFlags;
-        let fl = st.flags();
-        for (a, b) in [
-            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-        ] {
-            if fl.contains(a) {
-                f |= b;
-            }
-        }
-    }
-    f
-}
-
-fn mount_one(c: &Child, rootfs: &Path, m: &oci_spec::runtime::Mount) -> R {
-    let dest = m.destination();
-    if !dest.is_absolute() {
-        return Err(format!(
-            "mount destination {} is not an absolute path",
-            dest.display()
-        ));
-    }
-    let typ = m.typ().clone().unwrap_or_else(|| "none".into());
-    let src = m
-        .source()
-        .as_ref()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| typ.clone());
-    let mut opts = mountopt::parse(&m.options().clone().unwrap_or_default());
-    if typ == "bind" {
-        opts.flags |= MsFlags::MS_BIND;
-    }
-    let bind = opts.is_bind();
-    let target = secure_join(rootfs, dest);
-    let what = format!("mount {src} to {}", dest.display());
-    if typ == "cgroup" || typ == "cgroup2" {
-        ensure_joined(c)?;
-        read_self_cgroup(c);
-        if let Err(e) = mount_cgroup(c, &target, &opts) {
-            c.warn(format!("{what} skipped: {e}"));
-        }
-        return Ok(());
-    }
-    let src_is_file = bind && fs::metadata(&src).map(|m| !m.is_dir()).unwrap_or(false);
-    if src_is_file {
-        if let Some(parent) = target.parent() {
-            mkdir_all(parent)
-                .map_err(|e| format!("{what}: create {}: {}", parent.display(), ioerr(&e)))?;
-        }
-        if fs::symlink_metadata(&target).is_err() {
-            fs::File::create(&target)
-                .map_err(|e| format!("{what}: create {}: {}", target.display(), ioerr(&e)))?;
-        }
-    } else {
-        mkdir_all(&target)
-            .map_err(|e| format!("{what}: create {}: {}", target.display(), ioerr(&e)))?;
-    }
-    let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
-    if let Some(fd) = (typ == "proc").then(|| c.proc_mnt.take()).flatten() {
-        // Made (with these options) in our pid namespace by the spawner: our user namespace
-        // may not mount that namespace's procfs itself.
-        let r = move_mount(fd, &target);
-        // SAFETY: closing the mount fd we own; the mount stays attached.
-        unsafe { libc::close(fd) };
-        r.map_err(|e| format!("{what}: attach the runtime's proc mount: {}", etext(e)))?;
-    } else if bind {
-        do_mount(
-            Some(&src),
-            &target,
-            None,
-            opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
-            None,
-        )
-        .map_err(|e| format!("{what}: {}", etext(e)))?;
-        let rf = opts.remount_flags();
-        if !rf.is_empty() {
-            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | rf | locked_flags_path(&target);
-            do_mount(None, &target, None, flags, None)
-                .map_err(|e| format!("{what}: remount: {}", etext(e)))?;
-        }
-    } else {
-        let r = do_mount(Some(&src), &target, Some(&typ), opts.flags, data);
-        match r {
-            Ok(()) => {}
-            Err(Errno::EPERM) if typ == "sysfs" => {
-                // No own network namespace: bind the host's /sys instead, as runc does.
-                do_mount(
-                    Some("/sys"),
-                    &target,
-                    None,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None,
-                )
-                .map_err(|e| format!("{what}: {}", etext(e)))?;
-                let flags = MsFlags::MS_BIND
-                    | MsFlags::MS_REMOUNT
-                    | opts.remount_flags()
-                    | locked_flags_path(&target);
-                let _ = do_mount(None, &target, None, flags, None);
-            }
-            Err(e) => return Err(format!("{what}: {}", etext(e))),
-        }
-    }
-    for p in &opts.propagation {
-        do_mount(None, &target, None, *p, None)
-            .map_err(|e| format!("{what}: set propagation: {}", etext(e)))?;
-    }
-    Ok(())
-}
-
-/// Attaches the detached mount `fd` at `target`.
-fn move_mount(fd: RawFd, target: &Path) -> std::result::Result<(), Errno> {
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
-    let t =
-        std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: NUL-terminated strings that outlive the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            fd,
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if r < 0 {
-        return Err(Errno::last());
-    }
-    Ok(())
-}
-
-fn locked_flags_path(p: &Path) -> MsFlags {
-    p.to_str().map(locked_flags).unwrap_or(MsFlags::empty())
-}
-
-fn cgroup2_host() -> bool {
-    nix::sys::statfs::statfs("/sys/fs/cgroup")
-        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        .unwrap_or(false)
-}
-
-/// The container's view of its cgroups at `target`: cgroup2 on a v2 host; on v1 a tmpfs with
-/// the container's own directory of every hierarchy bound in.
-fn mount_cgroup(c: &Child, target: &Path, opts: &mountopt::MountOptions) -> R {
-    mkdir_all(target).map_err(|e| ioerr(&e))?;
-    let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
-    if cgroup2_host() {
-        return do_mount(Some("cgroup2"), target, Some("cgroup2"), flags, None).map_err(etext);
-    }
-    do_mount(
-        Some("tmpfs"),
-        target,
-        Some("tmpfs"),
-        flags & !MsFlags::MS_RDONLY,
-        Some("mode=755"),
-    )
-    .map_err(etext)?;
-    let self_cgroup = c.self_cgroup.borrow();
-    for line in self_cgroup.lines() {
-        let mut it = line.splitn(3, ':');
-        let (_, ctrls, path) = match (it.next(), it.next(), it.next()) {
-            (Some(a), Some(b), Some(c)) => (a, b, c),
-            _ => continue,
-        };
-        if ctrls.is_empty() {
-            continue;
-        }
-        let name = ctrls.strip_prefix("name=").unwrap_or(ctrls);
-        let host = Path::new("/sys/fs/cgroup").join(name);
-        if !host.is_dir() {
-            continue;
-        }
-        let src = host.join(path.trim_start_matches('/'));
-        let dst = target.join(name);
-        if mkdir_all(&dst).is_err() {
-            continue;
-        }
-        if let Err(e) = do_mount(src.to_str(), &dst, None, MsFlags::MS_BIND, None) {
-            c.warn(format!("bind cgroup {}: {}", src.display(), etext(e)));
-            continue;
-        }
-        let rf = flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
-        let _ = do_mount(None, &dst, None, rf, None);
-        if name.contains(',') {
-            for part in name.split(',') {
-                let _ = std::os::unix::fs::symlink(name, target.join(part));
-            }
-        }
-    }
-    if flags.contains(MsFlags::MS_RDONLY) {
-        let _ = do_mount(
-            None,
-            target,
-            None,
-            MsFlags::MS_REMOUNT | flags,
-            Some("mode=755"),
-        );
-    }
-    Ok(())
-}
-
-const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
-    ("null", 1, 3),
-    ("zero", 1, 5),
-    ("full", 1, 7),
-    ("random", 1, 8),
-    ("urandom", 1, 9),
-    ("tty", 5, 0),
-];
-
-/// Creates the device node `target`, or binds the host's node where mknod is not permitted.
-/// A node that is already there is kept, as runc keeps it: a privileged spec lists every host
-/// device, `/dev/pts/ptmx` among them, and that one is devpts's own (and cannot be removed).
-fn mknod_or_bind(target: &Path, kind: libc::mode_t, mode: u32, major: u64, minor: u64) -> R {
-    let r = nix::sys::stat::mknod(
-        target,
-        nix::sys::stat::SFlag::from_bits_truncate(kind),
-        nix::sys::stat::Mode::from_bits_truncate(mode),
-        nix::sys::stat::makedev(major, minor),
-    );
-    match r {
-        Ok(()) | Err(Errno::EEXIST) => Ok(()),
-        Err(Errno::EPERM) if kind == libc::S_IFCHR || kind == libc::S_IFBLK => {
-            // E.g. in a user namespace: bind the host's node instead.
-            let host = find_host_device(kind, major, minor)
-                .ok_or_else(|| format!("mknod {}: operation not permitted", target.display()))?;
-            fs::File::create(target)
-                .map_err(|e| format!("create {}: {}", target.display(), ioerr(&e)))?;
-            do_mount(host.to_str(), target, None, MsFlags::MS_BIND, None).map_err(|e| {
-                format!(
-                    "bind {} to {}: {}",
-                    host.display(),
-                    target.display(),
-                    etext(e)
-                )
-            })
-        }
-        Err(e) => Err(format!("mknod {}: {}", target.display(), etext(e))),
-    }
-}
-
-fn find_host_device(kind: libc::mode_t, major: u64, minor: u64) -> Option<PathBuf> {
-    let rdev = nix::sys::stat::makedev(major, minor);
-    for e in fs::read_dir("/dev").ok()?.flatten() {
-        if let Ok(m) = fs::metadata(e.path()) {
-            let ft = m.file_type();
-            let ok = if kind == libc::S_IFCHR {
-                ft.is_char_device()
-            } else {
-                ft.is_block_device()
-            };
-            if ok && m.rdev() == rdev {
-                return Some(e.path());
-            }
-        }
-    }
-    None
-}
-
-fn default_devices(rootfs: &Path) -> R {
-    let dev = secure_join(rootfs, Path::new("/dev"));
-    for (name, major, minor) in DEFAULT_DEVICES {
-        mknod_or_bind(&dev.join(name), libc::S_IFCHR, 0o666, major, minor)
-            .map_err(|e| format!("create device /dev/{name}: {e}"))?;
-    }
-    Ok(())
-}
-
-fn dev_symlinks(rootfs: &Path, devpts: bool) -> R {
-    let dev = secure_join(rootfs, Path::new("/dev"));
-    let mut links = vec![
-        ("/proc/self/fd", "fd"),
-        ("/proc/self/fd/0", "stdin"),
-        ("/proc/self/fd/1", "stdout"),
-        ("/proc/self/fd/2", "stderr"),
-    ];
-    // As runc: /dev/core -> /proc/kcore wherever the kernel has one (the Debian kernel of the
-    // cgroup v2 guest does; masked in an unprivileged container's /proc).
-    if Path::new("/proc/kcore").exists() {
-        links.push(("/proc/kcore", "core"));
-    }
-    if devpts {
-        links.push(("pts/ptmx", "ptmx"));
-    }
-    for (src, name) in links {
-        let dst = dev.join(name);
-        if devpts && name == "ptmx" {
-            let _ = fs::remove_file(&dst);
-        }
-        match std::os::unix::fs::symlink(src, &dst) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("symlink /dev/{name}: {}", ioerr(&e))),
-        }
-    }
-    Ok(())
-}
-
-fn create_device(rootfs: &Path, d: &oci_spec::runtime::LinuxDevice) -> R {
-    use oci_spec::runtime::LinuxDeviceType as T;
-    let path = d.path();
-    if !path.starts_with("/dev") {
-        return Err(format!("device {} is not under /dev", path.display()));
-    }
-    if path == Path::new("/dev/ptmx") {
-        // The container's /dev/ptmx is the link to its own devpts instance (dev_symlinks). A
-        // node 5:2 here would allocate terminals in the host's devpts, so it is never made.
-        return Ok(());
-    }
-    let kind = match d.typ() {
-        T::C | T::U => libc::S_IFCHR,
-        T::B => libc::S_IFBLK,
-        T::P => libc::S_IFIFO,
-        T::A => {
-            return Err(format!(
-                "device {}: type \"a\" is not a device",
-                path.display()
-            ))
-        }
-    };
-    let target = secure_join(rootfs, path);
-    if let Some(parent) = target.parent() {
-        mkdir_all(parent).map_err(|e| format!("create {}: {}", parent.display(), ioerr(&e)))?;
-    }
-    let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
-    mknod_or_bind(&target, kind, mode, d.major() as u64, d.minor() as u64)
-        .map_err(|e| format!("create device {}: {e}", path.display()))?;
-    let uid = d.uid().map(nix::unistd::Uid::from_raw);
-    let gid = d.gid().map(nix::unistd::Gid::from_raw);
-    if uid.is_some() || gid.is_some() {
-        // Never through a link: an entry the image already had is kept (mknod_or_bind), and
-        // this runs before pivot_root, where a link would resolve against the host's root.
-        nix::unistd::fchownat(
-            nix::fcntl::AT_FDCWD,
-            &target,
-            uid,
-            gid,
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| format!("chown device {}: {}", path.display(), etext(e)))?;
-    }
-    Ok(())
-}
-
-fn pivot_root(rootfs: &Path) -> R {
-    let oldroot = open_ro(Path::new("/")).map_err(|e| format!("open /: {}", etext(e)))?;
-    let newroot =
-        open_ro(rootfs).map_err(|e| format!("open rootfs {}: {}", rootfs.display(), etext(e)))?;
-    nix::unistd::fchdir(&newroot).map_err(|e| format!("chdir to rootfs: {}", etext(e)))?;
-    // SAFETY: pivot_root(".", ".") with valid C strings.
-    let r = unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) };
-    if r != 0 {
-        return Err(format!(
-            "pivot_root to {}: {}",
-            rootfs.display(),
-            etext(Errno::last())
-        ));
-    }
-    nix::unistd::fchdir(&oldroot).map_err(|e| format!("chdir to old root: {}", etext(e)))?;
-    do_mount(
-        None,
-        Path::new("."),
-        None,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None,
-    )
-    .map_err(|e| format!("make old root rslave: {}", etext(e)))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("unmount old root: {}", etext(e)))?;
-    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {}", ioerr(&e)))?;
-    Ok(())
-}
-
-fn mask_path(p: &str) -> R {
-    let meta = match fs::metadata(p) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("mask path {p}: {}", ioerr(&e))),
-    };
-    if meta.is_dir() {
-        do_mount(
-            Some("tmpfs"),
-            Path::new(p),
-            Some("tmpfs"),
-            MsFlags::MS_RDONLY,
-            None,
-        )
-        .map_err(|e| format!("mask path {p}: {}", etext(e)))
-    } else {
-        let null = fs::metadata("/dev/null")
-            .map_err(|e| format!("mask path {p}: /dev/null: {}", ioerr(&e)))?;
-        if !null.file_type().is_char_device() || null.rdev() != nix::sys::stat::makedev(1, 3) {
-            return Err(format!(
-                "mask path {p}: /dev/null in the container is not the null device"
-            ));
-        }
-        do_mount(
-            Some("/dev/null"),
-            Path::new(p),
-            None,
-            MsFlags::MS_BIND,
-            None,
-        )
-        .map_err(|e| format!("mask path {p}: {}", etext(e)))
-    }
-}
-
-fn readonly_path(p: &str) -> R {
-    if fs::symlink_metadata(p).is_err() {
-        return Ok(());
-    }
-    let path = Path::new(p);
-    do_mount(
-        Some(p),
-        path,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )
-    .map_err(|e| format!("make {p} read-only: {}", etext(e)))?;
-    let flags = MsFlags::MS_BIND
-        | MsFlags::MS_REMOUNT
-        | MsFlags::MS_RDONLY
-        | MsFlags::MS_REC
-        | locked_flags(p);
-    do_mount(None, path, None, flags, None).map_err(|e| format!("make {p} read-only: {}", etext(e)))
 }
 
 fn hostname(c: &Child, spec: &Spec, new_uts: bool) -> R {
@@ -1426,6 +852,9 @@ pub(crate) fn resolve_exe(arg0: &str, env: &[String]) -> R<PathBuf> {
 
 fn finish(c: &Child, spec: &Spec, process: &Process, workload: &Workload) -> R {
     crate::personality::apply(spec)?;
+    // AppArmor profile and SELinux label for the exec, as runc: before no_new_privs, the
+    // identity change and seccomp (lsm.rs).
+    crate::lsm::apply(process, &c.lsm, crate::procfs::write)?;
     let terminal = process.terminal().unwrap_or(false);
     if terminal {
         // The init is already a session leader.
@@ -1551,19 +980,6 @@ mod tests {
         // Every capability oci-spec knows maps to a number.
         let caps = oci_spec::runtime::LinuxCapabilities::default();
         assert_ne!(cap_set(caps.bounding()).unwrap(), 0);
-    }
-
-    #[test]
-    fn secure_join_stays_inside() {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path();
-        fs::create_dir_all(root.join("a/b")).unwrap();
-        std::os::unix::fs::symlink("/etc", root.join("a/abs")).unwrap();
-        std::os::unix::fs::symlink("../../../..", root.join("a/b/up")).unwrap();
-        assert_eq!(secure_join(root, Path::new("/a/abs/x")), root.join("etc/x"));
-        assert_eq!(secure_join(root, Path::new("/a/b/up/y")), root.join("y"));
-        assert_eq!(secure_join(root, Path::new("/../../z")), root.join("z"));
-        assert_eq!(secure_join(root, Path::new("/a/b")), root.join("a/b"));
     }
 
     #[test]

@@ -58,15 +58,20 @@ fn write_beneath(proc_dir: &File, rel: &str, data: &[u8]) -> std::io::Result<()>
     Ok(())
 }
 
-/// Writes `data` to `/proc/<rel>` (e.g. `sys/net/ipv4/ip_forward`, `self/oom_score_adj`).
+/// Writes `data` to `/proc/<rel>` (e.g. `sys/net/ipv4/ip_forward`, `self/oom_score_adj`,
+/// `thread-self/attr/exec`).
 pub fn write(rel: &str, data: &[u8]) -> std::io::Result<()> {
     let proc_dir = proc_dir()?;
     let rel = rel.trim_start_matches('/');
     // `self` is a symlink procfs provides: ask this procfs which pid it names (getpid() would
     // be wrong when the caller's pid namespace is not the one this /proc was mounted for).
-    let rel = match rel.strip_prefix("self/") {
-        Some(rest) => {
-            let me = nix::fcntl::readlinkat(&proc_dir, "self").map_err(std::io::Error::from)?;
+    // `thread-self` likewise names the calling thread (`<pid>/task/<tid>`).
+    let own = ["self", "thread-self"]
+        .into_iter()
+        .find_map(|link| Some((link, rel.strip_prefix(link)?.strip_prefix('/')?)));
+    let rel = match own {
+        Some((link, rest)) => {
+            let me = nix::fcntl::readlinkat(&proc_dir, link).map_err(std::io::Error::from)?;
             format!("{}/{rest}", me.to_string_lossy())
         }
         None => rel.to_string(),
@@ -108,9 +113,49 @@ pub fn write_pid(pid: i32, file: &str, data: &[u8]) -> std::io::Result<()> {
     write_beneath(&proc_dir, &rel, data)
 }
 
+/// `/proc/<pid>/fd/<n>` naming `fd`, for the syscalls that take a path only (mount(2) as
+/// source or target, readlink): `/proc` must be procfs, and the path must lead to `fd`'s own
+/// file (device and inode) before it is handed out. The kernel follows that magic link to the
+/// file the fd holds, not to whatever a path with the same name leads to now. Nothing else
+/// mounts in the caller's mount namespace while it sets up a container, so `/proc` stays what
+/// was checked until the path is used.
+pub(crate) fn fd_path(fd: &impl std::os::fd::AsFd) -> std::io::Result<std::path::PathBuf> {
+    let proc_dir = proc_dir()?;
+    let me = nix::fcntl::readlinkat(&proc_dir, "self").map_err(std::io::Error::from)?;
+    let rel = format!("{}/fd/{}", me.to_string_lossy(), fd.as_fd().as_raw_fd());
+    let via = nix::sys::stat::fstatat(&proc_dir, rel.as_str(), nix::fcntl::AtFlags::empty())
+        .map_err(std::io::Error::from)?;
+    let own = nix::sys::stat::fstat(fd).map_err(std::io::Error::from)?;
+    if (via.st_dev, via.st_ino) != (own.st_dev, own.st_ino) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "/proc/{rel} does not lead to the file of fd {}",
+                fd.as_fd().as_raw_fd()
+            ),
+        ));
+    }
+    Ok(std::path::PathBuf::from(format!("/proc/{rel}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fd_paths_lead_to_the_fd() {
+        let d = tempfile::tempdir().unwrap();
+        let f = File::create(d.path().join("x")).unwrap();
+        let p = fd_path(&f).unwrap();
+        assert!(
+            p.starts_with(format!("/proc/{}/fd", std::process::id())),
+            "{p:?}"
+        );
+        assert_eq!(
+            std::fs::read_link(&p).unwrap(),
+            d.path().canonicalize().unwrap().join("x")
+        );
+    }
 
     #[test]
     fn writes_reach_procfs_files() {

@@ -7,7 +7,7 @@
 //! its own sync socket: `Ready` once it is set up (or `Failed(msg)`), and it waits there for
 //! `Start` before running the workload.
 
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -54,6 +54,9 @@ pub struct PendingProcess {
     /// With `terminal: true`, the pty master; the caller copies between it and the stdio fifos
     /// and resizes it with `TIOCSWINSZ`.
     pub pty_master: Option<OwnedFd>,
+    /// The process's pidfd from the clone (None on kernels without CLONE_PIDFD): signal it
+    /// through this, never by pid, so a reused pid is never signalled (identity.rs).
+    pub pidfd: Option<OwnedFd>,
     sync: OwnedFd,
 }
 
@@ -303,10 +306,11 @@ fn spawner_main(sock: OwnedFd, workloads: WorkloadTable) -> ! {
             }
         };
         let (sent, job) = match reply {
-            Ok((pid, sync_sock, job)) => (
-                sync::send(&sock, &Reply::Spawned { pid }, &[sync_sock.as_raw_fd()]),
-                job,
-            ),
+            Ok((pid, sync_sock, pidfd, job)) => {
+                let mut fds = vec![sync_sock.as_raw_fd()];
+                fds.extend(pidfd.as_ref().map(|f| f.as_raw_fd()));
+                (sync::send(&sock, &Reply::Spawned { pid }, &fds), job)
+            }
             Err(e) => (sync::send(&sock, &Reply::Err(e), &[]), None),
         };
         // After the reply: the migration's slow part overlaps the caller's work and the
@@ -325,7 +329,7 @@ fn handle(
     st: &SpawnerState,
     env: Envelope,
     fds: Vec<OwnedFd>,
-) -> std::result::Result<(i32, OwnedFd, Option<JoinJob>), String> {
+) -> std::result::Result<(i32, OwnedFd, Option<OwnedFd>, Option<JoinJob>), String> {
     let l = env.stdio;
     let want = l.stdin as usize + l.stdout as usize + l.stderr as usize + l.extra;
     if fds.len() != want {
@@ -432,8 +436,13 @@ fn handle(
         | libc::SIGCHLD as libc::c_ulong;
     let mut into_cgroup = false;
     let mut pid: libc::c_long = -1;
+    // A pidfd from the clone itself names this process for the caller's signals even after
+    // its pid is reused (identity.rs); -1 where the kernel gives none.
+    let mut pidfd: libc::c_int = -1;
     if let Some(dir) = &cgroup_dir {
-        let args = clone3_args(flags as u64, Some(dir.as_raw_fd()));
+        let mut args = clone3_args(flags as u64, Some(dir.as_raw_fd()));
+        args.flags |= libc::CLONE_PIDFD as u64;
+        args.pidfd = &mut pidfd as *mut libc::c_int as u64;
         // SAFETY: as for clone below; clone3 without CLONE_VM and with stack 0 is fork-like.
         pid = unsafe {
             libc::syscall(
@@ -448,16 +457,30 @@ fn handle(
         // SAFETY: a fork-like clone (no new stack, no shared memory) of a single-threaded
         // process; the child continues on a copy of this stack and never returns from
         // `child::main`.
-        pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                clone_flags,
-                std::ptr::null_mut::<libc::c_void>(),
-                std::ptr::null_mut::<libc::c_void>(),
-                std::ptr::null_mut::<libc::c_void>(),
-                0usize,
-            )
-        };
+        // With CLONE_PIDFD the pidfd lands where the parent tid would (x86_64 argument
+        // order: flags, stack, parent_tid, child_tid, tls); kernels before 5.2 refuse the
+        // flag, and then the clone goes without it.
+        for with_pidfd in [true, false] {
+            let f = if with_pidfd {
+                clone_flags | libc::CLONE_PIDFD as libc::c_ulong
+            } else {
+                clone_flags
+            };
+            pid = unsafe {
+                libc::syscall(
+                    libc::SYS_clone,
+                    f,
+                    std::ptr::null_mut::<libc::c_void>(),
+                    &mut pidfd as *mut libc::c_int,
+                    std::ptr::null_mut::<libc::c_void>(),
+                    0usize,
+                )
+            };
+            if pid >= 0 || Errno::last() != Errno::EINVAL {
+                break;
+            }
+            pidfd = -1;
+        }
     }
     if pid == 0 {
         let parent_raw = parent_sock.into_raw_fd();
@@ -486,9 +509,18 @@ fn handle(
     if pid < 0 {
         return Err(format!("clone container process: {}", err.desc()));
     }
+    // SAFETY: the clone gave us this new fd (or none: -1).
+    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
     if let Err(e) = crate::userns::after_clone(&env.req, pid as i32, &parent_sock) {
-        // SAFETY: our child (the caller, its parent by CLONE_PARENT, reaps it).
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        match &pidfd {
+            Some(fd) => {
+                let _ = crate::identity::pidfd_signal(fd, libc::SIGKILL);
+            }
+            // SAFETY: our child (the caller, its parent by CLONE_PARENT, reaps it).
+            None => unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            },
+        }
         return Err(format!("user namespace of the container process: {e}"));
     }
     drop(child_sock);
@@ -499,7 +531,7 @@ fn handle(
         done: into_cgroup,
         notify,
     });
-    Ok((pid as i32, parent_sock, job))
+    Ok((pid as i32, parent_sock, pidfd, job))
 }
 
 /// Container processes inherit ignored signals and the signal mask across `execve`: give them
@@ -641,10 +673,11 @@ impl Spawner {
             Reply::Err(e) => return Err(Error::Spawner(e)),
             Reply::Spawned { pid } => pid,
         };
-        if rfds.len() != 1 {
+        if rfds.is_empty() || rfds.len() > 2 {
             return Err(Error::Spawner("reply without sync socket".into()));
         }
         let sync_sock = rfds.remove(0);
+        let pidfd = rfds.pop();
         let mut pty_master = None;
         loop {
             match sync::recv::<ChildMsg>(&sync_sock).map_err(Error::Container)? {
@@ -669,6 +702,7 @@ impl Spawner {
         Ok(PendingProcess {
             pid,
             pty_master,
+            pidfd,
             sync: sync_sock,
         })
     }

@@ -42,6 +42,7 @@ pub fn validate(spec: &oci_spec::runtime::Spec) -> std::result::Result<(), Strin
     }
     crate::userns::validate_namespaces(spec)?;
     crate::userns::validate(spec)?;
+    mount_namespace(spec)?;
     if let Some(l) = spec.linux() {
         for m in spec.mounts().iter().flatten() {
             if !m.destination().is_absolute() {
@@ -54,6 +55,34 @@ pub fn validate(spec: &oci_spec::runtime::Spec) -> std::result::Result<(), Strin
         let _ = l;
     }
     Ok(())
+}
+
+/// A container needs a mount namespace. runc refuses masked or read-only paths without one
+/// (in its words below) and otherwise only chroots; amphi refuses every spec without one,
+/// because a chroot can be left by any process with CAP_SYS_CHROOT (in the default set) and
+/// the spec's mounts would be made in the shim's own mount namespace. A mount namespace joined
+/// by path is the spec's choice and stays allowed.
+fn mount_namespace(spec: &oci_spec::runtime::Spec) -> std::result::Result<(), String> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let has = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount);
+    if has {
+        return Ok(());
+    }
+    let restricts = [linux.masked_paths(), linux.readonly_paths()]
+        .into_iter()
+        .any(|p| p.as_ref().is_some_and(|p| !p.is_empty()));
+    if restricts {
+        return Err("unable to restrict sys entries without a private MNT namespace".into());
+    }
+    Err(
+        "linux.namespaces has no mount namespace: the container would only be chrooted, \
+         which a process with CAP_SYS_CHROOT can leave; add {\"type\": \"mount\"}"
+            .into(),
+    )
 }
 
 #[cfg(test)]
@@ -86,5 +115,53 @@ mod tests {
         assert!(validate(&spec).unwrap_err().contains("args"));
         spec.set_process(None);
         assert!(validate(&spec).unwrap_err().contains("process"));
+    }
+
+    #[test]
+    fn a_spec_without_a_mount_namespace_is_refused() {
+        let without = |masked: bool| {
+            let mut spec = oci_spec::runtime::Spec::default();
+            let mut l = spec.linux().clone().unwrap();
+            let nss = l.namespaces().clone().unwrap_or_default();
+            let nss = nss
+                .into_iter()
+                .filter(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Mount)
+                .collect();
+            l.set_namespaces(Some(nss));
+            if !masked {
+                l.set_masked_paths(None);
+                l.set_readonly_paths(Some(vec![]));
+            }
+            spec.set_linux(Some(l));
+            validate(&spec).unwrap_err()
+        };
+        // runc's words where runc refuses it too.
+        assert_eq!(
+            without(true),
+            "unable to restrict sys entries without a private MNT namespace"
+        );
+        assert!(
+            without(false).contains("no mount namespace"),
+            "{}",
+            without(false)
+        );
+        // Joined by path: allowed.
+        let mut spec = oci_spec::runtime::Spec::default();
+        let mut l = spec.linux().clone().unwrap();
+        let nss = l
+            .namespaces()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut n| {
+                if n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount {
+                    n.set_path(Some("/proc/1/ns/mnt".into()));
+                }
+                n
+            })
+            .collect();
+        l.set_namespaces(Some(nss));
+        spec.set_linux(Some(l));
+        validate(&spec).unwrap();
     }
 }

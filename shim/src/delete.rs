@@ -49,7 +49,7 @@ pub fn cleanup(root: &Path, namespace: &str, id: &str, bundle: &Path) -> (i32, V
         Ok(rec) => {
             pid = rec.init_pid;
             if pid > 0 {
-                kill(pid);
+                kill(pid, rec.init_start_time, id);
             }
             if let Some(lease) = &rec.network {
                 errors.extend(
@@ -93,10 +93,18 @@ pub fn cleanup(root: &Path, namespace: &str, id: &str, bundle: &Path) -> (i32, V
     (pid, errors)
 }
 
-/// SIGKILL, ignoring "no such process".
-fn kill(pid: i32) {
-    use nix::sys::signal::{kill, Signal};
-    let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+/// SIGKILL to the recorded init, only while `pid` is still that process (its start time is the
+/// recorded one): after a shim crash the pid may have been reaped and reused by a stranger.
+fn kill(pid: i32, start_time: u64, id: &str) {
+    use runtime_native::identity::{signal_recorded, Signalled};
+    match signal_recorded(pid, start_time, libc::SIGKILL) {
+        Ok(Signalled::Sent) | Ok(Signalled::Gone) => {}
+        Ok(Signalled::NotTheSame) => eprintln!(
+            "amphi delete {id}: pid {pid} is no longer the container's init (start time \
+             {start_time} recorded): not signalled"
+        ),
+        Err(e) => eprintln!("amphi delete {id}: signal pid {pid}: {e}"),
+    }
 }
 
 pub fn response(pid: i32, now: SystemTime) -> Result<Vec<u8>> {
@@ -148,6 +156,54 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
     }
 
+    /// After a crash the recorded pid may belong to a stranger: delete leaves it alone, and
+    /// kills the recorded process while it is still that one.
+    #[test]
+    fn delete_never_kills_a_reused_pid() {
+        let root = tempfile::tempdir().unwrap();
+        let bundle = tempfile::tempdir().unwrap();
+        let mut stranger = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = stranger.id() as i32;
+        let start = runtime_native::identity::start_time(pid).unwrap();
+        let record = |start_time: u64| ContainerRecord {
+            id: "c2".into(),
+            namespace: "default".into(),
+            bundle: bundle.path().to_path_buf(),
+            mounted_rootfs: None,
+            cgroup: None,
+            init_pid: pid,
+            init_start_time: start_time,
+            network: None,
+        };
+        // The init that had this pid started at another time: the pid was reused.
+        record(start - 1).save(root.path()).unwrap();
+        let (got, errors) = cleanup(root.path(), "default", "c2", bundle.path());
+        assert_eq!(got, pid);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(
+            stranger.try_wait().unwrap().is_none(),
+            "a reused pid was killed"
+        );
+        // A record from before start times were kept: not signalled either.
+        record(0).save(root.path()).unwrap();
+        cleanup(root.path(), "default", "c2", bundle.path());
+        assert!(
+            stranger.try_wait().unwrap().is_none(),
+            "an unverified pid was killed"
+        );
+        // The recorded process itself: killed.
+        record(start).save(root.path()).unwrap();
+        cleanup(root.path(), "default", "c2", bundle.path());
+        let status = stranger.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+    }
+
     #[test]
     fn record_is_removed_and_pid_reported() {
         let root = tempfile::tempdir().unwrap();
@@ -160,6 +216,7 @@ mod tests {
             cgroup: None,
             // A pid that cannot exist (above pid_max), so nothing real is killed.
             init_pid: i32::MAX,
+            init_start_time: 1,
             network: None,
         };
         rec.save(root.path()).unwrap();

@@ -20,6 +20,10 @@ pub struct ContainerRecord {
     pub cgroup: Option<Cgroup>,
     /// Host pid of the init process, 0 before it exists.
     pub init_pid: i32,
+    /// The init's start time (`/proc/<pid>/stat` field 22), 0 when unknown: `delete` signals
+    /// the recorded pid only while it still has this start time (a reused pid is left alone).
+    #[serde(default)]
+    pub init_start_time: u64,
     /// The bridge network lease (amphi network, shim/src/network.rs), None without one.
     #[serde(default)]
     pub network: Option<runtime_native::network::NetworkLease>,
@@ -38,15 +42,16 @@ pub fn record_path(root: &Path, namespace: &str, id: &str) -> PathBuf {
 
 impl ContainerRecord {
     pub fn save(&self, root: &Path) -> std::io::Result<()> {
+        use std::io::Write;
         let path = record_path(root, &self.namespace, &self.id);
+        // 0700 dirs, 0600 files: a record names pids, cgroups and mounts of the node.
+        runtime_native::private_dir(root)?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            runtime_native::private_dir(dir)?;
         }
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec(self).map_err(std::io::Error::other)?,
-        )?;
+        runtime_native::private_file(&tmp, false)?
+            .write_all(&serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
         std::fs::rename(&tmp, &path)
     }
 

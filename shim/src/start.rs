@@ -128,11 +128,23 @@ pub fn socket_path(dir: &Path, ttrpc_address: &str, namespace: &str, key: &str) 
 /// accepts) is removed and bound again.
 pub fn bind_or_reuse(path: &Path) -> Result<Option<UnixListener>> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(ShimError::io("create dir", dir))?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(ShimError::io("create dir", dir))?;
     }
     for _ in 0..2 {
         match UnixListener::bind(path) {
-            Ok(l) => return Ok(Some(l)),
+            Ok(l) => {
+                // 0600 whatever umask containerd gave us: whoever can connect can drive
+                // every container of this shim (connect needs write permission).
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(ShimError::io("chmod", path))?;
+                return Ok(Some(l));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                 if UnixStream::connect(path).is_ok() {
                     return Ok(None);
@@ -329,6 +341,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s").join("sock");
         let live = bind_or_reuse(&path).unwrap().expect("bound");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "socket mode {mode:o}");
         // Something listens: reuse.
         assert!(bind_or_reuse(&path).unwrap().is_none());
         // The server died: the file remains, nobody accepts -> removed and bound again.

@@ -7,6 +7,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -41,15 +42,18 @@ impl Ipam {
         move |source| NetError::Io { op, path, source }
     }
 
-    /// Takes the directory's lock (blocking), creating the directory.
+    /// Takes the directory's lock (blocking), creating the directory (0700: the leases name
+    /// every container of the node).
     pub fn lock(&self) -> Result<IpamLock, NetError> {
-        std::fs::create_dir_all(&self.dir).map_err(self.io("create", &self.dir))?;
+        crate::fds::private_dir(&self.dir).map_err(self.io("create", &self.dir))?;
         let path = self.dir.join("lock");
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(self.io("open", &path))?;
         let lock = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| NetError::Io {
@@ -110,12 +114,14 @@ impl Ipam {
             let n = first + (start - first + i) % count;
             let ip = Ipv4Addr::from(n);
             let path = self.dir.join(ip.to_string());
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
+            match crate::fds::private_file(&path, true) {
                 Ok(mut f) => {
                     f.write_all(owner.as_bytes())
                         .map_err(self.io("write", &path))?;
                     let tmp = self.dir.join("last.tmp");
-                    std::fs::write(&tmp, ip.to_string()).map_err(self.io("write", &tmp))?;
+                    crate::fds::private_file(&tmp, false)
+                        .and_then(|mut f| f.write_all(ip.to_string().as_bytes()))
+                        .map_err(self.io("write", &tmp))?;
                     std::fs::rename(&tmp, &last_path).map_err(self.io("rename", &last_path))?;
                     return Ok(ip);
                 }

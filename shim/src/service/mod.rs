@@ -163,6 +163,7 @@ impl Inner {
             mounted_rootfs: None,
             cgroup: None,
             init_pid: 0,
+            init_start_time: 0,
             network: None,
         };
         let stdio = StdioPaths {
@@ -262,9 +263,9 @@ impl Inner {
     async fn poststart_hooks(&self, id: &str, pid: i32) -> Result<(), runtime_native::Error> {
         let found = self.with_container(id, |c| {
             Ok(runtime_native::hooks::has(&c.spec, "poststart")
-                .then(|| (c.spec.clone(), c.bundle.clone())))
+                .then(|| (c.spec.clone(), c.bundle.clone(), c.init.signal_target())))
         });
-        let Ok(Some((spec, bundle))) = found else {
+        let Ok(Some((spec, bundle, init))) = found else {
             return Ok(());
         };
         let cid = id.to_string();
@@ -272,10 +273,7 @@ impl Inner {
             .await
             .map_err(|e| runtime_native::Error::Container(e.to_string()))?;
         if let Err(m) = r {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            let _ = init.signal(libc::SIGKILL);
             return Err(runtime_native::Error::Container(m));
         }
         Ok(())
@@ -443,6 +441,7 @@ impl Inner {
             }
         };
         let pid = pending.pid;
+        let pidfd = pending.pidfd.take().map(std::sync::Arc::new);
         let master = pending.pty_master.take();
         let pty = match master {
             Some(m) => {
@@ -454,6 +453,7 @@ impl Inner {
         };
         let already = self.with_process(id, exec_id, |p, _| {
             p.pid = pid;
+            p.pidfd = pidfd;
             p.phase = Phase::Created;
             p.holders = holders;
             if let Some((dup, done, h)) = pty {
@@ -562,7 +562,7 @@ impl Inner {
             })
             .await?;
         }
-        let pid = self.with_process(&req.id, &req.exec_id, |p, _| {
+        let target = self.with_process(&req.id, &req.exec_id, |p, _| {
             if !p.is_alive() {
                 return Err(ServiceError::NotFound(format!(
                     "process {} of task {} already finished",
@@ -574,9 +574,10 @@ impl Inner {
                     req.id
                 )));
             }
-            Ok(p.pid)
+            Ok(p.signal_target())
         })?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| match e {
+        let pid = target.pid;
+        target.signal(signal as i32).map_err(|e| match e {
             nix::errno::Errno::ESRCH => {
                 ServiceError::NotFound(format!("process {pid} already finished"))
             }

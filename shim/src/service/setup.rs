@@ -94,6 +94,8 @@ pub(super) fn create_container(
             stdio,
         )?;
         record.init_pid = pending.pid;
+        // With the pid, its start time: a crash-time delete signals only that process.
+        record.init_start_time = runtime_native::identity::start_time(pending.pid).unwrap_or(0);
         save(&record)?;
         // amphi network (shim/src/network.rs): loopback or bridge in the init's new netns.
         crate::network::setup(&mut record, &spec, net_opts.as_ref(), save).map_err(|e| {
@@ -105,6 +107,7 @@ pub(super) fn create_container(
         })?;
         let mut init = Process::new("", stdio_paths.clone());
         init.pid = pending.pid;
+        init.pidfd = pending.pidfd.take().map(std::sync::Arc::new);
         init.phase = Phase::Created;
         init.holders = holders;
         if let Some(master) = pending.pty_master.take() {
@@ -157,10 +160,7 @@ fn has_new_namespace(spec: &oci_spec::runtime::Spec, kind: &str) -> bool {
 /// Delete's cleanup: kill leftovers, remove the cgroup, unmount the rootfs, drop the record.
 pub(super) fn teardown(container: Container, state_root: &std::path::Path, namespace: &str) {
     if container.init.is_alive() && container.init.pid > 0 {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(container.init.pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        let _ = container.init.signal_target().signal(libc::SIGKILL);
     }
     if let Err(e) = container.cgroup.destroy() {
         log::warn!("delete task {}: {e}", container.id);

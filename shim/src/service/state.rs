@@ -60,6 +60,30 @@ pub struct Process {
     pub exit_tx: watch::Sender<Option<Exit>>,
     /// The exec's process spec (JSON of an OCI Process), until Start.
     pub exec_spec: Option<oci_spec::runtime::Process>,
+    /// The process's pidfd from the spawner's clone: signals go through it, so one sent
+    /// after the reaper took the exit never reaches a process that reused the pid.
+    pub pidfd: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+}
+
+/// Where a signal goes: the pidfd when the kernel gave one, else the pid.
+#[derive(Debug, Clone)]
+pub struct SignalTarget {
+    pub pid: i32,
+    pidfd: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+}
+
+impl SignalTarget {
+    /// `ESRCH` once the process has exited (with a pidfd: even if the pid is in use again).
+    pub fn signal(&self, signal: i32) -> Result<(), nix::errno::Errno> {
+        match &self.pidfd {
+            Some(fd) => runtime_native::identity::pidfd_signal(&**fd, signal)
+                .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+            None => {
+                let sig = nix::sys::signal::Signal::try_from(signal)?;
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), sig)
+            }
+        }
+    }
 }
 
 impl Process {
@@ -79,6 +103,14 @@ impl Process {
             exit: None,
             exit_tx,
             exec_spec: None,
+            pidfd: None,
+        }
+    }
+
+    pub fn signal_target(&self) -> SignalTarget {
+        SignalTarget {
+            pid: self.pid,
+            pidfd: self.pidfd.clone(),
         }
     }
 

@@ -24,11 +24,26 @@ fn sys(syscall: String) -> impl FnOnce(Errno) -> Error {
     move |source| Error::Sys { syscall, source }
 }
 
+/// The mount point `target` inside `rootfs`, made if missing, as the kernel resolves it there
+/// (symlinks of the image stay inside). No container runs on this rootfs yet, so nothing can
+/// swap the path before the mount below uses it.
+fn in_rootfs(rootfs: &Path, target: &str) -> Result<PathBuf> {
+    let err = |source| Error::Io {
+        op: "resolve mount point",
+        path: rootfs.join(target.trim_start_matches('/')),
+        source,
+    };
+    let root = super::inroot::Root::open(rootfs).map_err(err)?;
+    let fd = root.mkdir_all(Path::new(target), 0o755).map_err(err)?;
+    let at = crate::procfs::fd_path(&fd).map_err(err)?;
+    std::fs::read_link(at).map_err(err)
+}
+
 fn mount_one(m: &MountSpec, rootfs: &Path) -> Result<PathBuf> {
     let target = if m.target.is_empty() {
         rootfs.to_path_buf()
     } else {
-        crate::child::secure_join(rootfs, Path::new(&m.target))
+        in_rootfs(rootfs, &m.target)?
     };
     let mut opts = mountopt::parse(&m.options);
     if m.kind == "bind" || m.kind == "rbind" {

@@ -1,0 +1,136 @@
+//! The container's filesystem: containerd's prepared rootfs on the host side (`prepared`), and
+//! inside the container process everything from the spec's mounts to the pivoted, masked root
+//! (`mounts`, `devices`, `pivot`, `masking`), every destination inside the rootfs reached
+//! through a file descriptor (`inroot`).
+
+use std::os::fd::RawFd;
+use std::path::Path;
+
+use nix::mount::MsFlags;
+use oci_spec::runtime::Spec;
+
+use crate::child::{etext, R};
+use crate::mountopt;
+
+mod devices;
+mod inroot;
+mod masking;
+mod mounts;
+mod pivot;
+mod prepared;
+
+pub use prepared::{mount_all, unmount_all, MountSpec};
+
+/// What the rootfs steps need from the container process they run in (child.rs).
+pub(crate) trait Container {
+    /// A warning for the shim's log.
+    fn warn(&self, msg: String);
+    /// Waits until the process is in its cgroup (the cgroup namespace created if asked) and
+    /// returns /proc/self/cgroup as read before that namespace existed (host paths).
+    fn joined_cgroups(&self) -> R<String>;
+    /// The detached procfs mount the spawner made for the spec's proc mount, once.
+    fn take_proc_mount(&self) -> Option<RawFd>;
+    /// Runs the hooks due before pivot_root (createRuntime by the caller, createContainer),
+    /// in the container's cgroup; nothing when the spec has none.
+    fn before_pivot(&self) -> R;
+}
+
+pub(crate) fn setup(c: &impl Container, spec: &Spec, rootfs: &Path) -> R {
+    // SAFETY: umask never fails.
+    unsafe { libc::umask(0) };
+    let linux = spec.linux().clone().unwrap_or_default();
+    let prop_name = linux.rootfs_propagation().clone().unwrap_or_default();
+    let prop = if prop_name.is_empty() {
+        MsFlags::MS_SLAVE | MsFlags::MS_REC
+    } else {
+        mountopt::propagation(&prop_name)
+            .ok_or_else(|| format!("invalid rootfsPropagation {prop_name:?}"))?
+    };
+    mounts::do_mount(None, Path::new("/"), None, prop, None)
+        .map_err(|e| format!("set mount propagation of / to {prop_name:?}: {}", etext(e)))?;
+    if prop.contains(MsFlags::MS_SHARED) {
+        // pivot_root refuses a shared parent mount.
+        if let Some(parent) = mounts::mount_point_of(rootfs) {
+            let _ = mounts::do_mount(None, &parent, None, MsFlags::MS_PRIVATE, None);
+        }
+    }
+    mounts::do_mount(
+        rootfs.to_str(),
+        rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(|e| {
+        format!(
+            "bind mount rootfs {} on itself: {}",
+            rootfs.display(),
+            etext(e)
+        )
+    })?;
+    // Opened after the bind: lookups from it see the mounts made below.
+    let root = inroot::Root::open(rootfs).map_err(|e| {
+        format!(
+            "open rootfs {}: {}",
+            rootfs.display(),
+            crate::child::ioerr(&e)
+        )
+    })?;
+    let mount_label = linux.mount_label().clone().filter(|l| !l.is_empty());
+
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    let mut dev_is_tmpfs = false;
+    let mut has_devpts = false;
+    for m in &mounts {
+        let dest = m.destination();
+        let typ = m.typ().clone().unwrap_or_default();
+        let opts = mountopt::parse(&m.options().clone().unwrap_or_default());
+        if dest == Path::new("/dev") && typ != "bind" && !opts.is_bind() {
+            dev_is_tmpfs = true;
+        }
+        if dest == Path::new("/dev/pts") {
+            has_devpts = true;
+        }
+        mounts::mount_one(c, &root, m, mount_label.as_deref())?;
+    }
+    if dev_is_tmpfs {
+        devices::default_devices(&root)?;
+        devices::dev_symlinks(&root, has_devpts)?;
+    }
+    for d in linux.devices().clone().unwrap_or_default() {
+        devices::create_device(&root, &d)?;
+    }
+    drop(root);
+    c.before_pivot()?;
+    pivot::pivot_root(rootfs)?;
+    Ok(())
+}
+
+/// After hostname and sysctls (which write /proc/sys, usually among the read-only paths), as
+/// runc does: masked paths, read-only paths, a read-only root.
+pub(crate) fn finalize(spec: &Spec) -> R {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let masked = linux.masked_paths().clone().unwrap_or_default();
+    let readonly = linux.readonly_paths().clone().unwrap_or_default();
+    if !masked.is_empty() || !readonly.is_empty() {
+        let mut m = masking::Masker::new(linux.mount_label().clone().filter(|l| !l.is_empty()))?;
+        for p in &masked {
+            m.mask_path(p)?;
+        }
+        for p in &readonly {
+            m.readonly_path(p)?;
+        }
+    }
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        let flags =
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | mounts::locked_flags("/");
+        mounts::do_mount(None, Path::new("/"), None, flags, None)
+            .map_err(|e| format!("make the root filesystem read-only: {}", etext(e)))?;
+    }
+    Ok(())
+}
