@@ -38,4 +38,6 @@ pub use cgroup::{Cgroup, CgroupStats};
 pub use error::{Error, Result};
 pub use request::{ExecRequest, InitRequest};
 pub use spawner::{PendingProcess, Spawner, Stdio};
-pub use workload::{PreparedWorkload, ProcessContext, Workload, WorkloadRunner, WorkloadTable};
+pub use workload::{
+    PreparedWorkload, ProcessContext, SetupFds, Workload, WorkloadRunner, WorkloadTable,
+};
