@@ -175,7 +175,13 @@ fn setup_fds(c: &mut Child, fds: ChildFds) -> R {
 }
 
 fn close_all(c: &Child) {
+    close_all_but(c, &[]);
+}
+
+/// Closes every fd but the ones `c` needs and `also`.
+fn close_all_but(c: &Child, also: &[RawFd]) {
     let mut keep = c.extra.clone();
+    keep.extend_from_slice(also);
     keep.push(c.sync);
     keep.extend(c.join.get());
     keep.extend(c.proc_mnt.get());
@@ -850,7 +856,22 @@ pub(crate) fn resolve_exe(arg0: &str, env: &[String]) -> R<PathBuf> {
     ))
 }
 
+/// The runner registered as `name`.
+fn runner(c: &Child, name: &str) -> R<&'static dyn crate::workload::WorkloadRunner> {
+    c.workloads
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, r)| *r)
+        .ok_or_else(|| format!("unknown workload runner {name:?}"))
+}
+
 fn finish(c: &Child, spec: &Spec, process: &Process, workload: &Workload) -> R {
+    // A runner's setup runs while we still have every privilege we will drop below.
+    let setup = match workload {
+        Workload::Custom { runner: name, .. } => runner(c, name)?.setup(spec)?,
+        Workload::Exec => Vec::new(),
+    };
+    let setup_fds: Vec<RawFd> = setup.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
     crate::personality::apply(spec)?;
     // AppArmor profile and SELinux label for the exec, as runc: before no_new_privs, the
     // identity change and seccomp (lsm.rs).
@@ -905,7 +926,7 @@ fn finish(c: &Child, spec: &Spec, process: &Process, workload: &Workload) -> R {
     if let Some(s) = c.seccomp.take() {
         s.load()?;
     }
-    close_all(c);
+    close_all_but(c, &setup_fds);
     match workload {
         Workload::Exec => {
             let exe = resolve_exe(&args[0], &env)?;
@@ -926,14 +947,11 @@ fn finish(c: &Child, spec: &Spec, process: &Process, workload: &Workload) -> R {
             // SAFETY: leaving the child without running destructors.
             unsafe { libc::_exit(127) }
         }
-        Workload::Custom { runner, payload } => {
-            let r = c
-                .workloads
-                .iter()
-                .find(|(n, _)| *n == runner)
-                .map(|(_, r)| *r)
-                .ok_or_else(|| format!("unknown workload runner {runner:?}"))?;
-            let prepared = r.prepare(&ctx, payload)?;
+        Workload::Custom {
+            runner: name,
+            payload,
+        } => {
+            let prepared = runner(c, name)?.prepare(&ctx, payload, setup)?;
             ready_and_wait(c)?;
             if let Some(h) = &c.hooks {
                 h.start_container()?;

@@ -41,4 +41,6 @@ pub use error::{Error, Result};
 pub use fds::{private_dir, private_file};
 pub use request::{ExecRequest, InitRequest};
 pub use spawner::{PendingProcess, Spawner, Stdio};
-pub use workload::{PreparedWorkload, ProcessContext, Workload, WorkloadRunner, WorkloadTable};
+pub use workload::{
+    PreparedWorkload, ProcessContext, SetupFds, Workload, WorkloadRunner, WorkloadTable,
+};

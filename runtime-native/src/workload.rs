@@ -6,6 +6,8 @@
 //! payload is opaque bytes the registering crate defines (the wasm runtime puts its module
 //! artifact path and options there).
 
+use std::os::fd::OwnedFd;
+
 use serde::{Deserialize, Serialize};
 
 /// Which program the container process runs once it is set up.
@@ -39,13 +41,26 @@ pub trait PreparedWorkload {
     fn run(self: Box<Self>, ctx: &ProcessContext) -> i32;
 }
 
+/// File descriptors a runner's [`WorkloadRunner::setup`] took, each with a name of its choosing
+/// (the wasm runner: the path at which its guest sees a directory). They stay open when the
+/// container process closes every other fd, and are handed to [`WorkloadRunner::prepare`].
+pub type SetupFds = Vec<(String, OwnedFd)>;
+
 /// Prepares a custom workload inside the container (after pivot_root, before Create returns),
 /// so that bad input fails Create with a clear message rather than a mysterious exit.
 pub trait WorkloadRunner: Sync {
+    /// Runs in the container process once its mounts are made (an exec: once it joined the
+    /// container), before it gives up its privileges (identity, capabilities, seccomp): for a
+    /// runner that must take hold of the container's files while it still can.
+    fn setup(&self, _spec: &oci_spec::runtime::Spec) -> std::result::Result<SetupFds, String> {
+        Ok(Vec::new())
+    }
+
     fn prepare(
         &self,
         ctx: &ProcessContext,
         payload: &[u8],
+        setup: SetupFds,
     ) -> std::result::Result<Box<dyn PreparedWorkload>, String>;
 }
 

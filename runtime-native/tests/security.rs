@@ -24,7 +24,12 @@ struct ProbeRunner;
 struct ProbePrepared;
 
 impl WorkloadRunner for ProbeRunner {
-    fn prepare(&self, _: &ProcessContext, _: &[u8]) -> Result<Box<dyn PreparedWorkload>, String> {
+    fn prepare(
+        &self,
+        _: &ProcessContext,
+        _: &[u8],
+        _: runtime_native::SetupFds,
+    ) -> Result<Box<dyn PreparedWorkload>, String> {
         Ok(Box::new(ProbePrepared))
     }
 }

@@ -23,6 +23,7 @@ impl WorkloadRunner for EchoRunner {
         &self,
         ctx: &ProcessContext,
         payload: &[u8],
+        _: runtime_native::SetupFds,
     ) -> Result<Box<dyn PreparedWorkload>, String> {
         if payload == b"bad" {
             return Err("invalid payload: bad".into());

@@ -7,7 +7,7 @@
 //! argv[0] for the guest is FILE.
 use std::time::Instant;
 
-use runtime_wasm::{load, split_entry, Cache, RunContext, DEFAULT_CACHE_MAX_BYTES};
+use runtime_wasm::{load, split_entry, Cache, GuestDirs, RunContext, DEFAULT_CACHE_MAX_BYTES};
 
 fn main() {
     // Before compiling (a thread pool) so every thread has SIGTERM/SIGINT blocked.
@@ -60,6 +60,7 @@ fn main() {
     }
     let env = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
     let mut ctx = RunContext::new(args, env);
+    ctx.dirs = GuestDirs::Paths(vec![("/".into(), "/".into())]);
     ctx.memory_limit = memory;
     if let Ok(cwd) = std::env::current_dir() {
         ctx.cwd = cwd.display().to_string();

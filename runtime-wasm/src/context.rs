@@ -1,9 +1,11 @@
-//! What a guest runs with: its stdio, argv, env, cwd, root and memory cap ([`RunContext`]), and
-//! the wasmtime store data built from it for core modules and components.
+//! What a guest runs with: its stdio, argv, env, cwd, directories and memory cap
+//! ([`RunContext`]), and the wasmtime store data built from it for core modules and components.
 
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
@@ -11,6 +13,17 @@ use wasmtime_wasi::cli::{InputFile, OutputFile};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::view::GuestDir;
+
+/// The directories preopened for the guest (WASI preopens), by the path the guest sees.
+#[derive(Debug)]
+pub enum GuestDirs {
+    /// Host paths (tools and tests; `amphi-wasm-run` gives the host's `/`).
+    Paths(Vec<(String, PathBuf)>),
+    /// The detached copies [`crate::take_guest_dirs`] made in the container process.
+    Copies(Vec<GuestDir>),
+}
 
 /// Where the guest's stdin/stdout/stderr come from.
 #[derive(Debug, Default)]
@@ -39,16 +52,16 @@ pub struct RunContext {
     /// container's memory limit, so `memory.grow` fails in the guest before an OOM kill.
     pub memory_limit: Option<u64>,
     pub stdio: Stdio,
-    /// Host directory preopened as the guest's `/` (read/write, file permissions apply).
-    /// `/` inside the container.
-    pub root: PathBuf,
+    /// What the guest sees of the file system (read/write where the mount is; file
+    /// permissions apply). None by default.
+    pub dirs: GuestDirs,
     /// Block SIGTERM/SIGINT and handle them in a helper thread (exit `128+sig`, or drain
     /// an HTTP proxy). Only for a process that runs nothing else: the container process.
     pub handle_signals: bool,
 }
 
 impl RunContext {
-    /// Defaults for a container process: inherit stdio, root `/`, cwd `/`, handle signals.
+    /// Defaults for a container process: inherit stdio, no directories, cwd `/`, handle signals.
     pub fn new(args: Vec<String>, env: Vec<String>) -> RunContext {
         RunContext {
             args,
@@ -56,7 +69,7 @@ impl RunContext {
             cwd: "/".into(),
             memory_limit: None,
             stdio: Stdio::Inherit,
-            root: PathBuf::from("/"),
+            dirs: GuestDirs::Paths(Vec::new()),
             handle_signals: true,
         }
     }
@@ -100,8 +113,25 @@ impl RunContext {
         b.args(&self.args);
         b.envs(&self.env_pairs());
         b.initial_cwd(&self.cwd);
-        b.preopened_dir(&self.root, "/", FsPerms::ReadWrite)
-            .map_err(|e| format!("preopen {} as /: {}", self.root.display(), crate::chain(&e)))?;
+        match &self.dirs {
+            GuestDirs::Paths(dirs) => {
+                for (guest, host) in dirs {
+                    b.preopened_dir(host, guest, FsPerms::ReadWrite)
+                        .map_err(|e| {
+                            format!(
+                                "preopen {} as {guest}: {}",
+                                host.display(),
+                                crate::chain(&e)
+                            )
+                        })?;
+                }
+            }
+            GuestDirs::Copies(dirs) => {
+                for d in dirs {
+                    preopen_fd(&mut b, &d.dir, &d.guest)?;
+                }
+            }
+        }
         b.inherit_network();
         b.allow_tcp(true);
         b.allow_udp(true);
@@ -128,6 +158,31 @@ impl RunContext {
             }
         }
     }
+}
+
+/// Preopens the directory `dir` (a detached mount: it has no path) as `guest`. wasmtime-wasi
+/// preopens by path only, so the process changes into `dir` and preopens `.`, then changes
+/// back; the lock keeps concurrent builders (an HTTP proxy's requests) from racing on the
+/// process's working directory, which nothing else in the runner uses.
+fn preopen_fd(b: &mut WasiCtxBuilder, dir: &OwnedFd, guest: &str) -> Result<(), String> {
+    static CWD: Mutex<()> = Mutex::new(());
+    let _held = CWD.lock().unwrap_or_else(|p| p.into_inner());
+    let here = nix::fcntl::open(
+        ".",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("preopen {guest}: open the working directory: {e}"))?;
+    nix::unistd::fchdir(dir.as_fd()).map_err(|e| format!("preopen {guest}: enter it: {e}"))?;
+    let r = b
+        .preopened_dir(".", guest, FsPerms::ReadWrite)
+        .map(|_| ())
+        .map_err(|e| format!("preopen {guest}: {}", crate::chain(&e)));
+    if let Err(e) = nix::unistd::fchdir(here.as_fd()) {
+        // Continuing in the guest's directory would make relative host paths resolve there.
+        panic!("preopen {guest}: cannot return to the working directory: {e}");
+    }
+    r
 }
 
 /// Store data for core modules (WASI preview1).

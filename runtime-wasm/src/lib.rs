@@ -5,8 +5,9 @@
 //! * in the **shim** (multi-threaded, may compile): [`detect`] / [`detect_bytes`] decide
 //!   native vs wasm, [`Cache::compile`] compiles through the node-wide on-disk cache and
 //!   returns the artifact (an open file) plus a [`WasmPayload`] for the container process;
-//! * in the **container process** (after pivot_root): [`load`] maps the artifact from the
-//!   inherited fd and checks imports, then [`Loaded::run`] runs it and returns the exit code.
+//! * in the **container process** (after pivot_root): [`take_guest_dirs`] copies the directories
+//!   the guest may see while the process still has its privileges, [`load`] maps the artifact
+//!   from the inherited fd and links it, then [`Loaded::run`] runs it and returns the exit code.
 //!
 //! Exit codes of [`Loaded::run`]: `proc_exit(n)` / `wasi:cli/exit` → `n`; normal return → 0
 //! (`wasi:cli/run` returning `err` → 1); trap → 134 (message and wasm backtrace on stderr);
@@ -21,16 +22,18 @@ mod detect;
 mod engine;
 mod http;
 mod loaded;
+mod mount;
 mod payload;
 mod run;
 mod signals;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use std::path::PathBuf;
 
 pub use cache::{Cache, Compiled, DEFAULT_CACHE_DIR, DEFAULT_CACHE_MAX_BYTES};
-pub use context::{RunContext, Stdio};
+pub use context::{GuestDirs, RunContext, Stdio};
 pub use detect::{detect, detect_bytes, split_entry, Entrypoint, WasmFormat};
 pub use engine::{engine_config, new_engine};
 pub use loaded::{Loaded, EXIT_TRAP};
@@ -38,6 +41,7 @@ pub use payload::{WasmKind, WasmPayload};
 pub use run::load;
 pub use signals::block_termination_signals;
 pub use signals::{Interrupter, SIGNAL_GRACE};
+pub use view::{take as take_guest_dirs, DataMount, GuestDir};
 
 /// Errors of this crate. Each says which module (the name given by the caller: the
 /// entrypoint path or image reference) and what failed.
@@ -72,6 +76,8 @@ pub enum Error {
     Engine(String),
     #[error("wasm payload: {0}")]
     Payload(String),
+    #[error("wasm guest directories: {0}")]
+    Sandbox(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

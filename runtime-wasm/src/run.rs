@@ -83,6 +83,34 @@ fn has_export(exports: &[String], iface: &str) -> bool {
         .any(|n| n == iface || n.strip_prefix(iface).is_some_and(|r| r.starts_with('@')))
 }
 
+/// What a component is by its exports: a `wasi:cli/run` command or a
+/// `wasi:http/incoming-handler` proxy (anything else is refused).
+pub(crate) fn component_kind(
+    engine: &Engine,
+    name: &str,
+    component: &Component,
+) -> Result<WasmKind> {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(n, _)| n.to_string())
+        .collect();
+    if has_export(&exports, "wasi:cli/run") {
+        Ok(WasmKind::ComponentCommand)
+    } else if has_export(&exports, "wasi:http/incoming-handler") {
+        Ok(WasmKind::HttpProxy)
+    } else {
+        Err(Error::UnsupportedComponent {
+            module: name.to_string(),
+            exports: if exports.is_empty() {
+                "none".into()
+            } else {
+                exports.join(", ")
+            },
+        })
+    }
+}
+
 /// Classify a component (command or HTTP proxy) and link it against WASI p2 + wasi:http.
 pub(crate) fn prepare_component(
     engine: &Engine,
@@ -90,25 +118,7 @@ pub(crate) fn prepare_component(
     component: &Component,
     expected: Option<WasmKind>,
 ) -> Result<(WasmKind, Program)> {
-    let exports: Vec<String> = component
-        .component_type()
-        .exports(engine)
-        .map(|(n, _)| n.to_string())
-        .collect();
-    let kind = if has_export(&exports, "wasi:cli/run") {
-        WasmKind::ComponentCommand
-    } else if has_export(&exports, "wasi:http/incoming-handler") {
-        WasmKind::HttpProxy
-    } else {
-        return Err(Error::UnsupportedComponent {
-            module: name.to_string(),
-            exports: if exports.is_empty() {
-                "none".into()
-            } else {
-                exports.join(", ")
-            },
-        });
-    };
+    let kind = component_kind(engine, name, component)?;
     if let Some(want) = expected {
         if want != kind {
             return Err(Error::Payload(format!(

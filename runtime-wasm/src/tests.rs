@@ -277,60 +277,233 @@ fn eviction_is_lru_and_bounded() {
     load(b.file, &b.payload).unwrap();
 }
 
+/// Compiles through the cache and loads, as the shim and then the container do: the error of
+/// whichever step refused the module.
+fn compile_and_load(cache: &Cache, name: &str, src: &[u8], export: Option<&str>) -> Result<Loaded> {
+    let c = cache.compile(name, src, export)?;
+    load(c.file, &c.payload)
+}
+
 #[test]
 fn errors_name_the_module_and_problem() {
     let (_d, cache) = cache();
-    let e = cache
-        .compile("bad.wasm", b"\0asm\x01\0\0\0\x01garbage", None)
-        .unwrap_err()
-        .to_string();
+    let err = |name: &str, src: &[u8], export: Option<&str>| match compile_and_load(
+        &cache, name, src, export,
+    ) {
+        Ok(_) => panic!("{name} loaded"),
+        Err(e) => e.to_string(),
+    };
+    let e = err("bad.wasm", b"\0asm\x01\0\0\0\x01garbage", None);
     assert!(e.contains("bad.wasm") && e.contains("invalid"), "{e}");
-    let e = cache
-        .compile("short.wasm", b"\0asm\x01", None)
-        .unwrap_err()
-        .to_string();
+    let e = err("short.wasm", b"\0asm\x01", None);
     assert!(e.contains("short.wasm") && e.contains("truncated"), "{e}");
-    let e = cache
-        .compile("sh", b"#!/bin/sh\necho", None)
-        .unwrap_err()
-        .to_string();
+    let e = err("sh", b"#!/bin/sh\necho", None);
     assert!(e.contains("sh") && e.contains("not a WebAssembly"), "{e}");
-    let e = cache
-        .compile("hello.wat", HELLO_EXIT3.as_bytes(), Some("nope"))
-        .unwrap_err()
-        .to_string();
+    let e = err("hello.wat", HELLO_EXIT3.as_bytes(), Some("nope"));
     assert!(
         e.contains("hello.wat") && e.contains("`nope`") && e.contains("_start"),
         "{e}"
     );
-    let e = cache
-        .compile("lib.wat", b"(module (func (export \"f\")))", None)
-        .unwrap_err()
-        .to_string();
+    let e = err("lib.wat", b"(module (func (export \"f\")))", None);
     assert!(
         e.contains("lib.wat") && e.contains("_start") && e.contains("f"),
         "{e}"
     );
-    let e = cache
-        .compile("env.wat", IMPORTS_ENV.as_bytes(), None)
-        .unwrap_err()
-        .to_string();
+    let e = err("env.wat", IMPORTS_ENV.as_bytes(), None);
     assert!(
         e.contains("env.wat") && e.contains("env") && e.contains("foo"),
         "{e}"
     );
-    let e = cache
-        .compile("empty.wat", b"(component)", None)
-        .unwrap_err()
-        .to_string();
+    let e = err("empty.wat", b"(component)", None);
     assert!(e.contains("empty.wat") && e.contains("wasi:cli/run"), "{e}");
-    // a hit must report the same user error
-    let e2 = cache
-        .compile("env.wat", IMPORTS_ENV.as_bytes(), None)
-        .unwrap_err()
+    // A hit (the module is cached now) reports the same user error.
+    let again = err("env.wat", IMPORTS_ENV.as_bytes(), None);
+    assert!(
+        cache
+            .compile("env.wat", IMPORTS_ENV.as_bytes(), None)
+            .unwrap()
+            .cache_hit
+    );
+    assert!(again.contains("foo"), "{again}");
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+#[test]
+fn cache_is_private_to_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c");
+    let cache = Cache::open(&path, DEFAULT_CACHE_MAX_BYTES).unwrap();
+    assert_eq!(mode(&path), 0o700);
+    let a = cache
+        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .unwrap();
+    assert_eq!(mode(&a.artifact), 0o600);
+    let name = a
+        .artifact
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.ends_with(".v2.cwasm"),
+        "{name}: the format is in the name"
+    );
+    // An existing world-readable directory (an older shim's) is narrowed.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    Cache::open(&path, DEFAULT_CACHE_MAX_BYTES).unwrap();
+    assert_eq!(mode(&path), 0o700);
+    // Somebody else's directory is refused, naming the owner.
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(4242), None).unwrap();
+    let e = Cache::open(&theirs, DEFAULT_CACHE_MAX_BYTES)
+        .err()
+        .unwrap()
         .to_string();
-    assert_eq!(e, e.clone());
-    assert!(e2.contains("foo"), "{e2}");
+    assert!(e.contains("theirs") && e.contains("4242"), "{e}");
+    // So is a symlink to a directory.
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    let e = Cache::open(&link, DEFAULT_CACHE_MAX_BYTES)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("link") && e.contains("symlink"), "{e}");
+}
+
+#[test]
+fn untrusted_entries_are_recompiled() {
+    let (_d, cache) = cache();
+    let a = cache
+        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .unwrap();
+    let entry = a.artifact.clone();
+    drop(a);
+    let good = std::fs::read(&entry).unwrap();
+    let decoy = cache.dir().join("decoy");
+    std::fs::write(&decoy, &good).unwrap();
+    // A symlink in place of the entry, even to a valid entry, is not followed.
+    std::fs::remove_file(&entry).unwrap();
+    std::os::unix::fs::symlink(&decoy, &entry).unwrap();
+    let b = cache
+        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .unwrap();
+    assert!(!b.cache_hit);
+    assert!(!std::fs::symlink_metadata(&entry)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // An entry others may read or write.
+    std::fs::set_permissions(&entry, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    assert!(
+        !cache
+            .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+            .unwrap()
+            .cache_hit
+    );
+    assert_eq!(mode(&entry), 0o600);
+    // An entry with a second name.
+    let twin = cache.dir().join("twin");
+    std::fs::hard_link(&entry, &twin).unwrap();
+    assert!(
+        !cache
+            .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+            .unwrap()
+            .cache_hit
+    );
+    std::fs::remove_file(&twin).unwrap();
+    assert!(
+        cache
+            .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+            .unwrap()
+            .cache_hit
+    );
+}
+
+#[test]
+fn a_changed_artifact_is_caught_by_its_digest() {
+    use std::os::unix::fs::FileExt;
+    let (_d, cache) = cache();
+    let a = cache
+        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .unwrap();
+    drop(a.file);
+    // Code bytes changed in place, size and mtime restored: only the digest tells.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&a.artifact)
+        .unwrap();
+    let mtime = f.metadata().unwrap().modified().unwrap();
+    f.write_all_at(
+        b"\xcc\xcc\xcc\xcc",
+        4096.min(f.metadata().unwrap().len() / 2),
+    )
+    .unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    // Another shim (a fresh cache on the same directory) checks the digest.
+    let other = Cache::open(cache.dir(), DEFAULT_CACHE_MAX_BYTES).unwrap();
+    let b = other
+        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .unwrap();
+    assert!(!b.cache_hit, "a changed entry was trusted");
+    let loaded = load(b.file, &b.payload).unwrap();
+    let (c, out_r, err_r) = ctx(&["x"]);
+    let out = run_loaded(loaded, c, out_r, err_r);
+    assert_eq!((out.code, out.stdout.as_str()), (3, "hello from wasm\n"));
+    assert!(
+        other
+            .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+            .unwrap()
+            .cache_hit
+    );
+}
+
+#[test]
+fn the_handed_over_artifact_cannot_be_reopened_for_writing() {
+    use std::os::fd::AsRawFd;
+    let (_d, cache) = cache();
+    for hit in [false, true] {
+        let a = cache
+            .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+            .unwrap();
+        assert_eq!(a.cache_hit, hit);
+        let reopen = format!("/proc/self/fd/{}", a.file.as_raw_fd());
+        let e = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&reopen)
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{reopen}: {e}");
+        // Read-only reopens (a component is mapped that way) still work.
+        std::fs::File::open(&reopen).unwrap();
+        // The cache itself still writes its directory.
+        assert!(std::fs::metadata(&a.artifact).unwrap().len() > 0);
+    }
+}
+
+#[test]
+fn guest_root_has_no_kernel_filesystems() {
+    let dirs = crate::take_guest_dirs(&[]).unwrap();
+    assert_eq!(dirs.len(), 1);
+    assert_eq!(dirs[0].guest, "/");
+    let root = &dirs[0].dir;
+    let open = |p: &str| {
+        nix::fcntl::openat(
+            root,
+            p,
+            nix::fcntl::OFlag::O_RDONLY,
+            nix::sys::stat::Mode::empty(),
+        )
+    };
+    // The host's root file system is there, its /proc and /sys mounts are not.
+    assert!(open("etc").is_ok());
+    for p in ["proc/self/maps", "proc/1/mem", "sys/kernel", "dev/pts/ptmx"] {
+        assert!(open(p).is_err(), "{p} reachable through the copy of /");
+    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use runtime_wasm::{load, Cache, RunContext, Stdio, WasmKind, DEFAULT_CACHE_MAX_BYTES};
+use runtime_wasm::{load, Cache, GuestDirs, RunContext, Stdio, WasmKind, DEFAULT_CACHE_MAX_BYTES};
 
 fn out_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm/out")
@@ -51,9 +51,7 @@ fn run_in_process(
         vec!["GREETING=hi there".into(), "EMPTY=".into()],
     );
     ctx.handle_signals = false;
-    if let Some(root) = root {
-        ctx.root = root;
-    }
+    ctx.dirs = GuestDirs::Paths(vec![("/".into(), root.unwrap_or_else(|| "/".into()))]);
     ctx.stdio = Stdio::Files {
         stdin: File::open("/dev/null").unwrap(),
         stdout: out_w.into(),

@@ -7,8 +7,8 @@ use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use runtime_native::{PreparedWorkload, ProcessContext, WorkloadRunner};
-use runtime_wasm::{Cache, Loaded, RunContext, WasmPayload};
+use runtime_native::{PreparedWorkload, ProcessContext, SetupFds, WorkloadRunner};
+use runtime_wasm::{Cache, DataMount, GuestDir, GuestDirs, Loaded, RunContext, WasmPayload};
 
 /// The name the service puts in `Workload::Custom` and `main` registers.
 pub const RUNNER: &str = "wasm";
@@ -35,13 +35,35 @@ pub struct WasmRunner;
 
 pub static WASM_RUNNER: WasmRunner = WasmRunner;
 
-struct PreparedWasm(Loaded);
+struct PreparedWasm(Loaded, Vec<GuestDir>);
 
 impl WorkloadRunner for WasmRunner {
+    /// The guest's directories: copies of the container's root and data mounts, taken while
+    /// the process can still make them (runtime_wasm::take_guest_dirs).
+    fn setup(&self, spec: &oci_spec::runtime::Spec) -> Result<SetupFds, String> {
+        let mounts = spec.mounts().clone().unwrap_or_default();
+        let data: Vec<DataMount> = mounts
+            .iter()
+            .map(|m| DataMount {
+                destination: m.destination().to_str().unwrap_or("/"),
+                typ: m.typ().as_deref().unwrap_or(""),
+                source: m.source().as_ref().and_then(|p| p.to_str()).unwrap_or(""),
+                bind: m.typ().as_deref() == Some("bind")
+                    || m.options()
+                        .iter()
+                        .flatten()
+                        .any(|o| o == "bind" || o == "rbind"),
+            })
+            .collect();
+        let dirs = runtime_wasm::take_guest_dirs(&data).map_err(|e| e.to_string())?;
+        Ok(dirs.into_iter().map(|d| (d.guest, d.dir)).collect())
+    }
+
     fn prepare(
         &self,
         ctx: &ProcessContext,
         payload: &[u8],
+        setup: SetupFds,
     ) -> Result<Box<dyn PreparedWorkload>, String> {
         let payload = WasmPayload::from_bytes(payload).map_err(|e| e.to_string())?;
         let fd = *ctx.extra_fds.first().ok_or_else(|| {
@@ -53,7 +75,11 @@ impl WorkloadRunner for WasmRunner {
         // SAFETY: the spawner handed this fd to this process for the runner to own.
         let artifact = unsafe { File::from_raw_fd(fd) };
         let loaded = runtime_wasm::load(artifact, &payload).map_err(|e| e.to_string())?;
-        Ok(Box::new(PreparedWasm(loaded)))
+        let dirs = setup
+            .into_iter()
+            .map(|(guest, dir)| GuestDir { guest, dir })
+            .collect();
+        Ok(Box::new(PreparedWasm(loaded, dirs)))
     }
 }
 
@@ -66,6 +92,8 @@ impl PreparedWorkload for PreparedWasm {
             ctx.cwd.clone()
         };
         run.memory_limit = ctx.memory_limit;
-        self.0.run(run)
+        let PreparedWasm(loaded, dirs) = *self;
+        run.dirs = GuestDirs::Copies(dirs);
+        loaded.run(run)
     }
 }

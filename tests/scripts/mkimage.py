@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Builds OCI image archives offline, for `ctr images import`.
 
-  mkimage.py rootfs  OUT.tar NAME [--busybox PATH] [--file SRC:DEST ...] [--entrypoint ARG ...]
-      a busybox-static rootfs (applets as symlinks) plus extra files
+  mkimage.py rootfs  OUT.tar NAME [--busybox PATH] [--file SRC:DEST ...] [--symlink LINK:TARGET ...]
+                     [--entrypoint ARG ...]
+      a busybox-static rootfs (applets as symlinks) plus extra files and symlinks
   mkimage.py wasm-layer OUT.tar NAME MODULE.wasm [MODULE.wasm ...] [--media-type TYPE]
       an image whose only layers are the modules themselves, with wasm layer media types
       (a component's or a core module's by default), each titled with its file name; the
@@ -42,7 +43,7 @@ def busybox_applets(busybox):
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def rootfs_layer(busybox, files):
+def rootfs_layer(busybox, files, symlinks=()):
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for d in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "tmp", "proc", "sys", "dev",
@@ -61,6 +62,9 @@ def rootfs_layer(busybox, files):
             src, dest = spec.split(":", 1)
             with open(src, "rb") as f:
                 add_bytes(tar, dest.lstrip("/"), f.read(), os.stat(src).st_mode & 0o777)
+        for spec in symlinks:
+            link, target = spec.split(":", 1)
+            add_symlink(tar, link.lstrip("/"), target)
     return raw.getvalue()
 
 
@@ -113,6 +117,7 @@ def main():
     r.add_argument("out"); r.add_argument("name")
     r.add_argument("--busybox", default="/bin/busybox")
     r.add_argument("--file", action="append", default=[], help="SRC:DEST to add to the rootfs")
+    r.add_argument("--symlink", action="append", default=[], help="LINK:TARGET to add to the rootfs")
     r.add_argument("--entrypoint", nargs="*", default=None)
     r.add_argument("--cmd", nargs="*", default=["/bin/sh"])
     w = sub.add_parser("wasm-layer")
@@ -125,7 +130,7 @@ def main():
     args = ap.parse_args()
     env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
     if args.kind == "rootfs":
-        tar = rootfs_layer(args.busybox, args.file)
+        tar = rootfs_layer(args.busybox, args.file, args.symlink)
         gz = gzip.compress(tar, mtime=0)
         config = {"Env": env, "Cmd": args.cmd, "WorkingDir": "/"}
         if args.entrypoint:

@@ -27,6 +27,9 @@ pub struct Containerd {
     /// The CRI plugin's settings when it is enabled ([`Containerd::start_cri`]); then the
     /// namespace is CRI's `k8s.io`.
     pub cri: Option<crate::cri_env::CriConfig>,
+    /// Extra environment of the daemon, which the shims it starts inherit
+    /// ([`Containerd::restart_with_env`]).
+    env: Vec<(String, String)>,
 }
 
 impl Containerd {
@@ -77,6 +80,7 @@ impl Containerd {
             child: None,
             keep: std::env::var("AMPHI_E2E_KEEP").is_ok_and(|v| v == "1"),
             cri,
+            env: Vec::new(),
         };
         if let Some(cri) = &d.cri {
             crate::cri_env::write_cni_conf(&d.dir, cri)?;
@@ -181,6 +185,7 @@ disabled_plugins = [
             .env_remove("NOTIFY_SOCKET")
             .env_remove("CONTAINERD_ADDRESS")
             .env_remove("CONTAINERD_NAMESPACE")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -243,6 +248,14 @@ disabled_plugins = [
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
         self.spawn()
+    }
+
+    /// Restarts the daemon with `key=value` added to its environment, so that the shims it
+    /// starts from now on see it (e.g. a private `AMPHI_WASM_CACHE_DIR`).
+    pub fn restart_with_env(&mut self, key: &str, value: &str) -> Result<()> {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+        self.restart()
     }
 
     /// `ctr --address A --namespace N ARGS...` with the default deadline.

@@ -83,16 +83,18 @@ macro_rules! e2e {
     };
 }
 
-/// Like [`e2e!`] but only with `io.containerd.runc.v2`, not ignored: validates the harness.
+/// One case for containerd 1.6, 1.7 and 2.1 with one runtime (`Amphi` or `Runc`): what
+/// [`wasm_e2e!`] and [`e2e_runc!`] expand to.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! e2e_runc {
-    ($name:ident, $f:expr) => {
+macro_rules! e2e_with {
+    ($name:ident, $f:expr, $runtime:ident) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
             fn run(v: $crate::Version) {
                 $crate::require_root();
-                $crate::run_case(v, $crate::Runtime::Runc, stringify!($name), $f)
+                $crate::run_case(v, $crate::Runtime::$runtime, stringify!($name), $f)
             }
             #[test]
             fn containerd_1_6() {
@@ -107,5 +109,22 @@ macro_rules! e2e_runc {
                 run($crate::Version::V2_1)
             }
         }
+    };
+}
+
+/// Declares a wasm end-to-end case for containerd 1.6, 1.7 and 2.1: only amphi runs wasm, so
+/// there is no runc variant.
+#[macro_export]
+macro_rules! wasm_e2e {
+    ($name:ident, $f:expr) => {
+        $crate::e2e_with!($name, $f, Amphi);
+    };
+}
+
+/// Like [`e2e!`] but only with `io.containerd.runc.v2`, not ignored: validates the harness.
+#[macro_export]
+macro_rules! e2e_runc {
+    ($name:ident, $f:expr) => {
+        $crate::e2e_with!($name, $f, Runc);
     };
 }

@@ -7,36 +7,10 @@
 
 use amphi_tests::cmd::{self, Output, Running};
 use amphi_tests::wasm_images::{self, Target};
-use amphi_tests::{paths, procs, Case, Runtime};
+use amphi_tests::{paths, procs, wasm_e2e, Case};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// Only amphi runs wasm; these cases have no runc variant.
-macro_rules! wasm_e2e {
-    ($name:ident, $f:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            fn run(v: amphi_tests::Version) {
-                amphi_tests::require_root();
-                amphi_tests::run_case(v, Runtime::Amphi, stringify!($name), $f)
-            }
-            #[test]
-            fn containerd_1_6() {
-                run(amphi_tests::Version::V1_6)
-            }
-            #[test]
-            fn containerd_1_7() {
-                run(amphi_tests::Version::V1_7)
-            }
-            #[test]
-            fn containerd_2_1() {
-                run(amphi_tests::Version::V2_1)
-            }
-        }
-    };
-}
 
 const IMAGE: &str = "docker.io/amphi/wasm-apps:e2e";
 
