@@ -6,12 +6,14 @@
 //! are valid. Readers hold an open fd / mmap, so eviction (unlink) never disturbs a
 //! running container. A hit touches the entry's mtime, which is the LRU clock.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -20,7 +22,8 @@ use wasmtime::{Engine, Module};
 
 use crate::detect::{detect_bytes, wat_is_component, Entrypoint, WasmFormat};
 use crate::run::{prepare_component, prepare_module};
-use crate::{Error, Result, WasmKind, WasmPayload};
+use crate::settings::CompileKey;
+use crate::{Error, Result, WasmKind, WasmPayload, WasmSettings};
 
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/amphi/wasm-cache";
 /// 2 GiB.
@@ -39,6 +42,10 @@ pub struct Cache {
     max_bytes: u64,
     engine: Engine,
     engine_hash: String,
+    /// Engines for non-default `[wasm]` settings that change compiled code, by
+    /// [`CompileKey`]; their compatibility hash is part of the entry's name, so the same module
+    /// compiled with two such settings is two entries.
+    others: Mutex<HashMap<CompileKey, (Engine, String)>>,
 }
 
 /// A compiled (or cached) module, ready to hand to a container.
@@ -67,6 +74,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The engine's compatibility hash, as the 16 hex digits in a cache entry's name.
+fn engine_hash(engine: &Engine) -> String {
+    let mut h = Sha256Hasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut h);
+    hex(&h.0.finalize()[..8])
+}
+
 /// `sha256:<hex>` of `bytes`.
 fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
@@ -82,15 +96,30 @@ impl Cache {
             source,
         })?;
         let engine = crate::new_engine()?;
-        let mut h = Sha256Hasher(Sha256::new());
-        engine.precompile_compatibility_hash().hash(&mut h);
-        let engine_hash = hex(&h.0.finalize()[..8]);
+        let engine_hash = engine_hash(&engine);
         Ok(Cache {
             dir,
             max_bytes,
             engine,
             engine_hash,
+            others: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The compiling engine and its hash for `settings`.
+    fn engine_for(&self, settings: &WasmSettings) -> Result<(Engine, String)> {
+        let key = settings.compile_key();
+        if key == WasmSettings::default().compile_key() {
+            return Ok((self.engine.clone(), self.engine_hash.clone()));
+        }
+        let mut others = self.others.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = others.get(&key) {
+            return Ok(e.clone());
+        }
+        let engine = crate::engine_for(settings)?;
+        let hash = engine_hash(&engine);
+        others.insert(key, (engine.clone(), hash.clone()));
+        Ok((engine, hash))
     }
 
     pub fn dir(&self) -> &Path {
@@ -105,6 +134,19 @@ impl Cache {
     /// messages), with an optional core-module `export` to call instead of `_start`.
     /// Validates the entry point and that every import can be satisfied.
     pub fn compile(&self, name: &str, bytes: &[u8], export: Option<&str>) -> Result<Compiled> {
+        self.compile_with(&WasmSettings::default(), name, bytes, export)
+    }
+
+    /// [`Cache::compile`] with the `[wasm]` settings of the container: those that change
+    /// compiled code select the engine (and so the entry); all of them travel in the payload.
+    pub fn compile_with(
+        &self,
+        settings: &WasmSettings,
+        name: &str,
+        bytes: &[u8],
+        export: Option<&str>,
+    ) -> Result<Compiled> {
+        let (engine, engine_hash) = self.engine_for(settings)?;
         let format =
             match detect_bytes(name, bytes)? {
                 Entrypoint::Wasm(f) => f,
@@ -128,19 +170,17 @@ impl Cache {
             });
         }
         let digest = digest(bytes);
-        let key = format!(
-            "{}-{}{SUFFIX}",
-            &digest["sha256:".len()..],
-            self.engine_hash
-        );
+        let key = format!("{}-{}{SUFFIX}", &digest["sha256:".len()..], engine_hash);
         let path = self.dir.join(&key);
 
         // Hit?
         if let Ok(file) = File::open(&path) {
-            match self.validate(name, &path, &file, is_component, export) {
+            match self.validate(&engine, name, &path, &file, is_component, export) {
                 Ok(Validated::Ok(kind)) => {
                     touch(&path);
-                    return Ok(self.compiled(path, file, kind, export, digest, name, true));
+                    let mut c = self.compiled(path, file, kind, export, digest, name, true);
+                    c.payload.settings = settings.clone();
+                    return Ok(c);
                 }
                 Ok(Validated::Invalid(e)) => return Err(e),
                 Err(e) => {
@@ -155,9 +195,9 @@ impl Cache {
 
         // Miss: compile, write atomically, then load it back exactly like a hit.
         let artifact = if is_component {
-            self.engine.precompile_component(bytes)
+            engine.precompile_component(bytes)
         } else {
-            self.engine.precompile_module(bytes)
+            engine.precompile_module(bytes)
         }
         .map_err(|e| Error::InvalidModule {
             module: name.to_string(),
@@ -169,12 +209,14 @@ impl Cache {
             op: "open",
             source,
         })?;
-        let kind = match self.validate(name, &path, &file, is_component, export)? {
+        let kind = match self.validate(&engine, name, &path, &file, is_component, export)? {
             Validated::Ok(kind) => kind,
             Validated::Invalid(e) => return Err(e),
         };
         self.evict(&path);
-        Ok(self.compiled(path, file, kind, export, digest, name, false))
+        let mut c = self.compiled(path, file, kind, export, digest, name, false);
+        c.payload.settings = settings.clone();
+        Ok(c)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -193,6 +235,7 @@ impl Cache {
             export: export.map(str::to_string),
             digest,
             name: name.to_string(),
+            settings: Default::default(),
         };
         Compiled {
             artifact,
@@ -206,6 +249,7 @@ impl Cache {
     /// `Validated::Invalid`: the artifact is fine but the program can't run as asked.
     fn validate(
         &self,
+        engine: &Engine,
         name: &str,
         path: &Path,
         file: &File,
@@ -219,9 +263,8 @@ impl Cache {
         if is_component {
             // SAFETY: the file is our own cache entry, produced by `precompile_component`
             // with the same engine config; entries are replaced by rename, never modified.
-            let c =
-                unsafe { Component::deserialize_file(&self.engine, path) }.map_err(artifact_err)?;
-            Ok(match prepare_component(&self.engine, name, &c, None) {
+            let c = unsafe { Component::deserialize_file(engine, path) }.map_err(artifact_err)?;
+            Ok(match prepare_component(engine, name, &c, None) {
                 Ok((kind, _)) => Validated::Ok(kind),
                 Err(e) => Validated::Invalid(e),
             })
@@ -232,9 +275,8 @@ impl Cache {
                 source,
             })?;
             // SAFETY: as above.
-            let m =
-                unsafe { Module::deserialize_open_file(&self.engine, f) }.map_err(artifact_err)?;
-            Ok(match prepare_module(&self.engine, name, &m, export) {
+            let m = unsafe { Module::deserialize_open_file(engine, f) }.map_err(artifact_err)?;
+            Ok(match prepare_module(engine, name, &m, export) {
                 Ok(_) => Validated::Ok(WasmKind::CoreModule),
                 Err(e) => Validated::Invalid(e),
             })

@@ -81,6 +81,16 @@ impl RunContext {
 
     /// A fresh WASI context builder configured from this run context.
     pub(crate) fn wasi_builder(&self) -> std::result::Result<WasiCtxBuilder, String> {
+        self.wasi_builder_with(true)
+    }
+
+    /// The same, for a server that makes a context per request: without `preopens` the
+    /// directories are not opened; the caller copies them (shared handles) from a context it
+    /// built once with them: `*ctx.filesystem() = template.filesystem().clone()`.
+    pub(crate) fn wasi_builder_with(
+        &self,
+        preopens: bool,
+    ) -> std::result::Result<WasiCtxBuilder, String> {
         let mut b = WasiCtxBuilder::new();
         match &self.stdio {
             Stdio::Inherit => {
@@ -100,8 +110,12 @@ impl RunContext {
         b.args(&self.args);
         b.envs(&self.env_pairs());
         b.initial_cwd(&self.cwd);
-        b.preopened_dir(&self.root, "/", FsPerms::ReadWrite)
-            .map_err(|e| format!("preopen {} as /: {}", self.root.display(), crate::chain(&e)))?;
+        if preopens {
+            b.preopened_dir(&self.root, "/", FsPerms::ReadWrite)
+                .map_err(|e| {
+                    format!("preopen {} as /: {}", self.root.display(), crate::chain(&e))
+                })?;
+        }
         b.inherit_network();
         b.allow_tcp(true);
         b.allow_udp(true);
