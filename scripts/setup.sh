@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a Debian 12 machine (as root) to build amphi and run its tests, demo and bench.
 # Idempotent: re-running only does what is missing.
-#   - Debian packages: containerd (1.6, used as is), runc, busybox-static, python3, hyperfine,
+#   - Debian packages: containerd (1.6, used as is), runc, busybox-static, python3, hyperfine, wrk,
 #     protobuf-compiler (the CRI client crate of the tests), containernetworking-plugins (CRI tests),
 #     libseccomp-dev (runtime-native links libseccomp for seccomp filters), ...
 #   - checks the Rust toolchain (rustup/cargo must already be installed; it is not fetched here)
@@ -19,7 +19,7 @@ die() { echo "setup: ERROR: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (sudo $0): it installs packages"
 export DEBIAN_FRONTEND=noninteractive
 
-pkgs=(containerd runc busybox-static python3 hyperfine build-essential pkg-config git curl
+pkgs=(containerd runc busybox-static python3 hyperfine wrk build-essential pkg-config git curl
       ca-certificates util-linux procps iproute2 iptables
       protobuf-compiler containernetworking-plugins libseccomp-dev)
 # --- cgroup v2 guest (tests/vm/, tests/tests/cgroup_v2_vm.rs) --------------------------------

@@ -94,6 +94,16 @@ impl RunContext {
 
     /// A fresh WASI context builder configured from this run context.
     pub(crate) fn wasi_builder(&self) -> std::result::Result<WasiCtxBuilder, String> {
+        self.wasi_builder_with(true)
+    }
+
+    /// The same, for a server that makes a context per request: without `preopens` the
+    /// directories are not opened; the caller copies them (shared handles) from a context it
+    /// built once with them: `*ctx.filesystem() = template.filesystem().clone()`.
+    pub(crate) fn wasi_builder_with(
+        &self,
+        preopens: bool,
+    ) -> std::result::Result<WasiCtxBuilder, String> {
         let mut b = WasiCtxBuilder::new();
         match &self.stdio {
             Stdio::Inherit => {
@@ -113,22 +123,24 @@ impl RunContext {
         b.args(&self.args);
         b.envs(&self.env_pairs());
         b.initial_cwd(&self.cwd);
-        match &self.dirs {
-            GuestDirs::Paths(dirs) => {
-                for (guest, host) in dirs {
-                    b.preopened_dir(host, guest, FsPerms::ReadWrite)
-                        .map_err(|e| {
-                            format!(
-                                "preopen {} as {guest}: {}",
-                                host.display(),
-                                crate::chain(&e)
-                            )
-                        })?;
+        if preopens {
+            match &self.dirs {
+                GuestDirs::Paths(dirs) => {
+                    for (guest, host) in dirs {
+                        b.preopened_dir(host, guest, FsPerms::ReadWrite)
+                            .map_err(|e| {
+                                format!(
+                                    "preopen {} as {guest}: {}",
+                                    host.display(),
+                                    crate::chain(&e)
+                                )
+                            })?;
+                    }
                 }
-            }
-            GuestDirs::Copies(dirs) => {
-                for d in dirs {
-                    preopen_fd(&mut b, &d.dir, &d.guest)?;
+                GuestDirs::Copies(dirs) => {
+                    for d in dirs {
+                        preopen_fd(&mut b, &d.dir, &d.guest)?;
+                    }
                 }
             }
         }

@@ -1,22 +1,144 @@
 //! The one place where the wasmtime `Config` is made. The shim (compiling) and the
-//! container process (loading) must use identical settings, or artifacts won't load.
+//! container process (loading) build it from the same [`WasmSettings`], or artifacts won't load.
+//!
+//! Two engines come out of one set of settings: the compiling/command engine (instances
+//! allocated on demand: one run, no pool to keep) and the serving engine of an HTTP proxy,
+//! which adds the pooling allocator (see DESIGN.md "wasi:http: where a request's time went").
+//! The allocation strategy does not change compiled code, so both load the same artifact.
 
-use wasmtime::{Config, Engine, OptLevel};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
+use crate::settings::{Proposals, WasmSettings};
 use crate::{Error, Result};
 
-/// The engine configuration used for both compiling and running.
+/// The engine configuration for compiling and running with default settings.
 pub fn engine_config() -> Config {
+    config_for(&WasmSettings::default()).expect("default wasm settings are valid")
+}
+
+/// The engine configuration for compiling and running commands with `settings`.
+pub fn config_for(settings: &WasmSettings) -> Result<Config> {
     let mut c = Config::new();
     c.cranelift_opt_level(OptLevel::Speed);
-    // SIGTERM/SIGINT interrupt the guest by bumping the epoch.
+    // SIGTERM/SIGINT and time limits interrupt the guest through the epoch.
     c.epoch_interruption(true);
     c.wasm_component_model(true);
+    c.consume_fuel(settings.fuel.is_some());
+    apply_proposals(&mut c, &settings.proposals);
     // `memory.grow` beyond the StoreLimits returns -1 to the guest instead of trapping.
-    c
+    Ok(c)
+}
+
+fn apply_proposals(c: &mut Config, p: &Proposals) {
+    let set = |c: &mut Config, v: Option<bool>, f: fn(&mut Config, bool) -> &mut Config| {
+        if let Some(v) = v {
+            f(c, v);
+        }
+    };
+    set(c, p.gc, Config::wasm_gc);
+    set(c, p.exceptions, Config::wasm_exceptions);
+    set(c, p.threads, Config::wasm_threads);
+    set(c, p.simd, Config::wasm_simd);
+    set(c, p.relaxed_simd, Config::wasm_relaxed_simd);
+    set(c, p.tail_call, Config::wasm_tail_call);
+    set(c, p.multi_memory, Config::wasm_multi_memory);
+    set(c, p.memory64, Config::wasm_memory64);
+    set(c, p.function_references, Config::wasm_function_references);
+}
+
+/// The serving configuration of an HTTP proxy: [`config_for`] plus a pooling allocator with one
+/// slot per concurrent request. Slots are reused: a new instance maps the module's
+/// copy-on-write memory image into a warm slot instead of mmap/munmap-ing 4 GiB reservations,
+/// fiber stacks and tables for every request.
+pub fn serving_config(settings: &WasmSettings) -> Result<Config> {
+    let mut c = config_for(settings)?;
+    let n = settings.http.max_instances;
+    let p = &settings.pooling;
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(p.max_core_instances_per_component))
+        .max_core_instances_per_component(p.max_core_instances_per_component)
+        .total_memories(n.saturating_mul(p.max_memories_per_component))
+        .max_memories_per_component(p.max_memories_per_component)
+        .max_memories_per_module(p.max_memories_per_component)
+        .total_tables(n.saturating_mul(p.max_tables_per_component))
+        .max_tables_per_component(p.max_tables_per_component)
+        .max_tables_per_module(p.max_tables_per_component)
+        .total_stacks(n)
+        .total_gc_heaps(n)
+        .table_elements(p.table_elements as usize)
+        .max_memory_size(usize::try_from(p.max_memory_bytes).unwrap_or(usize::MAX))
+        .linear_memory_keep_resident(usize::try_from(p.memory_keep_resident).unwrap_or(0))
+        // Requests' instances are alike: reuse the warmest slot.
+        .max_unused_warm_slots(n.min(64));
+    c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Ok(c)
+}
+
+fn build(config: &Config) -> Result<Engine> {
+    Engine::new(config).map_err(|e| Error::Engine(crate::chain(&e)))
 }
 
 /// A new engine with [`engine_config`].
 pub fn new_engine() -> Result<Engine> {
-    Engine::new(&engine_config()).map_err(|e| Error::Engine(crate::chain(&e)))
+    build(&engine_config())
+}
+
+/// The compiling/command engine for `settings`; an unsupported combination is an error that
+/// names it.
+pub fn engine_for(settings: &WasmSettings) -> Result<Engine> {
+    build(&config_for(settings)?).map_err(|e| match e {
+        Error::Engine(m) => Error::Settings(format!("[wasm] settings: {m}")),
+        e => e,
+    })
+}
+
+/// The serving engine of an HTTP proxy for `settings`.
+pub fn serving_engine(settings: &WasmSettings) -> Result<Engine> {
+    build(&serving_config(settings)?).map_err(|e| match e {
+        Error::Engine(m) => Error::Settings(format!("[wasm.pooling] settings: {m}")),
+        e => e,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serving_and_compiling_engines_share_artifacts() {
+        let s = WasmSettings::default();
+        let compile = engine_for(&s).unwrap();
+        let serve = serving_engine(&s).unwrap();
+        let bytes = compile
+            .precompile_component(b"(component)")
+            .expect("compiles");
+        // SAFETY: just produced by a compatible engine.
+        unsafe { wasmtime::component::Component::deserialize(&serve, &bytes) }
+            .expect("the pooling engine loads what the compiling engine made");
+    }
+
+    #[test]
+    fn proposals_change_the_compatibility_hash() {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let h = |s: &WasmSettings| {
+            let mut d = DefaultHasher::new();
+            engine_for(s)
+                .unwrap()
+                .precompile_compatibility_hash()
+                .hash(&mut d);
+            d.finish()
+        };
+        let base = WasmSettings::default();
+        let mut no_simd = base.clone();
+        no_simd.proposals.simd = Some(false);
+        no_simd.proposals.relaxed_simd = Some(false);
+        let mut fuel = base.clone();
+        fuel.fuel = Some(1000);
+        assert_ne!(h(&base), h(&no_simd));
+        assert_ne!(h(&base), h(&fuel));
+        let mut log = base.clone();
+        log.http.access_log = true;
+        assert_eq!(h(&base), h(&log));
+    }
 }

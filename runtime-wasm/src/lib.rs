@@ -11,8 +11,8 @@
 //!
 //! Exit codes of [`Loaded::run`]: `proc_exit(n)` / `wasi:cli/exit` → `n`; normal return → 0
 //! (`wasi:cli/run` returning `err` → 1); trap → 134 (message and wasm backtrace on stderr);
-//! SIGTERM/SIGINT → `128 + signal` (the guest is interrupted through epoch interruption; if it
-//! is stuck in a host call it is ended after [`SIGNAL_GRACE`]). An HTTP proxy drains on the
+//! SIGTERM/SIGINT → `128 + signal` at once (a guest computing traps at its next epoch check, a
+//! guest waiting in a host call has its future dropped; [`SIGNAL_GRACE`] is only a backstop). An HTTP proxy drains on the
 //! first SIGTERM/SIGINT (stops accepting, finishes in-flight requests) and exits 0; a second
 //! signal ends it at once with `128 + signal`.
 
@@ -24,7 +24,9 @@ mod http;
 mod loaded;
 mod mount;
 mod payload;
+mod proctitle;
 mod run;
+mod settings;
 mod signals;
 #[cfg(test)]
 mod tests;
@@ -35,10 +37,12 @@ use std::path::PathBuf;
 pub use cache::{Cache, Compiled, DEFAULT_CACHE_DIR, DEFAULT_CACHE_MAX_BYTES};
 pub use context::{GuestDirs, RunContext, Stdio};
 pub use detect::{detect, detect_bytes, split_entry, Entrypoint, WasmFormat};
-pub use engine::{engine_config, new_engine};
+pub use engine::{config_for, engine_config, engine_for, new_engine, serving_engine};
 pub use loaded::{Loaded, EXIT_TRAP};
 pub use payload::{WasmKind, WasmPayload};
+pub use proctitle::set_process_title;
 pub use run::load;
+pub use settings::{CompileKey, Http, Pooling, Proposals, WasmSettings, ANNOTATION_PREFIX};
 pub use signals::block_termination_signals;
 pub use signals::{Interrupter, SIGNAL_GRACE};
 pub use view::{take as take_guest_dirs, DataMount, GuestDir};
@@ -74,6 +78,10 @@ pub enum Error {
     Artifact { module: String, reason: String },
     #[error("wasm engine: {0}")]
     Engine(String),
+    /// A `[wasm]` setting of the runtime options (or an `io.amphi.wasm.*` annotation) is
+    /// unknown, of the wrong type, out of range, or not supported by wasmtime.
+    #[error("wasm settings: {0}")]
+    Settings(String),
     #[error("wasm payload: {0}")]
     Payload(String),
     #[error("wasm guest directories: {0}")]

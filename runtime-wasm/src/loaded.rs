@@ -3,9 +3,10 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use wasmtime::{InstancePre, Store};
-use wasmtime_wasi::p2::bindings::sync::CommandPre;
+use wasmtime::{InstancePre, Store, UpdateDeadline};
+use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -15,6 +16,9 @@ use crate::WasmKind;
 
 /// Exit code after a trap (like SIGABRT).
 pub const EXIT_TRAP: i32 = 134;
+
+/// How often the epoch moves for a command with a time limit.
+const TIME_LIMIT_TICK: Duration = Duration::from_millis(10);
 
 /// What a loaded artifact runs: a core module's entry, a `wasi:cli/run` command, or an HTTP
 /// proxy, each pre-instantiated.
@@ -37,6 +41,7 @@ pub struct Loaded {
     pub(crate) kind: WasmKind,
     pub(crate) program: Program,
     pub(crate) shared: Arc<Shared>,
+    pub(crate) settings: crate::WasmSettings,
 }
 
 impl Loaded {
@@ -49,12 +54,63 @@ impl Loaded {
         Interrupter(self.shared.clone())
     }
 
-    pub(crate) fn new_store<T>(&self, data: T) -> Store<T> {
+    /// A store for a command's one run: its fuel, and an epoch deadline that ends the guest
+    /// when a signal arrived or its time limit passed. The epoch moves when a signal arrives
+    /// and, with a time limit, every [`TIME_LIMIT_TICK`].
+    pub(crate) fn new_store<T: Send + 'static>(&self, data: T) -> wasmtime::Result<Store<T>> {
         let mut store = Store::new(&self.shared.engine, data);
-        // The epoch only moves when a signal arrives.
+        if let Some(f) = self.settings.fuel {
+            store.set_fuel(f)?;
+        }
         store.set_epoch_deadline(1);
-        store.epoch_deadline_trap();
-        store
+        let shared = self.shared.clone();
+        let limit = self.settings.time_limit_ms.map(Duration::from_millis);
+        let deadline = limit.map(|l| Instant::now() + l);
+        store.epoch_deadline_callback(move |_| {
+            if shared.signal.load(Ordering::SeqCst) != 0 {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            match (deadline, limit) {
+                (Some(d), Some(l)) if Instant::now() >= d => Err(wasmtime::format_err!(
+                    "time limit of {} ms exceeded",
+                    l.as_millis()
+                )),
+                _ => Ok(UpdateDeadline::Continue(1)),
+            }
+        });
+        if limit.is_some() {
+            let engine = self.shared.engine.clone();
+            let _ = std::thread::Builder::new()
+                .name("amphi-epoch".into())
+                .spawn(move || loop {
+                    std::thread::sleep(TIME_LIMIT_TICK);
+                    engine.increment_epoch();
+                });
+        }
+        Ok(store)
+    }
+
+    /// Runs a command's guest future on a current-thread runtime until it ends or a
+    /// SIGTERM/SIGINT arrives. A guest waiting in a host call (a sleep, a socket or stdin read)
+    /// is a pending future: it is dropped at once, which unwinds the guest's stack, and the
+    /// result is the signal's. A guest computing is stopped by the epoch (see `new_store`).
+    pub(crate) fn run_until_signal(
+        &self,
+        ctx: &RunContext,
+        guest: impl std::future::Future<Output = wasmtime::Result<i32>>,
+    ) -> wasmtime::Result<i32> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| wasmtime::format_err!("tokio runtime: {e}"))?;
+        let mut stop = self.shared.drain.subscribe();
+        let _ = ctx;
+        rt.block_on(async move {
+            tokio::select! {
+                r = guest => r,
+                _ = stop.wait_for(|s| *s) => Err(wasmtime::format_err!("interrupted by a signal")),
+            }
+        })
     }
 
     pub(crate) fn setup_failed(&self, ctx: &RunContext, msg: &str) -> i32 {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{Error, Result, WasmSettings};
 
 /// Which kind of wasm program the artifact holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +27,10 @@ pub struct WasmPayload {
     pub digest: String,
     /// Module name for messages (entrypoint path or image reference).
     pub name: String,
+    /// The `[wasm]` settings the artifact was compiled with; the container process builds its
+    /// engine from them.
+    #[serde(default)]
+    pub settings: WasmSettings,
 }
 
 impl WasmPayload {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Engine, InstancePre, Linker, Module, Val};
-use wasmtime_wasi::p2::bindings::sync::CommandPre;
+use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::WasiHttpCtx;
@@ -58,8 +58,10 @@ pub(crate) fn prepare_module(
         reason: crate::chain(&e),
     };
     let mut linker: Linker<CoreState> = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| &mut s.wasi).map_err(link_err)?;
-    wasmtime_wasi::p0::add_to_linker_sync(&mut linker, |s| &mut s.wasi).map_err(link_err)?;
+    // Async host calls: a guest waiting in one (a sleep, a read) is a future the runner can
+    // drop when SIGTERM comes (see `Loaded::run_until_signal`).
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| &mut s.wasi).map_err(link_err)?;
+    wasmtime_wasi::p0::add_to_linker_async(&mut linker, |s| &mut s.wasi).map_err(link_err)?;
     // wasmtime-wasi's proc_exit refuses codes >= 126 (it treats them as a trap); a container's
     // exit status is a byte, and `proc_exit(n)` must exit n like any process does.
     linker.allow_shadowing(true);
@@ -133,8 +135,8 @@ pub(crate) fn prepare_component(
     let mut linker = wasmtime::component::Linker::<CompState>::new(engine);
     let program = match kind {
         WasmKind::ComponentCommand => {
-            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link_err)?;
-            wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(link_err)?;
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link_err)?;
             let pre = linker.instantiate_pre(component).map_err(link_err)?;
             Program::Command {
                 pre: CommandPre::new(pre).map_err(link_err)?,
@@ -156,7 +158,10 @@ pub(crate) fn prepare_component(
 /// Load the compiled artifact (an fd opened by the shim from its cache) and check that
 /// every import can be satisfied. Call this in the container before reporting success.
 pub fn load(artifact: File, payload: &WasmPayload) -> Result<Loaded> {
-    let engine = crate::new_engine()?;
+    let engine = match payload.kind {
+        WasmKind::HttpProxy => crate::serving_engine(&payload.settings)?,
+        _ => crate::engine_for(&payload.settings)?,
+    };
     let name = &payload.name;
     let artifact_err = |e: wasmtime::Error| Error::Artifact {
         module: name.clone(),
@@ -187,6 +192,7 @@ pub fn load(artifact: File, payload: &WasmPayload) -> Result<Loaded> {
         kind: payload.kind,
         program,
         shared,
+        settings: payload.settings.clone(),
     })
 }
 
@@ -234,28 +240,31 @@ impl Loaded {
             Ok(mut b) => b.allow_blocking_current_thread(true).build_p1(),
             Err(e) => return self.setup_failed(ctx, &e),
         };
-        let mut store = self.new_store(CoreState {
+        let mut store = match self.new_store(CoreState {
             wasi,
             limits: ctx.limits(),
-        });
+        }) {
+            Ok(s) => s,
+            Err(e) => return self.exit_code(ctx, Err(e)),
+        };
         store.limiter(|s| &mut s.limits);
-        let result = (|| -> wasmtime::Result<i32> {
-            let instance = pre.instantiate(&mut store)?;
+        let result = self.run_until_signal(ctx, async move {
+            let instance = pre.instantiate_async(&mut store).await?;
             if entry != "_start" {
                 if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
-                    init.call(&mut store, ())?;
+                    init.call_async(&mut store, ()).await?;
                 }
             }
             let func = instance
                 .get_func(&mut store, entry)
                 .ok_or_else(|| wasmtime::format_err!("export `{entry}` disappeared"))?;
             let mut results = vec![Val::I32(0); func.ty(&store).results().len()];
-            func.call(&mut store, &[], &mut results)?;
+            func.call_async(&mut store, &[], &mut results).await?;
             Ok(match results.first() {
                 Some(Val::I32(n)) => *n,
                 _ => 0,
             })
-        })();
+        });
         self.exit_code(ctx, result)
     }
 
@@ -270,15 +279,18 @@ impl Loaded {
             http: WasiHttpCtx::new(),
             limits: ctx.limits(),
         };
-        let mut store = self.new_store(state);
+        let mut store = match self.new_store(state) {
+            Ok(s) => s,
+            Err(e) => return self.exit_code(ctx, Err(e)),
+        };
         store.limiter(|s| &mut s.limits);
-        let result = (|| -> wasmtime::Result<i32> {
-            let cmd = pre.instantiate(&mut store)?;
-            Ok(match cmd.wasi_cli_run().call_run(&mut store)? {
+        let result = self.run_until_signal(ctx, async move {
+            let cmd = pre.instantiate_async(&mut store).await?;
+            Ok(match cmd.wasi_cli_run().call_run(&mut store).await? {
                 Ok(()) => 0,
                 Err(()) => 1,
             })
-        })();
+        });
         self.exit_code(ctx, result)
     }
 }

@@ -12,8 +12,10 @@ use std::time::Duration;
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 use wasmtime::Engine;
 
-/// How long a guest stuck in a host call (sleep, blocking read) gets after SIGTERM/SIGINT
-/// before the process exits with `128 + signal` anyway.
+/// A backstop: how long a command gets after SIGTERM/SIGINT before the process exits with
+/// `128 + signal` anyway. A guest waiting in an async host call (sleep, socket, stdin) ends at
+/// once (its future is dropped) and a computing guest at its next epoch check; only a call
+/// that blocks its thread (a read of a fifo in the rootfs) is left to this.
 pub const SIGNAL_GRACE: Duration = Duration::from_secs(2);
 
 /// State shared between the runner and whoever interrupts it.
@@ -21,7 +23,8 @@ pub(crate) struct Shared {
     pub(crate) engine: Engine,
     /// First SIGTERM/SIGINT received, 0 if none.
     pub(crate) signal: AtomicI32,
-    /// Set to true to drain an HTTP proxy.
+    /// Set to true on the first signal: an HTTP proxy drains, a command's guest future is
+    /// dropped.
     pub(crate) drain: tokio::sync::watch::Sender<bool>,
     /// An HTTP proxy drains (in-flight requests finish); anything else is interrupted.
     pub(crate) http: bool,
@@ -39,11 +42,11 @@ impl Interrupter {
             .0
             .signal
             .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
-        if self.0.http {
-            self.0.drain.send_replace(true);
-        } else {
+        if !self.0.http {
+            // A guest computing in wasm code traps at its next epoch check.
             self.0.engine.increment_epoch();
         }
+        self.0.drain.send_replace(true);
     }
 }
 
@@ -85,8 +88,7 @@ pub(crate) fn install(interrupter: Interrupter, drain: bool) {
                 first = false;
                 interrupter.interrupt(sig);
                 if !drain {
-                    // The guest may be stuck in a host call (sleep, blocking read) where the
-                    // epoch isn't checked: give it SIGNAL_GRACE, then end the process.
+                    // Backstop for a host call that blocks its thread (see SIGNAL_GRACE).
                     std::thread::spawn(move || {
                         std::thread::sleep(SIGNAL_GRACE);
                         hard_exit(128 + sig);

@@ -31,6 +31,16 @@ const GROW: &str = r#"(module
 
 const SPIN: &str = r#"(module (func (export "_start") (loop $l (br $l))))"#;
 
+/// Sleeps 1000 s in one `poll_oneoff` (a relative monotonic-clock subscription).
+const SLEEP: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory 1)
+  (func (export "_start")
+    (i32.store8 (i32.const 8) (i32.const 0))
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 1000000000000))
+    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
+
 const IMPORTS_ENV: &str = r#"(module
   (import "env" "foo" (func))
   (func (export "_start")))"#;
@@ -151,6 +161,32 @@ fn interrupt_exits_128_plus_signal() {
     let out = run_loaded(loaded, c, out_r, err_r);
     t.join().unwrap();
     assert_eq!(out.code, 143, "stderr: {}", out.stderr);
+}
+
+/// A guest waiting in a host call (a 1000 s sleep) ends with 143 as soon as SIGTERM arrives,
+/// not after the backstop grace period.
+#[test]
+fn interrupt_reaches_a_guest_blocked_in_a_host_call() {
+    let (_d, cache) = cache();
+    let compiled = cache.compile("sleep.wat", SLEEP.as_bytes(), None).unwrap();
+    let loaded = load(compiled.file, &compiled.payload).unwrap();
+    let int = loaded.interrupter();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        int.interrupt(libc::SIGTERM);
+        Instant::now()
+    });
+    let (c, out_r, err_r) = ctx(&["sleep"]);
+    let out = run_loaded(loaded, c, out_r, err_r);
+    let ended = Instant::now();
+    let sent = t.join().unwrap();
+    assert_eq!(out.code, 143, "stderr: {}", out.stderr);
+    // Generous bound: only a run that waited for SIGNAL_GRACE (or the sleep) would reach it.
+    assert!(
+        ended.duration_since(sent) < SIGNAL_GRACE,
+        "the sleeping guest ended {:?} after the signal",
+        ended.duration_since(sent)
+    );
 }
 
 #[test]
@@ -539,4 +575,80 @@ fn component_loads_without_procfs() {
         Some(WasmKind::ComponentCommand),
     )
     .unwrap();
+}
+
+/// Settings that change compiled code make another cache entry; the others do not.
+#[test]
+fn settings_that_change_code_get_their_own_cache_entry() {
+    let (_d, cache) = cache();
+    let base = WasmSettings::default();
+    let mut fuel = base.clone();
+    fuel.fuel = Some(1_000_000);
+    let mut log = base.clone();
+    log.http.access_log = true;
+    let a = cache
+        .compile_with(&base, "hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .unwrap();
+    let b = cache
+        .compile_with(&fuel, "hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .unwrap();
+    let c = cache
+        .compile_with(&log, "hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .unwrap();
+    assert_ne!(a.artifact, b.artifact);
+    assert!(!b.cache_hit);
+    assert_eq!(a.artifact, c.artifact);
+    assert!(c.cache_hit);
+    assert_eq!(b.payload.settings, fuel);
+    let entries = std::fs::read_dir(cache.dir())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".cwasm")
+        })
+        .count();
+    assert_eq!(entries, 2);
+    // The fuel-metered artifact runs with its settings.
+    let loaded = load(b.file, &b.payload).unwrap();
+    let (ctx, out_r, err_r) = ctx(&["x"]);
+    assert_eq!(run_loaded(loaded, ctx, out_r, err_r).code, 3);
+}
+
+/// A guest that computes past its fuel traps (134) instead of running forever.
+#[test]
+fn fuel_ends_a_spinning_guest() {
+    let (_d, cache) = cache();
+    let mut s = WasmSettings::default();
+    s.fuel = Some(10_000);
+    let c = cache
+        .compile_with(&s, "spin.wat", SPIN.as_bytes(), None)
+        .unwrap();
+    let loaded = load(c.file, &c.payload).unwrap();
+    let (ctx, out_r, err_r) = ctx(&["spin"]);
+    let out = run_loaded(loaded, ctx, out_r, err_r);
+    assert_eq!(out.code, EXIT_TRAP, "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("fuel"), "stderr: {}", out.stderr);
+}
+
+/// A time limit ends a spinning guest with a message naming the limit.
+#[test]
+fn time_limit_ends_a_spinning_guest() {
+    let (_d, cache) = cache();
+    let mut s = WasmSettings::default();
+    s.time_limit_ms = Some(100);
+    let c = cache
+        .compile_with(&s, "spin.wat", SPIN.as_bytes(), None)
+        .unwrap();
+    let loaded = load(c.file, &c.payload).unwrap();
+    let (ctx, out_r, err_r) = ctx(&["spin"]);
+    let out = run_loaded(loaded, ctx, out_r, err_r);
+    assert_eq!(out.code, EXIT_TRAP, "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("time limit of 100 ms"),
+        "stderr: {}",
+        out.stderr
+    );
 }

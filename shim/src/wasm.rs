@@ -10,6 +10,37 @@ use std::sync::OnceLock;
 use runtime_native::{PreparedWorkload, ProcessContext, SetupFds, WorkloadRunner};
 use runtime_wasm::{Cache, DataMount, GuestDir, GuestDirs, Loaded, RunContext, WasmPayload};
 
+/// The `[wasm]` settings of a container: the runtime options' TOML (`ConfigBody`, or the file
+/// at `ConfigPath`: the same file as the `[network]` table), overridden by the spec's
+/// `io.amphi.wasm.*` annotations. An unknown or unsupported setting is an error naming it.
+pub fn settings(
+    options: Option<&containerd_shim_protos::protobuf::well_known_types::any::Any>,
+    annotations: Option<&std::collections::HashMap<String, String>>,
+) -> Result<runtime_wasm::WasmSettings, String> {
+    let text = match options {
+        Some(any) if any.type_url.ends_with("runtimeoptions.v1.Options") => {
+            let o = crate::network::decode_runtime_options(&any.value)
+                .map_err(|e| format!("runtime options: {e}"))?;
+            if !o.config_body.is_empty() {
+                Some(
+                    String::from_utf8(o.config_body)
+                        .map_err(|_| "runtime options: config_body is not UTF-8".to_string())?,
+                )
+            } else if !o.config_path.is_empty() {
+                Some(std::fs::read_to_string(&o.config_path).map_err(|e| {
+                    format!("runtime options: read config file {}: {e}", o.config_path)
+                })?)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    let empty = std::collections::HashMap::new();
+    runtime_wasm::WasmSettings::from_options(text.as_deref(), annotations.unwrap_or(&empty))
+        .map_err(|e| e.to_string())
+}
+
 /// The name the service puts in `Workload::Custom` and `main` registers.
 pub const RUNNER: &str = "wasm";
 
@@ -72,6 +103,11 @@ impl WorkloadRunner for WasmRunner {
                 payload.name
             )
         })?;
+        // The host creates errors in the normal course of a guest's I/O (a closed stream at
+        // the end of every HTTP body); with RUST_BACKTRACE in the shim's environment each one
+        // would capture a stack backtrace (5% of a request's time). A trap's wasm backtrace is
+        // wasmtime's own and stays. This process is still single-threaded here.
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
         // SAFETY: the spawner handed this fd to this process for the runner to own.
         let artifact = unsafe { File::from_raw_fd(fd) };
         let loaded = runtime_wasm::load(artifact, &payload).map_err(|e| e.to_string())?;
@@ -85,6 +121,8 @@ impl WorkloadRunner for WasmRunner {
 
 impl PreparedWorkload for PreparedWasm {
     fn run(self: Box<Self>, ctx: &ProcessContext) -> i32 {
+        // ps/top show the module and its arguments, not the spawner we were cloned from.
+        runtime_wasm::set_process_title(&ctx.args);
         let mut run = RunContext::new(ctx.args.clone(), ctx.env.clone());
         run.cwd = if ctx.cwd.is_empty() {
             "/".into()

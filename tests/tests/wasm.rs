@@ -336,13 +336,22 @@ fn trap(c: &mut Case) -> Result<()> {
     Ok(())
 }
 
-/// SIGTERM interrupts the sleeping guest: 143. SIGKILL: 137.
+/// SIGTERM interrupts the sleeping guest: 143. SIGKILL: 137. One SIGTERM is enough for a guest
+/// blocked in a host call (a 100 s sleep): it ends at once, not after the runner's backstop
+/// grace period (the time is printed, not asserted beyond a generous bound).
 fn signals(c: &mut Case) -> Result<()> {
     let image = apps_image(c)?;
     let id = c.id("term");
-    let bg = run_bg(c, &[], image, &id, &["/sleeper.wasm", "100"])?;
+    let bg = run_bg(c, &[], image, &id, &["/sleeper.wasm", "100000"])?;
+    // RUNNING is reported after Start; the runner installs its signal thread right after.
     std::thread::sleep(Duration::from_millis(300));
-    let out = c.kill_until_exit(bg, &[&id])?.expect_code(143)?;
+    let sent = std::time::Instant::now();
+    c.ctr(&["task", "kill", "-s", "SIGTERM", &id])?.ok()?;
+    let out = bg.wait(Duration::from_secs(30))?.expect_code(143)?;
+    eprintln!(
+        "sleeping guest ended {:?} after one SIGTERM",
+        sent.elapsed()
+    );
     anyhow::ensure!(
         out.stdout.contains("sleeper started"),
         "sleeper output: {}",
@@ -353,6 +362,41 @@ fn signals(c: &mut Case) -> Result<()> {
     c.ctr(&["task", "kill", "-s", "SIGKILL", &id])?.ok()?;
     bg.wait(Duration::from_secs(30))?.expect_code(137)?;
     Ok(())
+}
+
+/// `ps` and `/proc/<pid>/cmdline` show the module and its arguments, comm is the module's file
+/// name; the shim and its spawner keep their own names.
+fn process_names(c: &mut Case) -> Result<()> {
+    let image = apps_image(c)?;
+    let id = c.id("ps");
+    run_detached(c, &[], image, &id, &["/sleeper.wasm", "100000"])?;
+    let (pid, _) = c
+        .task(&id)?
+        .ok_or_else(|| anyhow::anyhow!("no task {id}"))?;
+    let p = cmd::wait_for(
+        Duration::from_secs(10),
+        "the task to read as its module",
+        || Ok(procs::Proc::read(pid as i32).filter(|p| p.comm == "sleeper.wasm")),
+    )?;
+    anyhow::ensure!(
+        p.cmdline == ["/sleeper.wasm", "100000"],
+        "cmdline of the wasm task: {:?}",
+        p.cmdline
+    );
+    let others = c.shim_processes();
+    anyhow::ensure!(
+        others.iter().any(|o| o.comm == "amphi-spawner"),
+        "no amphi-spawner among {:?}",
+        others.iter().map(|o| &o.comm).collect::<Vec<_>>()
+    );
+    for o in others.iter().filter(|o| o.pid != pid as i32) {
+        anyhow::ensure!(
+            o.comm != "sleeper.wasm",
+            "shim process {} reads as the module",
+            o.pid
+        );
+    }
+    c.remove(&id)
 }
 
 /// Cumulative CPU time (ns) of a task's cgroup from `ctr task metrics` (v1 and v2 tables).
@@ -567,6 +611,310 @@ fn http(c: &mut Case) -> Result<()> {
     );
     c.remove(&id2)?;
     c.remove(&id)
+}
+
+/// `curl ARGS` inside the network namespace of process `pid`; returns (HTTP status, body).
+fn curl_in(pid: u32, args: &[&str]) -> Result<(u16, String)> {
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.args([
+        "-t",
+        &pid.to_string(),
+        "-n",
+        "curl",
+        "-sS",
+        "--max-time",
+        "60",
+    ])
+    .args(["-w", "\n%{http_code}"])
+    .args(args);
+    let out = cmd::run(cmd, Duration::from_secs(90))?.ok()?;
+    let (body, code) = out
+        .stdout
+        .rsplit_once('\n')
+        .ok_or_else(|| anyhow::anyhow!("curl output: {}", out.describe()))?;
+    Ok((code.trim().parse()?, body.to_string()))
+}
+
+/// Waits until the wasi:http server of task `id` answers `/`; returns the task's pid.
+fn wait_serving(c: &Case, id: &str, port: u16) -> Result<u32> {
+    let (pid, _) = c.task(id)?.ok_or_else(|| anyhow::anyhow!("no task {id}"))?;
+    let url = format!("http://127.0.0.1:{port}/");
+    cmd::wait_for(
+        Duration::from_secs(20),
+        "the wasi:http server to answer",
+        || Ok(curl_in(pid, &[&url]).ok().filter(|(s, _)| *s == 200)),
+    )?;
+    Ok(pid)
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 inside the network namespace of `pid` (a thread that
+/// entered it: network namespaces are per thread), answering every request with `body`.
+/// Returns its port.
+fn server_in_netns(pid: u32, body: &'static str) -> Result<u16> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        use std::os::fd::AsFd;
+        let bound = nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| Ok(std::net::TcpListener::bind("127.0.0.1:0")?));
+        let listener = match bound {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        let _ = tx.send(Ok(listener.local_addr().map(|a| a.port()).unwrap_or(0)));
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(10))?
+}
+
+/// wasi:http serving, complete: a trap answers 500 and the server goes on; body-size and
+/// run-time limits (annotations) answer 413 and 503; outgoing HTTP from the guest reaches a
+/// server in the container's own network namespace; the access log reaches stdout; a 100 MB
+/// request body and a 100 MB streamed response pass through a container whose memory limit is
+/// smaller than either; SIGTERM drains: an in-flight request finishes, then exit 0.
+fn http_serving(c: &mut Case) -> Result<()> {
+    let image = apps_image(c)?;
+    let id = c.id("limits");
+    let opts = [
+        "--annotation",
+        "io.amphi.wasm.http.access_log=true",
+        "--annotation",
+        "io.amphi.wasm.http.max_body_bytes=1048576",
+        "--annotation",
+        "io.amphi.wasm.http.request_timeout_ms=1000",
+    ];
+    let bg = run_bg(c, &opts, image, &id, &["/http-hello.wasm"])?;
+    let pid = wait_serving(c, &id, 8080)?;
+    let url = |p: &str| format!("http://127.0.0.1:8080{p}");
+    let (st, body) = curl_in(pid, &[&url("/hi")])?;
+    anyhow::ensure!(
+        st == 200 && body.contains("Get /hi)"),
+        "GET /hi: {st} {body}"
+    );
+    let (st, _) = curl_in(pid, &[&url("/trap")])?;
+    anyhow::ensure!(st == 500, "a trapping guest answered {st}");
+    let (st, _) = curl_in(pid, &[&url("/after-trap")])?;
+    anyhow::ensure!(st == 200, "after a trap the server answered {st}");
+    let big = c.cd.dir.join("two-mib");
+    std::fs::write(&big, vec![b'a'; 2 << 20])?;
+    let big_arg = format!("@{}", big.display());
+    let (st, _) = curl_in(pid, &["--data-binary", &big_arg, &url("/count")])?;
+    anyhow::ensure!(st == 413, "a 2 MiB body with a 1 MiB limit answered {st}");
+    let (st, _) = curl_in(
+        pid,
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &big_arg,
+            &url("/count"),
+        ],
+    )?;
+    anyhow::ensure!(st == 413, "a chunked 2 MiB body answered {st}");
+    let (st, body) = curl_in(pid, &["--data-binary", "small", &url("/count")])?;
+    anyhow::ensure!(
+        st == 200 && body.contains("count 5"),
+        "small body: {st} {body}"
+    );
+    let (st, _) = curl_in(pid, &[&url("/slow?ms=20000")])?;
+    anyhow::ensure!(st == 503, "a guest sleeping past the limit answered {st}");
+    let (st, _) = curl_in(pid, &[&url("/spin")])?;
+    anyhow::ensure!(st == 503, "a guest computing past the limit answered {st}");
+    let port = server_in_netns(pid, "from the server in the test")?;
+    let (st, body) = curl_in(
+        pid,
+        &[&url(&format!("/fetch?url=http://127.0.0.1:{port}/x"))],
+    )?;
+    anyhow::ensure!(
+        st == 200 && body.contains("fetched 200") && body.contains("from the server in the test"),
+        "outgoing request: {st} {body}"
+    );
+    c.ctr(&["task", "kill", "-s", "SIGTERM", &id])?.ok()?;
+    let out = bg.wait(Duration::from_secs(30))?.expect_code(0)?;
+    for line in [
+        "GET /hi 200 ",
+        "GET /trap 500 ",
+        "POST /count 413 ",
+        "GET /slow?ms=20000 503 ",
+        "GET /spin 503 ",
+    ] {
+        anyhow::ensure!(
+            out.stdout.contains(line),
+            "access log lacks `{line}`: {}",
+            out.describe()
+        );
+    }
+
+    // Defaults (128 MiB body limit), 96 MiB of memory for the whole container.
+    let id = c.id("big");
+    let bg = run_bg(
+        c,
+        &["--memory-limit", "100663296"],
+        image,
+        &id,
+        &["/http-hello.wasm"],
+    )?;
+    let pid = wait_serving(c, &id, 8080)?;
+    let file = c.cd.dir.join("hundred-mb");
+    std::fs::File::create(&file)?.set_len(100 << 20)?;
+    let (st, body) = curl_in(pid, &["-T", &file.display().to_string(), &url("/count")])?;
+    anyhow::ensure!(
+        st == 200 && body.contains(&format!("count {}", 100u64 << 20)),
+        "100 MiB request body: {st} {body}"
+    );
+    let (st, body) = curl_in(
+        pid,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "size=%{size_download}",
+            &url("/stream?mb=100"),
+        ],
+    )?;
+    anyhow::ensure!(
+        st == 200 && body.contains(&format!("size={}", 100u64 << 20)),
+        "100 MiB streamed response: {st} {body}"
+    );
+    std::fs::remove_file(&file)?;
+    // Drain: a request in flight when SIGTERM comes still gets its answer.
+    let mut slow = Running::spawn(
+        {
+            let mut cmd = std::process::Command::new("nsenter");
+            cmd.args([
+                "-t",
+                &pid.to_string(),
+                "-n",
+                "curl",
+                "-sS",
+                "--max-time",
+                "60",
+            ])
+            .args(["-w", "\n%{http_code}", &url("/slow?ms=1500")]);
+            cmd
+        },
+        None,
+    )?;
+    cmd::wait_for(
+        Duration::from_secs(10),
+        "the slow request to be in flight",
+        || {
+            let mut ss = std::process::Command::new("nsenter");
+            ss.args([
+                "-t",
+                &pid.to_string(),
+                "-n",
+                "ss",
+                "-Htn",
+                "state",
+                "established",
+            ])
+            .args(["( sport = :8080 )"]);
+            let o = cmd::run(ss, Duration::from_secs(5))?;
+            Ok((!o.stdout.trim().is_empty() || slow.exited()).then_some(()))
+        },
+    )?;
+    c.ctr(&["task", "kill", "-s", "SIGTERM", &id])?.ok()?;
+    let answered = slow.wait(Duration::from_secs(30))?.ok()?;
+    anyhow::ensure!(
+        answered.stdout.trim_end().ends_with("200")
+            && answered.stdout.contains("Get /slow?ms=1500"),
+        "the in-flight request during drain: {}",
+        answered.describe()
+    );
+    bg.wait(Duration::from_secs(30))?.expect_code(0)?;
+    Ok(())
+}
+
+/// `[wasm]` settings: from the runtime options file and from annotations; one that changes
+/// compiled code gives the module a second cache entry; an unknown one fails Create naming it.
+fn settings(c: &mut Case) -> Result<()> {
+    let image = apps_image(c)?;
+    let id = c.id("unknown");
+    let out = run_rm(
+        c,
+        &["--annotation", "io.amphi.wasm.turbo=true"],
+        image,
+        &id,
+        &["/hello.wasm"],
+    )?
+    .failed()?;
+    anyhow::ensure!(
+        out.all().contains("turbo"),
+        "the error should name the unknown setting: {}",
+        out.describe()
+    );
+    c.remove(&id)?;
+    c.check_leaks()?;
+    // The file: a fuel budget far too small for hello.wasm's start-up.
+    let cfg = c.cd.dir.join("amphi.toml");
+    std::fs::write(&cfg, "[wasm]\nfuel = 50\n")?;
+    let cfg_s = cfg.display().to_string();
+    let id = c.id("fuel");
+    let out = run_rm(
+        c,
+        &["--runtime-config-path", &cfg_s],
+        image,
+        &id,
+        &["/hello.wasm"],
+    )?
+    .expect_code(134)?;
+    anyhow::ensure!(out.stderr.contains("fuel"), "fuel trap: {}", out.describe());
+    // Two settings, one module: two cache entries (a unique module, so the count is ours).
+    let nonce = format!("{}-{}", std::process::id(), c.cd.namespace);
+    let src = c.cd.dir.join("unique-settings.wat");
+    std::fs::write(&src, format!(";; {nonce}\n{GROW_WAT}"))?;
+    let img = format!("docker.io/amphi/wasm-settings:{}", c.cd.namespace);
+    wasm_images::import_rootfs_files(&c.cd, &[(src.as_path(), "/u.wat")], &img, Some(&c.cd.dir))?;
+    let limit = ["--memory-limit", "33554432"];
+    run_rm(c, &limit, &img, &c.id("s0"), &["/u.wat"])?.expect_code(42)?;
+    let mut with_fuel = limit.to_vec();
+    with_fuel.extend(["--annotation", "io.amphi.wasm.fuel=100000000000"]);
+    run_rm(c, &with_fuel, &img, &c.id("s1"), &["/u.wat"])?.expect_code(42)?;
+    // A setting that does not change code reuses the first entry.
+    let mut with_log = limit.to_vec();
+    with_log.extend(["--annotation", "io.amphi.wasm.http.access_log=true"]);
+    run_rm(c, &with_log, &img, &c.id("s2"), &["/u.wat"])?.expect_code(42)?;
+    let sum = {
+        let mut s = std::process::Command::new("sha256sum");
+        s.arg(&src);
+        let o = cmd::run(s, Duration::from_secs(10))?.ok()?;
+        o.stdout
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    anyhow::ensure!(sum.len() == 64, "sha256sum of {}", src.display());
+    let cache_dir = std::env::var_os("AMPHI_WASM_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/amphi/wasm-cache"));
+    let entries: Vec<String> = std::fs::read_dir(&cache_dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&sum) && n.ends_with(".cwasm"))
+        .collect();
+    for e in &entries {
+        let _ = std::fs::remove_file(cache_dir.join(e));
+    }
+    anyhow::ensure!(
+        entries.len() == 2,
+        "expected two cache entries for the module, found {entries:?}"
+    );
+    Ok(())
 }
 
 /// A wasm container and a native container served by one shim (same group annotation).
@@ -807,6 +1155,9 @@ wasm_e2e!(wasm_hello, hello);
 wasm_e2e!(wasm_exit_codes, exit_codes);
 wasm_e2e!(wasm_trap, trap);
 wasm_e2e!(wasm_signals, signals);
+wasm_e2e!(wasm_process_names, process_names);
+wasm_e2e!(wasm_http_serving, http_serving);
+wasm_e2e!(wasm_settings, settings);
 wasm_e2e!(wasm_pause_metrics, pause_metrics);
 wasm_e2e!(wasm_memory_limit, memory_limit);
 wasm_e2e!(wasm_exec, exec);

@@ -31,7 +31,8 @@ use wasmtime::Engine;
 
 use crate::detect::{detect_bytes, wat_is_component, Entrypoint, WasmFormat};
 use crate::run::component_kind;
-use crate::{Error, Result, WasmKind, WasmPayload};
+use crate::settings::CompileKey;
+use crate::{Error, Result, WasmKind, WasmPayload, WasmSettings};
 use dir::{CacheDir, Entry};
 
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/amphi/wasm-cache";
@@ -54,6 +55,10 @@ pub struct Cache {
     max_bytes: u64,
     engine: Engine,
     engine_hash: String,
+    /// Engines for non-default `[wasm]` settings that change compiled code, by
+    /// [`CompileKey`]; their compatibility hash is part of the entry's name, so the same module
+    /// compiled with two such settings is two entries.
+    others: Mutex<HashMap<CompileKey, (Engine, String)>>,
     /// Entries whose digest matched in this process, with their kind.
     verified: Mutex<HashMap<EntryVersion, WasmKind>>,
 }
@@ -85,6 +90,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The engine's compatibility hash, as the 16 hex digits in a cache entry's name.
+fn engine_hash(engine: &Engine) -> String {
+    let mut h = Sha256Hasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut h);
+    hex(&h.0.finalize()[..8])
+}
+
 /// `sha256:<hex>` of `bytes`.
 fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
@@ -102,16 +114,31 @@ impl Cache {
     pub fn open(dir: impl Into<PathBuf>, max_bytes: u64) -> Result<Cache> {
         let dir = CacheDir::open(&dir.into())?;
         let engine = crate::new_engine()?;
-        let mut h = Sha256Hasher(Sha256::new());
-        engine.precompile_compatibility_hash().hash(&mut h);
-        let engine_hash = hex(&h.0.finalize()[..8]);
+        let engine_hash = engine_hash(&engine);
         Ok(Cache {
             dir,
             max_bytes,
             engine,
             engine_hash,
+            others: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The compiling engine and its hash for `settings`.
+    fn engine_for(&self, settings: &WasmSettings) -> Result<(Engine, String)> {
+        let key = settings.compile_key();
+        if key == WasmSettings::default().compile_key() {
+            return Ok((self.engine.clone(), self.engine_hash.clone()));
+        }
+        let mut others = self.others.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = others.get(&key) {
+            return Ok(e.clone());
+        }
+        let engine = crate::engine_for(settings)?;
+        let hash = engine_hash(&engine);
+        others.insert(key, (engine.clone(), hash.clone()));
+        Ok((engine, hash))
     }
 
     pub fn dir(&self) -> &Path {
@@ -127,6 +154,19 @@ impl Cache {
     /// Classifies a component (command or HTTP proxy); imports and the entry point are
     /// checked where the program is linked, once, when the container loads it ([`crate::load`]).
     pub fn compile(&self, name: &str, bytes: &[u8], export: Option<&str>) -> Result<Compiled> {
+        self.compile_with(&WasmSettings::default(), name, bytes, export)
+    }
+
+    /// [`Cache::compile`] with the `[wasm]` settings of the container: those that change
+    /// compiled code select the engine (and so the entry); all of them travel in the payload.
+    pub fn compile_with(
+        &self,
+        settings: &WasmSettings,
+        name: &str,
+        bytes: &[u8],
+        export: Option<&str>,
+    ) -> Result<Compiled> {
+        let (engine, engine_hash) = self.engine_for(settings)?;
         let format =
             match detect_bytes(name, bytes)? {
                 Entrypoint::Wasm(f) => f,
@@ -153,13 +193,14 @@ impl Cache {
         let key = format!(
             "{}-{}{FORMAT_SUFFIX}",
             &digest["sha256:".len()..],
-            self.engine_hash
+            engine_hash
         );
         let payload = |kind| WasmPayload {
             kind,
             export: export.map(str::to_string),
             digest: digest.clone(),
             name: name.to_string(),
+            settings: settings.clone(),
         };
 
         if let Some((file, kind)) = self.hit(&key, is_component) {
@@ -174,9 +215,9 @@ impl Cache {
 
         // Miss: compile, write atomically, then open it like a hit.
         let artifact = if is_component {
-            self.engine.precompile_component(bytes)
+            engine.precompile_component(bytes)
         } else {
-            self.engine.precompile_module(bytes)
+            engine.precompile_module(bytes)
         }
         .map_err(|e| Error::InvalidModule {
             module: name.to_string(),
@@ -184,13 +225,13 @@ impl Cache {
         })?;
         let kind = if is_component {
             // SAFETY: the bytes were produced by `precompile_component` of this engine just now.
-            let c = unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(|e| {
+            let c = unsafe { Component::deserialize(&engine, &artifact) }.map_err(|e| {
                 Error::Artifact {
                     module: name.to_string(),
                     reason: crate::chain(&e),
                 }
             })?;
-            component_kind(&self.engine, name, &c)?
+            component_kind(&engine, name, &c)?
         } else {
             WasmKind::CoreModule
         };

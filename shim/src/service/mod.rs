@@ -418,7 +418,12 @@ impl Inner {
         // On the blocking pool: planning may compile a module or ask containerd for a layer.
         let spawned = blocking(move || -> ServiceResult<_> {
             let mut request = request;
-            let plan = workload::plan_exec(&rootfs, &request.process, Some(&layers))?;
+            // An exec has no runtime options of its own: the container's annotations apply.
+            let settings = workload::SettingsSource {
+                options: None,
+                annotations: request.spec.annotations().as_ref(),
+            };
+            let plan = workload::plan_exec(&rootfs, &request.process, Some(&layers), &settings)?;
             request.workload = plan.workload;
             let (mut stdio, holders) = if paths.terminal {
                 (runtime_native::Stdio::default(), Default::default())

@@ -69,7 +69,11 @@ pub(super) fn create_container(
             rootfs::mount_all(&mounts, &rootfs_dir)?;
         }
         let rootfs_path = spec_root(&spec, &record.bundle);
-        let workload = workload::plan_init(&rootfs_path, &spec, Some(layers))?;
+        let settings = workload::SettingsSource {
+            options: net_opts.as_ref(),
+            annotations: spec.annotations().as_ref(),
+        };
+        let workload = workload::plan_init(&rootfs_path, &spec, Some(layers), &settings)?;
         let (stdio, holders) = if stdio_paths.terminal {
             (runtime_native::Stdio::default(), Default::default())
         } else {

@@ -21,6 +21,14 @@ use super::error::{ServiceError, ServiceResult};
 use crate::wasm;
 use crate::wasm_layers::{self, LayerSource};
 
+/// Where a wasm module's `[wasm]` settings come from: computed only when the entrypoint is
+/// wasm, so a native container never reads them.
+#[derive(Default)]
+pub struct SettingsSource<'a> {
+    pub options: Option<&'a containerd_shim_protos::protobuf::well_known_types::any::Any>,
+    pub annotations: Option<&'a std::collections::HashMap<String, String>>,
+}
+
 pub struct Plan {
     pub workload: Workload,
     pub extra_fds: Vec<OwnedFd>,
@@ -39,9 +47,10 @@ pub fn plan_init(
     rootfs: &Path,
     spec: &oci_spec::runtime::Spec,
     layers: Option<&LayerSource>,
+    settings: &SettingsSource,
 ) -> ServiceResult<Plan> {
     match spec.process() {
-        Some(process) => plan(rootfs, process, layers),
+        Some(process) => plan(rootfs, process, layers, settings),
         None => Ok(native()),
     }
 }
@@ -51,14 +60,16 @@ pub fn plan_exec(
     rootfs: &Path,
     process: &oci_spec::runtime::Process,
     layers: Option<&LayerSource>,
+    settings: &SettingsSource,
 ) -> ServiceResult<Plan> {
-    plan(rootfs, process, layers)
+    plan(rootfs, process, layers, settings)
 }
 
 fn plan(
     rootfs: &Path,
     process: &oci_spec::runtime::Process,
     layers: Option<&LayerSource>,
+    settings: &SettingsSource,
 ) -> ServiceResult<Plan> {
     let Some(entry) = process.args().as_ref().and_then(|a| a.first()) else {
         return Ok(native());
@@ -67,7 +78,7 @@ fn plan(
     let env = process.env().clone().unwrap_or_default();
     let Some(mut file) = open_entrypoint(rootfs, path, &env) else {
         return match layers {
-            Some(source) => plan_from_layer(source, path, export),
+            Some(source) => plan_from_layer(source, path, export, settings),
             None => Ok(native()),
         };
     };
@@ -83,12 +94,17 @@ fn plan(
     let mut bytes = head;
     file.read_to_end(&mut bytes)
         .map_err(|e| ServiceError::Internal(format!("read wasm module {path}: {e}")))?;
-    wasm_plan(path, &bytes, export)
+    wasm_plan(path, &bytes, export, settings)
 }
 
 /// The entrypoint is not in the rootfs: the module may be a layer of the image. When the
 /// image has no wasm layer, the native path reports the missing entrypoint.
-fn plan_from_layer(source: &LayerSource, path: &str, export: Option<&str>) -> ServiceResult<Plan> {
+fn plan_from_layer(
+    source: &LayerSource,
+    path: &str,
+    export: Option<&str>,
+    settings: &SettingsSource,
+) -> ServiceResult<Plan> {
     match wasm_layers::find(source, path) {
         Ok(Some(layer)) => {
             log::info!(
@@ -97,7 +113,7 @@ fn plan_from_layer(source: &LayerSource, path: &str, export: Option<&str>) -> Se
                 layer.media_type,
                 layer.image
             );
-            wasm_plan(path, &layer.bytes, export)
+            wasm_plan(path, &layer.bytes, export, settings)
         }
         Ok(None) => Ok(native()),
         Err(e) => Err(ServiceError::InvalidArgument(format!(
@@ -107,10 +123,17 @@ fn plan_from_layer(source: &LayerSource, path: &str, export: Option<&str>) -> Se
 }
 
 /// Compiles (or finds in the node cache) the module and hands its artifact to the runner.
-fn wasm_plan(path: &str, bytes: &[u8], export: Option<&str>) -> ServiceResult<Plan> {
+fn wasm_plan(
+    path: &str,
+    bytes: &[u8],
+    export: Option<&str>,
+    settings: &SettingsSource,
+) -> ServiceResult<Plan> {
+    let settings = wasm::settings(settings.options, settings.annotations)
+        .map_err(|e| ServiceError::InvalidArgument(format!("wasm module {path}: {e}")))?;
     let compiled = wasm::cache()
         .map_err(invalid)?
-        .compile(path, bytes, export)
+        .compile_with(&settings, path, bytes, export)
         .map_err(invalid)?;
     log::info!(
         "wasm {path}: {} ({})",
@@ -189,12 +212,16 @@ mod tests {
         let mut p = oci_spec::runtime::Process::default();
         p.set_args(Some(vec!["/tool".into()]));
         assert_eq!(
-            plan_exec(dir.path(), &p, None).unwrap().workload,
+            plan_exec(dir.path(), &p, None, &SettingsSource::default())
+                .unwrap()
+                .workload,
             Workload::Exec
         );
         p.set_args(Some(vec!["/absent".into()]));
         assert_eq!(
-            plan_exec(dir.path(), &p, None).unwrap().workload,
+            plan_exec(dir.path(), &p, None, &SettingsSource::default())
+                .unwrap()
+                .workload,
             Workload::Exec
         );
     }
@@ -205,7 +232,10 @@ mod tests {
         std::fs::write(dir.path().join("bad.wasm"), b"\0asm\x09").unwrap();
         let mut p = oci_spec::runtime::Process::default();
         p.set_args(Some(vec!["/bad.wasm".into()]));
-        let err = plan_exec(dir.path(), &p, None).err().unwrap().to_string();
+        let err = plan_exec(dir.path(), &p, None, &SettingsSource::default())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("/bad.wasm"), "{err}");
     }
 }
