@@ -22,6 +22,7 @@ pub mod resolve;
 pub mod rootfs;
 pub mod spawner;
 pub mod spec;
+pub mod tenant_file;
 pub mod workload;
 
 mod bpf;

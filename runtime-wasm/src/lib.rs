@@ -2,9 +2,10 @@
 //!
 //! The crate is used in two places:
 //!
-//! * in the **shim** (multi-threaded, may compile): [`detect`] / [`detect_bytes`] decide
-//!   native vs wasm, [`Cache::compile`] compiles through the node-wide on-disk cache and
-//!   returns the artifact (an open file) plus a [`WasmPayload`] for the container process;
+//! * in the **shim** (multi-threaded, may compile): [`detect_bytes`] decides native vs wasm
+//!   from an entrypoint's first bytes, [`Cache::compile`] compiles through the node-wide
+//!   on-disk cache and returns the artifact (an open file) plus a [`WasmPayload`] for the
+//!   container process;
 //! * in the **container process** (after pivot_root): [`load`] maps the artifact from the
 //!   inherited fd and checks imports, then [`Loaded::run`] runs it and returns the exit code.
 //!
@@ -31,7 +32,7 @@ use std::path::PathBuf;
 
 pub use cache::{Cache, Compiled, DEFAULT_CACHE_DIR, DEFAULT_CACHE_MAX_BYTES};
 pub use context::{RunContext, Stdio};
-pub use detect::{detect, detect_bytes, split_entry, Entrypoint, WasmFormat};
+pub use detect::{detect_bytes, split_entry, Entrypoint, WasmFormat};
 pub use engine::{engine_config, new_engine};
 pub use loaded::{Loaded, EXIT_TRAP};
 pub use payload::{WasmKind, WasmPayload};
@@ -43,11 +44,6 @@ pub use signals::{Interrupter, SIGNAL_GRACE};
 /// entrypoint path or image reference) and what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: cannot read entrypoint: {source}")]
-    ReadEntrypoint {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("wasm module {module}: invalid: {reason}")]
     InvalidModule { module: String, reason: String },
     #[error("wasm module {module}: export `{export}` not found or not a function taking no arguments (function exports: {available})")]
