@@ -23,6 +23,7 @@ pub mod rootfs;
 pub mod spawner;
 pub mod spec;
 pub mod tenant_file;
+pub mod testgen;
 pub mod workload;
 
 mod bpf;
@@ -30,6 +31,8 @@ mod child;
 mod fds;
 mod mountopt;
 mod ns;
+#[cfg(test)]
+mod parser_props;
 mod personality;
 mod seccomp;
 mod sync;

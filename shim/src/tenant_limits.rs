@@ -76,4 +76,55 @@ mod tests {
         };
         assert_eq!(from_options(Some(&o)).unwrap().max_bytes, 123);
     }
+
+    /// Property test of the runtime options decoder (protobuf wire bytes from containerd):
+    /// encoded fields come back as they were, with unknown fields around them, and random or
+    /// truncated bytes are refused or decoded, never a panic.
+    #[test]
+    fn runtime_options_decode_round_trips_and_never_panics() {
+        use runtime_native::testgen::Gen;
+        const CASES: usize = 5000;
+        fn field(out: &mut Vec<u8>, tag: u8, data: &[u8]) {
+            out.push(tag << 3 | 2);
+            let mut n = data.len();
+            loop {
+                let b = (n & 0x7f) as u8;
+                n >>= 7;
+                out.push(if n > 0 { b | 0x80 } else { b });
+                if n == 0 {
+                    break;
+                }
+            }
+            out.extend_from_slice(data);
+        }
+        let mut g = Gen::new(0x5eed_0201);
+        let mut refused = 0;
+        for case in 0..CASES {
+            let path = g.string("/abc.toml", 40);
+            let body = g.bytes(300);
+            let mut wire = Vec::new();
+            if g.chance(50) {
+                wire.extend_from_slice(&[0x08, 0x96, 0x01]); // field 1 as a varint: skipped
+            }
+            field(&mut wire, 2, path.as_bytes());
+            field(&mut wire, 9, &g.bytes(20)); // unknown field
+            field(&mut wire, 3, &body);
+            let o = decode_runtime_options(&wire).unwrap_or_else(|e| panic!("case {case}: {e}"));
+            assert_eq!(
+                (o.config_path.as_str(), &o.config_body[..]),
+                (path.as_str(), &body[..])
+            );
+            // Cut short anywhere inside the last field: refused, not misread.
+            let cut = wire.len() - 1 - g.below(body.len().max(1).min(wire.len() - 1));
+            if let Ok(o) = decode_runtime_options(&wire[..cut]) {
+                assert_ne!(o.config_body, body, "case {case}: truncated body accepted");
+            } else {
+                refused += 1;
+            }
+            if decode_runtime_options(&g.bytes(64)).is_err() {
+                refused += 1;
+            }
+        }
+        println!("runtime options: {} cases, {refused} refused", 3 * CASES);
+    }
 }

@@ -285,4 +285,80 @@ mod tests {
         let err = parse::<Manifest>("image manifest", "sha256:z", b"{").unwrap_err();
         assert!(err.contains("image manifest sha256:z"), "{err}");
     }
+
+    /// Property test over seeded random manifests (`runtime_native::testgen`): parsing never
+    /// panics, and the layer picked is exactly the one the entrypoint means, or an error.
+    #[test]
+    fn manifests_pick_the_meant_layer_or_refuse() {
+        use runtime_native::testgen::Gen;
+        const CASES: usize = 2000;
+        let media = [
+            WASM_LAYER_TYPES[0],
+            WASM_LAYER_TYPES[1],
+            WASM_LAYER_TYPES[2],
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/octet-stream",
+        ];
+        let mut g = Gen::new(0x5eed_0101);
+        let (mut refused, mut mutated_refused) = (0, 0);
+        for case in 0..CASES {
+            let layers: Vec<serde_json::Value> = (0..g.below(5))
+                .map(|i| {
+                    let mut l = serde_json::json!({
+                        "mediaType": g.pick(&media),
+                        "digest": format!("sha256:{case}-{i}"),
+                        "size": g.below(1 << 20),
+                    });
+                    if g.chance(60) {
+                        let title = format!("{}.wasm", g.string("ab", 2));
+                        l["annotations"] = serde_json::json!({ TITLE: title });
+                    }
+                    l
+                })
+                .collect();
+            let doc = serde_json::json!({ "schemaVersion": 2, "layers": layers });
+            let bytes = serde_json::to_vec(&doc).unwrap();
+            let m: Manifest = parse("image manifest", "d", &bytes).unwrap();
+            let entry = format!("/app/{}.wasm", g.string("ab", 2));
+            let name = entry.rsplit('/').next().unwrap();
+            let wasm: Vec<&Entry> = m
+                .layers
+                .iter()
+                .filter(|l| WASM_LAYER_TYPES.contains(&l.media_type.as_str()))
+                .collect();
+            let titled = |l: &&Entry| l.annotations.get(TITLE).map(String::as_str) == Some(name);
+            match pick_layer(&m, &entry) {
+                Ok(None) => assert!(wasm.is_empty(), "case {case}"),
+                Ok(Some(l)) => {
+                    assert!(wasm.len() == 1 || titled(&&l), "case {case}: {l:?}");
+                    assert!(WASM_LAYER_TYPES.contains(&l.media_type.as_str()));
+                    assert!(l.size >= 0);
+                }
+                Err(e) => {
+                    refused += 1;
+                    assert!(
+                        wasm.len() > 1 && !wasm.iter().any(titled),
+                        "case {case}: {e}"
+                    );
+                }
+            }
+            // Mutated documents: parsed or refused naming the document, never a panic.
+            let bad = g.mutate(&bytes);
+            match parse::<Manifest>("image manifest", "sha256:m", &bad) {
+                Ok(m) => {
+                    let _ = pick_layer(&m, &entry);
+                }
+                Err(e) => {
+                    mutated_refused += 1;
+                    assert!(e.contains("image manifest sha256:m"), "{e}");
+                }
+            }
+            let _ = parse::<Index>("image index", "sha256:i", &bad).map(|i| manifest_order(&i));
+        }
+        println!(
+            "wasm layer manifests: {} cases, {refused} refused (ambiguous), \
+             {mutated_refused} mutated refused",
+            2 * CASES
+        );
+    }
 }
