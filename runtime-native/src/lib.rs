@@ -23,6 +23,8 @@ pub mod resolve;
 pub mod rootfs;
 pub mod spawner;
 pub mod spec;
+pub mod tenant_file;
+pub mod testgen;
 pub mod workload;
 
 mod bpf;
@@ -31,6 +33,8 @@ mod fds;
 mod lsm;
 mod mountopt;
 mod ns;
+#[cfg(test)]
+mod parser_props;
 mod personality;
 mod seccomp;
 mod sync;

@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 
-fn on_procfs(fd: &impl AsRawFd) -> std::io::Result<bool> {
+pub(crate) fn on_procfs(fd: &impl AsRawFd) -> std::io::Result<bool> {
     // SAFETY: fstatfs fills a statfs struct we own, for an fd that stays open for the call.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } < 0 {
@@ -23,7 +23,7 @@ fn on_procfs(fd: &impl AsRawFd) -> std::io::Result<bool> {
     Ok(st.f_type as i64 == PROC_SUPER_MAGIC)
 }
 
-fn not_proc(what: &str) -> std::io::Error {
+pub(crate) fn not_proc(what: &str) -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::PermissionDenied,
         format!("{what} is not on procfs: refusing to write through it"),
@@ -31,7 +31,7 @@ fn not_proc(what: &str) -> std::io::Error {
 }
 
 /// `/proc`, opened as a directory and checked to be procfs.
-fn proc_dir() -> std::io::Result<File> {
+pub(crate) fn proc_dir() -> std::io::Result<File> {
     let proc_dir = File::open("/proc")?;
     if !on_procfs(&proc_dir)? {
         return Err(not_proc("/proc"));

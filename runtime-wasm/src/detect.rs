@@ -1,7 +1,8 @@
-//! Native-or-wasm detection of a container entrypoint.
-
-use std::io::Read;
-use std::path::Path;
+//! Native-or-wasm detection of a container entrypoint, from its first bytes.
+//!
+//! This module never opens a file: an entrypoint is a tenant's file, and the shim reads it only
+//! through `runtime_native::tenant_file` (inside the rootfs, regular files only, bounded reads),
+//! then hands the head it read to [`detect_bytes`].
 
 use crate::{Error, Result};
 
@@ -73,18 +74,6 @@ pub fn detect_bytes(name: &str, bytes: &[u8]) -> Result<Entrypoint> {
         return Ok(Entrypoint::Wasm(WasmFormat::Text));
     }
     Ok(Entrypoint::Native)
-}
-
-/// Classify the file at `path` (reads only its first bytes, unless it is a `.wat`).
-pub fn detect(path: &Path) -> Result<Entrypoint> {
-    let read_err = |source| Error::ReadEntrypoint {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::File::open(path).map_err(read_err)?;
-    let mut head = Vec::with_capacity(64);
-    (&mut f).take(64).read_to_end(&mut head).map_err(read_err)?;
-    detect_bytes(&path.display().to_string(), &head)
 }
 
 fn looks_like_wat(name: &str, bytes: &[u8]) -> bool {
@@ -193,19 +182,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("v9.wasm") && e.contains("version"), "{e}");
-    }
-
-    #[test]
-    fn detect_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("app");
-        std::fs::write(&p, b"\0asm\x01\0\0\0").unwrap();
-        assert_eq!(
-            detect(&p).unwrap(),
-            Entrypoint::Wasm(WasmFormat::CoreModule)
-        );
-        let e = detect(&dir.path().join("missing")).unwrap_err().to_string();
-        assert!(e.contains("missing"), "{e}");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! The crate is used in two places:
 //!
-//! * in the **shim** (multi-threaded, may compile): [`detect`] / [`detect_bytes`] decide
-//!   native vs wasm, [`Cache::compile`] compiles through the node-wide on-disk cache and
+//! * in the **shim** (multi-threaded, may compile): [`detect_bytes`] decides native vs wasm
+//!   from an entrypoint's first bytes, [`Cache::compile`] compiles through the node-wide on-disk cache and
 //!   returns the artifact (an open file) plus a [`WasmPayload`] for the container process;
 //! * in the **container process** (after pivot_root): [`take_guest_dirs`] copies the directories
 //!   the guest may see while the process still has its privileges, [`load`] maps the artifact
@@ -36,7 +36,7 @@ use std::path::PathBuf;
 
 pub use cache::{Cache, Compiled, DEFAULT_CACHE_DIR, DEFAULT_CACHE_MAX_BYTES};
 pub use context::{GuestDirs, RunContext, Stdio};
-pub use detect::{detect, detect_bytes, split_entry, Entrypoint, WasmFormat};
+pub use detect::{detect_bytes, split_entry, Entrypoint, WasmFormat};
 pub use engine::{config_for, engine_config, engine_for, new_engine, serving_engine};
 pub use loaded::{Loaded, EXIT_TRAP};
 pub use payload::{WasmKind, WasmPayload};
@@ -51,11 +51,6 @@ pub use view::{take as take_guest_dirs, DataMount, GuestDir};
 /// entrypoint path or image reference) and what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: cannot read entrypoint: {source}")]
-    ReadEntrypoint {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("wasm module {module}: invalid: {reason}")]
     InvalidModule { module: String, reason: String },
     #[error("wasm module {module}: export `{export}` not found or not a function taking no arguments (function exports: {available})")]

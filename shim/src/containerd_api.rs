@@ -211,13 +211,23 @@ impl Client {
             .ok_or_else(|| ApiError::new("Images.Get", name, "the image has no target"))
     }
 
-    /// A whole blob from the content store, refusing anything larger than `limit` bytes.
-    pub async fn read_blob(&mut self, digest: &str, limit: u64) -> ApiResult<Vec<u8>> {
+    /// A whole blob from the content store. `declared` is the size its descriptor gives (0:
+    /// unknown); a blob declared or streamed larger than `limit` bytes, or streamed larger than
+    /// declared, is refused before it is buffered (see [`BlobBuffer`]).
+    pub async fn read_blob(
+        &mut self,
+        digest: &str,
+        declared: i64,
+        limit: u64,
+    ) -> ApiResult<Vec<u8>> {
         const CALL: &str = "Content.Read";
+        let mut buffer =
+            BlobBuffer::new(digest, declared, limit).map_err(|e| ApiError::new(CALL, digest, e))?;
         let request = self.request(ReadContentRequest {
             digest: digest.to_string(),
             offset: 0,
-            size: 0,
+            // Ask for no more than the descriptor says (0 reads to the end).
+            size: declared.max(0),
         })?;
         self.grpc
             .ready()
@@ -234,33 +244,89 @@ impl Client {
             .await
             .map_err(|s| ApiError::status(CALL, digest, s))?
             .into_inner();
-        let mut data = Vec::new();
+        // Each message is bounded by tonic's decoding limit (4 MiB); the buffer bounds the sum.
         while let Some(chunk) = stream
             .message()
             .await
             .map_err(|s| ApiError::status(CALL, digest, s))?
         {
-            if chunk.offset as usize != data.len() {
-                return Err(ApiError::new(
-                    CALL,
-                    digest,
-                    format!(
-                        "chunk at offset {} after {} bytes",
-                        chunk.offset,
-                        data.len()
-                    ),
-                ));
-            }
-            data.extend_from_slice(&chunk.data);
-            if data.len() as u64 > limit {
-                return Err(ApiError::new(
-                    CALL,
-                    digest,
-                    format!("blob larger than {limit} bytes"),
-                ));
-            }
+            buffer
+                .push(chunk.offset, &chunk.data)
+                .map_err(|e| ApiError::new(CALL, digest, e))?;
         }
-        Ok(data)
+        buffer.finish().map_err(|e| ApiError::new(CALL, digest, e))
+    }
+}
+
+/// The bytes of one blob as they stream in, never more than its cap: the declared size when
+/// there is one, and never more than the limit.
+pub struct BlobBuffer {
+    declared: u64,
+    limit: u64,
+    data: Vec<u8>,
+}
+
+impl BlobBuffer {
+    /// Refuses a blob whose descriptor already says it is over `limit`.
+    pub fn new(digest: &str, declared: i64, limit: u64) -> Result<BlobBuffer, String> {
+        let declared = u64::try_from(declared).map_err(|_| {
+            format!("blob {digest}: its descriptor gives a negative size {declared}")
+        })?;
+        if declared > limit {
+            return Err(format!(
+                "blob {digest} is {declared} bytes, more than the limit of {limit} bytes"
+            ));
+        }
+        // The capacity is at most the limit, and only what the descriptor promised.
+        Ok(BlobBuffer {
+            declared,
+            limit,
+            data: Vec::with_capacity(declared as usize),
+        })
+    }
+
+    /// The cap on what may arrive.
+    fn cap(&self) -> u64 {
+        if self.declared > 0 {
+            self.declared
+        } else {
+            self.limit
+        }
+    }
+
+    /// Appends a chunk that must start where the data so far ends.
+    pub fn push(&mut self, offset: i64, chunk: &[u8]) -> Result<(), String> {
+        if offset != self.data.len() as i64 {
+            return Err(format!(
+                "chunk at offset {offset} after {} bytes",
+                self.data.len()
+            ));
+        }
+        let total = self.data.len() as u64 + chunk.len() as u64;
+        if total > self.cap() {
+            return Err(if self.declared > 0 {
+                format!(
+                    "streamed {total} bytes or more of a blob its descriptor says is {} bytes",
+                    self.declared
+                )
+            } else {
+                format!("blob larger than the limit of {} bytes", self.limit)
+            });
+        }
+        self.data.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// The whole blob; short of its declared size is an error.
+    pub fn finish(self) -> Result<Vec<u8>, String> {
+        if self.declared > 0 && (self.data.len() as u64) < self.declared {
+            return Err(format!(
+                "the blob ended after {} of its {} bytes",
+                self.data.len(),
+                self.declared
+            ));
+        }
+        Ok(self.data)
     }
 }
 
@@ -292,5 +358,34 @@ mod tests {
         // Unknown fields (labels, annotations, timestamps) are skipped, not errors.
         let with_labels = b"\x12\x06\x0a\x01k\x12\x01v\x0a\x01x\x1a\x01i";
         assert_eq!(Container::decode(&with_labels[..]).unwrap().image, "i");
+    }
+
+    #[test]
+    fn blobs_are_capped_by_descriptor_and_limit() {
+        // Declared over the limit: refused before a byte is read.
+        let e = BlobBuffer::new("sha256:big", 3 << 30, 256 << 20)
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("3221225472 bytes") && e.contains("268435456"),
+            "{e}"
+        );
+        assert!(BlobBuffer::new("sha256:neg", -1, 10).is_err());
+        // Declared 4: a fifth byte is refused, the exact four are fine, three are short.
+        let mut b = BlobBuffer::new("d", 4, 10).unwrap();
+        b.push(0, b"ab").unwrap();
+        assert!(b.push(2, b"cde").unwrap_err().contains("says is 4 bytes"));
+        b.push(2, b"cd").unwrap();
+        assert_eq!(b.finish().unwrap(), b"abcd");
+        let mut short = BlobBuffer::new("d", 4, 10).unwrap();
+        short.push(0, b"abc").unwrap();
+        assert!(short.finish().unwrap_err().contains("3 of its 4"));
+        // Size unknown: the limit caps what streams in.
+        let mut open = BlobBuffer::new("d", 0, 3).unwrap();
+        open.push(0, b"abc").unwrap();
+        assert!(open.push(3, b"d").unwrap_err().contains("limit of 3"));
+        // Chunks must follow each other.
+        let mut gap = BlobBuffer::new("d", 0, 10).unwrap();
+        assert!(gap.push(1, b"a").unwrap_err().contains("offset 1"));
     }
 }

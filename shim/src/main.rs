@@ -5,6 +5,7 @@
 
 mod args;
 mod bootstrap;
+mod compile_slots;
 mod containerd_api;
 mod delete;
 mod error;
@@ -16,6 +17,7 @@ mod record;
 mod server;
 mod service;
 mod start;
+mod tenant_limits;
 mod wasm;
 mod wasm_layers;
 

@@ -29,8 +29,6 @@ const TITLE: &str = "org.opencontainers.image.title";
 
 /// Manifests and indexes are small JSON documents; anything bigger is not one.
 const MANIFEST_LIMIT: u64 = 4 << 20;
-/// A generous bound on one module, so a wrong digest cannot make the shim buffer gigabytes.
-const MODULE_LIMIT: u64 = 1 << 30;
 /// How many manifests of an index are looked into before giving up.
 const MAX_MANIFESTS: usize = 16;
 /// containerd answers in milliseconds; a hung daemon must not hang Create forever.
@@ -70,6 +68,9 @@ struct Entry {
     #[serde(rename = "mediaType", default)]
     media_type: String,
     digest: String,
+    /// The blob's size as the descriptor gives it (0 when absent).
+    #[serde(default)]
+    size: i64,
     #[serde(default)]
     platform: Option<Platform>,
     #[serde(default)]
@@ -94,7 +95,7 @@ fn host_arch() -> &'static str {
 
 /// The manifests of an index worth looking into, best first: this host's platform, then
 /// wasm platforms (`wasi`/`wasip*` or architecture `wasm`), then the rest.
-fn manifest_order(index: &Index) -> Vec<String> {
+fn manifest_order(index: &Index) -> Vec<(String, i64)> {
     let rank = |e: &Entry| match &e.platform {
         Some(p) if p.os == "linux" && p.architecture == host_arch() => 0,
         Some(p) if p.os.starts_with("wasi") || p.architecture == "wasm" => 1,
@@ -105,7 +106,7 @@ fn manifest_order(index: &Index) -> Vec<String> {
     entries
         .into_iter()
         .take(MAX_MANIFESTS)
-        .map(|e| e.digest.clone())
+        .map(|e| (e.digest.clone(), e.size))
         .collect()
 }
 
@@ -141,11 +142,16 @@ fn parse<T: for<'de> Deserialize<'de>>(what: &str, digest: &str, data: &[u8]) ->
     serde_json::from_slice(data).map_err(|e| format!("parse {what} {digest}: {e}"))
 }
 
-/// Looks up the module for `entry_path` among the wasm layers of the container's image.
+/// Looks up the module for `entry_path` among the wasm layers of the container's image; a
+/// layer over `max_bytes` (by its descriptor, or by what streams in) is refused unread.
 /// `Ok(None)`: the container has no image, the image is gone, or it carries no wasm layer.
-pub fn find(source: &LayerSource, entry_path: &str) -> Result<Option<WasmLayer>, String> {
+pub fn find(
+    source: &LayerSource,
+    entry_path: &str,
+    max_bytes: u64,
+) -> Result<Option<WasmLayer>, String> {
     let lookup = async {
-        tokio::time::timeout(LOOKUP_TIMEOUT, find_async(source, entry_path))
+        tokio::time::timeout(LOOKUP_TIMEOUT, find_async(source, entry_path, max_bytes))
             .await
             .unwrap_or_else(|_| {
                 Err(format!(
@@ -160,7 +166,11 @@ pub fn find(source: &LayerSource, entry_path: &str) -> Result<Option<WasmLayer>,
         .map_err(|e| format!("wasm layers of container {}: {e}", source.container_id))
 }
 
-async fn find_async(source: &LayerSource, entry_path: &str) -> Result<Option<WasmLayer>, String> {
+async fn find_async(
+    source: &LayerSource,
+    entry_path: &str,
+    max_bytes: u64,
+) -> Result<Option<WasmLayer>, String> {
     let text = |e: ApiError| e.to_string();
     let mut client = Client::connect(&source.address, &source.namespace)
         .await
@@ -178,16 +188,16 @@ async fn find_async(source: &LayerSource, entry_path: &str) -> Result<Option<Was
     };
     let manifests = if INDEX_TYPES.contains(&target.media_type.as_str()) {
         let data = client
-            .read_blob(&target.digest, MANIFEST_LIMIT)
+            .read_blob(&target.digest, target.size, MANIFEST_LIMIT)
             .await
             .map_err(text)?;
         manifest_order(&parse::<Index>("image index", &target.digest, &data)?)
     } else {
-        vec![target.digest]
+        vec![(target.digest, target.size)]
     };
-    for digest in manifests {
+    for (digest, size) in manifests {
         let data = client
-            .read_blob(&digest, MANIFEST_LIMIT)
+            .read_blob(&digest, size, MANIFEST_LIMIT)
             .await
             .map_err(text)?;
         let manifest: Manifest = parse("image manifest", &digest, &data)?;
@@ -195,9 +205,9 @@ async fn find_async(source: &LayerSource, entry_path: &str) -> Result<Option<Was
             continue;
         };
         let bytes = client
-            .read_blob(&layer.digest, MODULE_LIMIT)
+            .read_blob(&layer.digest, layer.size, max_bytes)
             .await
-            .map_err(text)?;
+            .map_err(|e| format!("wasm layer {} ({entry_path}): {e}", layer.digest))?;
         return Ok(Some(WasmLayer {
             image: image_name,
             digest: layer.digest,
@@ -266,12 +276,89 @@ mod tests {
             host_arch()
         ))
         .unwrap();
-        assert_eq!(manifest_order(&index), ["host", "wasi", "other", "bare"]);
+        let order: Vec<String> = manifest_order(&index).into_iter().map(|(d, _)| d).collect();
+        assert_eq!(order, ["host", "wasi", "other", "bare"]);
     }
 
     #[test]
     fn bad_json_names_the_document() {
         let err = parse::<Manifest>("image manifest", "sha256:z", b"{").unwrap_err();
         assert!(err.contains("image manifest sha256:z"), "{err}");
+    }
+
+    /// Property test over seeded random manifests (`runtime_native::testgen`): parsing never
+    /// panics, and the layer picked is exactly the one the entrypoint means, or an error.
+    #[test]
+    fn manifests_pick_the_meant_layer_or_refuse() {
+        use runtime_native::testgen::Gen;
+        const CASES: usize = 2000;
+        let media = [
+            WASM_LAYER_TYPES[0],
+            WASM_LAYER_TYPES[1],
+            WASM_LAYER_TYPES[2],
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/octet-stream",
+        ];
+        let mut g = Gen::new(0x5eed_0101);
+        let (mut refused, mut mutated_refused) = (0, 0);
+        for case in 0..CASES {
+            let layers: Vec<serde_json::Value> = (0..g.below(5))
+                .map(|i| {
+                    let mut l = serde_json::json!({
+                        "mediaType": g.pick(&media),
+                        "digest": format!("sha256:{case}-{i}"),
+                        "size": g.below(1 << 20),
+                    });
+                    if g.chance(60) {
+                        let title = format!("{}.wasm", g.string("ab", 2));
+                        l["annotations"] = serde_json::json!({ TITLE: title });
+                    }
+                    l
+                })
+                .collect();
+            let doc = serde_json::json!({ "schemaVersion": 2, "layers": layers });
+            let bytes = serde_json::to_vec(&doc).unwrap();
+            let m: Manifest = parse("image manifest", "d", &bytes).unwrap();
+            let entry = format!("/app/{}.wasm", g.string("ab", 2));
+            let name = entry.rsplit('/').next().unwrap();
+            let wasm: Vec<&Entry> = m
+                .layers
+                .iter()
+                .filter(|l| WASM_LAYER_TYPES.contains(&l.media_type.as_str()))
+                .collect();
+            let titled = |l: &&Entry| l.annotations.get(TITLE).map(String::as_str) == Some(name);
+            match pick_layer(&m, &entry) {
+                Ok(None) => assert!(wasm.is_empty(), "case {case}"),
+                Ok(Some(l)) => {
+                    assert!(wasm.len() == 1 || titled(&&l), "case {case}: {l:?}");
+                    assert!(WASM_LAYER_TYPES.contains(&l.media_type.as_str()));
+                    assert!(l.size >= 0);
+                }
+                Err(e) => {
+                    refused += 1;
+                    assert!(
+                        wasm.len() > 1 && !wasm.iter().any(titled),
+                        "case {case}: {e}"
+                    );
+                }
+            }
+            // Mutated documents: parsed or refused naming the document, never a panic.
+            let bad = g.mutate(&bytes);
+            match parse::<Manifest>("image manifest", "sha256:m", &bad) {
+                Ok(m) => {
+                    let _ = pick_layer(&m, &entry);
+                }
+                Err(e) => {
+                    mutated_refused += 1;
+                    assert!(e.contains("image manifest sha256:m"), "{e}");
+                }
+            }
+            let _ = parse::<Index>("image index", "sha256:i", &bad).map(|i| manifest_order(&i));
+        }
+        println!(
+            "wasm layer manifests: {} cases, {refused} refused (ambiguous), \
+             {mutated_refused} mutated refused",
+            2 * CASES
+        );
     }
 }

@@ -377,8 +377,9 @@ impl Inner {
         id: &str,
         exec_id: &str,
     ) -> ServiceResult<api::StartResponse> {
-        let (request, rootfs, stdio_paths) = self.with_container(id, |c| {
+        let (request, rootfs, limits, stdio_paths) = self.with_container(id, |c| {
             let init_pid = c.init.pid;
+            let limits = c.limits;
             let spec = c.spec.clone();
             let procs = c.cgroup.procs_files();
             let rootfs = c.bundle.join("rootfs");
@@ -404,6 +405,7 @@ impl Inner {
                     workload: runtime_native::Workload::Exec,
                 },
                 rootfs,
+                limits,
                 p.stdio.clone(),
             ))
         })?;
@@ -418,12 +420,25 @@ impl Inner {
         // On the blocking pool: planning may compile a module or ask containerd for a layer.
         let spawned = blocking(move || -> ServiceResult<_> {
             let mut request = request;
+            let process = request.process.clone();
             // An exec has no runtime options of its own: the container's annotations apply.
             let settings = workload::SettingsSource {
                 options: None,
-                annotations: request.spec.annotations().as_ref(),
+                annotations: request.spec.annotations().clone(),
             };
-            let plan = workload::plan_exec(&rootfs, &request.process, Some(&layers), &settings)?;
+            let what = format!(
+                "plan of exec {} of task {}",
+                request.exec_id, request.container_id
+            );
+            let plan = workload::bounded(&what, move || {
+                let input = workload::PlanInput {
+                    rootfs: &rootfs,
+                    layers: Some(&layers),
+                    limits,
+                    settings,
+                };
+                workload::plan_exec(&input, &process)
+            })?;
             request.workload = plan.workload;
             let (mut stdio, holders) = if paths.terminal {
                 (runtime_native::Stdio::default(), Default::default())

@@ -69,11 +69,24 @@ pub(super) fn create_container(
             rootfs::mount_all(&mounts, &rootfs_dir)?;
         }
         let rootfs_path = spec_root(&spec, &record.bundle);
+        let limits = crate::tenant_limits::from_options(net_opts.as_ref())
+            .map_err(ServiceError::InvalidArgument)?;
         let settings = workload::SettingsSource {
-            options: net_opts.as_ref(),
-            annotations: spec.annotations().as_ref(),
+            options: net_opts.clone(),
+            annotations: spec.annotations().clone(),
         };
-        let workload = workload::plan_init(&rootfs_path, &spec, Some(layers), &settings)?;
+        let workload = {
+            let (root, spec, layers) = (rootfs_path.clone(), spec.clone(), layers.clone());
+            workload::bounded(&format!("plan of task {}", record.id), move || {
+                let input = workload::PlanInput {
+                    rootfs: &root,
+                    layers: Some(&layers),
+                    limits,
+                    settings,
+                };
+                workload::plan_init(&input, &spec)
+            })?
+        };
         let (stdio, holders) = if stdio_paths.terminal {
             (runtime_native::Stdio::default(), Default::default())
         } else {
@@ -132,6 +145,7 @@ pub(super) fn create_container(
             paused: false,
             own_pid_ns,
             oom_kills: 0,
+            limits,
         };
         Ok((container, record.clone()))
     })();

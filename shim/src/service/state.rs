@@ -149,6 +149,8 @@ pub struct Container {
     pub own_pid_ns: bool,
     /// OOM kills seen so far (to tell a new one from an old one).
     pub oom_kills: u64,
+    /// Bounds on what the shim reads of this container's files (from the runtime options).
+    pub limits: runtime_native::tenant_file::Limits,
 }
 
 impl Container {

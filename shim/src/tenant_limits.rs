@@ -1,0 +1,130 @@
+//! The shim's bounds on what it reads of tenant files, from the Create request's runtime
+//! options: the `[tenant_files]` table (`runtime_native::tenant_file::Limits`) of the same TOML
+//! the `[network]` table lives in (`config_body`, or the file at `config_path`; see
+//! `crate::network`). No options, or options of another type, give the defaults.
+
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use runtime_native::tenant_file::Limits;
+
+use crate::network::decode_runtime_options;
+
+/// The limits for a container created with `options`.
+pub fn from_options(options: Option<&Any>) -> Result<Limits, String> {
+    let Some(any) = options else {
+        return Ok(Limits::default());
+    };
+    if !any.type_url.ends_with("runtimeoptions.v1.Options") {
+        return Ok(Limits::default());
+    }
+    let o = decode_runtime_options(&any.value).map_err(|e| format!("runtime options: {e}"))?;
+    if !o.config_body.is_empty() {
+        let text = std::str::from_utf8(&o.config_body)
+            .map_err(|_| "runtime options: config_body is not UTF-8".to_string())?;
+        return Limits::from_toml(text).map_err(|e| format!("runtime options: {e}"));
+    }
+    if !o.config_path.is_empty() {
+        // The file is the node admin's (containerd's config names it), not a tenant's.
+        let text = std::fs::read_to_string(&o.config_path)
+            .map_err(|e| format!("read config file {}: {e}", o.config_path))?;
+        return Limits::from_toml(&text).map_err(|e| format!("{}: {e}", o.config_path));
+    }
+    Ok(Limits::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `runtimeoptions.v1.Options` with only `config_body` (field 3) set.
+    fn options_with_body(body: &str) -> Any {
+        let mut value = vec![0x1a, body.len() as u8];
+        value.extend_from_slice(body.as_bytes());
+        Any {
+            type_url: "type.googleapis.com/runtimeoptions.v1.Options".into(),
+            value,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn limits_from_the_options_body_or_defaults() {
+        assert_eq!(from_options(None).unwrap(), Limits::default());
+        let runc = Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            ..Default::default()
+        };
+        assert_eq!(from_options(Some(&runc)).unwrap(), Limits::default());
+        let o = options_with_body("[tenant_files]\nmax_bytes = 4096\n");
+        assert_eq!(from_options(Some(&o)).unwrap().max_bytes, 4096);
+        let bad = options_with_body("[tenant_files]\nmax_bytes = 0\n");
+        let e = from_options(Some(&bad)).unwrap_err();
+        assert!(e.contains("max_bytes"), "{e}");
+    }
+
+    #[test]
+    fn limits_from_the_options_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("amphi.toml");
+        std::fs::write(&path, "[tenant_files]\nmax_bytes = 123\n").unwrap();
+        let p = path.display().to_string();
+        let mut value = vec![0x12, p.len() as u8];
+        value.extend_from_slice(p.as_bytes());
+        let o = Any {
+            type_url: "runtimeoptions.v1.Options".into(),
+            value,
+            ..Default::default()
+        };
+        assert_eq!(from_options(Some(&o)).unwrap().max_bytes, 123);
+    }
+
+    /// Property test of the runtime options decoder (protobuf wire bytes from containerd):
+    /// encoded fields come back as they were, with unknown fields around them, and random or
+    /// truncated bytes are refused or decoded, never a panic.
+    #[test]
+    fn runtime_options_decode_round_trips_and_never_panics() {
+        use runtime_native::testgen::Gen;
+        const CASES: usize = 5000;
+        fn field(out: &mut Vec<u8>, tag: u8, data: &[u8]) {
+            out.push(tag << 3 | 2);
+            let mut n = data.len();
+            loop {
+                let b = (n & 0x7f) as u8;
+                n >>= 7;
+                out.push(if n > 0 { b | 0x80 } else { b });
+                if n == 0 {
+                    break;
+                }
+            }
+            out.extend_from_slice(data);
+        }
+        let mut g = Gen::new(0x5eed_0201);
+        let mut refused = 0;
+        for case in 0..CASES {
+            let path = g.string("/abc.toml", 40);
+            let body = g.bytes(300);
+            let mut wire = Vec::new();
+            if g.chance(50) {
+                wire.extend_from_slice(&[0x08, 0x96, 0x01]); // field 1 as a varint: skipped
+            }
+            field(&mut wire, 2, path.as_bytes());
+            field(&mut wire, 9, &g.bytes(20)); // unknown field
+            field(&mut wire, 3, &body);
+            let o = decode_runtime_options(&wire).unwrap_or_else(|e| panic!("case {case}: {e}"));
+            assert_eq!(
+                (o.config_path.as_str(), &o.config_body[..]),
+                (path.as_str(), &body[..])
+            );
+            // Cut short anywhere inside the last field: refused, not misread.
+            let cut = wire.len() - 1 - g.below(body.len().max(1).min(wire.len() - 1));
+            if let Ok(o) = decode_runtime_options(&wire[..cut]) {
+                assert_ne!(o.config_body, body, "case {case}: truncated body accepted");
+            } else {
+                refused += 1;
+            }
+            if decode_runtime_options(&g.bytes(64)).is_err() {
+                refused += 1;
+            }
+        }
+        println!("runtime options: {} cases, {refused} refused", 3 * CASES);
+    }
+}

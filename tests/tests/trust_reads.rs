@@ -1,0 +1,186 @@
+//! A tenant's files as `ctr task exec` entrypoints (issue 11): the shim runs as host root and
+//! looks at the entrypoint to tell native from wasm, so a file a tenant made inside its
+//! container must not make the shim read gigabytes, block in open(2), or read a host file.
+//! Each attack must fail with an error that names the problem, the exec RPC must return, the
+//! shim's peak RSS must stay under 100 MB, and no shim thread may be left waiting on a FIFO or
+//! a lease. (Against runc, `--ignored`, the same attacks fail at execve.)
+
+use amphi_tests::{cmd, e2e, Case, Output, Runtime};
+use anyhow::{Context, Result};
+use std::time::Duration;
+
+/// The most a shim process may ever have had resident (VmHWM) during these attacks.
+const MAX_SHIM_HWM_KIB: u64 = 100 * 1024;
+
+/// Kernel wait channels of a thread stuck opening a FIFO or waiting for a lease break.
+const BLOCKED_WCHANS: [&str; 4] = ["wait_for_partner", "fifo_open", "break_lease", "lease"];
+
+/// A `/proc/PID/status` field in KiB.
+fn status_kib(pid: i32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// `tid: wchan` of every thread of `pid`.
+fn wchans(pid: i32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| {
+            let t = t.ok()?;
+            let w = std::fs::read_to_string(t.path().join("wchan")).ok()?;
+            Some(format!("{}: {}", t.file_name().to_string_lossy(), w.trim()))
+        })
+        .collect()
+}
+
+/// The shim processes are small and none of their threads waits on a tenant's file.
+fn check_shims(c: &Case, after: &str) -> Result<()> {
+    let shims = c.shim_processes();
+    anyhow::ensure!(!shims.is_empty(), "after {after}: no shim process found");
+    for p in &shims {
+        let hwm = status_kib(p.pid, "VmHWM")
+            .with_context(|| format!("VmHWM of shim process {}", p.pid))?;
+        let rss = status_kib(p.pid, "VmRSS").unwrap_or(0);
+        anyhow::ensure!(
+            hwm < MAX_SHIM_HWM_KIB,
+            "after {after}: shim process {} ({}) peaked at {hwm} KiB resident (now {rss} KiB)",
+            p.pid,
+            p.cmdline_str()
+        );
+        let threads = wchans(p.pid);
+        let blocked: Vec<&String> = threads
+            .iter()
+            .filter(|w| BLOCKED_WCHANS.iter().any(|b| w.contains(b)))
+            .collect();
+        anyhow::ensure!(
+            blocked.is_empty(),
+            "after {after}: shim process {} has threads waiting on a file: {blocked:?}",
+            p.pid
+        );
+    }
+    Ok(())
+}
+
+/// `ctr task exec ID PATH`: must return (within the ctr timeout), fail, and for amphi name
+/// each of `words` in its error.
+fn attack(c: &Case, id: &str, exec_id: &str, path: &str, words: &[&str]) -> Result<Output> {
+    let out = c.ctr(&["task", "exec", "--exec-id", exec_id, id, path])?;
+    anyhow::ensure!(
+        !out.timed_out,
+        "exec of {path} did not return: {}",
+        out.describe()
+    );
+    let out = out.failed()?;
+    if c.runtime == Runtime::Amphi {
+        let text = out.all();
+        for w in words {
+            anyhow::ensure!(
+                text.contains(w),
+                "exec of {path}: the error should say {w:?}: {}",
+                out.describe()
+            );
+        }
+    }
+    check_shims(c, &format!("exec of {path}"))?;
+    Ok(out)
+}
+
+/// Runs `script` as a container's init and waits for it to touch /ready.
+fn start_with(c: &Case, opts: &[&str], id: &str, script: &str) -> Result<()> {
+    let script = format!("{script} && touch /ready; sleep 1000");
+    c.run_detached(opts, id, &["sh", "-c", &script])?;
+    cmd::wait_for(Duration::from_secs(30), "the container's /ready", || {
+        let o = c.ctr(&["task", "exec", "--exec-id", "ready", id, "cat", "/ready"])?;
+        Ok(o.success().then_some(()))
+    })
+}
+
+fn tenant_files(c: &mut Case) -> Result<()> {
+    // A host file the container's symlinks point at. If the shim followed them it would read
+    // this "module" and answer about its wasm version instead of a missing file.
+    let canary = c.cd.dir.join("host-canary.wasm");
+    std::fs::write(&canary, b"\0asm\x09\0\0\0host canary")?;
+    let canary = canary.display().to_string();
+    let id = c.id("files");
+    start_with(
+        c,
+        &[],
+        &id,
+        &format!(
+            "printf '\\000asm\\001\\000\\000\\000' > /big.wasm && truncate -s 3G /big.wasm \
+             && mkfifo /x && mknod /c c 1 3 && ln -s {canary} /escape \
+             && ln -s ../../../../../../../..{canary} /escape-rel"
+        ),
+    )?;
+    check_shims(c, "the container's start")?;
+    // (a) A 3 GiB sparse file that says it is wasm: refused by its size, unread.
+    attack(
+        c,
+        &id,
+        "big",
+        "/big.wasm",
+        &["/big.wasm is 3221225472 bytes", "limit of 268435456 bytes"],
+    )?;
+    // (b) A FIFO: refused without opening it (an open for reading would wait for a writer).
+    attack(c, &id, "fifo", "/x", &["/x is a FIFO, not a regular file"])?;
+    // (c) A character device node the container made.
+    attack(
+        c,
+        &id,
+        "chr",
+        "/c",
+        &["/c is a character device, not a regular file"],
+    )?;
+    // (d) Symlinks to a host file resolve inside the rootfs, where there is no such file: the
+    // exec fails as a missing entrypoint, and the canary was never read.
+    for link in ["/escape", "/escape-rel"] {
+        let out = attack(c, &id, "link", link, &[link, "no such file or directory"])?;
+        anyhow::ensure!(
+            !out.all().contains("version") && !out.all().contains("canary"),
+            "exec of {link} read the host file: {}",
+            out.describe()
+        );
+    }
+    // The container is unharmed: a normal exec still works.
+    let out = c
+        .ctr(&["task", "exec", "--exec-id", "after", &id, "cat", "/ready"])?
+        .ok()?;
+    anyhow::ensure!(
+        out.stdout.is_empty(),
+        "exec after the attacks: {}",
+        out.describe()
+    );
+    c.remove(&id)?;
+    c.check_leaks()?;
+
+    // The limit comes from the runtime options: with `max_bytes = 4096`, an 8 KiB module is
+    // refused by name, size and that limit.
+    if c.runtime == Runtime::Amphi {
+        let config = c.cd.dir.join("tenant-limits.toml");
+        std::fs::write(&config, "[tenant_files]\nmax_bytes = 4096\n")?;
+        let config = config.display().to_string();
+        let id = c.id("limit");
+        start_with(
+            c,
+            &["--runtime-config-path", &config],
+            &id,
+            "printf '\\000asm\\001\\000\\000\\000' > /m.wasm && truncate -s 8192 /m.wasm",
+        )?;
+        attack(
+            c,
+            &id,
+            "m",
+            "/m.wasm",
+            &["/m.wasm is 8192 bytes", "limit of 4096 bytes"],
+        )?;
+        c.remove(&id)?;
+    }
+    Ok(())
+}
+
+e2e!(trust_reads, tenant_files);
