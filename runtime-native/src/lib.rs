@@ -30,9 +30,12 @@ mod fds;
 mod mountopt;
 mod ns;
 mod personality;
-mod seccomp;
+mod security;
 mod sync;
 mod userns;
+
+/// seccomp lives in `security/`; the container process's setup (child.rs) reaches it here.
+use security::seccomp;
 
 pub use cgroup::{Cgroup, CgroupStats};
 pub use error::{Error, Result};
