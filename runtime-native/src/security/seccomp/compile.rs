@@ -10,7 +10,7 @@ use oci_spec::runtime::{
 use super::enosys::{enosys_stub, largest_syscalls, wants_enosys_stub};
 use super::load::export;
 use super::notify::NO_NOTIFY;
-use super::R;
+use super::{SeccompError, R};
 
 /// A compiled filter, ready to load.
 pub(crate) struct Filter {
@@ -30,7 +30,7 @@ pub(crate) struct Filter {
     pub(crate) wait_killable: bool,
 }
 
-fn action(a: LinuxSeccompAction, errno_ret: Option<u32>) -> R<ScmpAction> {
+fn action(a: LinuxSeccompAction, errno_ret: Option<u32>) -> R<ScmpAction, String> {
     let ret = errno_ret.map(|e| e as i32).unwrap_or(libc::EPERM);
     Ok(match a {
         LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
@@ -84,7 +84,12 @@ pub(super) fn arch(a: Arch) -> ScmpArch {
 
 /// One argument condition. `SCMP_CMP_MASKED_EQ` takes the mask in `value` and the expected
 /// result in `valueTwo`, as runc reads the spec.
-fn condition(index: usize, op: LinuxSeccompOperator, value: u64, two: u64) -> R<ScmpArgCompare> {
+fn condition(
+    index: usize,
+    op: LinuxSeccompOperator,
+    value: u64,
+    two: u64,
+) -> R<ScmpArgCompare, String> {
     if index >= 6 {
         return Err(format!("argument index {index} is out of range (0..5)"));
     }
@@ -108,11 +113,16 @@ fn condition(index: usize, op: LinuxSeccompOperator, value: u64, two: u64) -> R<
 
 /// Compiles `linux.seccomp` into a libseccomp filter (nothing is loaded).
 pub(crate) fn compile(s: &LinuxSeccomp) -> R<Filter> {
-    let err = |what: &str, e: libseccomp::error::SeccompError| format!("seccomp: {what}: {e}");
+    let err = |what: &str, source| SeccompError::Libseccomp {
+        what: what.to_string(),
+        source,
+    };
     let default = action(s.default_action(), s.default_errno_ret())
-        .map_err(|e| format!("seccomp: defaultAction: {e}"))?;
+        .map_err(|e| SeccompError::Profile(format!("defaultAction: {e}")))?;
     if default == ScmpAction::Notify {
-        return Err("seccomp: SCMP_ACT_NOTIFY cannot be the default action".into());
+        return Err(SeccompError::Profile(
+            "SCMP_ACT_NOTIFY cannot be the default action".into(),
+        ));
     }
     let mut ctx = ScmpFilterContext::new(default).map_err(|e| err("create filter", e))?;
     for a in s.architectures().iter().flatten() {
@@ -154,12 +164,12 @@ pub(crate) fn compile(s: &LinuxSeccomp) -> R<Filter> {
     };
     for call in &syscalls {
         let act = action(call.action(), call.errno_ret())
-            .map_err(|e| format!("seccomp: {:?}: {e}", call.names()))?;
+            .map_err(|e| SeccompError::Profile(format!("{:?}: {e}", call.names())))?;
         let mut conds = Vec::new();
         let mut per_arg: HashMap<usize, usize> = HashMap::new();
         for a in call.args().iter().flatten() {
             let c = condition(a.index(), a.op(), a.value(), a.value_two().unwrap_or(0))
-                .map_err(|e| format!("seccomp: {:?}: {e}", call.names()))?;
+                .map_err(|e| SeccompError::Profile(format!("{:?}: {e}", call.names())))?;
             *per_arg.entry(a.index()).or_default() += 1;
             conds.push(c);
         }
@@ -168,10 +178,10 @@ pub(crate) fn compile(s: &LinuxSeccomp) -> R<Filter> {
         }
         for name in call.names() {
             if act == ScmpAction::Notify && NO_NOTIFY.contains(&name.as_str()) {
-                return Err(format!(
-                    "seccomp: SCMP_ACT_NOTIFY cannot be used for {name}: the runtime needs it to \
-                     hand the notify fd to the agent"
-                ));
+                return Err(SeccompError::Profile(format!(
+                    "SCMP_ACT_NOTIFY cannot be used for {name}: the runtime needs it to hand the \
+                     notify fd to the agent"
+                )));
             }
             let Ok(nr) = libseccomp::ScmpSyscall::from_name(name) else {
                 out.unknown.push(name.clone());
@@ -206,10 +216,10 @@ pub(crate) fn compile(s: &LinuxSeccomp) -> R<Filter> {
             prog.extend(export(&out.ctx)?);
             // BPF_MAXINSNS: the kernel refuses longer programs.
             if prog.len() > 4096 {
-                return Err(format!(
-                    "seccomp: the filter has {} instructions, more than the kernel's 4096",
+                return Err(SeccompError::Profile(format!(
+                    "the filter has {} instructions, more than the kernel's 4096",
                     prog.len()
-                ));
+                )));
             }
             out.patched = Some(prog);
         }

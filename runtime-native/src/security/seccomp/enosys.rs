@@ -22,7 +22,7 @@ use libseccomp::{ScmpAction, ScmpArch};
 use oci_spec::runtime::LinuxSeccomp;
 
 use super::compile::arch;
-use super::R;
+use super::{SeccompError, R};
 
 /// `struct seccomp_data`: offsets of the syscall number and the audit architecture.
 const SECCOMP_DATA_NR: u32 = 0;
@@ -197,9 +197,9 @@ pub(super) fn enosys_stub(largest: &[(ScmpArch, u32)]) -> R<Vec<libc::sock_filte
             }
         } else {
             if members.len() != 1 {
-                return Err(format!(
-                    "seccomp: architectures {members:?} share audit arch {token:#x}"
-                ));
+                return Err(SeccompError::Stub(format!(
+                    "architectures {members:?} share audit arch {token:#x}"
+                )));
             }
             prog.push(gt(members[0].1));
         }
@@ -222,7 +222,7 @@ pub(super) fn enosys_stub(largest: &[(ScmpArch, u32)]) -> R<Vec<libc::sock_filte
             target
                 .checked_sub(pc + 1)
                 .map(|d| d as u32)
-                .ok_or_else(|| "seccomp: ENOSYS stub: backward jump".to_string())
+                .ok_or_else(|| SeccompError::Stub("ENOSYS stub: backward jump".into()))
         };
         let is_ja = ins.code == libc::BPF_JMP | libc::BPF_JA | libc::BPF_K;
         let (k, jt, jf) = if is_ja {
@@ -230,7 +230,8 @@ pub(super) fn enosys_stub(largest: &[(ScmpArch, u32)]) -> R<Vec<libc::sock_filte
         } else if ins.code & 0x07 == libc::BPF_JMP {
             let short = |t| {
                 rel(t).and_then(|d| {
-                    u8::try_from(d).map_err(|_| "seccomp: ENOSYS stub: jump too long".to_string())
+                    u8::try_from(d)
+                        .map_err(|_| SeccompError::Stub("ENOSYS stub: jump too long".into()))
                 })
             };
             (ins.k, short(ins.jt)?, short(ins.jf)?)

@@ -5,24 +5,24 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use libseccomp::ScmpFilterContext;
 
-use super::{Filter, R};
+use super::{Filter, SeccompError, R};
 
 /// libseccomp's program for `ctx`, as the kernel would get it from `seccomp_load`.
 pub(super) fn export(ctx: &ScmpFilterContext) -> R<Vec<libc::sock_filter>> {
     use std::io::{Read, Seek};
-    let f = memfd().map_err(|e| format!("seccomp: export: {e}"))?;
+    let f = memfd().map_err(|e| SeccompError::Export(e.to_string()))?;
     ctx.export_bpf(&f)
-        .map_err(|e| format!("seccomp: export: {e}"))?;
+        .map_err(|e| SeccompError::Export(e.to_string()))?;
     let mut file = std::fs::File::from(f);
     let mut v = Vec::new();
     file.seek(std::io::SeekFrom::Start(0))
         .and_then(|_| file.read_to_end(&mut v))
-        .map_err(|e| format!("seccomp: export: {e}"))?;
+        .map_err(|e| SeccompError::Export(e.to_string()))?;
     if !v.len().is_multiple_of(8) {
-        return Err(format!(
-            "seccomp: export: {} bytes is not a program",
+        return Err(SeccompError::Export(format!(
+            "{} bytes is not a program",
             v.len()
-        ));
+        )));
     }
     // Host byte order, as libseccomp writes it.
     Ok(v.chunks_exact(8)
@@ -75,14 +75,11 @@ impl Filter {
         }
         self.ctx
             .load()
-            .map_err(|e| format!("load seccomp filter: {e}"))?;
+            .map_err(|e| SeccompError::Load(e.to_string()))?;
         if !self.notify {
             return Ok(None);
         }
-        let fd = self
-            .ctx
-            .get_notify_fd()
-            .map_err(|e| format!("seccomp: get the notify fd: {e}"))?;
+        let fd = self.ctx.get_notify_fd().map_err(SeccompError::NotifyFd)?;
         // SAFETY: libseccomp hands us a new fd, which we own from here on.
         Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
@@ -126,7 +123,7 @@ impl Filter {
                 } else {
                     ""
                 };
-            return Err(format!("load seccomp filter: {e}{hint}"));
+            return Err(SeccompError::Load(format!("{e}{hint}")));
         }
         if !self.notify {
             return Ok(None);

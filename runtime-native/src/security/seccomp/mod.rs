@@ -49,7 +49,48 @@ use oci_spec::runtime::Spec;
 pub(crate) use compile::{compile, Filter};
 pub(crate) use notify::{agent_message, host_pid, Who};
 
-type R<T = ()> = std::result::Result<T, String>;
+type R<T = (), E = SeccompError> = std::result::Result<T, E>;
+
+/// Why a seccomp profile could not be compiled, loaded or handed to its agent.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SeccompError {
+    /// The profile asks for what seccomp cannot do.
+    #[error("seccomp: {0}")]
+    Profile(String),
+    /// libseccomp refused a step of building the filter.
+    #[error("seccomp: {what}: {source}")]
+    Libseccomp {
+        what: String,
+        #[source]
+        source: libseccomp::error::SeccompError,
+    },
+    /// The ENOSYS stub could not be laid out in front of libseccomp's program.
+    #[error("seccomp: {0}")]
+    Stub(String),
+    /// libseccomp's program could not be read back.
+    #[error("seccomp: export: {0}")]
+    Export(String),
+    /// The kernel (or libseccomp) refused the filter.
+    #[error("load seccomp filter: {0}")]
+    Load(String),
+    #[error("seccomp: get the notify fd: {0}")]
+    NotifyFd(#[source] libseccomp::error::SeccompError),
+    #[error("seccomp: connect to the agent at listenerPath {}: {source}", path.display())]
+    Agent {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("seccomp: send the notify fd to the agent: {0}")]
+    SendNotifyFd(#[source] nix::Error),
+}
+
+/// The container process's setup (child.rs) reports failures as text.
+impl From<SeccompError> for String {
+    fn from(e: SeccompError) -> String {
+        e.to_string()
+    }
+}
 
 /// The seccomp part of a container process: compiled before setup (so a bad profile fails
 /// early and the listener is reached through the runtime's mount namespace), loaded at the
@@ -71,17 +112,13 @@ pub(crate) fn prepare(spec: &Spec, id: &str, bundle: &Path, status: &str) -> R<O
     if filter.notify {
         let path = s.listener_path().clone().unwrap_or_default();
         if path.as_os_str().is_empty() {
-            return Err(
-                "seccomp: the profile uses SCMP_ACT_NOTIFY but linux.seccomp.listenerPath is not \
-                 set"
-                .into(),
-            );
+            return Err(SeccompError::Profile(
+                "the profile uses SCMP_ACT_NOTIFY but linux.seccomp.listenerPath is not set".into(),
+            ));
         }
-        let sock = UnixStream::connect(&path).map_err(|e| {
-            format!(
-                "seccomp: connect to the agent at listenerPath {}: {e}",
-                path.display()
-            )
+        let sock = UnixStream::connect(&path).map_err(|source| SeccompError::Agent {
+            path: path.clone(),
+            source,
         })?;
         let w = Who {
             id,

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use oci_spec::runtime::{LinuxSeccomp, Spec};
 
-use super::R;
+use super::{SeccompError, R};
 
 /// Syscalls the container process itself uses between loading a notify filter and handing
 /// the notify fd to the agent: notifying on them would deadlock.
@@ -64,6 +64,6 @@ pub(super) fn send_notify_fd(sock: &UnixStream, msg: &[u8], fd: &OwnedFd) -> R {
         nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
         None,
     )
-    .map_err(|e| format!("seccomp: send the notify fd to the agent: {e}"))?;
+    .map_err(SeccompError::SendNotifyFd)?;
     Ok(())
 }

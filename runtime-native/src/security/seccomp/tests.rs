@@ -190,7 +190,8 @@ fn errors_are_clear() {
         .unwrap()]));
     let e = compile(&profile(LinuxSeccompAction::ScmpActErrno, vec![r]))
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(e.contains("argument index 6"), "{e}");
 
     let e = compile(&profile(
@@ -198,7 +199,8 @@ fn errors_are_clear() {
         vec![rule(&["sendmsg"], LinuxSeccompAction::ScmpActNotify)],
     ))
     .err()
-    .unwrap();
+    .unwrap()
+    .to_string();
     assert!(e.contains("sendmsg"), "{e}");
 
     // Notify without a listener: refused before anything is loaded.
@@ -211,7 +213,8 @@ fn errors_are_clear() {
     spec.set_linux(Some(linux));
     let e = prepare(&spec, "c1", Path::new("/b"), "creating")
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(e.contains("listenerPath"), "{e}");
 
     // An unknown action is refused when the spec is read.
@@ -269,7 +272,7 @@ fn wait_killable_recv_without_libseccomp_2_6() {
             let code = match f.load() {
                 Ok(Some(fd)) if fd.as_raw_fd() > 2 => 0,
                 Ok(_) => 2,
-                Err(e) if e.contains("5.19") => 3,
+                Err(e) if e.to_string().contains("5.19") => 3,
                 Err(_) => 4,
             };
             libc::_exit(code);
