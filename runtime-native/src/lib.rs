@@ -36,9 +36,12 @@ mod ns;
 #[cfg(test)]
 mod parser_props;
 mod personality;
-mod seccomp;
+mod security;
 mod sync;
 mod userns;
+
+/// seccomp lives in `security/`; the container process's setup (child.rs) reaches it here.
+use security::seccomp;
 
 pub use cgroup::{Cgroup, CgroupStats};
 pub use error::{Error, Result};

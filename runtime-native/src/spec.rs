@@ -1,6 +1,6 @@
 //! Loading and validating `config.json`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
@@ -19,6 +19,17 @@ pub fn load(bundle: &Path) -> Result<oci_spec::runtime::Spec> {
         })?;
     validate(&spec).map_err(|reason| Error::InvalidSpec { path, reason })?;
     Ok(spec)
+}
+
+/// The rootfs directory the spec names: `root.path`, relative to the bundle unless absolute;
+/// `bundle/rootfs` when the spec has no root. The one place every caller (the shim's Create,
+/// exec and network, amphi-oci) takes it from.
+pub fn root_path(spec: &oci_spec::runtime::Spec, bundle: &Path) -> PathBuf {
+    match spec.root() {
+        Some(r) if r.path().is_absolute() => r.path().clone(),
+        Some(r) => bundle.join(r.path()),
+        None => bundle.join("rootfs"),
+    }
 }
 
 /// Basic checks of a container spec: a root, and a process with args.
@@ -88,6 +99,21 @@ fn mount_namespace(spec: &oci_spec::runtime::Spec) -> std::result::Result<(), St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_path_is_relative_to_the_bundle_unless_absolute() {
+        let bundle = Path::new("/run/b");
+        let mut spec = oci_spec::runtime::Spec::default();
+        let mut root = oci_spec::runtime::Root::default();
+        root.set_path("merged".into());
+        spec.set_root(Some(root.clone()));
+        assert_eq!(root_path(&spec, bundle), Path::new("/run/b/merged"));
+        root.set_path("/srv/root".into());
+        spec.set_root(Some(root));
+        assert_eq!(root_path(&spec, bundle), Path::new("/srv/root"));
+        spec.set_root(None);
+        assert_eq!(root_path(&spec, bundle), Path::new("/run/b/rootfs"));
+    }
 
     #[test]
     fn loads_and_validates() {

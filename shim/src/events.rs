@@ -10,7 +10,9 @@
 //! message's full protobuf name (`containerd.events.TaskExit`): containerd's `typeurl`
 //! registry knows the events under those bare names.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[cfg(test)]
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
@@ -44,7 +46,10 @@ struct Inner {
 
 /// Where the queue drains to.
 enum Sink {
-    Remote { address: String },
+    Remote {
+        address: String,
+    },
+    #[cfg(test)]
     Memory(Arc<Mutex<Vec<Envelope>>>),
 }
 
@@ -60,8 +65,9 @@ impl Publisher {
         Publisher::with_sink(namespace, Sink::Remote { address })
     }
 
-    /// A publisher that keeps the envelopes in memory instead of sending them (for tests).
-    #[allow(dead_code)]
+    /// A publisher that keeps the envelopes in memory instead of sending them: the Task
+    /// service's unit tests read the events it published from there.
+    #[cfg(test)]
     pub fn in_memory(namespace: String) -> (Publisher, Arc<Mutex<Vec<Envelope>>>) {
         let store = Arc::new(Mutex::new(Vec::new()));
         (
@@ -146,6 +152,7 @@ async fn drain(
     let mut client: Option<EventsClient> = None;
     while let Some(envelope) = rx.recv().await {
         match &sink {
+            #[cfg(test)]
             Sink::Memory(store) => store.lock().unwrap().push(envelope),
             Sink::Remote { address } => send(address, &mut client, envelope).await,
         }

@@ -10,7 +10,7 @@
 //!   own failure path and the `delete` action after a crash can all undo it from disk.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::Spec;
@@ -126,15 +126,6 @@ pub fn config_from_options(options: Option<&Any>) -> Result<NetworkConfig, NetEr
     Ok(NetworkConfig::default())
 }
 
-/// The rootfs directory the spec names (relative to the bundle), `bundle/rootfs` by default.
-fn rootfs_of(spec: &Spec, bundle: &Path) -> PathBuf {
-    match spec.root() {
-        Some(r) if r.path().is_absolute() => r.path().clone(),
-        Some(r) => bundle.join(r.path()),
-        None => bundle.join("rootfs"),
-    }
-}
-
 /// Create's network step, once `record.init_pid` exists and before Start. Bridge mode saves
 /// the planned lease (via `save`) before touching anything, then the completed one.
 pub fn setup<E: fmt::Display>(
@@ -167,7 +158,7 @@ pub fn setup<E: fmt::Display>(
                 .clone()
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| id.chars().take(63).collect());
-            let rootfs = rootfs_of(spec, &record.bundle);
+            let rootfs = runtime_native::spec::root_path(spec, &record.bundle);
             network::setup_bridge(&cfg, &mut lease, pid, &rootfs, &hostname)
                 .map_err(|e| SetupError::new(&id, e))?;
             log::info!(

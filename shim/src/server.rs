@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use crate::args::Flags;
 use crate::error::{Result, ShimError};
 use crate::events::Publisher;
-use crate::service::{ServiceContext, TaskService};
+use crate::service::{NativeLauncher, ServiceContext, TaskService};
 use crate::start::LISTENER_FD;
 
 const TASK_V3: &str = "containerd.task.v3.Task";
@@ -86,15 +86,21 @@ async fn serve(
     );
     let publisher = Publisher::new(ttrpc_address, flags.namespace.clone());
     let shutdown = Arc::new(Notify::new());
-    let service = Arc::new(TaskService::new(ServiceContext {
-        namespace: flags.namespace.clone(),
-        id: flags.id.clone(),
-        containerd_address: flags.address.clone(),
-        spawner: Arc::new(spawner),
-        publisher: publisher.clone(),
-        state_root: crate::record::state_root(),
-        shutdown: shutdown.clone(),
-    }));
+    let launcher = NativeLauncher::new(
+        spawner,
+        crate::record::state_root(),
+        flags.namespace.clone(),
+        flags.address.clone(),
+    );
+    let service = Arc::new(TaskService::new(
+        ServiceContext {
+            namespace: flags.namespace.clone(),
+            id: flags.id.clone(),
+            publisher: publisher.clone(),
+            shutdown: shutdown.clone(),
+        },
+        launcher,
+    ));
 
     let listener =
         Listener::try_from(listener).map_err(ShimError::io("register listener", &socket))?;

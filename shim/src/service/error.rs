@@ -1,8 +1,9 @@
 //! The one place where failures become ttrpc status codes.
 //!
-//! Every Task RPC returns `Result<_, ServiceError>`; `into_ttrpc` maps the variant to the code
+//! Every Task RPC returns `Result<_, ServiceError>`; `code` maps the variant to the code
 //! containerd expects (it turns NotFound / AlreadyExists / FailedPrecondition into its own
-//! errdefs, which `ctr` and the CRI plugin rely on), keeping the message for the user.
+//! errdefs, which `ctr` and the CRI plugin rely on), and `into_ttrpc` keeps the message for the
+//! user. Host failures are typed (what failed, on what) and all read as UNKNOWN.
 
 use ttrpc::{Code, Status};
 
@@ -18,6 +19,64 @@ pub enum ServiceError {
     InvalidArgument(String),
     #[error("{0}")]
     Unimplemented(String),
+    /// What runtime-native reported; a bad spec is the user's fault, the rest the host's.
+    #[error(transparent)]
+    Runtime(#[from] runtime_native::Error),
+    /// A stdio target the shim opens for a process (fifo, log file, /dev/null).
+    #[error("open {what} {path}: {source}")]
+    OpenStdio {
+        what: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file or directory the shim makes on the host (the rootfs mount point).
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The container's record (`crate::record`) could not be written.
+    #[error("save state of task {id}: {source}")]
+    SaveState {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A signal the shim sends to one process.
+    #[error("kill {pid} with {signal}: {source}")]
+    Signal {
+        pid: i32,
+        signal: nix::sys::signal::Signal,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// A terminal operation (dup, non-blocking mode, window size).
+    #[error("{op}: {source}")]
+    Pty {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `binary://` log driver that could not be started.
+    #[error("{0}")]
+    LogDriver(String),
+    /// Networking in Create (`crate::network`); `invalid_input` when the user's config or
+    /// annotations are at fault.
+    #[error("{message}")]
+    Network {
+        invalid_input: bool,
+        message: String,
+    },
+    /// Metrics that could not be encoded for containerd.
+    #[error("encode metrics: {0}")]
+    Metrics(String),
+    /// A blocking-pool job that panicked or was cancelled.
+    #[error("blocking task failed: {0}")]
+    Blocking(#[from] tokio::task::JoinError),
+    /// A host failure without a more precise variant.
     #[error("{0}")]
     Internal(String),
 }
@@ -32,7 +91,24 @@ impl ServiceError {
             ServiceError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             ServiceError::InvalidArgument(_) => Code::INVALID_ARGUMENT,
             ServiceError::Unimplemented(_) => Code::UNIMPLEMENTED,
-            ServiceError::Internal(_) => Code::UNKNOWN,
+            ServiceError::Runtime(runtime_native::Error::InvalidSpec { .. }) => {
+                Code::INVALID_ARGUMENT
+            }
+            ServiceError::Network {
+                invalid_input: true,
+                ..
+            } => Code::INVALID_ARGUMENT,
+            ServiceError::Runtime(_)
+            | ServiceError::OpenStdio { .. }
+            | ServiceError::Io { .. }
+            | ServiceError::SaveState { .. }
+            | ServiceError::Signal { .. }
+            | ServiceError::Pty { .. }
+            | ServiceError::LogDriver(_)
+            | ServiceError::Network { .. }
+            | ServiceError::Metrics(_)
+            | ServiceError::Blocking(_)
+            | ServiceError::Internal(_) => Code::UNKNOWN,
         }
     }
 
@@ -44,20 +120,13 @@ impl ServiceError {
     }
 }
 
-impl From<runtime_native::Error> for ServiceError {
-    fn from(e: runtime_native::Error) -> Self {
-        match e {
-            runtime_native::Error::InvalidSpec { .. } => {
-                ServiceError::InvalidArgument(e.to_string())
-            }
-            other => ServiceError::Internal(other.to_string()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> std::io::Error {
+        std::io::Error::from(kind)
+    }
 
     #[test]
     fn each_variant_maps_to_its_code_and_keeps_the_message() {
@@ -87,12 +156,96 @@ mod tests {
                 Code::UNIMPLEMENTED,
                 "no",
             ),
+            (
+                ServiceError::Runtime(runtime_native::Error::InvalidSpec {
+                    path: "/b/config.json".into(),
+                    reason: "process.args is empty".into(),
+                }),
+                Code::INVALID_ARGUMENT,
+                "invalid spec /b/config.json: process.args is empty",
+            ),
+            (
+                ServiceError::Runtime(runtime_native::Error::Container(
+                    "exec: \"nosuch\": executable file not found in $PATH".into(),
+                )),
+                Code::UNKNOWN,
+                "exec: \"nosuch\": executable file not found in $PATH",
+            ),
+            (
+                ServiceError::OpenStdio {
+                    what: "stdin fifo".into(),
+                    path: "/run/fifo".into(),
+                    source: io(std::io::ErrorKind::NotFound),
+                },
+                Code::UNKNOWN,
+                "open stdin fifo /run/fifo: entity not found",
+            ),
+            (
+                ServiceError::Io {
+                    op: "create",
+                    path: "/run/b/rootfs".into(),
+                    source: io(std::io::ErrorKind::ReadOnlyFilesystem),
+                },
+                Code::UNKNOWN,
+                "create /run/b/rootfs: read-only filesystem or storage medium",
+            ),
+            (
+                ServiceError::SaveState {
+                    id: "t1".into(),
+                    source: io(std::io::ErrorKind::PermissionDenied),
+                },
+                Code::UNKNOWN,
+                "save state of task t1: permission denied",
+            ),
+            (
+                ServiceError::Signal {
+                    pid: 42,
+                    signal: nix::sys::signal::Signal::SIGTERM,
+                    source: nix::errno::Errno::EPERM,
+                },
+                Code::UNKNOWN,
+                "kill 42 with SIGTERM: EPERM: Operation not permitted",
+            ),
+            (
+                ServiceError::Pty {
+                    op: "resize pty",
+                    source: io(std::io::ErrorKind::InvalidInput),
+                },
+                Code::UNKNOWN,
+                "resize pty: invalid input parameter",
+            ),
+            (
+                ServiceError::LogDriver("log driver /bin/x did not become ready".into()),
+                Code::UNKNOWN,
+                "log driver /bin/x did not become ready",
+            ),
+            (
+                ServiceError::Network {
+                    invalid_input: true,
+                    message: "network of task t1: bad subnet".into(),
+                },
+                Code::INVALID_ARGUMENT,
+                "network of task t1: bad subnet",
+            ),
+            (
+                ServiceError::Network {
+                    invalid_input: false,
+                    message: "network of task t1: no bridge".into(),
+                },
+                Code::UNKNOWN,
+                "network of task t1: no bridge",
+            ),
+            (
+                ServiceError::Metrics("truncated".into()),
+                Code::UNKNOWN,
+                "encode metrics: truncated",
+            ),
             (ServiceError::Internal("boom".into()), Code::UNKNOWN, "boom"),
         ];
         for (err, code, msg) in cases {
             match err.into_ttrpc() {
                 ttrpc::Error::RpcStatus(s) => {
-                    assert_eq!(s.code(), code);
+                    assert_eq!(s.code(), code, "{msg}");
                     assert_eq!(s.message(), msg);
                 }
                 other => panic!("unexpected {other:?}"),
@@ -101,13 +254,13 @@ mod tests {
     }
 
     #[test]
-    fn invalid_spec_is_invalid_argument() {
-        let e: ServiceError = runtime_native::Error::InvalidSpec {
-            path: "/b/config.json".into(),
-            reason: "process.args is empty".into(),
-        }
-        .into();
-        assert_eq!(e.code(), Code::INVALID_ARGUMENT);
-        assert!(e.to_string().contains("/b/config.json"));
+    fn a_failed_blocking_job_is_unknown() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let join = rt.block_on(async { tokio::task::spawn_blocking(|| panic!("x")).await });
+        let e = ServiceError::from(join.unwrap_err());
+        assert_eq!(e.code(), Code::UNKNOWN);
+        assert!(e.to_string().starts_with("blocking task failed: "), "{e}");
     }
 }

@@ -1,6 +1,15 @@
-//! Turning reaped exits into task state and `/tasks/exit` events, in the order containerd
-//! needs: a process's exit after its start event, the init's exit after its execs' exits, and
-//! a terminal process's exit after its output has drained. Also OOM watching.
+//! Turning reaped exits into task state and `/tasks/exit` events. Every rule about when an
+//! exit may be published lives here:
+//! - a process's exit goes after its start event: an exit seen during Start is held by the
+//!   process ([`super::state::Process::see_exit`]) and routed by Start once its event is out;
+//! - the init's exit goes after the exits of all its execs: it waits while any exec is alive,
+//!   and each exec's published exit looks at the init again;
+//! - a terminal process's exit goes after its output drained (bounded by `PTY_DRAIN_LIMIT`);
+//! - an OOM event goes before the exit it caused: the cgroup's OOM counter is read just before
+//!   every exit event, whichever notification the kernel delivered first.
+//!
+//! An exit reaped before its pid is known (between the clone and the insert of the process)
+//! is parked in the exit book and claimed by Create or Exec Start.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,194 +17,186 @@ use std::time::Duration;
 use containerd_shim_protos::events::task as ev;
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::topics;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::state::{Exit, Phase};
+use super::launcher::{Launcher, TaskCgroup};
 use super::Inner;
 
-/// Receives every reaped (pid, status) and routes it to its process, or parks it.
-pub(super) async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(i32, u32)>) {
+/// How long an exit waits for a pty's output: a grandchild holding the pty must not hold the
+/// exit forever.
+const PTY_DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Receives every reaped (pid, status) and routes it.
+pub(super) async fn dispatch<L: Launcher>(
+    inner: Arc<Inner<L>>,
+    mut rx: mpsc::UnboundedReceiver<(i32, u32)>,
+) {
     while let Some((pid, code)) = rx.recv().await {
+        inner.reaped(pid, code);
+    }
+}
+
+impl<L: Launcher> Inner<L> {
+    /// A reaped exit: to its process, or parked when no live process has that pid (yet).
+    pub(super) fn reaped(self: &Arc<Self>, pid: i32, code: u32) {
         let owner = {
-            let g = inner.lock();
+            let g = self.lock();
             let found = g
+                .containers
                 .values()
-                .find_map(|c| c.owner_of(pid).map(|exec| (c.id.clone(), exec)));
+                .find_map(|c| c.owner_of(pid).map(|exec| (c.id().to_string(), exec)));
             if found.is_none() {
-                // Not (yet) ours: a process whose pid Start has not recorded, or an orphan.
-                inner.exits.park_exit(pid, code);
+                // Parked under the containers lock: Create and Exec Start claim under it too,
+                // so an exit is either found here or claimed there, never lost between.
+                self.exits.park_exit(pid, code);
             }
             found
         };
         if let Some((id, exec_id)) = owner {
-            process_exited(&inner, &id, &exec_id, code);
+            self.process_exited(&id, &exec_id, code);
         }
     }
-}
 
-/// A process of task `id` exited with `code`. Decides whether the exit can be published now.
-pub(super) fn process_exited(inner: &Arc<Inner>, id: &str, exec_id: &str, code: u32) {
-    let mut finalize_init = false;
-    let mut finalize_exec = false;
-    let mut kill_rest: Option<runtime_native::Cgroup> = None;
-    {
-        let mut g = inner.lock();
-        let Some(c) = g.get_mut(id) else { return };
-        let own_pid_ns = c.own_pid_ns;
-        let cgroup = c.cgroup.clone();
-        let running_execs = c.running_execs();
-        let Some(p) = c.process_mut(exec_id) else {
-            return;
-        };
-        if p.starting {
-            // Start has not published its event yet; it will call us again.
-            p.deferred_exit = Some(code);
-            return;
-        }
-        if exec_id.is_empty() {
-            p.deferred_exit = Some(code);
-            if !own_pid_ns {
-                // Without its own pid namespace nothing else dies with the init: do what
-                // runc's shim does and kill the rest of the container.
-                kill_rest = Some(cgroup);
-            }
-            finalize_init = running_execs == 0;
-        } else {
-            p.deferred_exit = Some(code);
-            finalize_exec = true;
+    /// A process of task `id` exited with `code`.
+    pub(super) fn process_exited(self: &Arc<Self>, id: &str, exec_id: &str, code: u32) {
+        let routed = self
+            .with_process(id, exec_id, |p, _| Ok(p.see_exit(code)))
+            .unwrap_or(false);
+        if routed {
+            self.exit_routed(id, exec_id);
         }
     }
-    if let Some(cg) = kill_rest {
-        tokio::task::spawn_blocking(move || {
-            let _ = cg.signal_all(libc::SIGKILL);
+
+    /// An exit reached its process outside Start (or Start just published its event).
+    pub(super) fn exit_routed(self: &Arc<Self>, id: &str, exec_id: &str) {
+        if exec_id.is_empty() {
+            // Without its own pid namespace nothing else dies with the init: do what runc's
+            // shim does and kill the rest of the container.
+            let rest = self
+                .with_container(id, |c| Ok((!c.own_pid_ns()).then(|| c.cgroup().clone())))
+                .ok()
+                .flatten();
+            if let Some(cg) = rest {
+                tokio::task::spawn_blocking(move || {
+                    let _ = cg.signal_all(libc::SIGKILL);
+                });
+            }
+        }
+        self.publish_ready_exits(id);
+    }
+
+    /// Sends on their way the exits of task `id` that may go now: each exec's once seen, the
+    /// init's once no exec is alive.
+    fn publish_ready_exits(self: &Arc<Self>, id: &str) {
+        let ready = {
+            let mut g = self.lock();
+            let Some(c) = g.containers.get_mut(id) else {
+                return;
+            };
+            let mut ready = Vec::new();
+            for exec_id in c.execs_with_exit_waiting() {
+                if let Some(p) = c.process_mut(&exec_id) {
+                    ready.push((exec_id, p.begin_publish()));
+                }
+            }
+            if c.init().exit_waiting() && c.running_execs() == 0 {
+                ready.push((String::new(), c.init_mut().begin_publish()));
+            }
+            ready
+        };
+        for (exec_id, io_done) in ready {
+            self.spawn_publish(id.to_string(), exec_id, io_done);
+        }
+    }
+
+    /// Publishes one exit once the process's terminal output drained; an exec's exit then
+    /// lets the init's go, if it was waiting for it.
+    fn spawn_publish(
+        self: &Arc<Self>,
+        id: String,
+        exec_id: String,
+        io_done: Option<oneshot::Receiver<()>>,
+    ) {
+        let inner = self.clone();
+        tokio::spawn(async move {
+            if let Some(done) = io_done {
+                let _ = tokio::time::timeout(PTY_DRAIN_LIMIT, done).await;
+            }
+            inner.report_new_oom(&id);
+            let event = inner.with_process(&id, &exec_id, |p, _| {
+                Ok(p.stop().map(|exit| ev::TaskExit {
+                    container_id: id.clone(),
+                    id: if exec_id.is_empty() {
+                        id.clone()
+                    } else {
+                        exec_id.clone()
+                    },
+                    pid: p.pid() as u32,
+                    exit_status: exit.code,
+                    exited_at: MessageField::some(exit.at),
+                    ..Default::default()
+                }))
+            });
+            if let Ok(Some(event)) = event {
+                inner.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event));
+            }
+            if !exec_id.is_empty() {
+                inner.publish_ready_exits(&id);
+            }
         });
     }
-    if finalize_exec {
-        finalize(inner.clone(), id.to_string(), exec_id.to_string());
-        // The init may have been waiting for this last exec.
-        let init_waiting = {
-            let g = inner.lock();
-            g.get(id)
-                .map(|c| {
-                    c.init.deferred_exit.is_some() && c.init.is_alive() && c.running_execs() <= 1
-                })
-                .unwrap_or(false)
-        };
-        if init_waiting {
-            finalize(inner.clone(), id.to_string(), String::new());
+
+    /// Publishes `/tasks/oom` if the container's cgroup counted an OOM kill not reported yet.
+    /// One small cgroupfs file, read in place: a trip through the blocking pool would delay
+    /// every exit event (and so `ctr run`'s Wait) by a thread wake-up.
+    fn report_new_oom(&self, id: &str) {
+        let Ok(cg) = self.cgroup_of(id) else { return };
+        let Ok(kills) = cg.oom_kills() else { return };
+        let new = self
+            .with_container(id, |c| Ok(c.note_oom_kills(kills)))
+            .unwrap_or(false);
+        if new {
+            self.publish(
+                topics::TASK_OOM_EVENT_TOPIC,
+                Box::new(ev::TaskOOM {
+                    container_id: id.to_string(),
+                    ..Default::default()
+                }),
+            );
         }
-    } else if finalize_init {
-        finalize(inner.clone(), id.to_string(), String::new());
     }
-}
 
-/// Marks the process stopped and publishes its exit, once its terminal output has drained.
-fn finalize(inner: Arc<Inner>, id: String, exec_id: String) {
-    let io_done = {
-        let mut g = inner.lock();
-        let Some(c) = g.get_mut(&id) else { return };
-        let Some(p) = c.process_mut(&exec_id) else {
-            return;
-        };
-        p.io_done.take()
-    };
-    tokio::spawn(async move {
-        if let Some(done) = io_done {
-            // Bounded: a grandchild holding the pty must not hold the exit forever.
-            let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
-        }
-        report_new_oom(&inner, &id).await;
-        let event = {
-            let mut g = inner.lock();
-            let Some(c) = g.get_mut(&id) else { return };
-            let Some(p) = c.process_mut(&exec_id) else {
-                return;
-            };
-            let Some(code) = p.deferred_exit.take() else {
-                return;
-            };
-            if p.phase == Phase::Stopped {
+    /// Watches the container's cgroup for OOM kills (eventfd on v1, inotify on memory.events
+    /// on v2) until the cgroup goes away.
+    pub(super) fn watch_oom(self: &Arc<Self>, id: &str) {
+        let Ok(cg) = self.cgroup_of(id) else { return };
+        let fd = match cg.oom_notifier() {
+            Ok(Some(fd)) => fd,
+            Ok(None) => return,
+            Err(e) => {
+                log::warn!("task {id}: cannot watch for OOM kills: {e}");
                 return;
             }
-            let exit = Exit::now(code);
-            p.phase = Phase::Stopped;
-            p.pending = None;
-            p.pty_master = None;
-            std::mem::take(&mut p.holders).release();
-            p.record_exit(exit.clone());
-            ev::TaskExit {
-                container_id: id.clone(),
-                id: if exec_id.is_empty() {
-                    id.clone()
-                } else {
-                    exec_id.clone()
-                },
-                pid: p.pid as u32,
-                exit_status: exit.code,
-                exited_at: MessageField::some(exit.at),
-                ..Default::default()
-            }
         };
-        inner.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event));
-    });
-}
-
-/// Publishes `/tasks/oom` if the container's cgroup counted an OOM kill not reported yet.
-/// Called by the OOM watcher and before every exit event, so an OOM always precedes the exit
-/// it caused, whichever of the two notifications the kernel delivered first.
-async fn report_new_oom(inner: &Inner, id: &str) {
-    let Ok(cg) = inner.cgroup_of(id) else { return };
-    // One small cgroupfs file, read in place: a trip through the blocking pool would delay
-    // every exit event (and so `ctr run`'s Wait) by a thread wake-up.
-    let Ok(kills) = cg.oom_kills() else { return };
-    let new = inner
-        .with_container(id, |c| {
-            let new = kills > c.oom_kills;
-            c.oom_kills = c.oom_kills.max(kills);
-            Ok(new)
-        })
-        .unwrap_or(false);
-    if new {
-        inner.publish(
-            topics::TASK_OOM_EVENT_TOPIC,
-            Box::new(ev::TaskOOM {
-                container_id: id.to_string(),
-                ..Default::default()
-            }),
-        );
+        let inner = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let Some(afd) = super::stdio::register(fd) else {
+                return;
+            };
+            loop {
+                let Ok(mut guard) = afd.readable().await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                // Drain the eventfd / inotify record; the counter says what happened.
+                let n = nix::unistd::read(guard.get_inner(), &mut buf);
+                guard.clear_ready();
+                if matches!(n, Ok(0)) || inner.cgroup_of(&id).is_err() {
+                    return; // the container was deleted
+                }
+                inner.report_new_oom(&id);
+            }
+        });
     }
-}
-
-/// Watches the container's cgroup for OOM kills (eventfd on v1, inotify on memory.events on
-/// v2) until the cgroup goes away.
-pub(super) fn watch_oom(inner: &Arc<Inner>, id: &str) {
-    let Ok(cg) = inner.cgroup_of(id) else { return };
-    let fd = match cg.oom_notifier() {
-        Ok(Some(fd)) => fd,
-        Ok(None) => return,
-        Err(e) => {
-            log::warn!("task {id}: cannot watch for OOM kills: {e}");
-            return;
-        }
-    };
-    let inner = inner.clone();
-    let id = id.to_string();
-    tokio::spawn(async move {
-        let Some(afd) = super::stdio::register(fd) else {
-            return;
-        };
-        loop {
-            let Ok(mut guard) = afd.readable().await else {
-                return;
-            };
-            let mut buf = [0u8; 4096];
-            // Drain the eventfd / inotify record; the counter says what happened.
-            let n = nix::unistd::read(guard.get_inner(), &mut buf);
-            guard.clear_ready();
-            if matches!(n, Ok(0)) || inner.cgroup_of(&id).is_err() {
-                return; // the container was deleted
-            }
-            report_new_oom(&inner, &id).await;
-        }
-    });
 }

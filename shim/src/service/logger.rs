@@ -69,7 +69,7 @@ fn unescape(s: &str) -> String {
 
 fn pipe() -> ServiceResult<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| ServiceError::Internal(format!("log driver pipe: {e}")))
+        .map_err(|e| ServiceError::LogDriver(format!("log driver pipe: {e}")))
 }
 
 /// Starts the driver; returns the write ends the container gets as stdout and stderr.
@@ -102,7 +102,7 @@ pub fn start(url: &str, owner: &Owner) -> ServiceResult<(OwnedFd, OwnedFd)> {
         });
     }
     cmd.spawn()
-        .map_err(|e| ServiceError::Internal(format!("start log driver {program}: {e}")))?;
+        .map_err(|e| ServiceError::LogDriver(format!("start log driver {program}: {e}")))?;
     // The driver holds its own copies now; ours must go so that EOF and readiness work.
     drop((out_r, err_r, ready_w));
     wait_ready(ready_r, &program)?;
@@ -119,7 +119,7 @@ fn wait_ready(ready: OwnedFd, program: &str) -> ServiceResult<()> {
     });
     match rx.recv_timeout(READY_TIMEOUT) {
         Ok(_) => Ok(()),
-        Err(_) => Err(ServiceError::Internal(format!(
+        Err(_) => Err(ServiceError::LogDriver(format!(
             "log driver {program} did not become ready within {}s",
             READY_TIMEOUT.as_secs()
         ))),

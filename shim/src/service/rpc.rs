@@ -7,7 +7,7 @@ use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
 
 use super::error::{ServiceError, ServiceResult};
-use super::TaskService;
+use super::{Launcher, TaskService};
 
 type TtrpcResult<T> = ttrpc::Result<T>;
 
@@ -20,7 +20,7 @@ fn done<T>(r: ServiceResult<T>, rpc: &str) -> TtrpcResult<T> {
 }
 
 #[async_trait]
-impl Task for TaskService {
+impl<L: Launcher> Task for TaskService<L> {
     async fn state(
         &self,
         _: &TtrpcContext,

@@ -136,8 +136,12 @@ fn parse(address: &str) -> ServiceResult<Target<'_>> {
     )))
 }
 
-fn io_err(what: &str, path: &str, e: std::io::Error) -> ServiceError {
-    ServiceError::Internal(format!("open {what} {path}: {e}"))
+fn io_err(what: &str, path: &str, source: std::io::Error) -> ServiceError {
+    ServiceError::OpenStdio {
+        what: what.to_string(),
+        path: path.to_string(),
+        source,
+    }
 }
 
 fn clear_nonblock(file: &File) {
@@ -206,7 +210,7 @@ fn open_input(address: &str) -> ServiceResult<(OwnedFd, Option<File>)> {
 fn open_output(address: &str) -> ServiceResult<(OwnedFd, Option<OutputHolder>)> {
     match parse(address)? {
         Target::Null => Ok((dev_null(true)?, None)),
-        Target::Binary(_) => Err(ServiceError::Internal(format!(
+        Target::Binary(_) => Err(ServiceError::InvalidArgument(format!(
             "{address:?}: binary:// is opened for stdout and stderr together"
         ))),
         Target::File(path) => {
@@ -274,10 +278,10 @@ pub fn resize(master: &impl AsRawFd, width: u32, height: u32) -> ServiceResult<(
     // SAFETY: TIOCSWINSZ reads a winsize struct that lives for the call.
     let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
     if rc < 0 {
-        return Err(ServiceError::Internal(format!(
-            "resize pty: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(ServiceError::Pty {
+            op: "resize pty",
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -303,10 +307,11 @@ pub fn spawn_pty_copy(
         Target::Fifo(path) => Some(open_fifo(path, Side::Both, "stdin")?),
         _ => None,
     };
-    let master_in = master
-        .try_clone()
-        .map_err(|e| ServiceError::Internal(format!("dup pty master: {e}")))?;
-    set_nonblocking(&master).map_err(|e| ServiceError::Internal(format!("pty: {e}")))?;
+    let master_in = master.try_clone().map_err(|source| ServiceError::Pty {
+        op: "dup pty master",
+        source,
+    })?;
+    set_nonblocking(&master).map_err(|source| ServiceError::Pty { op: "pty", source })?;
     let (done_tx, done_rx) = oneshot::channel();
     let out_file = File::from(out_fd);
     tokio::spawn(async move {

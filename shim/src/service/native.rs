@@ -1,0 +1,428 @@
+//! The real [`Launcher`]: containers through runtime-native's spawner. Create's host half
+//! (record, cgroup, rootfs, stdio, workload, spawn, network) with its undo on error, an exec's
+//! spawn, Start, hooks, signals, and Delete's teardown.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Spec};
+use runtime_native::{
+    rootfs, spec, Cgroup, CgroupStats, ExecRequest, InitRequest, PendingProcess, Spawner,
+};
+
+use super::error::{ServiceError, ServiceResult};
+use super::launcher::{
+    CreateTask, ExecTask, Launched, LaunchedProcess, Launcher, ProcessIo, Removed, SignalTarget,
+    TaskCgroup,
+};
+use super::stdio::{StdioHolders, StdioPaths};
+use super::{logger, stdio, workload};
+use crate::record::ContainerRecord;
+use crate::wasm_layers::LayerSource;
+
+pub struct NativeLauncher {
+    spawner: Arc<Spawner>,
+    /// The shim's own state (`crate::record`).
+    state_root: PathBuf,
+    namespace: String,
+    /// containerd's gRPC socket (`-address`), asked for wasm modules carried as image layers.
+    containerd_address: String,
+}
+
+impl NativeLauncher {
+    pub fn new(
+        spawner: Spawner,
+        state_root: PathBuf,
+        namespace: String,
+        containerd_address: String,
+    ) -> NativeLauncher {
+        NativeLauncher {
+            spawner: Arc::new(spawner),
+            state_root,
+            namespace,
+            containerd_address,
+        }
+    }
+
+    /// Where a task's wasm layers are looked up (see `crate::wasm_layers`).
+    fn layer_source(&self, id: &str) -> LayerSource {
+        LayerSource {
+            address: self.containerd_address.clone(),
+            namespace: self.namespace.clone(),
+            container_id: id.to_string(),
+        }
+    }
+
+    fn owner(&self, id: &str) -> logger::Owner {
+        logger::Owner {
+            container_id: id.to_string(),
+            namespace: self.namespace.clone(),
+        }
+    }
+
+    /// fds 0-2 of a process without a terminal (a terminal process gets a pty instead).
+    fn open_stdio(
+        &self,
+        id: &str,
+        paths: &StdioPaths,
+    ) -> ServiceResult<(runtime_native::Stdio, StdioHolders)> {
+        if paths.terminal {
+            Ok(Default::default())
+        } else {
+            stdio::open_direct(paths, &self.owner(id))
+        }
+    }
+
+    /// Everything Create does: record, cgroup, rootfs, stdio, spawn, network, in that order.
+    /// `record` names, before anything exists, all that Create may leave behind; the caller
+    /// undoes it when this fails.
+    fn build(
+        &self,
+        req: CreateTask,
+        spec: Spec,
+        record: &mut ContainerRecord,
+    ) -> ServiceResult<Launched<PendingProcess, Cgroup>> {
+        let save = |r: &ContainerRecord| {
+            r.save(&self.state_root)
+                .map_err(|source| ServiceError::SaveState {
+                    id: r.id.clone(),
+                    source,
+                })
+        };
+        let rootfs_dir = req.bundle.join("rootfs");
+        // One save of the record before anything exists (cleanup of what was never made is a
+        // no-op); each save is a file write and a rename on the start path.
+        let cgroup = Cgroup::plan(&req.id, &spec)?;
+        record.cgroup = Some(cgroup.clone());
+        if !req.mounts.is_empty() {
+            record.mounted_rootfs = Some(rootfs_dir.clone());
+        }
+        save(record)?;
+        // The cgroup first: its slow part, the kernel's grace period on the first migration,
+        // then runs while the rootfs is mounted and the process is spawned (cgroup.rs
+        // `warm_attach_lock`; after the mkdirs, which would wait for it).
+        if let Err(e) = cgroup.make(&spec) {
+            record.cgroup = None; // not ours to remove if it was there before
+            return Err(e.into());
+        }
+        Cgroup::warm_attach_lock();
+        if !req.mounts.is_empty() {
+            std::fs::create_dir_all(&rootfs_dir).map_err(|source| ServiceError::Io {
+                op: "create",
+                path: rootfs_dir.display().to_string(),
+                source,
+            })?;
+            rootfs::mount_all(&req.mounts, &rootfs_dir)?;
+        }
+        let rootfs_path = spec::root_path(&spec, &req.bundle);
+        let limits = crate::tenant_limits::from_options(req.options.as_ref())
+            .map_err(ServiceError::InvalidArgument)?;
+        let plan = {
+            let settings = workload::SettingsSource {
+                options: req.options.clone(),
+                annotations: spec.annotations().clone(),
+            };
+            let (root, spec, layers) = (
+                rootfs_path.clone(),
+                spec.clone(),
+                self.layer_source(&req.id),
+            );
+            workload::bounded(&format!("plan of task {}", req.id), move || {
+                let input = workload::PlanInput {
+                    rootfs: &root,
+                    layers: Some(&layers),
+                    limits,
+                    settings,
+                };
+                workload::plan_init(&input, &spec)
+            })?
+        };
+        let (mut stdio, holders) = self.open_stdio(&req.id, &req.stdio)?;
+        stdio.extra_fds = plan.extra_fds;
+        let mut pending = self.spawner.spawn_init(
+            InitRequest {
+                id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                rootfs: rootfs_path.clone(),
+                spec: spec.clone(),
+                cgroup_procs: cgroup.procs_files(),
+                workload: plan.workload,
+            },
+            stdio,
+        )?;
+        record.init_pid = pending.pid;
+        // With the pid, its start time: a crash-time delete signals only that process.
+        record.init_start_time = runtime_native::identity::start_time(pending.pid).unwrap_or(0);
+        save(record)?;
+        // amphi network (shim/src/network.rs): loopback or bridge in the init's new netns.
+        crate::network::setup(record, &spec, req.options.as_ref(), save).map_err(|e| {
+            ServiceError::Network {
+                invalid_input: e.invalid_input,
+                message: e.message,
+            }
+        })?;
+        let io = process_io(&mut pending, holders, &req.stdio)?;
+        Ok(Launched {
+            limits,
+            own_pid_ns: has_new_namespace(&spec, LinuxNamespaceType::Pid),
+            spec,
+            rootfs: rootfs_path,
+            cgroup,
+            mounted_rootfs: record.mounted_rootfs.clone(),
+            init: LaunchedProcess {
+                pid: pending.pid,
+                pidfd: pending.pidfd.take().map(Arc::new),
+                pending,
+                io,
+            },
+        })
+    }
+
+    /// Create's undo: what `record` names, in reverse.
+    fn undo(&self, record: &ContainerRecord) {
+        if let Some(cg) = &record.cgroup {
+            if let Err(e) = cg.destroy() {
+                log::warn!("cleanup of task {}: {e}", record.id);
+            }
+        }
+        if let Some(root) = &record.mounted_rootfs {
+            if let Err(e) = rootfs::unmount_all(root) {
+                log::warn!("cleanup of task {}: {e}", record.id);
+            }
+        }
+        crate::network::teardown_record(record); // amphi network
+        let _ = ContainerRecord::remove(&self.state_root, &record.namespace, &record.id);
+    }
+}
+
+impl Launcher for NativeLauncher {
+    type Pending = PendingProcess;
+    type Cgroup = Cgroup;
+
+    fn create(&self, req: CreateTask) -> ServiceResult<Launched<PendingProcess, Cgroup>> {
+        let spec = spec::load(&req.bundle)?;
+        let mut record = ContainerRecord {
+            id: req.id.clone(),
+            namespace: self.namespace.clone(),
+            bundle: req.bundle.clone(),
+            mounted_rootfs: None,
+            cgroup: None,
+            init_pid: 0,
+            init_start_time: 0,
+            network: None,
+        };
+        let result = self.build(req, spec, &mut record);
+        if result.is_err() {
+            self.undo(&record);
+        }
+        result
+    }
+
+    fn exec(&self, req: ExecTask<Cgroup>) -> ServiceResult<LaunchedProcess<PendingProcess>> {
+        Cgroup::warm_attach_lock(); // see `build`
+        let plan = {
+            // An exec has no runtime options of its own: the container's annotations apply.
+            let settings = workload::SettingsSource {
+                options: None,
+                annotations: req.spec.annotations().clone(),
+            };
+            let (root, process, limits) = (req.rootfs.clone(), req.process.clone(), req.limits);
+            let layers = self.layer_source(&req.container_id);
+            let what = format!(
+                "plan of exec {} of task {}",
+                req.exec_id, req.container_id
+            );
+            workload::bounded(&what, move || {
+                let input = workload::PlanInput {
+                    rootfs: &root,
+                    layers: Some(&layers),
+                    limits,
+                    settings,
+                };
+                workload::plan_exec(&input, &process)
+            })?
+        };
+        let (mut stdio, holders) = self.open_stdio(&req.container_id, &req.stdio)?;
+        stdio.extra_fds = plan.extra_fds;
+        let mut pending = self.spawner.spawn_exec(
+            ExecRequest {
+                container_id: req.container_id,
+                exec_id: req.exec_id,
+                init_pid: req.init_pid,
+                process: req.process,
+                spec: req.spec,
+                cgroup_procs: req.cgroup.procs_files(),
+                workload: plan.workload,
+            },
+            stdio,
+        )?;
+        let io = process_io(&mut pending, holders, &req.stdio)?;
+        Ok(LaunchedProcess {
+            pid: pending.pid,
+            pidfd: pending.pidfd.take().map(Arc::new),
+            pending,
+            io,
+        })
+    }
+
+    fn start(&self, pending: PendingProcess) -> ServiceResult<()> {
+        Ok(pending.start()?)
+    }
+
+    /// As runc does, a failing hook kills the init and fails Start with the hook's output.
+    fn poststart(
+        &self,
+        spec: &Spec,
+        id: &str,
+        bundle: &Path,
+        init: &SignalTarget,
+    ) -> ServiceResult<()> {
+        if let Err(m) = runtime_native::hooks::run_poststart(spec, id, bundle, init.pid) {
+            let _ = send(init, nix::sys::signal::Signal::SIGKILL);
+            return Err(runtime_native::Error::Container(m).into());
+        }
+        Ok(())
+    }
+
+    fn signal(&self, target: &SignalTarget, signal: nix::sys::signal::Signal) -> ServiceResult<()> {
+        let pid = target.pid;
+        send(target, signal).map_err(|e| match e {
+            nix::errno::Errno::ESRCH => {
+                ServiceError::NotFound(format!("process {pid} already finished"))
+            }
+            source => ServiceError::Signal {
+                pid,
+                signal,
+                source,
+            },
+        })
+    }
+
+    /// Kills leftovers, removes the cgroup, unmounts the rootfs, releases the network, drops
+    /// the record; then the `poststop` hooks, whose failure is logged and Delete goes on, as
+    /// the runtime spec says.
+    fn delete(&self, c: Removed<Cgroup>) {
+        if let Some(init) = &c.live {
+            let _ = send(init, nix::sys::signal::Signal::SIGKILL);
+        }
+        if let Err(e) = c.cgroup.destroy() {
+            log::warn!("delete task {}: {e}", c.id);
+        }
+        if let Some(root) = &c.mounted_rootfs {
+            if let Err(e) = rootfs::unmount_all(root) {
+                log::warn!("delete task {}: {e}", c.id);
+            }
+        }
+        crate::network::teardown_recorded(&self.state_root, &self.namespace, &c.id);
+        if let Err(e) = ContainerRecord::remove(&self.state_root, &self.namespace, &c.id) {
+            log::warn!("delete task {}: remove state: {e}", c.id);
+        }
+        if runtime_native::hooks::has(&c.spec, "poststop") {
+            if let Err(e) = runtime_native::hooks::run_poststop(&c.spec, &c.id, &c.bundle) {
+                log::warn!("delete task {}: {e}", c.id);
+            }
+        }
+    }
+}
+
+/// Sends `signal` through the target's pidfd when it has one (`ESRCH` once the process
+/// exited, even if its pid is in use again), else to its pid.
+fn send(target: &SignalTarget, signal: nix::sys::signal::Signal) -> nix::Result<()> {
+    match &target.pidfd {
+        Some(fd) => runtime_native::identity::pidfd_signal(&**fd, signal as i32)
+            .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+        None => nix::sys::signal::kill(nix::unistd::Pid::from_raw(target.pid), signal),
+    }
+}
+
+/// The shim's side of a new process's stdio: the fifo holders, or with a terminal the pty
+/// master and its copy to the fifos.
+fn process_io(
+    pending: &mut PendingProcess,
+    holders: StdioHolders,
+    paths: &StdioPaths,
+) -> ServiceResult<ProcessIo> {
+    let Some(master) = pending.pty_master.take() else {
+        return Ok(ProcessIo {
+            holders,
+            ..Default::default()
+        });
+    };
+    let pty_master = master.try_clone().ok();
+    let (done, holders) = stdio::spawn_pty_copy(master, paths)?;
+    Ok(ProcessIo {
+        holders,
+        pty_master,
+        io_done: Some(done),
+    })
+}
+
+/// Whether the spec asks for a new namespace of `kind` (not one joined by path).
+fn has_new_namespace(spec: &Spec, kind: LinuxNamespaceType) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|nss| nss.iter().any(|n| n.typ() == kind && n.path().is_none()))
+}
+
+impl TaskCgroup for Cgroup {
+    fn signal_all(&self, signal: i32) -> ServiceResult<()> {
+        Ok(Cgroup::signal_all(self, signal)?)
+    }
+    fn freeze(&self) -> ServiceResult<()> {
+        Ok(Cgroup::freeze(self)?)
+    }
+    fn thaw(&self) -> ServiceResult<()> {
+        Ok(Cgroup::thaw(self)?)
+    }
+    fn pids(&self) -> ServiceResult<Vec<i32>> {
+        Ok(Cgroup::pids(self)?)
+    }
+    fn update(&self, resources: &LinuxResources) -> ServiceResult<()> {
+        Ok(Cgroup::update(self, resources)?)
+    }
+    fn stats(&self) -> ServiceResult<CgroupStats> {
+        Ok(Cgroup::stats(self)?)
+    }
+    fn oom_kills(&self) -> ServiceResult<u64> {
+        Ok(Cgroup::oom_kills(self)?)
+    }
+    fn oom_notifier(&self) -> ServiceResult<Option<std::os::fd::OwnedFd>> {
+        Ok(Cgroup::oom_notifier(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, SpecBuilder};
+
+    #[test]
+    fn a_new_namespace_is_one_without_a_path() {
+        let ns = |typ, path: Option<&str>| {
+            let mut b = LinuxNamespaceBuilder::default().typ(typ);
+            if let Some(p) = path {
+                b = b.path(p);
+            }
+            b.build().unwrap()
+        };
+        let spec = |nss| {
+            SpecBuilder::default()
+                .linux(LinuxBuilder::default().namespaces(nss).build().unwrap())
+                .build()
+                .unwrap()
+        };
+        let own = spec(vec![
+            ns(LinuxNamespaceType::Mount, None),
+            ns(LinuxNamespaceType::Pid, None),
+        ]);
+        assert!(has_new_namespace(&own, LinuxNamespaceType::Pid));
+        assert!(!has_new_namespace(&own, LinuxNamespaceType::Network));
+        let joined = spec(vec![ns(LinuxNamespaceType::Pid, Some("/proc/1/ns/pid"))]);
+        assert!(!has_new_namespace(&joined, LinuxNamespaceType::Pid));
+        // Compared as types, not as their Debug spellings ("Mount" is the spec's "mount").
+        let mnt = spec(vec![ns(LinuxNamespaceType::Mount, None)]);
+        assert!(has_new_namespace(&mnt, LinuxNamespaceType::Mount));
+        assert!(!has_new_namespace(&mnt, LinuxNamespaceType::Pid));
+    }
+}
