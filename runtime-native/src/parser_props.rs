@@ -277,7 +277,7 @@ fn seccomp_profiles_compile_or_are_refused() {
             }
             Err(e) => {
                 refused += 1;
-                assert!(e.starts_with("seccomp"), "case {case}: {e}");
+                assert!(e.to_string().starts_with("seccomp"), "case {case}: {e}");
                 // Only what the generator made invalid is refused.
                 assert!(bad_index || notify_default, "case {case}: {profile}: {e}");
             }
