@@ -187,8 +187,8 @@ fn sandbox_dirs(c: &mut Case) -> Result<()> {
 }
 
 /// The one compiled entry of the module in `cache` (the current format's name).
-fn entry(cache: &Path) -> Result<PathBuf> {
-    let found: Vec<PathBuf> = std::fs::read_dir(cache)
+fn cache_entry(cache: &Path) -> Result<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(cache)
         .with_context(|| format!("{}", cache.display()))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
@@ -244,7 +244,7 @@ fn sealed_artifact(c: &mut Case) -> Result<()> {
     ])?
     .ok()?;
     c.wait_status(&id, "RUNNING", Duration::from_secs(30))?;
-    let entry = entry(&cache)?;
+    let entry = cache_entry(&cache)?;
     let before = std::fs::read(&entry)?;
     let out = c
         .ctr(&[
@@ -307,19 +307,20 @@ fn sealed_artifact(c: &mut Case) -> Result<()> {
 /// mtime kept) is not loaded: the shim logs the digest mismatch, compiles again, and the
 /// module runs as built.
 fn corrupt_entry(c: &mut Case) -> Result<()> {
-    use std::os::unix::fs::FileExt;
+    use std::os::unix::fs::{FileExt, MetadataExt};
     let cache = private_cache(c)?;
     let image = probe_image(c, "docker.io/amphi/sandbox-probe:e2e")?;
     let id = c.id("first");
     let out = run_probe(c, &image, &id)?;
     check_probe(&out, &[], &[])?;
-    let entry = entry(&cache)?;
+    let entry = cache_entry(&cache)?;
     let f = std::fs::OpenOptions::new().write(true).open(&entry)?;
     let mtime = f.metadata()?.modified()?;
     f.write_all_at(&[0xcc; 8], 4096)?;
     f.set_modified(mtime)?;
     drop(f);
     let corrupted = std::fs::read(&entry)?;
+    let corrupted_ino = std::fs::metadata(&entry)?.ino();
 
     let id = c.id("second");
     let out = run_probe(c, &image, &id)?;
@@ -338,8 +339,10 @@ fn corrupt_entry(c: &mut Case) -> Result<()> {
                 .then_some(()))
         },
     )?;
+    // Recompiled: a new file took the entry's name (a different inode), with other bytes.
+    let now = cache_entry(&cache)?;
     anyhow::ensure!(
-        std::fs::read(entry(&cache)?)? != corrupted,
+        std::fs::metadata(&now)?.ino() != corrupted_ino && std::fs::read(&now)? != corrupted,
         "the corrupted entry is still in the cache"
     );
     c.check_leaks()
