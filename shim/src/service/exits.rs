@@ -137,6 +137,24 @@ fn finalize(inner: Arc<Inner>, id: String, exec_id: String) {
             }
         };
         inner.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event));
+        if !exec_id.is_empty() {
+            // The init may have exited while this exec's exit was on its way here
+            // (process_exited then still counted the exec as running and deferred the init):
+            // its exit follows now, after the exec's. Seen with `kill --all` on cgroup v2.
+            let init_waiting = {
+                let g = inner.lock();
+                g.get(&id)
+                    .map(|c| {
+                        c.init.deferred_exit.is_some()
+                            && c.init.is_alive()
+                            && c.running_execs() == 0
+                    })
+                    .unwrap_or(false)
+            };
+            if init_waiting {
+                finalize(inner.clone(), id, String::new());
+            }
+        }
     });
 }
 
