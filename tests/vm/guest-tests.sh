@@ -25,7 +25,8 @@ WI=docker.io/amphi/wasm-vm:e2e
 MAXU64=18446744073709551615
 
 log() { echo "guest: [$(cut -d' ' -f1 /proc/uptime)] $*"; }
-ctr() { command ctr --address "$SOCK" -n "$NS" "$@"; }
+# Every ctr call is bounded: a hang becomes a failed case with its trace, not a lost run.
+ctr() { timeout -s KILL 90 ctr --address "$SOCK" -n "$NS" "$@"; }
 fail() { echo "FAIL: $*"; exit 1; }
 expect() { [ "$1" = "$2" ] || fail "$3: got '$1', want '$2'"; }
 # wait_until CMD...: retries for up to a minute (a bounded wait, not a timed assertion).
@@ -163,13 +164,13 @@ cleanup() {
   for p in $(cat "$T/bg" 2>/dev/null); do kill "$p" 2>/dev/null; done
   : > "$T/bg"
   for ns in vm k8s.io; do
-    c() { command ctr --address "$SOCK" -n "$ns" "$@"; }
-    for id in $(c task ls -q 2>/dev/null); do
-      c task kill -a -s SIGKILL "$id" >/dev/null 2>&1
-      c task delete -f "$id" >/dev/null 2>&1
+    c() { echo "cleanup: ctr -n $ns $*"; timeout -s KILL 90 ctr --address "$SOCK" -n "$ns" "$@"; }
+    for id in $(c task ls -q 2>/dev/null | grep -v '^cleanup:'); do
+      c task kill -a -s SIGKILL "$id" 2>&1
+      c task delete -f "$id" 2>&1
     done
-    for id in $(c container ls -q 2>/dev/null); do
-      c container delete "$id" >/dev/null 2>&1
+    for id in $(c container ls -q 2>/dev/null | grep -v '^cleanup:'); do
+      c container delete "$id" 2>&1
     done
   done
 }
@@ -192,7 +193,7 @@ run_case() {
   log "=== $name ($rt)"
   ( set -u -x; $fn ) > "$O/cases/$name-$rt.log" 2>&1
   rc=$?
-  cleanup
+  cleanup >> "$O/cases/$name-$rt.log" 2>&1
   lk=$(leaks)
   t1=$(cut -d' ' -f1 /proc/uptime)
   secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
@@ -205,7 +206,7 @@ run_case() {
     res="FAIL $secs leak: $(echo "$lk" | tr '\n' ';')"
     secs=""
   fi
-  [ -n "$lk" ] && echo "$lk" >> "$O/cases/$name-$rt.log"
+  [ -n "$lk" ] && { echo "$lk"; ps -o pid,ppid,pgid,stat,comm,args; } >> "$O/cases/$name-$rt.log"
   echo "RESULT $name $rt $res $secs" | sed 's/ *$//' >> "$O/results"
   log "$(tail -1 "$O/results")"
 }
