@@ -70,9 +70,24 @@ metrics_flat() {
       print p key "=" line
     }'
 }
+# `ctr run ARGS` in the background, without a deadline of its own (a SIGKILL by `timeout`
+# would read as exit 137): its exit code lands in $T/run.rc.
+run_bg() {
+  rm -f "$T/run.rc"
+  ( command ctr --address "$SOCK" -n "$NS" run "$@" > /dev/null; echo $? > "$T/run.rc" ) &
+  echo $! >> "$T/bg"
+}
+# The exit code of the run_bg task after a kill.
+run_bg_rc() {
+  wait_until [ -s "$T/run.rc" ] || fail "ctr run did not return after the kill (no exit published)"
+  cat "$T/run.rc"
+}
 metrics_table() { ctr task metrics "$1" | awk -v k="$2" '$1 == k { print $2 }'; }
 
 # ---- the daemon ---------------------------------------------------------------------------
+# What the CRI plugin copies into a host-network pod.
+echo "127.0.0.1 localhost amphi-vm" > /etc/hosts
+: > /etc/resolv.conf
 mkdir -p /etc/containerd /run/containerd
 cat > /etc/containerd/config.toml <<EOF
 version = 2
@@ -253,16 +268,15 @@ c_exec_pause() {
 }
 
 c_kill_all() {
-  ctr run --runtime "$RTN" "$BB" "$ID" sh -c 'sleep 600 & sleep 601 & wait' > /dev/null &
-  run_pid=$!
+  run_bg --runtime "$RTN" "$BB" "$ID" sh -c 'sleep 600 & sleep 601 & wait'
   wait_until task_status_is "$ID" RUNNING || fail "task not running"
   ctr task exec -d --exec-id e1 "$ID" sleep 602 || fail "exec -d"
   cg=$(task_cg "$ID") || fail "$cg"
   wait_until nprocs_at_least "$cg" 4 || fail "processes in $cg: $(cat "$cg/cgroup.procs")"
   pids=$(cat "$cg/cgroup.procs")
   ctr task kill -a -s SIGKILL "$ID" || fail "kill -a"
-  wait "$run_pid"
-  expect "$?" 137 "exit code of the killed init"
+  rc=$(run_bg_rc) || fail "$rc"
+  expect "$rc" 137 "exit code of the killed init"
   for p in $pids; do
     [ -d "/proc/$p" ] && fail "process $p survived kill -a: $(describe_pid "$p")"
   done
@@ -309,7 +323,8 @@ c_limits() {
 }
 
 c_oom() {
-  ctr events > "$T/events" 2>&1 &
+  # The binary itself (no `timeout` in between), so that $! is what `kill` must end.
+  command ctr --address "$SOCK" -n "$NS" events > "$T/events" 2>&1 &
   ev=$!
   echo "$ev" >> "$T/bg"
   sleep 0.5
@@ -382,7 +397,10 @@ c_privileged() {
 c_cri_pod() {
   wasm=""
   [ "$rt" = amphi ] && wasm=$WI
-  vm-cri "$SOCK" "$rt" "pod-$rt" "/vm-pods/pod-$rt" "$BB" $wasm || fail "$(tail -1 "$O/cases/cri_pod-$rt.log" 2>/dev/null)"
+  timeout -s KILL 300 vm-cri "$SOCK" "$rt" "pod-$rt" "/vm-pods/pod-$rt" "$BB" $wasm > "$T/cri.out" 2>&1
+  rc=$?
+  cat "$T/cri.out"
+  [ $rc = 0 ] || fail "vm-cri exited $rc: $(tail -1 "$T/cri.out")"
 }
 
 # ---- amphi only ---------------------------------------------------------------------------
@@ -457,10 +475,8 @@ c_wasm_exec_pause() {
 }
 
 c_wasm_kill_limits() {
-  ctr run --runtime "$RTN" --memory-limit 268435456 --cpu-quota 20000 --cpu-period 100000 \
-    "$WI" "$ID" /spin.wat > /dev/null &
-  run_pid=$!
-  echo "$run_pid" >> "$T/bg"
+  run_bg --runtime "$RTN" --memory-limit 268435456 --cpu-quota 20000 --cpu-period 100000 \
+    "$WI" "$ID" /spin.wat
   wait_until task_status_is "$ID" RUNNING || fail "task not running"
   cg=$(task_cg "$ID") || fail "$cg"
   expect "$(cat "$cg/memory.max")" 268435456 "memory.max"
@@ -468,8 +484,8 @@ c_wasm_kill_limits() {
   throttled() { [ "$(awk '$1 == "nr_throttled" { print $2 }' "$cg/cpu.stat")" -gt 0 ]; }
   wait_until throttled || fail "the spinning module was never throttled: $(cat "$cg/cpu.stat")"
   ctr task kill -a -s SIGKILL "$ID" || fail "kill -a"
-  wait "$run_pid"
-  expect "$?" 137 "exit code of the killed wasm task"
+  rc=$(run_bg_rc) || fail "$rc"
+  expect "$rc" 137 "exit code of the killed wasm task"
 }
 
 # ---- the set ------------------------------------------------------------------------------
