@@ -25,7 +25,8 @@ WI=docker.io/amphi/wasm-vm:e2e
 MAXU64=18446744073709551615
 
 log() { echo "guest: [$(cut -d' ' -f1 /proc/uptime)] $*"; }
-ctr() { command ctr --address "$SOCK" -n "$NS" "$@"; }
+# Every ctr call is bounded: a hang becomes a failed case with its trace, not a lost run.
+ctr() { timeout -s KILL 90 ctr --address "$SOCK" -n "$NS" "$@"; }
 fail() { echo "FAIL: $*"; exit 1; }
 expect() { [ "$1" = "$2" ] || fail "$3: got '$1', want '$2'"; }
 # wait_until CMD...: retries for up to a minute (a bounded wait, not a timed assertion).
@@ -69,9 +70,24 @@ metrics_flat() {
       print p key "=" line
     }'
 }
+# `ctr run ARGS` in the background, without a deadline of its own (a SIGKILL by `timeout`
+# would read as exit 137): its exit code lands in $T/run.rc.
+run_bg() {
+  rm -f "$T/run.rc"
+  ( command ctr --address "$SOCK" -n "$NS" run "$@" > /dev/null; echo $? > "$T/run.rc" ) &
+  echo $! >> "$T/bg"
+}
+# The exit code of the run_bg task after a kill.
+run_bg_rc() {
+  wait_until [ -s "$T/run.rc" ] || fail "ctr run did not return after the kill (no exit published)"
+  cat "$T/run.rc"
+}
 metrics_table() { ctr task metrics "$1" | awk -v k="$2" '$1 == k { print $2 }'; }
 
 # ---- the daemon ---------------------------------------------------------------------------
+# What the CRI plugin copies into a host-network pod.
+echo "127.0.0.1 localhost amphi-vm" > /etc/hosts
+: > /etc/resolv.conf
 mkdir -p /etc/containerd /run/containerd
 cat > /etc/containerd/config.toml <<EOF
 version = 2
@@ -163,13 +179,13 @@ cleanup() {
   for p in $(cat "$T/bg" 2>/dev/null); do kill "$p" 2>/dev/null; done
   : > "$T/bg"
   for ns in vm k8s.io; do
-    c() { command ctr --address "$SOCK" -n "$ns" "$@"; }
-    for id in $(c task ls -q 2>/dev/null); do
-      c task kill -a -s SIGKILL "$id" >/dev/null 2>&1
-      c task delete -f "$id" >/dev/null 2>&1
+    c() { echo "cleanup: ctr -n $ns $*"; timeout -s KILL 90 ctr --address "$SOCK" -n "$ns" "$@"; }
+    for id in $(c task ls -q 2>/dev/null | grep -v '^cleanup:'); do
+      c task kill -a -s SIGKILL "$id" 2>&1
+      c task delete -f "$id" 2>&1
     done
-    for id in $(c container ls -q 2>/dev/null); do
-      c container delete "$id" >/dev/null 2>&1
+    for id in $(c container ls -q 2>/dev/null | grep -v '^cleanup:'); do
+      c container delete "$id" 2>&1
     done
   done
 }
@@ -192,7 +208,7 @@ run_case() {
   log "=== $name ($rt)"
   ( set -u -x; $fn ) > "$O/cases/$name-$rt.log" 2>&1
   rc=$?
-  cleanup
+  cleanup >> "$O/cases/$name-$rt.log" 2>&1
   lk=$(leaks)
   t1=$(cut -d' ' -f1 /proc/uptime)
   secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
@@ -205,7 +221,7 @@ run_case() {
     res="FAIL $secs leak: $(echo "$lk" | tr '\n' ';')"
     secs=""
   fi
-  [ -n "$lk" ] && echo "$lk" >> "$O/cases/$name-$rt.log"
+  [ -n "$lk" ] && { echo "$lk"; ps -o pid,ppid,pgid,stat,comm,args; } >> "$O/cases/$name-$rt.log"
   echo "RESULT $name $rt $res $secs" | sed 's/ *$//' >> "$O/results"
   log "$(tail -1 "$O/results")"
 }
@@ -252,16 +268,15 @@ c_exec_pause() {
 }
 
 c_kill_all() {
-  ctr run --runtime "$RTN" "$BB" "$ID" sh -c 'sleep 600 & sleep 601 & wait' > /dev/null &
-  run_pid=$!
+  run_bg --runtime "$RTN" "$BB" "$ID" sh -c 'sleep 600 & sleep 601 & wait'
   wait_until task_status_is "$ID" RUNNING || fail "task not running"
   ctr task exec -d --exec-id e1 "$ID" sleep 602 || fail "exec -d"
   cg=$(task_cg "$ID") || fail "$cg"
   wait_until nprocs_at_least "$cg" 4 || fail "processes in $cg: $(cat "$cg/cgroup.procs")"
   pids=$(cat "$cg/cgroup.procs")
   ctr task kill -a -s SIGKILL "$ID" || fail "kill -a"
-  wait "$run_pid"
-  expect "$?" 137 "exit code of the killed init"
+  rc=$(run_bg_rc) || fail "$rc"
+  expect "$rc" 137 "exit code of the killed init"
   for p in $pids; do
     [ -d "/proc/$p" ] && fail "process $p survived kill -a: $(describe_pid "$p")"
   done
@@ -308,7 +323,8 @@ c_limits() {
 }
 
 c_oom() {
-  ctr events > "$T/events" 2>&1 &
+  # The binary itself (no `timeout` in between), so that $! is what `kill` must end.
+  command ctr --address "$SOCK" -n "$NS" events > "$T/events" 2>&1 &
   ev=$!
   echo "$ev" >> "$T/bg"
   sleep 0.5
@@ -381,7 +397,10 @@ c_privileged() {
 c_cri_pod() {
   wasm=""
   [ "$rt" = amphi ] && wasm=$WI
-  vm-cri "$SOCK" "$rt" "pod-$rt" "/vm-pods/pod-$rt" "$BB" $wasm || fail "$(tail -1 "$O/cases/cri_pod-$rt.log" 2>/dev/null)"
+  timeout -s KILL 300 vm-cri "$SOCK" "$rt" "pod-$rt" "/vm-pods/pod-$rt" "$BB" $wasm > "$T/cri.out" 2>&1
+  rc=$?
+  cat "$T/cri.out"
+  [ $rc = 0 ] || fail "vm-cri exited $rc: $(tail -1 "$T/cri.out")"
 }
 
 # ---- amphi only ---------------------------------------------------------------------------
@@ -456,10 +475,8 @@ c_wasm_exec_pause() {
 }
 
 c_wasm_kill_limits() {
-  ctr run --runtime "$RTN" --memory-limit 268435456 --cpu-quota 20000 --cpu-period 100000 \
-    "$WI" "$ID" /spin.wat > /dev/null &
-  run_pid=$!
-  echo "$run_pid" >> "$T/bg"
+  run_bg --runtime "$RTN" --memory-limit 268435456 --cpu-quota 20000 --cpu-period 100000 \
+    "$WI" "$ID" /spin.wat
   wait_until task_status_is "$ID" RUNNING || fail "task not running"
   cg=$(task_cg "$ID") || fail "$cg"
   expect "$(cat "$cg/memory.max")" 268435456 "memory.max"
@@ -467,8 +484,8 @@ c_wasm_kill_limits() {
   throttled() { [ "$(awk '$1 == "nr_throttled" { print $2 }' "$cg/cpu.stat")" -gt 0 ]; }
   wait_until throttled || fail "the spinning module was never throttled: $(cat "$cg/cpu.stat")"
   ctr task kill -a -s SIGKILL "$ID" || fail "kill -a"
-  wait "$run_pid"
-  expect "$?" 137 "exit code of the killed wasm task"
+  rc=$(run_bg_rc) || fail "$rc"
+  expect "$rc" 137 "exit code of the killed wasm task"
 }
 
 # ---- the set ------------------------------------------------------------------------------

@@ -142,6 +142,9 @@ fn run(args: &[String]) -> Result<()> {
     let log_dir = Path::new("/tmp/vm-cri-logs").join(name);
     std::fs::create_dir_all(&log_dir)?;
     let mut config = cri::pod_config(name, &format!("uid-{name}"), &log_dir, parent);
+    // As kubelet for a host-network pod: no hostname (the UTS namespace is the node's; runc
+    // refuses one, amphi ignores it with a warning).
+    config.hostname.clear();
     if let Some(ns) = config
         .linux
         .as_mut()
