@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use oci_spec::runtime::{Capability, Process};
+use runtime_native::identity::Signalled;
 use runtime_native::{Cgroup, ExecRequest, InitRequest, Spawner, Workload};
 
 use crate::args::{Command, CreateOpts, ExecOpts, Format, Global};
@@ -191,12 +192,28 @@ fn create(g: &Global, o: &CreateOpts, autostart: bool) -> Result<i32, Error> {
     Ok(0)
 }
 
+/// Signals the container's init only while its pid is still that process.
+fn signal_init(st: &State, signal: i32) -> std::io::Result<Signalled> {
+    if st.pid_start == 0 {
+        // A state from before the start time was kept: the pid as it is.
+        // SAFETY: kill with plain integers.
+        if unsafe { libc::kill(st.pid, signal) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                return Ok(Signalled::Gone);
+            }
+            return Err(e);
+        }
+        return Ok(Signalled::Sent);
+    }
+    runtime_native::identity::signal_recorded(st.pid, st.pid_start, signal)
+}
+
 /// Kills what was created and removes it (a failed `run`, `delete`).
 fn destroy(dir: &Path, st: Option<&State>) -> Result<(), Error> {
     if let Some(st) = st {
         if st.init_alive() {
-            // SAFETY: kill with plain integers; pid identity checked through its start time.
-            unsafe { libc::kill(st.pid, libc::SIGKILL) };
+            let _ = signal_init(st, libc::SIGKILL);
         }
         if let Some(cg) = &st.cgroup {
             cg.destroy()?;
@@ -315,15 +332,13 @@ fn kill(g: &Global, id: &str, signal: i32, all: bool) -> Result<i32, Error> {
     if status == Status::Stopped || status == Status::Creating {
         return Err(Error::Other("container not running".into()));
     }
-    // SAFETY: kill with plain integers; the pid is ours (checked by its start time above).
-    if unsafe { libc::kill(st.pid, signal) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ESRCH) {
-            return Err(Error::Other("container not running".into()));
-        }
-        return Err(Error::Other(format!("kill container {id}: {e}")));
+    // Through a pidfd, only while the pid still has the recorded start time (identity.rs):
+    // the check above and the signal cannot be split by a pid reuse.
+    match signal_init(&st, signal) {
+        Ok(Signalled::Sent) => Ok(0),
+        Ok(_) => Err(Error::Other("container not running".into())),
+        Err(e) => Err(Error::Other(format!("kill container {id}: {e}"))),
     }
-    Ok(0)
 }
 
 fn delete(g: &Global, id: &str, force: bool) -> Result<i32, Error> {

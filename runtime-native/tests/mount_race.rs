@@ -23,8 +23,7 @@ use runtime_native::{PreparedWorkload, ProcessContext, Spawner, Workload, Worklo
 const STARTS: usize = 200;
 
 /// The racer's workload, running inside its container: swap `/vol/x` between a directory
-/// and a symlink to the host canary path (given as the payload) as fast as rename(2) goes,
-/// until `/vol/stop` appears.
+/// and a symlink to the host canary path (given as the payload), until `/vol/stop` appears.
 struct Swapper;
 struct SwapLoop(PathBuf);
 
@@ -43,21 +42,36 @@ impl WorkloadRunner for Swapper {
 impl PreparedWorkload for SwapLoop {
     fn run(self: Box<Self>, _: &ProcessContext) -> i32 {
         let vol = Path::new("/vol");
-        let (x, d, l) = (vol.join("x"), vol.join("x.dir"), vol.join("x.link"));
+        let (x, alt) = (vol.join("x"), vol.join("x.alt"));
+        // `x` a directory, `x.alt` a symlink to the canary, exchanged atomically
+        // (renameat2 RENAME_EXCHANGE) as fast as the kernel goes.
+        let _ = std::fs::create_dir(&x);
+        let _ = symlink(&self.0, &alt);
+        let cx = std::ffi::CString::new(x.as_os_str().as_encoded_bytes()).unwrap();
+        let calt = std::ffi::CString::new(alt.as_os_str().as_encoded_bytes()).unwrap();
+        let stop = vol.join("stop");
         let mut swaps: u64 = 0;
-        while !vol.join("stop").exists() {
-            // A directory at x...
-            let _ = std::fs::create_dir(&d);
-            let _ = std::fs::rename(&d, &x);
-            // ...then, atomically, a symlink to the canary in its place (the directory
-            // moved aside keeps whatever the other container made in it).
-            let _ = std::fs::remove_file(&l);
-            let _ = symlink(&self.0, &l);
-            if std::fs::rename(&x, &d).is_ok() {
-                let _ = std::fs::rename(&l, &x);
-                let _ = std::fs::remove_dir_all(&d);
+        loop {
+            for _ in 0..1000 {
+                // SAFETY: two NUL-terminated paths that outlive the call.
+                let r = unsafe {
+                    libc::renameat2(
+                        libc::AT_FDCWD,
+                        cx.as_ptr(),
+                        libc::AT_FDCWD,
+                        calt.as_ptr(),
+                        libc::RENAME_EXCHANGE,
+                    )
+                };
+                if r != 0 {
+                    eprintln!("exchange: {}", std::io::Error::last_os_error());
+                    return 1;
+                }
+                swaps += 1;
             }
-            swaps += 1;
+            if stop.exists() {
+                break;
+            }
         }
         println!("swaps {swaps}");
         0

@@ -85,7 +85,50 @@ fn invalid_spec(c: &mut Case) -> Result<()> {
     c.check_leaks()
 }
 
+/// runc's refusals, in runc's words on both runtimes: a spec without a mount namespace (it
+/// masks paths), and LSM settings on a host without that LSM.
+fn refused_like_runc(c: &mut Case) -> Result<()> {
+    let cases: [(&str, fn(&mut serde_json::Value), &str); 3] = [
+        (
+            "nomntns",
+            |s| {
+                let nss = s["linux"]["namespaces"].as_array_mut().expect("namespaces");
+                nss.retain(|n| n["type"] != "mount");
+            },
+            "unable to restrict sys entries without a private MNT namespace",
+        ),
+        (
+            "apparmor",
+            |s| s["process"]["apparmorProfile"] = "amphi-test".into(),
+            "apparmor failed to apply profile",
+        ),
+        (
+            "selinux",
+            |s| s["process"]["selinuxLabel"] = "system_u:system_r:container_t:s0".into(),
+            "selinux label is specified in config, but selinux is disabled or not supported",
+        ),
+    ];
+    for (name, edit, words) in cases {
+        // This machine has neither AppArmor nor SELinux (as the README says).
+        let id = c.id(name);
+        let spec = c.spec_file(&id, |s| {
+            s["process"]["args"] = serde_json::json!(["/bin/true"]);
+            edit(s)
+        })?;
+        let out = c.run_config(&spec, &id)?.failed()?;
+        anyhow::ensure!(
+            out.all().contains(words),
+            "{name}: the error should say {words:?}: {}",
+            out.describe()
+        );
+        c.remove(&id)?;
+        c.check_leaks()?;
+    }
+    Ok(())
+}
+
 e2e!(bad_entrypoint, missing_entrypoint);
+e2e!(bad_refused_like_runc, refused_like_runc);
 e2e!(bad_cwd_missing, bad_cwd);
 e2e!(bad_signal, unknown_signal);
 e2e!(bad_spec, invalid_spec);

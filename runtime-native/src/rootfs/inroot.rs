@@ -102,6 +102,11 @@ impl Root {
         })
     }
 
+    /// `fd` is the root directory itself.
+    pub(crate) fn is_root(&self, fd: &OwnedFd) -> bool {
+        crate::fds::same_file(fd, &self.fd)
+    }
+
     /// The root's path as the kernel names it.
     fn path(&self) -> io::Result<&Path> {
         if self.path.get().is_none() {
@@ -438,6 +443,10 @@ mod tests {
         fs::write(d.path().join("file"), "").unwrap();
         let e = r.mkdir_all(Path::new("/file/sub"), 0o755).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR), "{e}");
+        // A link to `/` leads to the root itself, which callers can tell.
+        symlink("/", d.path().join("top")).unwrap();
+        assert!(r.is_root(&r.open_path(Path::new("/top")).unwrap()));
+        assert!(!r.is_root(&r.open_path(Path::new("/file")).unwrap()));
     }
 
     #[test]

@@ -175,6 +175,10 @@ pub(super) fn mount_one(
     let target = root
         .open_or_make(dest, make)
         .map_err(|e| format!("{what}: create mount point: {}", ioerr(&e)))?;
+    if root.is_root(&target) {
+        // E.g. through a symlink to `/`: a mount there would cover the whole rootfs.
+        return Err(format!("{what}: the mount point is the top of the rootfs"));
+    }
     let data = labelled(&opts.data, &typ, mount_label);
     let data = (!data.is_empty()).then_some(data.as_str());
     let mut fresh: Option<OwnedFd> = None;
