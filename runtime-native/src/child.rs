@@ -492,11 +492,16 @@ fn setup_rootfs(c: &Child, spec: &Spec, rootfs: &Path) -> R {
     };
     do_mount(None, Path::new("/"), None, prop, None)
         .map_err(|e| format!("set mount propagation of / to {prop_name:?}: {}", etext(e)))?;
-    if prop.contains(MsFlags::MS_SHARED) {
-        // pivot_root refuses a shared parent mount.
-        if let Some(parent) = mount_point_of(rootfs) {
-            let _ = do_mount(None, &parent, None, MsFlags::MS_PRIVATE, None);
-        }
+    // As runc: the rootfs' parent mount is never shared (pivot_root refuses a shared parent,
+    // and the rootfs bind below would propagate to the host through it): slave when the root
+    // propagation is slave, else private.
+    if let Some(parent) = mount_point_of(rootfs) {
+        let f = if prop.contains(MsFlags::MS_SLAVE) {
+            MsFlags::MS_SLAVE
+        } else {
+            MsFlags::MS_PRIVATE
+        };
+        let _ = do_mount(None, &parent, None, f, None);
     }
     do_mount(
         rootfs.to_str(),
@@ -540,6 +545,16 @@ fn setup_rootfs(c: &Child, spec: &Spec, rootfs: &Path) -> R {
         h.before_pivot(c.sync)?; // createRuntime (by the caller), createContainer
     }
     pivot_root(rootfs)?;
+    // A shared or unbindable root propagation is for the new "/" (set before the pivot it
+    // would only have reached the old root); private and slave were set above.
+    if !prop.intersects(MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE) {
+        do_mount(None, Path::new("/"), None, prop, None).map_err(|e| {
+            format!(
+                "set mount propagation of the new root to {prop_name:?}: {}",
+                etext(e)
+            )
+        })?;
+    }
     Ok(())
 }
 
@@ -644,7 +659,7 @@ fn mount_one(c: &Child, rootfs: &Path, m: &oci_spec::runtime::Mount) -> R {
     if let Some(fd) = (typ == "proc").then(|| c.proc_mnt.take()).flatten() {
         // Made (with these options) in our pid namespace by the spawner: our user namespace
         // may not mount that namespace's procfs itself.
-        let r = move_mount(fd, &target);
+        let r = crate::mount_attr::attach(fd, &target);
         // SAFETY: closing the mount fd we own; the mount stays attached.
         unsafe { libc::close(fd) };
         r.map_err(|e| format!("{what}: attach the runtime's proc mount: {}", etext(e)))?;
@@ -686,31 +701,12 @@ fn mount_one(c: &Child, rootfs: &Path, m: &oci_spec::runtime::Mount) -> R {
             Err(e) => return Err(format!("{what}: {}", etext(e))),
         }
     }
+    opts.recursive
+        .apply(&target)
+        .map_err(|e| format!("{what}: {e}"))?;
     for p in &opts.propagation {
         do_mount(None, &target, None, *p, None)
             .map_err(|e| format!("{what}: set propagation: {}", etext(e)))?;
-    }
-    Ok(())
-}
-
-/// Attaches the detached mount `fd` at `target`.
-fn move_mount(fd: RawFd, target: &Path) -> std::result::Result<(), Errno> {
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
-    let t =
-        std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: NUL-terminated strings that outlive the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            fd,
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if r < 0 {
-        return Err(Errno::last());
     }
     Ok(())
 }
@@ -918,7 +914,7 @@ fn create_device(rootfs: &Path, d: &oci_spec::runtime::LinuxDevice) -> R {
             gid,
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )
-            .map_err(|e| format!("chown device {}: {}", path.display(), etext(e)))?;
+        .map_err(|e| format!("chown device {}: {}", path.display(), etext(e)))?;
     }
     Ok(())
 }
@@ -1171,7 +1167,7 @@ fn rlimits(process: &Process) -> R {
     Ok(())
 }
 
-const CAP_NAMES: [&str; 41] = [
+pub(crate) const CAP_NAMES: [&str; 41] = [
     "CHOWN",
     "DAC_OVERRIDE",
     "DAC_READ_SEARCH",

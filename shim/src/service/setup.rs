@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use runtime_native::{rootfs, spec, Cgroup, InitRequest, Spawner};
+use runtime_native::{idmap, rootfs, spec, Cgroup, InitRequest, Spawner};
 
 use super::error::{ServiceError, ServiceResult};
 use super::state::{Container, Phase, Process};
@@ -82,17 +82,25 @@ pub(super) fn create_container(
         let mut stdio = stdio;
         stdio.extra_fds = workload.extra_fds;
         let own_pid_ns = has_new_namespace(&spec, "pid");
-        let mut pending = spawner.spawn_init(
+        // Idmapped volumes are made here, as host root, and bound by the container; they are
+        // detached again once it reported ready (its mount namespace holds its copies).
+        let mut init_spec = spec.clone();
+        let volumes =
+            idmap::StagedVolumes::stage(&mut init_spec, &record.bundle.join("idmapped-volumes"))
+                .map_err(ServiceError::InvalidArgument)?;
+        let pending = spawner.spawn_init(
             InitRequest {
                 id: record.id.clone(),
                 bundle: record.bundle.clone(),
                 rootfs: rootfs_path,
-                spec: spec.clone(),
+                spec: init_spec,
                 cgroup_procs: cgroup.procs_files(),
                 workload: workload.workload,
             },
             stdio,
-        )?;
+        );
+        drop(volumes);
+        let mut pending = pending?;
         record.init_pid = pending.pid;
         save(&record)?;
         // amphi network (shim/src/network.rs): loopback or bridge in the init's new netns.
