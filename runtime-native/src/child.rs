@@ -492,9 +492,10 @@ fn setup_rootfs(c: &Child, spec: &Spec, rootfs: &Path) -> R {
     };
     do_mount(None, Path::new("/"), None, prop, None)
         .map_err(|e| format!("set mount propagation of / to {prop_name:?}: {}", etext(e)))?;
-    // As runc: the rootfs' parent mount is never shared (pivot_root refuses a shared parent,
-    // and the rootfs bind below would propagate to the host through it): slave when the root
-    // propagation is slave, else private.
+    // As runc: the mount the rootfs is on (the rootfs itself when it is a mount point, as the
+    // snapshotter's overlay is) is never shared: pivot_root refuses a shared parent of the new
+    // root, and the rootfs bind below would propagate to the host through it. Slave when the
+    // root propagation is slave, else private.
     if let Some(parent) = mount_point_of(rootfs) {
         let f = if prop.contains(MsFlags::MS_SLAVE) {
             MsFlags::MS_SLAVE
@@ -586,7 +587,7 @@ fn mount_point_of(p: &Path) -> Option<PathBuf> {
     mountopt::mount_points()
         .into_iter()
         .map(PathBuf::from)
-        .filter(|m| p.starts_with(m) && *m != p)
+        .filter(|m| p.starts_with(m))
         .max_by_key(|m| m.as_os_str().len())
 }
 
