@@ -608,7 +608,7 @@ fn rlimits(process: &Process) -> R {
     Ok(())
 }
 
-const CAP_NAMES: [&str; 41] = [
+pub(crate) const CAP_NAMES: [&str; 41] = [
     "CHOWN",
     "DAC_OVERRIDE",
     "DAC_READ_SEARCH",

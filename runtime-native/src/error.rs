@@ -19,6 +19,8 @@ pub enum Error {
         #[source]
         source: nix::Error,
     },
+    #[error("{what}: {reason}")]
+    Mount { what: String, reason: String },
     #[error("cgroup {path}: {reason}")]
     Cgroup { path: String, reason: String },
     /// The container process reported why it could not be set up or started; the message is

@@ -66,6 +66,16 @@ impl State {
     }
 }
 
+/// The hook kinds, as the spec names them (every one is run: see the module docs).
+pub const KINDS: [&str; 6] = [
+    "prestart",
+    "createRuntime",
+    "createContainer",
+    "startContainer",
+    "poststart",
+    "poststop",
+];
+
 /// Which hooks of the spec: `kind` as the spec names it.
 fn hooks_of<'a>(spec: &'a Spec, kind: &str) -> &'a [Hook] {
     let Some(h) = spec.hooks().as_ref() else {

@@ -13,9 +13,12 @@
 pub mod cgroup;
 pub mod devices_bpf;
 pub mod error;
+pub mod features;
 pub mod hooks;
 pub mod identity;
+pub mod idmap;
 pub mod memory;
+pub mod mount_attr;
 pub mod network;
 mod procfs;
 pub mod request;

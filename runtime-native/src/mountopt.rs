@@ -1,7 +1,47 @@
 //! Parsing of mount option strings (`ro`, `nosuid`, `rbind`, `rprivate`, `size=65536k`...)
-//! into mount flags, propagation flags and the data string.
+//! into mount flags, propagation flags, recursive attributes (`rro`...) and the data string.
 
 use nix::mount::MsFlags;
+
+use crate::mount_attr::RecursiveAttrs;
+
+/// The options [`parse`] turns into flags or propagation (everything else is data for the
+/// filesystem); with [`crate::mount_attr`]'s recursive ones, what the runtime's features list.
+pub(crate) const FLAG_OPTIONS: [&str; 33] = [
+    "defaults",
+    "ro",
+    "rw",
+    "nosuid",
+    "suid",
+    "nodev",
+    "dev",
+    "noexec",
+    "exec",
+    "sync",
+    "async",
+    "dirsync",
+    "remount",
+    "mand",
+    "nomand",
+    "atime",
+    "noatime",
+    "diratime",
+    "nodiratime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nostrictatime",
+    "bind",
+    "rbind",
+    "private",
+    "rprivate",
+    "shared",
+    "rshared",
+    "slave",
+    "rslave",
+    "unbindable",
+    "runbindable",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOptions {
@@ -11,6 +51,8 @@ pub struct MountOptions {
     pub propagation: Vec<MsFlags>,
     /// Options the kernel receives as data, comma-joined.
     pub data: String,
+    /// `rro`, `rnosuid`...: applied with mount_setattr(AT_RECURSIVE) after the mount.
+    pub recursive: RecursiveAttrs,
 }
 
 impl MountOptions {
@@ -28,6 +70,7 @@ pub fn parse(options: &[String]) -> MountOptions {
         flags: MsFlags::empty(),
         propagation: Vec::new(),
         data: String::new(),
+        recursive: RecursiveAttrs::default(),
     };
     let mut data: Vec<&str> = Vec::new();
     for opt in options {
@@ -64,7 +107,9 @@ pub fn parse(options: &[String]) -> MountOptions {
                 continue;
             }
             _ => {
-                data.push(opt);
+                if !o.recursive.add(opt) {
+                    data.push(opt);
+                }
                 continue;
             }
         };
@@ -148,6 +193,25 @@ mod tests {
         ]));
         assert_eq!(o.flags, MsFlags::empty());
         assert_eq!(o.data, "lowerdir=/a:/b,upperdir=/u,workdir=/w");
+    }
+
+    #[test]
+    fn recursive_options_are_not_data() {
+        let o = parse(&v(&["rbind", "rro", "rnosuid", "mode=755"]));
+        assert_eq!(o.data, "mode=755");
+        assert!(!o.recursive.is_empty());
+        assert!(parse(&v(&["ro"])).recursive.is_empty());
+    }
+
+    #[test]
+    fn flag_options_are_all_parsed() {
+        for name in FLAG_OPTIONS {
+            let o = parse(&v(&[name]));
+            assert!(
+                o.data.is_empty() && o.recursive.is_empty(),
+                "{name} is data"
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,12 @@ pub enum ShimError {
         #[source]
         source: containerd_shim_protos::protobuf::Error,
     },
+    #[error("encode {what} as JSON: {source}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("{what}: {source}")]
     Runtime {
         what: String,

@@ -11,6 +11,7 @@ mod delete;
 mod error;
 mod events;
 mod idle;
+mod info;
 mod logger;
 mod network;
 mod record;
@@ -20,10 +21,6 @@ mod start;
 mod tenant_limits;
 mod wasm;
 mod wasm_layers;
-
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use containerd_shim_protos::protobuf::Message;
-use containerd_shim_protos::types::introspection::{RuntimeInfo, RuntimeVersion};
 
 use crate::args::Mode;
 use crate::error::{Result, ShimError};
@@ -87,8 +84,7 @@ fn run(mode: Mode, flags: args::Flags) -> Result<()> {
             Ok(())
         }
         Mode::Info => {
-            let options = read_info_options();
-            let bytes = runtime_info(options)?;
+            let bytes = info::runtime_info(info::read_options())?;
             use std::io::Write;
             let mut out = std::io::stdout().lock();
             out.write_all(&bytes)
@@ -102,43 +98,6 @@ fn version_text() -> String {
     format!("{BINARY_NAME}:\n  Version:  {VERSION}\n  Revision: {REVISION}\n  Go version: n/a\n\n")
 }
 
-/// containerd may pass the runtime options (a protobuf `Any`) on stdin to `-info`.
-fn read_info_options() -> Option<Any> {
-    use std::io::{IsTerminal, Read};
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        return None;
-    }
-    let mut buf = Vec::new();
-    stdin.lock().take(10 << 20).read_to_end(&mut buf).ok()?;
-    if buf.is_empty() {
-        return None;
-    }
-    Any::parse_from_bytes(&buf)
-        .ok()
-        .filter(|a| !a.type_url.is_empty())
-}
-
-/// `containerd.types.RuntimeInfo`: our name and version, the options echoed back.
-fn runtime_info(options: Option<Any>) -> Result<Vec<u8>> {
-    RuntimeInfo {
-        name: RUNTIME_NAME.to_string(),
-        version: Some(RuntimeVersion {
-            version: VERSION.to_string(),
-            revision: REVISION.to_string(),
-            ..Default::default()
-        })
-        .into(),
-        options: options.into(),
-        ..Default::default()
-    }
-    .write_to_bytes()
-    .map_err(|source| ShimError::Protobuf {
-        what: "RuntimeInfo",
-        source,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,28 +107,5 @@ mod tests {
         let v = version_text();
         assert!(v.starts_with("containerd-shim-amphi-v1:\n  Version:  "));
         assert!(v.contains("\n  Revision: "));
-    }
-
-    #[test]
-    fn runtime_info_bytes() {
-        let bytes = runtime_info(None).unwrap();
-        let info = RuntimeInfo::parse_from_bytes(&bytes).unwrap();
-        assert_eq!(info.name, "io.containerd.amphi.v1");
-        assert_eq!(info.version.version, VERSION);
-        assert!(info.options.is_none());
-        // field 1 (name), length-delimited, then field 2 (version) message.
-        let mut expect = vec![0x0a, RUNTIME_NAME.len() as u8];
-        expect.extend_from_slice(RUNTIME_NAME.as_bytes());
-        assert_eq!(&bytes[..expect.len()], &expect[..]);
-        assert_eq!(bytes[expect.len()], 0x12);
-
-        let opts = Any {
-            type_url: "x.Options".into(),
-            value: vec![1, 2],
-            ..Default::default()
-        };
-        let info =
-            RuntimeInfo::parse_from_bytes(&runtime_info(Some(opts.clone())).unwrap()).unwrap();
-        assert_eq!(info.options.unwrap(), opts);
     }
 }

@@ -84,6 +84,18 @@ impl CriClient {
         )
     }
 
+    /// Status: the runtime's conditions and each runtime handler's features (containerd 2.x
+    /// reads them from the handler's `-info`).
+    pub fn status(&self) -> Result<cri::StatusResponse> {
+        call!(
+            self,
+            runtime,
+            status,
+            "Status",
+            cri::StatusRequest { verbose: false }
+        )
+    }
+
     /// RunPodSandbox with `handler` (the RuntimeClass handler); returns the sandbox id.
     pub fn run_pod_sandbox(&self, config: &cri::PodSandboxConfig, handler: &str) -> Result<String> {
         let req = cri::RunPodSandboxRequest {
@@ -255,6 +267,55 @@ impl CriClient {
             stderr: String::from_utf8_lossy(&r.stderr).into_owned(),
             exit_code: r.exit_code,
         })
+    }
+
+    /// Exec: the streaming URL for `cmd` in container `id` (stdout and stderr, and stdin
+    /// when `stdin`); see [`crate::cri_stream`].
+    pub fn exec(&self, id: &str, cmd: &[&str], stdin: bool) -> Result<String> {
+        let req = cri::ExecRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty: false,
+            stdin,
+            stdout: true,
+            stderr: true,
+        };
+        Ok(call!(self, runtime, exec, "Exec", req)?.url)
+    }
+
+    /// Attach: the streaming URL for the output of container `id`'s init.
+    pub fn attach(&self, id: &str) -> Result<String> {
+        let req = cri::AttachRequest {
+            container_id: id.into(),
+            stdin: false,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        };
+        Ok(call!(self, runtime, attach, "Attach", req)?.url)
+    }
+
+    /// PortForward: the streaming URL for `ports` of pod `sandbox`.
+    pub fn port_forward(&self, sandbox: &str, ports: &[i32]) -> Result<String> {
+        let req = cri::PortForwardRequest {
+            pod_sandbox_id: sandbox.into(),
+            port: ports.to_vec(),
+        };
+        Ok(call!(self, runtime, port_forward, "PortForward", req)?.url)
+    }
+
+    /// ReopenContainerLog: the container's log file is opened anew (after a rotation).
+    pub fn reopen_container_log(&self, id: &str) -> Result<()> {
+        call!(
+            self,
+            runtime,
+            reopen_container_log,
+            "ReopenContainerLog",
+            cri::ReopenContainerLogRequest {
+                container_id: id.into()
+            }
+        )?;
+        Ok(())
     }
 
     pub fn container_stats(&self, id: &str) -> Result<cri::ContainerStats> {

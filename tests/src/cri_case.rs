@@ -25,6 +25,46 @@ pub const WASM_EXIT: &str = "docker.io/amphi/cri-exit-code-wasm:e2e";
 pub const WASM_HTTP: &str = "docker.io/amphi/cri-http-hello-wasm:e2e";
 pub const WASM_WGET: &str = "docker.io/amphi/cri-wget-wasm:e2e";
 
+/// Instantiates a CRI case for containerd 1.6, 1.7 and 2.1 with the handler `amphi`, plus the
+/// same with `runc` (ignored by default: validates the test itself; run with `--ignored`).
+/// `cri_e2e!(name, f, v2_only)` instantiates only the containerd 2.1 variants, for what older
+/// CRI plugins do not have (recursive read-only mounts, user-namespaced pods).
+#[macro_export]
+macro_rules! cri_e2e {
+    ($name:ident, $f:expr) => {
+        $crate::cri_e2e!(@versions $name, $f, [containerd_1_6 V1_6, containerd_1_7 V1_7, containerd_2_1 V2_1]);
+    };
+    ($name:ident, $f:expr, v2_only) => {
+        $crate::cri_e2e!(@versions $name, $f, [containerd_2_1 V2_1]);
+    };
+    (@versions $name:ident, $f:expr, [$($test:ident $v:ident),*]) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn run(v: $crate::Version, h: &'static str) {
+                $crate::require_root();
+                $crate::cri_case::run_cri_case(v, h, stringify!($name), $f)
+            }
+            $(
+                #[test]
+                fn $test() {
+                    run($crate::Version::$v, $crate::cri_env::AMPHI_HANDLER)
+                }
+            )*
+            mod runc {
+                use super::*;
+                $(
+                    #[test]
+                    #[ignore = "validates the test against runc; run with --ignored"]
+                    fn $test() {
+                        run($crate::Version::$v, $crate::cri_env::RUNC_HANDLER)
+                    }
+                )*
+            }
+        }
+    };
+}
+
 pub struct CriCase {
     pub cd: Containerd,
     pub cri: CriClient,
@@ -121,11 +161,23 @@ impl CriCase {
 
     /// RunPodSandbox `name` with `handler`.
     pub fn run_pod_with(&self, name: &str, handler: &str) -> Result<Pod> {
+        self.run_pod_edited(name, handler, |_| {})
+    }
+
+    /// RunPodSandbox `name` with `handler` and kubelet's config changed by `edit` (host
+    /// namespaces, privileged, sysctls, user namespace options...).
+    pub fn run_pod_edited(
+        &self,
+        name: &str,
+        handler: &str,
+        edit: impl FnOnce(&mut v1::PodSandboxConfig),
+    ) -> Result<Pod> {
         let full = format!("{}-{name}", self.name);
         let log_dir = self.cd.dir.join("pods").join(&full);
         std::fs::create_dir_all(&log_dir)?;
         let uid = format!("uid-{full}");
-        let config = cri::pod_config(&full, &uid, &log_dir, &self.cri_config().cgroup_parent);
+        let mut config = cri::pod_config(&full, &uid, &log_dir, &self.cri_config().cgroup_parent);
+        edit(&mut config);
         let id = self
             .cri
             .run_pod_sandbox(&config, handler)

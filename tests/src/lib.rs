@@ -13,6 +13,7 @@ pub mod containerd;
 pub mod cri;
 pub mod cri_case;
 pub mod cri_env;
+pub mod cri_stream;
 pub mod images;
 pub mod leaks;
 pub mod mounts;

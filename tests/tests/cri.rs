@@ -6,55 +6,11 @@ use amphi_tests::cri::{container_config, v1};
 use amphi_tests::cri_case::{
     self, run_cri_case, CriCase, BUSYBOX, WASM_EXIT, WASM_HELLO, WASM_HTTP, WASM_SLEEPER, WASM_WGET,
 };
-use amphi_tests::cri_env::{AMPHI_HANDLER, AMPHI_OPTS_HANDLER, RUNC_HANDLER};
-use amphi_tests::wasm_images;
+use amphi_tests::cri_env::{AMPHI_HANDLER, AMPHI_OPTS_HANDLER};
+use amphi_tests::{cri_e2e, wasm_images};
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 use v1::ContainerState::{ContainerExited as EXITED, ContainerRunning as RUNNING};
-
-/// Instantiates a CRI case for containerd 1.6, 1.7 and 2.1 with the handler `amphi`, plus the
-/// same with `runc` (ignored by default: validates the test itself).
-macro_rules! cri_e2e {
-    ($name:ident, $f:expr) => {
-        mod $name {
-            use super::*;
-            fn run(v: amphi_tests::Version, h: &'static str) {
-                amphi_tests::require_root();
-                run_cri_case(v, h, stringify!($name), $f)
-            }
-            #[test]
-            fn containerd_1_6() {
-                run(amphi_tests::Version::V1_6, AMPHI_HANDLER)
-            }
-            #[test]
-            fn containerd_1_7() {
-                run(amphi_tests::Version::V1_7, AMPHI_HANDLER)
-            }
-            #[test]
-            fn containerd_2_1() {
-                run(amphi_tests::Version::V2_1, AMPHI_HANDLER)
-            }
-            mod runc {
-                use super::*;
-                #[test]
-                #[ignore = "validates the test against runc; run with --ignored"]
-                fn containerd_1_6() {
-                    run(amphi_tests::Version::V1_6, RUNC_HANDLER)
-                }
-                #[test]
-                #[ignore = "validates the test against runc; run with --ignored"]
-                fn containerd_1_7() {
-                    run(amphi_tests::Version::V1_7, RUNC_HANDLER)
-                }
-                #[test]
-                #[ignore = "validates the test against runc; run with --ignored"]
-                fn containerd_2_1() {
-                    run(amphi_tests::Version::V2_1, RUNC_HANDLER)
-                }
-            }
-        }
-    };
-}
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -48,11 +48,17 @@ pub(crate) fn setup(c: &impl Container, spec: &Spec, rootfs: &Path) -> R {
     };
     mounts::do_mount(None, Path::new("/"), None, prop, None)
         .map_err(|e| format!("set mount propagation of / to {prop_name:?}: {}", etext(e)))?;
-    if prop.contains(MsFlags::MS_SHARED) {
-        // pivot_root refuses a shared parent mount.
-        if let Some(parent) = mounts::mount_point_of(rootfs) {
-            let _ = mounts::do_mount(None, &parent, None, MsFlags::MS_PRIVATE, None);
-        }
+    // As runc: the mount the rootfs is on (the rootfs itself when it is a mount point, as the
+    // snapshotter's overlay is) is never shared: pivot_root refuses a shared parent of the new
+    // root, and the rootfs bind below would propagate to the host through it. Slave when the
+    // root propagation is slave, else private.
+    if let Some(parent) = mounts::mount_point_of(rootfs) {
+        let f = if prop.contains(MsFlags::MS_SLAVE) {
+            MsFlags::MS_SLAVE
+        } else {
+            MsFlags::MS_PRIVATE
+        };
+        let _ = mounts::do_mount(None, &parent, None, f, None);
     }
     mounts::do_mount(
         rootfs.to_str(),
@@ -103,6 +109,16 @@ pub(crate) fn setup(c: &impl Container, spec: &Spec, rootfs: &Path) -> R {
     drop(root);
     c.before_pivot()?;
     pivot::pivot_root(rootfs)?;
+    // A shared or unbindable root propagation is for the new "/" (set before the pivot it
+    // would only have reached the old root); private and slave were set above.
+    if !prop.intersects(MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE) {
+        mounts::do_mount(None, Path::new("/"), None, prop, None).map_err(|e| {
+            format!(
+                "set mount propagation of the new root to {prop_name:?}: {}",
+                etext(e)
+            )
+        })?;
+    }
     Ok(())
 }
 

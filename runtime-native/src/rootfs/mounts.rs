@@ -34,7 +34,7 @@ pub(super) fn mount_point_of(p: &Path) -> Option<PathBuf> {
     mountopt::mount_points()
         .into_iter()
         .map(PathBuf::from)
-        .filter(|m| p.starts_with(m) && *m != p)
+        .filter(|m| p.starts_with(m))
         .max_by_key(|m| m.as_os_str().len())
 }
 
@@ -222,6 +222,12 @@ pub(super) fn mount_one(
             }
             Err(e) => return Err(format!("{what}: {}", ioerr(&e))),
         }
+    }
+    if !opts.recursive.is_empty() {
+        let new = new_mount(&mut fresh, root, &target, &what)?;
+        opts.recursive
+            .apply(new)
+            .map_err(|e| format!("{what}: {e}"))?;
     }
     for p in &opts.propagation {
         let new = new_mount(&mut fresh, root, &target, &what)?;

@@ -1,6 +1,7 @@
 //! Mounting the rootfs containerd prepared (`CreateTaskRequest.rootfs`, usually one overlay
 //! mount from the snapshotter) on `bundle/rootfs`, in the caller's mount namespace, and
-//! unmounting it again on delete.
+//! unmounting it again on delete. A user-namespaced pod's layers are idmapped (`uidmap=`,
+//! `gidmap=`: see `idmap.rs`), so the image's files keep their owners inside the pod.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,7 @@ use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
+use crate::idmap::{self, IdmapOptions, IdmappedLowers};
 use crate::mountopt;
 use crate::{Error, Result};
 
@@ -45,7 +47,26 @@ fn mount_one(m: &MountSpec, rootfs: &Path) -> Result<PathBuf> {
     } else {
         in_rootfs(rootfs, &m.target)?
     };
-    let mut opts = mountopt::parse(&m.options);
+    // A user-namespaced pod's layers come with `uidmap=`/`gidmap=` (idmap.rs), which no
+    // filesystem takes: an overlay gets idmapped lower layers, a bind is idmapped in place.
+    let (idmap, options) = IdmapOptions::take(&m.options).map_err(|reason| Error::Mount {
+        what: format!("mount {} {} on {}", m.kind, m.source, target.display()),
+        reason,
+    })?;
+    let staged = match &idmap {
+        Some(map) if m.kind == "overlay" => {
+            let staging = rootfs.with_extension("idmapped-layers");
+            Some(
+                IdmappedLowers::stage(map, &options, &staging).map_err(|reason| Error::Mount {
+                    what: format!("mount overlay on {}", target.display()),
+                    reason,
+                })?,
+            )
+        }
+        _ => None,
+    };
+    let options = staged.as_ref().map_or(options, |s| s.options.clone());
+    let mut opts = mountopt::parse(&options);
     if m.kind == "bind" || m.kind == "rbind" {
         opts.flags |= MsFlags::MS_BIND;
         if m.kind == "rbind" {
@@ -97,6 +118,13 @@ fn mount_one(m: &MountSpec, rootfs: &Path) -> Result<PathBuf> {
             data,
         )
         .map_err(sys(what.clone()))?;
+    }
+    drop(staged);
+    if let (Some(map), true) = (&idmap, opts.is_bind()) {
+        if let Err(reason) = idmap::idmap_in_place(map, &target) {
+            let _ = umount2(&target, MntFlags::MNT_DETACH);
+            return Err(Error::Mount { what, reason });
+        }
     }
     for p in &opts.propagation {
         if let Err(e) = mount(None::<&str>, &target, None::<&str>, *p, None::<&str>) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Spec};
 use runtime_native::{
-    rootfs, spec, Cgroup, CgroupStats, ExecRequest, InitRequest, PendingProcess, Spawner,
+    idmap, rootfs, spec, Cgroup, CgroupStats, ExecRequest, InitRequest, PendingProcess, Spawner,
 };
 
 use super::error::{ServiceError, ServiceResult};
@@ -139,17 +139,25 @@ impl NativeLauncher {
         };
         let (mut stdio, holders) = self.open_stdio(&req.id, &req.stdio)?;
         stdio.extra_fds = plan.extra_fds;
-        let mut pending = self.spawner.spawn_init(
+        // Idmapped volumes are made here, as host root, and bound by the container; they are
+        // detached again once it reported ready (its mount namespace holds its copies).
+        let mut init_spec = spec.clone();
+        let volumes =
+            idmap::StagedVolumes::stage(&mut init_spec, &req.bundle.join("idmapped-volumes"))
+                .map_err(ServiceError::InvalidArgument)?;
+        let pending = self.spawner.spawn_init(
             InitRequest {
                 id: req.id.clone(),
                 bundle: req.bundle.clone(),
                 rootfs: rootfs_path.clone(),
-                spec: spec.clone(),
+                spec: init_spec,
                 cgroup_procs: cgroup.procs_files(),
                 workload: plan.workload,
             },
             stdio,
-        )?;
+        );
+        drop(volumes);
+        let mut pending = pending?;
         record.init_pid = pending.pid;
         // With the pid, its start time: a crash-time delete signals only that process.
         record.init_start_time = runtime_native::identity::start_time(pending.pid).unwrap_or(0);

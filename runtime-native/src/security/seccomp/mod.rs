@@ -36,6 +36,7 @@
 
 mod compile;
 mod enosys;
+mod features;
 mod load;
 mod notify;
 #[cfg(test)]
@@ -47,6 +48,7 @@ use std::path::Path;
 use oci_spec::runtime::Spec;
 
 pub(crate) use compile::{compile, Filter};
+pub(crate) use features::{supported_flags, ACTIONS, ARCHS, FLAGS, OPERATORS};
 pub(crate) use notify::{agent_message, host_pid, Who};
 
 type R<T = (), E = SeccompError> = std::result::Result<T, E>;

@@ -1,0 +1,549 @@
+//! What a real Kubernetes node asks of a runtime handler, through containerd's CRI as kubelet
+//! calls it: privileged pods (CNI plugins, storage drivers, node installers), mount propagation
+//! of host volumes, host namespaces, the security context (users, groups, a read-only root,
+//! namespaced sysctls), the streaming calls (Exec, Attach, PortForward over containerd's
+//! streaming server), log reopening and user-namespaced pods (containerd 2.1).
+//!
+//! Recursive read-only volumes are not a CRI case: containerd before 2.4 (commit fd7819bcb)
+//! introspects the OCI features of `io.containerd.runc.v2` handlers only, so its CRI refuses
+//! `recursiveReadOnly` for any other handler whatever the handler's `-info` says;
+//! `mount_options.rs` checks `rro` through `ctr` on every version instead.
+//! Every case also runs against runc's handler with `--ignored`.
+
+use amphi_tests::cri::{container_config, v1};
+use amphi_tests::cri_case::{CriCase, Pod, BUSYBOX};
+use amphi_tests::cri_e2e;
+use amphi_tests::cri_stream::{self, WebSocket, CHANNEL_PROTOCOL};
+use amphi_tests::mounts;
+use anyhow::{Context, Result};
+use nix::mount::{mount, MsFlags};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use v1::ContainerState::ContainerRunning as RUNNING;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn pod_security(p: &mut v1::PodSandboxConfig) -> &mut v1::LinuxSandboxSecurityContext {
+    p.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
+
+fn container_security(c: &mut v1::ContainerConfig) -> &mut v1::LinuxContainerSecurityContext {
+    c.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
+
+/// A privileged pod (the sandbox must be, for privileged containers).
+fn privileged_pod(c: &CriCase, name: &str) -> Result<Pod> {
+    c.run_pod_edited(name, c.handler, |p| pod_security(p).privileged = true)
+}
+
+/// `sleep` in busybox, privileged when `privileged`, with `mounts`; started and running.
+fn sleeper(
+    c: &CriCase,
+    pod: &Pod,
+    name: &str,
+    privileged: bool,
+    edit: impl FnOnce(&mut v1::ContainerConfig),
+) -> Result<String> {
+    let mut cfg = container_config(name, BUSYBOX, &["sleep", "100000"], &[]);
+    container_security(&mut cfg).privileged = privileged;
+    edit(&mut cfg);
+    let id = c.start_container(pod, &cfg)?;
+    c.cri.wait_container_state(&id, RUNNING, WAIT)?;
+    Ok(id)
+}
+
+fn sh(c: &CriCase, id: &str, script: &str) -> Result<String> {
+    c.cri
+        .exec_sync(id, &["sh", "-c", script], 20)?
+        .ok()
+        .with_context(|| format!("exec {script:?}"))
+}
+
+/// A line `Key:\tvalue` of this process's /proc/self/status.
+fn host_status(key: &str) -> Result<String> {
+    let s = std::fs::read_to_string("/proc/self/status")?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(|v| v.trim().to_string())
+        .with_context(|| format!("no {key} in /proc/self/status"))
+}
+
+/// A privileged container has the host's devices, every capability, no seccomp filter and
+/// writable /sys and /proc/sys, and may set its (pod's) hostname.
+fn privileged(c: &mut CriCase) -> Result<()> {
+    let pod = privileged_pod(c, "priv")?;
+    let id = sleeper(c, &pod, "priv", true, |_| {})?;
+    let out = sh(
+        c,
+        &id,
+        "grep -E '^(CapEff|Seccomp):' /proc/self/status; \
+         awk '$2 == \"/sys\" { print \"sys\", $4 }' /proc/self/mounts; \
+         echo 1 > /proc/sys/net/ipv4/ip_forward && echo sysctl-write=$(cat /proc/sys/net/ipv4/ip_forward); \
+         hostname priv-renamed && echo hostname=$(hostname); \
+         ls /dev | tr '\\n' ' '",
+    )?;
+    let caps = host_status("CapBnd")?;
+    anyhow::ensure!(
+        out.contains(&format!("CapEff:\t{caps}")),
+        "a privileged container has every capability of the host ({caps}):\n{out}"
+    );
+    anyhow::ensure!(
+        out.contains("Seccomp:\t0"),
+        "seccomp filter in a privileged container:\n{out}"
+    );
+    anyhow::ensure!(out.contains("sys rw,"), "/sys is not writable:\n{out}");
+    anyhow::ensure!(
+        out.contains("sysctl-write=1"),
+        "/proc/sys is not writable:\n{out}"
+    );
+    anyhow::ensure!(
+        out.contains("hostname=priv-renamed"),
+        "sethostname refused:\n{out}"
+    );
+    // Host devices are there (the spec lists every one; the ones a default spec has not).
+    let dev = out.lines().last().unwrap_or("");
+    for d in ["kmsg", "loop-control", "mem", "ptmx"] {
+        if Path::new("/dev").join(d).exists() {
+            anyhow::ensure!(
+                dev.split(' ').any(|x| x == d),
+                "host device /dev/{d} missing in the container: {dev}"
+            );
+        }
+    }
+    // A container that is not privileged in the same pod: the default confinement.
+    let plain = sleeper(c, &pod, "plain", false, |_| {})?;
+    let out = sh(c, &plain, "ls /dev | tr '\\n' ' '")?;
+    anyhow::ensure!(
+        !out.split(' ').any(|d| d == "kmsg"),
+        "host devices without privileged: {out}"
+    );
+    c.remove_pod(&pod)
+}
+
+/// Unmounts everything below a host directory the case mounted on, when dropped.
+struct HostMounts(PathBuf);
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        mounts::unmount_all_under(&self.0);
+    }
+}
+
+fn tmpfs(target: &Path) -> Result<()> {
+    std::fs::create_dir_all(target)?;
+    mount(
+        Some("tmpfs"),
+        target,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .with_context(|| format!("mount tmpfs on {}", target.display()))
+}
+
+/// A host directory that is a shared mount of its own (CRI requires one for bidirectional
+/// propagation, and a shared or slave one for host-to-container).
+fn shared_host_dir(c: &CriCase, name: &str) -> Result<(PathBuf, HostMounts)> {
+    let dir = c.cd.dir.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let guard = HostMounts(dir.clone());
+    mount(
+        Some(&dir),
+        &dir,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("bind {} on itself", dir.display()))?;
+    mount(
+        None::<&str>,
+        &dir,
+        None::<&str>,
+        MsFlags::MS_SHARED | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("make {} rshared", dir.display()))?;
+    Ok((dir, guard))
+}
+
+fn volume(host: &Path, dest: &str, propagation: v1::MountPropagation) -> v1::Mount {
+    v1::Mount {
+        container_path: dest.into(),
+        host_path: host.display().to_string(),
+        propagation: propagation as i32,
+        ..Default::default()
+    }
+}
+
+/// The optional fields (`shared:N`, `master:N`) of the root mount in a mountinfo text.
+fn root_propagation(mountinfo: &str) -> String {
+    mountinfo
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .map(|l| {
+            l.split(' ')
+                .skip(6)
+                .take_while(|f| *f != "-")
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// `rprivate`, `rslave` and `rshared` host volumes: a mount made on the host under the volume
+/// reaches the rslave and rshared containers, one made in the rshared container reaches the
+/// host, and nothing crosses an rprivate volume. The rshared container's root is shared
+/// (`rootfsPropagation: rshared`, applied after pivot_root as runc does).
+fn mount_propagation(c: &mut CriCase) -> Result<()> {
+    use v1::MountPropagation::*;
+    let (dir, _guard) = shared_host_dir(c, "propagation")?;
+    let pod = privileged_pod(c, "prop")?;
+    let mut ids = Vec::new();
+    for (name, p) in [
+        ("private", PropagationPrivate),
+        ("slave", PropagationHostToContainer),
+        ("shared", PropagationBidirectional),
+    ] {
+        let id = sleeper(c, &pod, name, true, |cfg| {
+            cfg.mounts.push(volume(&dir, "/vol", p))
+        })?;
+        ids.push((name, id));
+    }
+
+    // Host -> containers.
+    tmpfs(&dir.join("from-host"))?;
+    std::fs::write(dir.join("from-host/marker"), "host-made")?;
+    for (name, id) in &ids {
+        let seen = c
+            .cri
+            .exec_sync(id, &["cat", "/vol/from-host/marker"], 10)?
+            .stdout;
+        let want = *name != "private";
+        anyhow::ensure!(
+            seen.contains("host-made") == want,
+            "{name} volume: a host mount below it is {}visible in the container ({seen:?})",
+            if want { "not " } else { "" }
+        );
+    }
+
+    // Containers -> host.
+    for (name, id) in &ids {
+        sh(
+            c,
+            id,
+            &format!(
+                "mkdir -p /vol/from-{name} && mount -t tmpfs tmpfs /vol/from-{name} && \
+                 echo {name}-made > /vol/from-{name}/marker"
+            ),
+        )?;
+        let on_host =
+            std::fs::read_to_string(dir.join(format!("from-{name}/marker"))).unwrap_or_default();
+        let want = *name == "shared";
+        anyhow::ensure!(
+            on_host.contains(&format!("{name}-made")) == want,
+            "{name} volume: a container mount below it is {}visible on the host",
+            if want { "not " } else { "" }
+        );
+    }
+
+    let shared = &ids[2].1;
+    let info = sh(c, shared, "cat /proc/self/mountinfo")?;
+    let root = root_propagation(&info);
+    anyhow::ensure!(
+        root.contains("shared:"),
+        "the root of a container with rootfsPropagation rshared is not shared ({root:?}):\n{info}"
+    );
+    c.remove_pod(&pod)
+}
+
+/// `readlink /proc/self/ns/<ns>` of the test (in the host's namespaces).
+fn host_ns(ns: &str) -> Result<String> {
+    Ok(std::fs::read_link(format!("/proc/self/ns/{ns}"))?
+        .display()
+        .to_string())
+}
+
+/// hostNetwork, hostPID and hostIPC: the pod's containers are in the host's namespaces (and,
+/// with the host's network, its UTS namespace); a default pod is in none of them.
+fn host_namespaces(c: &mut CriCase) -> Result<()> {
+    use v1::NamespaceMode::{Node, Pod as PodNs};
+    let host = |p: &mut v1::PodSandboxConfig| {
+        pod_security(p).namespace_options = Some(v1::NamespaceOption {
+            network: Node as i32,
+            pid: Node as i32,
+            ipc: Node as i32,
+            ..Default::default()
+        })
+    };
+    let script = "for n in net pid ipc uts; do readlink /proc/self/ns/$n; done";
+    let pod = c.run_pod_edited("hostns", c.handler, host)?;
+    let id = sleeper(c, &pod, "h", false, |cfg| {
+        container_security(cfg).namespace_options = Some(v1::NamespaceOption {
+            network: Node as i32,
+            pid: Node as i32,
+            ipc: Node as i32,
+            ..Default::default()
+        })
+    })?;
+    let seen = sh(c, &id, script)?;
+    for ns in ["net", "pid", "ipc", "uts"] {
+        let h = host_ns(ns)?;
+        anyhow::ensure!(
+            seen.lines().any(|l| l == h),
+            "host {ns} namespace {h} not shared: {seen}"
+        );
+    }
+    // The host's pid 1 is visible with hostPID.
+    let comm = sh(c, &id, "cat /proc/1/comm")?;
+    let host_comm = std::fs::read_to_string("/proc/1/comm")?;
+    anyhow::ensure!(
+        comm.trim() == host_comm.trim(),
+        "pid 1 is {comm:?}, not the host's {host_comm:?}"
+    );
+    let _ = PodNs;
+    let plain = c.run_pod("isolated")?;
+    let id = sleeper(c, &plain, "i", false, |_| {})?;
+    let seen = sh(c, &id, script)?;
+    for ns in ["net", "pid", "ipc", "uts"] {
+        let h = host_ns(ns)?;
+        anyhow::ensure!(
+            !seen.lines().any(|l| l == h),
+            "a default pod shares the host's {ns} namespace: {seen}"
+        );
+    }
+    c.remove_pod(&pod)?;
+    c.remove_pod(&plain)
+}
+
+/// RunAsUser, RunAsGroup, SupplementalGroups, ReadOnlyRootfs and the pod's namespaced sysctls.
+fn security_context(c: &mut CriCase) -> Result<()> {
+    let pod = c.run_pod_edited("secctx", c.handler, |p| {
+        let l = p.linux.get_or_insert_with(Default::default);
+        l.sysctls
+            .insert("kernel.shm_rmid_forced".into(), "1".into());
+        l.sysctls
+            .insert("net.ipv4.ip_local_port_range".into(), "20000 30000".into());
+    })?;
+    let id = sleeper(c, &pod, "user", false, |cfg| {
+        let s = container_security(cfg);
+        s.run_as_user = Some(v1::Int64Value { value: 1234 });
+        s.run_as_group = Some(v1::Int64Value { value: 5678 });
+        s.supplemental_groups = vec![1111, 2222];
+        s.readonly_rootfs = true;
+    })?;
+    let out = sh(
+        c,
+        &id,
+        "grep -E '^(Uid|Gid|Groups):' /proc/self/status; \
+         touch /probe 2>&1; echo touch=$?; \
+         cat /proc/sys/kernel/shm_rmid_forced /proc/sys/net/ipv4/ip_local_port_range",
+    )?;
+    anyhow::ensure!(
+        out.contains("Uid:\t1234\t1234\t1234\t1234")
+            && out.contains("Gid:\t5678\t5678\t5678\t5678"),
+        "identity:\n{out}"
+    );
+    let groups: Vec<&str> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    for g in ["1111", "2222"] {
+        anyhow::ensure!(
+            groups.contains(&g),
+            "supplemental group {g} missing: {groups:?}"
+        );
+    }
+    anyhow::ensure!(
+        out.contains("Read-only file system") && !out.contains("touch=0"),
+        "the root filesystem is writable:\n{out}"
+    );
+    let mut lines = out.lines().rev();
+    let range = lines.next().unwrap_or("");
+    let rmid = lines.next().unwrap_or("");
+    anyhow::ensure!(
+        rmid.trim() == "1" && range.split_whitespace().collect::<Vec<_>>() == ["20000", "30000"],
+        "sysctls not applied:\n{out}"
+    );
+    c.remove_pod(&pod)
+}
+
+/// Exec (with and without stdin), Attach and PortForward through containerd's streaming
+/// server, as `kubectl exec/attach/port-forward` reach them.
+fn streaming(c: &mut CriCase) -> Result<()> {
+    let pod = c.run_pod("stream")?;
+    let mut cfg = container_config(
+        "web",
+        BUSYBOX,
+        &["sh", "-c"],
+        &[
+            "mkdir -p /www && echo forwarded-ok > /www/index.html && httpd -p 8090 -h /www && \
+           i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done",
+        ],
+    );
+    container_security(&mut cfg).privileged = false;
+    let id = c.start_container(&pod, &cfg)?;
+    c.cri.wait_container_state(&id, RUNNING, WAIT)?;
+    c.wait_log(&pod, "web", "tick-")?;
+
+    // Exec: both streams and the exit code in the final status.
+    let url = c
+        .cri
+        .exec(&id, &["sh", "-c", "echo out; echo err >&2; exit 3"], false)?;
+    let mut ws = WebSocket::connect(&url, CHANNEL_PROTOCOL, WAIT)?;
+    let out = cri_stream::read_output(&mut ws, |o| o.status.is_some())?;
+    ws.close();
+    anyhow::ensure!(
+        out.stdout == "out\n" && out.stderr == "err\n" && out.exit_code() == Some(3),
+        "exec: {out:?}"
+    );
+
+    // Exec with stdin.
+    let url = c.cri.exec(&id, &["head", "-n", "1"], true)?;
+    let mut ws = WebSocket::connect(&url, CHANNEL_PROTOCOL, WAIT)?;
+    ws.send(0, b"from-stdin\n")?;
+    let out = cri_stream::read_output(&mut ws, |o| o.status.is_some())?;
+    ws.close();
+    anyhow::ensure!(
+        out.stdout == "from-stdin\n" && out.exit_code() == Some(0),
+        "exec with stdin: {out:?}"
+    );
+
+    // Attach: the running init's output.
+    let url = c.cri.attach(&id)?;
+    let mut ws = WebSocket::connect(&url, CHANNEL_PROTOCOL, WAIT)?;
+    let out = cri_stream::read_output(&mut ws, |o| o.stdout.matches("tick-").count() >= 2)?;
+    ws.close();
+    anyhow::ensure!(out.stdout.contains("tick-"), "attach: {out:?}");
+
+    // PortForward: an HTTP request to the pod's port 8090.
+    let url = c.cri.port_forward(&pod.id, &[8090])?;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let mut ws = WebSocket::connect(&format!("{url}{sep}port=8090"), CHANNEL_PROTOCOL, WAIT)?;
+    let response =
+        cri_stream::forward_http_get(&mut ws, 8090, "/index.html", |r| r.contains("forwarded-ok"))?;
+    ws.close();
+    anyhow::ensure!(
+        response.starts_with("HTTP/1.") && response.contains("forwarded-ok"),
+        "port forward: {response:?}"
+    );
+    c.remove_pod(&pod)
+}
+
+/// ReopenContainerLog after the log file was rotated away: the container's output goes to a
+/// new file at the log path.
+fn reopen_log(c: &mut CriCase) -> Result<()> {
+    let pod = c.run_pod("logs")?;
+    let cfg = container_config(
+        "ticker",
+        BUSYBOX,
+        &["sh", "-c"],
+        &["i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.1; done"],
+    );
+    let id = c.start_container(&pod, &cfg)?;
+    c.wait_log(&pod, "ticker", "line-1")?;
+    let log = c.log_file(&pod, "ticker");
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated)?;
+    c.cri.reopen_container_log(&id)?;
+    let lines = c.wait_log(&pod, "ticker", "line-")?;
+    let first: u64 = lines
+        .first()
+        .and_then(|l| l.content.strip_prefix("line-"))
+        .and_then(|n| n.parse().ok())
+        .context("first line of the reopened log")?;
+    anyhow::ensure!(first > 0, "the new log starts at line-{first}");
+    let old = std::fs::read_to_string(&rotated)?;
+    anyhow::ensure!(
+        old.contains("line-0"),
+        "the rotated log lost its lines: {old:?}"
+    );
+    c.remove_pod(&pod)
+}
+
+/// A user-namespaced pod (`hostUsers: false`: the pod maps 0:200000:65536): root in the pod
+/// is uid 200000 on the host, the image's files keep their owners (idmapped layers), and an
+/// idmapped volume shows the host's root-owned files as root's and stores root's new files as
+/// host root's.
+fn user_namespace(c: &mut CriCase) -> Result<()> {
+    let mapping = vec![v1::IdMapping {
+        host_id: 200_000,
+        container_id: 0,
+        length: 65536,
+    }];
+    let userns = v1::UserNamespace {
+        mode: v1::NamespaceMode::Pod as i32,
+        uids: mapping.clone(),
+        gids: mapping.clone(),
+    };
+    let dir = c.cd.dir.join("userns-volume");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("owned-by-root"), "host file")?;
+    let pod_userns = userns.clone();
+    let pod = c.run_pod_edited("userns", c.handler, move |p| {
+        pod_security(p)
+            .namespace_options
+            .get_or_insert_with(Default::default)
+            .userns_options = Some(pod_userns);
+    })?;
+    let id = sleeper(c, &pod, "u", false, |cfg| {
+        container_security(cfg)
+            .namespace_options
+            .get_or_insert_with(Default::default)
+            .userns_options = Some(userns);
+        let mut vol = volume(&dir, "/vol", v1::MountPropagation::PropagationPrivate);
+        vol.uid_mappings = mapping.clone();
+        vol.gid_mappings = mapping.clone();
+        cfg.mounts.push(vol);
+    })?;
+    let out = sh(
+        c,
+        &id,
+        "cat /proc/self/uid_map; id -u; stat -c image=%u:%g /bin/busybox; \
+         stat -c volume=%u:%g /vol/owned-by-root; touch /vol/made-inside && echo vol-write=ok; \
+         touch /rootfs-write && echo rootfs-write=ok",
+    )?;
+    let map: Vec<&str> = out
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    anyhow::ensure!(
+        map == ["0", "200000", "65536"],
+        "uid_map in the pod:\n{out}"
+    );
+    for want in ["image=0:0", "volume=0:0", "vol-write=ok", "rootfs-write=ok"] {
+        anyhow::ensure!(out.lines().any(|l| l == want), "{want} missing:\n{out}");
+    }
+    let pid = c.cri.container_pid(&id)?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    anyhow::ensure!(
+        status.contains("Uid:\t200000\t200000\t200000\t200000"),
+        "root in the pod is not host uid 200000:\n{status}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let made = std::fs::metadata(dir.join("made-inside"))?;
+    anyhow::ensure!(
+        made.uid() == 0 && made.gid() == 0,
+        "a file root made in the idmapped volume is owned by {}:{} on the host",
+        made.uid(),
+        made.gid()
+    );
+    c.remove_pod(&pod)
+}
+
+cri_e2e!(cri_privileged, privileged);
+cri_e2e!(cri_mount_propagation, mount_propagation);
+cri_e2e!(cri_host_namespaces, host_namespaces);
+cri_e2e!(cri_security_context, security_context);
+cri_e2e!(cri_streaming, streaming);
+cri_e2e!(cri_reopen_log, reopen_log);
+cri_e2e!(cri_user_namespace, user_namespace, v2_only);
