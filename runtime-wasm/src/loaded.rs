@@ -42,11 +42,41 @@ pub struct Loaded {
     pub(crate) program: Program,
     pub(crate) shared: Arc<Shared>,
     pub(crate) settings: crate::WasmSettings,
+    /// Called (at most every [`IDLE_HOOK_EVERY`]) when the runner's threads go idle.
+    pub(crate) idle_hook: Option<fn()>,
+}
+
+/// Least time between two calls of the idle hook.
+pub(crate) const IDLE_HOOK_EVERY: Duration = Duration::from_secs(5);
+
+/// A tokio `on_thread_park` callback that calls `hook` when a thread parks, at most every
+/// [`IDLE_HOOK_EVERY`] (an atomic check otherwise).
+pub(crate) fn debounced_idle(hook: fn()) -> impl Fn() + Send + Sync + 'static {
+    let start = Instant::now();
+    let last = std::sync::atomic::AtomicU64::new(0);
+    move || {
+        let now = start.elapsed().as_millis() as u64;
+        let prev = last.load(Ordering::Relaxed);
+        if now.saturating_sub(prev) >= IDLE_HOOK_EVERY.as_millis() as u64
+            && last
+                .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            hook();
+        }
+    }
 }
 
 impl Loaded {
     pub fn kind(&self) -> WasmKind {
         self.kind
+    }
+
+    /// `hook` runs when the guest waits (its threads park), at most every few seconds: the
+    /// shim passes the trimming of the binary's unused text mappings, so a sleeping guest's
+    /// process holds little more than its own memory.
+    pub fn set_idle_hook(&mut self, hook: fn()) {
+        self.idle_hook = Some(hook);
     }
 
     /// A handle to interrupt `run` from another thread (what the signal thread uses).
@@ -96,15 +126,17 @@ impl Loaded {
     /// result is the signal's. A guest computing is stopped by the epoch (see `new_store`).
     pub(crate) fn run_until_signal(
         &self,
-        ctx: &RunContext,
         guest: impl std::future::Future<Output = wasmtime::Result<i32>>,
     ) -> wasmtime::Result<i32> {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        if let Some(hook) = self.idle_hook {
+            b.on_thread_park(debounced_idle(hook));
+        }
+        let rt = b
             .enable_all()
             .build()
             .map_err(|e| wasmtime::format_err!("tokio runtime: {e}"))?;
         let mut stop = self.shared.drain.subscribe();
-        let _ = ctx;
         rt.block_on(async move {
             tokio::select! {
                 r = guest => r,

@@ -193,6 +193,7 @@ pub fn load(artifact: File, payload: &WasmPayload) -> Result<Loaded> {
         program,
         shared,
         settings: payload.settings.clone(),
+        idle_hook: None,
     })
 }
 
@@ -248,7 +249,7 @@ impl Loaded {
             Err(e) => return self.exit_code(ctx, Err(e)),
         };
         store.limiter(|s| &mut s.limits);
-        let result = self.run_until_signal(ctx, async move {
+        let result = self.run_until_signal(async move {
             let instance = pre.instantiate_async(&mut store).await?;
             if entry != "_start" {
                 if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
@@ -284,7 +285,7 @@ impl Loaded {
             Err(e) => return self.exit_code(ctx, Err(e)),
         };
         store.limiter(|s| &mut s.limits);
-        let result = self.run_until_signal(ctx, async move {
+        let result = self.run_until_signal(async move {
             let cmd = pre.instantiate_async(&mut store).await?;
             Ok(match cmd.wasi_cli_run().call_run(&mut store).await? {
                 Ok(()) => 0,

@@ -617,34 +617,33 @@ fn settings_that_change_code_get_their_own_cache_entry() {
     assert_eq!(run_loaded(loaded, ctx, out_r, err_r).code, 3);
 }
 
-/// A guest that computes past its fuel traps (134) instead of running forever.
-#[test]
-fn fuel_ends_a_spinning_guest() {
+/// SPIN compiled and run with `settings`.
+fn run_spin_with(settings: &WasmSettings) -> Out {
     let (_d, cache) = cache();
-    let mut s = WasmSettings::default();
-    s.fuel = Some(10_000);
     let c = cache
-        .compile_with(&s, "spin.wat", SPIN.as_bytes(), None)
+        .compile_with(settings, "spin.wat", SPIN.as_bytes(), None)
         .unwrap();
     let loaded = load(c.file, &c.payload).unwrap();
     let (ctx, out_r, err_r) = ctx(&["spin"]);
-    let out = run_loaded(loaded, ctx, out_r, err_r);
-    assert_eq!(out.code, EXIT_TRAP, "stderr: {}", out.stderr);
-    assert!(out.stderr.contains("fuel"), "stderr: {}", out.stderr);
+    run_loaded(loaded, ctx, out_r, err_r)
 }
 
-/// A time limit ends a spinning guest with a message naming the limit.
+/// A guest computing past its fuel, or past its time limit, traps (134) instead of running
+/// forever, with a message that says why.
 #[test]
-fn time_limit_ends_a_spinning_guest() {
-    let (_d, cache) = cache();
-    let mut s = WasmSettings::default();
-    s.time_limit_ms = Some(100);
-    let c = cache
-        .compile_with(&s, "spin.wat", SPIN.as_bytes(), None)
-        .unwrap();
-    let loaded = load(c.file, &c.payload).unwrap();
-    let (ctx, out_r, err_r) = ctx(&["spin"]);
-    let out = run_loaded(loaded, ctx, out_r, err_r);
+fn fuel_and_time_limits_end_a_spinning_guest() {
+    let fuel = WasmSettings {
+        fuel: Some(10_000),
+        ..Default::default()
+    };
+    let out = run_spin_with(&fuel);
+    assert_eq!(out.code, EXIT_TRAP, "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("fuel"), "stderr: {}", out.stderr);
+    let time = WasmSettings {
+        time_limit_ms: Some(100),
+        ..Default::default()
+    };
+    let out = run_spin_with(&time);
     assert_eq!(out.code, EXIT_TRAP, "stderr: {}", out.stderr);
     assert!(
         out.stderr.contains("time limit of 100 ms"),

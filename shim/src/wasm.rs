@@ -110,7 +110,9 @@ impl WorkloadRunner for WasmRunner {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
         // SAFETY: the spawner handed this fd to this process for the runner to own.
         let artifact = unsafe { File::from_raw_fd(fd) };
-        let loaded = runtime_wasm::load(artifact, &payload).map_err(|e| e.to_string())?;
+        let mut loaded = runtime_wasm::load(artifact, &payload).map_err(|e| e.to_string())?;
+        // As the idle shim does: a guest that waits does not keep the binary's text mapped.
+        loaded.set_idle_hook(runtime_native::memory::trim_text);
         let dirs = setup
             .into_iter()
             .map(|(guest, dir)| GuestDir { guest, dir })

@@ -614,6 +614,8 @@ fn http(c: &mut Case) -> Result<()> {
 }
 
 /// `curl ARGS` inside the network namespace of process `pid`; returns (HTTP status, body).
+/// curl's own exit status is not required to be 0: a server that answers 413 before reading
+/// the whole upload may reset the connection under curl's feet after the answer arrived.
 fn curl_in(pid: u32, args: &[&str]) -> Result<(u16, String)> {
     let mut cmd = std::process::Command::new("nsenter");
     cmd.args([
@@ -627,12 +629,14 @@ fn curl_in(pid: u32, args: &[&str]) -> Result<(u16, String)> {
     ])
     .args(["-w", "\n%{http_code}"])
     .args(args);
-    let out = cmd::run(cmd, Duration::from_secs(90))?.ok()?;
+    let out = cmd::run(cmd, Duration::from_secs(90))?;
     let (body, code) = out
         .stdout
         .rsplit_once('\n')
         .ok_or_else(|| anyhow::anyhow!("curl output: {}", out.describe()))?;
-    Ok((code.trim().parse()?, body.to_string()))
+    let code: u16 = code.trim().parse()?;
+    anyhow::ensure!(code != 0, "curl got no answer: {}", out.describe());
+    Ok((code, body.to_string()))
 }
 
 /// Waits until the wasi:http server of task `id` answers `/`; returns the task's pid.
@@ -888,27 +892,9 @@ fn settings(c: &mut Case) -> Result<()> {
     let mut with_log = limit.to_vec();
     with_log.extend(["--annotation", "io.amphi.wasm.http.access_log=true"]);
     run_rm(c, &with_log, &img, &c.id("s2"), &["/u.wat"])?.expect_code(42)?;
-    let sum = {
-        let mut s = std::process::Command::new("sha256sum");
-        s.arg(&src);
-        let o = cmd::run(s, Duration::from_secs(10))?.ok()?;
-        o.stdout
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    };
-    anyhow::ensure!(sum.len() == 64, "sha256sum of {}", src.display());
-    let cache_dir = std::env::var_os("AMPHI_WASM_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/amphi/wasm-cache"));
-    let entries: Vec<String> = std::fs::read_dir(&cache_dir)?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&sum) && n.ends_with(".cwasm"))
-        .collect();
+    let entries = cache_entries(&sha256_hex(&src)?);
     for e in &entries {
-        let _ = std::fs::remove_file(cache_dir.join(e));
+        let _ = std::fs::remove_file(cache_dir().join(e));
     }
     anyhow::ensure!(
         entries.len() == 2,
@@ -993,6 +979,40 @@ fn bad_input(c: &mut Case) -> Result<()> {
     Ok(())
 }
 
+/// sha256 hex digest of a file (as the cache names its entries).
+fn sha256_hex(path: &std::path::Path) -> Result<String> {
+    let mut s = std::process::Command::new("sha256sum");
+    s.arg(path);
+    let out = cmd::run(s, Duration::from_secs(10))?.ok()?;
+    let digest = out
+        .stdout
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    anyhow::ensure!(digest.len() == 64, "sha256sum: {}", out.describe());
+    Ok(digest)
+}
+
+/// The node cache dir the shims use (they inherit containerd's env, i.e. ours).
+fn cache_dir() -> PathBuf {
+    std::env::var_os("AMPHI_WASM_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/amphi/wasm-cache"))
+}
+
+/// Names of the cache entries of the module with this digest.
+fn cache_entries(digest: &str) -> Vec<String> {
+    std::fs::read_dir(cache_dir())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(digest) && n.ends_with(".cwasm"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The second run of a module is a cache hit. The module is a `.wat` with a unique comment,
 /// so its first run is a miss whatever the node-wide cache holds: that run must leave an entry
 /// named by the module's sha256 in the cache dir (the shims inherit containerd's env, i.e. ours:
@@ -1013,35 +1033,9 @@ fn cache(c: &mut Case) -> Result<()> {
     let wat = format!(";; {nonce}\n{GROW_WAT}");
     let src = c.cd.dir.join("unique.wat");
     std::fs::write(&src, &wat)?;
-    let sum = cmd::run(
-        {
-            let mut s = std::process::Command::new("sha256sum");
-            s.arg(&src);
-            s
-        },
-        Duration::from_secs(10),
-    )?
-    .ok()?;
-    let digest = sum
-        .stdout
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    anyhow::ensure!(digest.len() == 64, "sha256sum: {}", sum.describe());
-    let cache_dir = std::env::var_os("AMPHI_WASM_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/amphi/wasm-cache"));
-    let entries = || -> Vec<String> {
-        std::fs::read_dir(&cache_dir)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with(&digest) && n.ends_with(".cwasm"))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let digest = sha256_hex(&src)?;
+    let cache_dir = cache_dir();
+    let entries = || cache_entries(&digest);
     anyhow::ensure!(
         entries().is_empty(),
         "a cache entry for a fresh module already exists: {:?}",

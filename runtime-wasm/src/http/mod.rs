@@ -57,7 +57,11 @@ pub(crate) fn serve(loaded: &Loaded, pre: ProxyPre<CompState>, ctx: RunContext) 
         },
     };
     let settings = loaded.settings.clone();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(hook) = loaded.idle_hook {
+        builder.on_thread_park(crate::loaded::debounced_idle(hook));
+    }
+    let rt = match builder
         .worker_threads(worker_count(settings.http.workers))
         .thread_name("amphi-http")
         .enable_all()
