@@ -280,8 +280,13 @@ impl<L: Launcher> Inner<L> {
     /// OCI `poststart` hooks, in the runtime once the init started (runtime-native/src/hooks.rs).
     async fn poststart_hooks(&self, id: &str, pid: i32) -> ServiceResult<()> {
         let found = self.with_container(id, |c| {
-            Ok(runtime_native::hooks::has(c.spec(), "poststart")
-                .then(|| (c.spec().clone(), c.bundle().to_path_buf(), c.init().signal_target())))
+            Ok(runtime_native::hooks::has(c.spec(), "poststart").then(|| {
+                (
+                    c.spec().clone(),
+                    c.bundle().to_path_buf(),
+                    c.init().signal_target(),
+                )
+            }))
         });
         let Ok(Some((spec, bundle, init))) = found else {
             return Ok(());

@@ -236,10 +236,7 @@ impl Launcher for NativeLauncher {
             };
             let (root, process, limits) = (req.rootfs.clone(), req.process.clone(), req.limits);
             let layers = self.layer_source(&req.container_id);
-            let what = format!(
-                "plan of exec {} of task {}",
-                req.exec_id, req.container_id
-            );
+            let what = format!("plan of exec {} of task {}", req.exec_id, req.container_id);
             workload::bounded(&what, move || {
                 let input = workload::PlanInput {
                     rootfs: &root,

@@ -2,9 +2,7 @@
 //! (`crate::features`): the spec's actions, operators and architectures `compile` translates,
 //! and the filter flags this host can apply.
 
-use oci_spec::runtime::{
-    Arch, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
-};
+use oci_spec::runtime::{Arch, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator};
 
 /// Every action, operator and architecture of the spec: `compile.rs`'s `action`, `condition` and `arch`
 /// translate each of them (their matches are exhaustive), so the runtime's features claim all.
