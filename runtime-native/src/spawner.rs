@@ -110,8 +110,10 @@ pub(crate) struct CloneArgs {
 /// straight into that cgroup.
 pub(crate) fn clone3_args(ns_flags: u64, cgroup_dir: Option<RawFd>) -> CloneArgs {
     let mut a = CloneArgs {
-        // clone3 takes the exit signal in its own field; CSIGNAL bits in flags are EINVAL.
-        flags: (ns_flags & !(libc::CSIGNAL as u64)) | libc::CLONE_PARENT as u64,
+        // clone3 takes the exit signal in its own field; CSIGNAL bits in flags are EINVAL,
+        // except CLONE_NEWTIME (0x80), which clone3 takes as a flag (clone cannot).
+        flags: (ns_flags & !((libc::CSIGNAL & !libc::CLONE_NEWTIME) as u64))
+            | libc::CLONE_PARENT as u64,
         // With CLONE_PARENT the kernel refuses any exit_signal (EINVAL): the child inherits
         // the spawner's own, SIGCHLD, which is what the shim (its parent now) waits for. A
         // signal here made every clone3 fail and fall back to clone + a cgroup.procs write
@@ -745,6 +747,9 @@ mod tests {
         // No signal bits in flags (clone3 rejects them), no stack: a fork-like clone.
         assert_eq!(a.flags & libc::CSIGNAL as u64, 0);
         assert_eq!((a.stack, a.stack_size, a.tls, a.pidfd), (0, 0, 0, 0));
+
+        let t = clone3_args(ns | libc::CLONE_NEWTIME as u64, None);
+        assert_ne!(t.flags & libc::CLONE_NEWTIME as u64, 0, "a new time namespace");
 
         let b = clone3_args(ns | libc::SIGCHLD as u64, None);
         assert_eq!(b.flags & CLONE_INTO_CGROUP, 0);
