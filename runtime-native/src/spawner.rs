@@ -749,7 +749,11 @@ mod tests {
         assert_eq!((a.stack, a.stack_size, a.tls, a.pidfd), (0, 0, 0, 0));
 
         let t = clone3_args(ns | libc::CLONE_NEWTIME as u64, None);
-        assert_ne!(t.flags & libc::CLONE_NEWTIME as u64, 0, "a new time namespace");
+        assert_ne!(
+            t.flags & libc::CLONE_NEWTIME as u64,
+            0,
+            "a new time namespace"
+        );
 
         let b = clone3_args(ns | libc::SIGCHLD as u64, None);
         assert_eq!(b.flags & CLONE_INTO_CGROUP, 0);
