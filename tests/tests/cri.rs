@@ -4,7 +4,7 @@
 
 use amphi_tests::cri::{container_config, v1};
 use amphi_tests::cri_case::{
-    self, run_cri_case, CriCase, BUSYBOX, WASM_EXIT, WASM_HELLO, WASM_HTTP, WASM_SLEEPER, WASM_WGET,
+    self, CriCase, BUSYBOX, WASM_EXIT, WASM_HELLO, WASM_HTTP, WASM_SLEEPER, WASM_WGET,
 };
 use amphi_tests::cri_env::{AMPHI_HANDLER, AMPHI_OPTS_HANDLER};
 use amphi_tests::{cri_e2e, wasm_images};
