@@ -259,7 +259,7 @@ pub struct StagedVolumes {
 fn mount_mappings(
     spec: &oci_spec::runtime::Spec,
     m: &oci_spec::runtime::Mount,
-) -> Result<Option<(Vec<IdRange>, Vec<IdRange>)>, String> {
+) -> Result<Option<IdmapOptions>, String> {
     let conv = |v: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Vec<IdRange> {
         v.iter()
             .flatten()
@@ -295,7 +295,7 @@ fn mount_mappings(
             m.destination().display()
         ));
     }
-    Ok(Some((uids, gids)))
+    Ok(Some(IdmapOptions { uids, gids }))
 }
 
 impl StagedVolumes {
@@ -313,7 +313,7 @@ impl StagedVolumes {
             return Ok(staged);
         };
         for m in mounts.iter_mut() {
-            let Some((uids, gids)) = mount_mappings(&snapshot, m)? else {
+            let Some(map) = mount_mappings(&snapshot, m)? else {
                 continue;
             };
             let Some(source) = m.source().clone() else {
@@ -338,7 +338,7 @@ impl StagedVolumes {
                 std::fs::File::create(&at).map(|_| ())
             };
             made.map_err(|e| format!("create {}: {e}", at.display()))?;
-            let userns = userns_fd(&uids, &gids)?;
+            let userns = userns_fd(&map.uids, &map.gids)?;
             let tree = crate::mount_attr::idmapped_clone(&source, userns.as_raw_fd(), recursive)
                 .map_err(|e| {
                     format!(
