@@ -17,9 +17,6 @@ use std::path::Path;
 
 use oci_spec::runtime::Process;
 
-/// selinuxfs, as statfs(2) names it.
-const SELINUX_MAGIC: i64 = 0xf97c_ff8c;
-
 /// What the host's LSMs offer, read from the host's view (`/` before the container's root is
 /// entered, or a fake tree in tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +36,7 @@ impl Host {
         let fs = root.join("sys/fs/selinux");
         let mounted = if root == Path::new("/") {
             nix::sys::statfs::statfs(&fs)
-                .map(|s| s.filesystem_type().0 as i64 == SELINUX_MAGIC)
+                .map(|s| s.filesystem_type() == nix::sys::statfs::SELINUX_MAGIC)
                 .unwrap_or(false)
         } else {
             // A fake tree cannot carry a filesystem type: its selinuxfs is a directory.

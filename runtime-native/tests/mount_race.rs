@@ -238,16 +238,19 @@ fn image_dev_spec(root: &Path, args: &[&str]) -> Spec {
     s
 }
 
+/// Puts something that is not the null device at a container's /dev/null.
+type MakeNull = fn(&Path);
+
 fn masked_null_cases(sp: &Spawner, dir: &Path) {
     let core_pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
-    let cases: [(&str, &dyn Fn(&Path)); 3] = [
-        ("a regular file", &|null: &Path| {
+    let cases: [(&str, MakeNull); 3] = [
+        ("a regular file", |null: &Path| {
             std::fs::write(null, "not a device").unwrap()
         }),
-        ("a symlink to a procfs file", &|null: &Path| {
+        ("a symlink to a procfs file", |null: &Path| {
             symlink("/proc/sys/kernel/core_pattern", null).unwrap()
         }),
-        ("/dev/zero", &|null: &Path| {
+        ("/dev/zero", |null: &Path| {
             nix::sys::stat::mknod(
                 null,
                 nix::sys::stat::SFlag::S_IFCHR,
