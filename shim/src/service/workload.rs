@@ -112,7 +112,7 @@ fn plan(input: &PlanInput, process: &oci_spec::runtime::Process) -> ServiceResul
         return Ok(native());
     }
     let bytes = file.read_all(input.limits.max_bytes).map_err(refused)?;
-    wasm_plan(path, &bytes, export)
+    wasm_plan(path, &bytes, export, input.limits)
 }
 
 /// The entrypoint is not in the rootfs: the module may be a layer of the image. When the
@@ -131,7 +131,7 @@ fn plan_from_layer(
                 layer.media_type,
                 layer.image
             );
-            wasm_plan(path, &layer.bytes, export)
+            wasm_plan(path, &layer.bytes, export, limits)
         }
         Ok(None) => Ok(native()),
         Err(e) => Err(ServiceError::InvalidArgument(format!(
@@ -141,7 +141,15 @@ fn plan_from_layer(
 }
 
 /// Compiles (or finds in the node cache) the module and hands its artifact to the runner.
-fn wasm_plan(path: &str, bytes: &[u8], export: Option<&str>) -> ServiceResult<Plan> {
+fn wasm_plan(
+    path: &str,
+    bytes: &[u8],
+    export: Option<&str>,
+    limits: Limits,
+) -> ServiceResult<Plan> {
+    // Before any compile: what one function costs to compile grows with its size.
+    let max_function = usize::try_from(limits.max_function_bytes).unwrap_or(usize::MAX);
+    runtime_wasm::check_function_sizes(path, bytes, max_function).map_err(invalid)?;
     let cache = wasm::cache().map_err(invalid)?;
     let compiled = {
         let _slot = crate::compile_slots::compile_slots().take();
@@ -221,7 +229,10 @@ mod tests {
         PlanInput {
             rootfs: root,
             layers: None,
-            limits: Limits { max_bytes },
+            limits: Limits {
+                max_bytes,
+                ..Limits::default()
+            },
         }
     }
 
