@@ -918,7 +918,7 @@ fn create_device(rootfs: &Path, d: &oci_spec::runtime::LinuxDevice) -> R {
             gid,
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )
-        .map_err(|e| format!("chown device {}: {}", path.display(), etext(e)))?;
+            .map_err(|e| format!("chown device {}: {}", path.display(), etext(e)))?;
     }
     Ok(())
 }
