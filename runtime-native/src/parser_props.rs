@@ -301,7 +301,7 @@ fn tenant_file_limits_parse_or_refuse() {
     let mut g = Gen::new(0x5eed_0006);
     let mut refused = 0;
     for case in 0..CASES {
-        let n = g.next() >> g.below(64);
+        let n = g.next_u64() >> g.below(64);
         let text = format!("[tenant_files]\nmax_bytes = {}\n", n as i64);
         match crate::tenant_file::Limits::from_toml(&text) {
             Ok(l) => assert!(

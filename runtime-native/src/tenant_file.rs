@@ -27,22 +27,28 @@ use nix::sys::stat::SFlag;
 
 /// The default cap on a tenant file read whole (a wasm module): 256 MiB.
 pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+/// The default cap on one function body the shim compiles: 1 MiB (compiling one costs about
+/// 100 times its size in memory).
+pub const DEFAULT_MAX_FUNCTION_BYTES: u64 = 1 << 20;
 
 /// The `[tenant_files]` table of the shim's config file (the runtime options' TOML):
 ///
 /// ```toml
 /// [tenant_files]
 /// max_bytes = 268435456   # the largest tenant file (a wasm module) the shim reads whole
+/// max_function_bytes = 1048576   # the largest function body in a module the shim compiles
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_bytes: u64,
+    pub max_function_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_bytes: DEFAULT_MAX_BYTES,
+            max_function_bytes: DEFAULT_MAX_FUNCTION_BYTES,
         }
     }
 }
@@ -56,6 +62,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_bytes: Option<u64>,
+    max_function_bytes: Option<u64>,
 }
 
 impl Limits {
@@ -64,11 +71,22 @@ impl Limits {
     pub fn from_toml(text: &str) -> Result<Limits, String> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| format!("config: {e}"))?;
         let mut limits = Limits::default();
-        if let Some(max) = raw.tenant_files.and_then(|t| t.max_bytes) {
-            if max == 0 {
-                return Err("config: tenant_files.max_bytes must be more than 0".into());
+        let Some(t) = raw.tenant_files else {
+            return Ok(limits);
+        };
+        for (key, value, into) in [
+            ("max_bytes", t.max_bytes, &mut limits.max_bytes),
+            (
+                "max_function_bytes",
+                t.max_function_bytes,
+                &mut limits.max_function_bytes,
+            ),
+        ] {
+            match value {
+                Some(0) => return Err(format!("config: tenant_files.{key} must be more than 0")),
+                Some(v) => *into = v,
+                None => {}
             }
-            limits.max_bytes = max;
         }
         Ok(limits)
     }
@@ -399,8 +417,11 @@ mod tests {
         assert_eq!(Limits::default().max_bytes, 256 << 20);
         let l = Limits::from_toml("[network]\nmode = \"none\"\n[tenant_files]\nmax_bytes = 4096\n");
         assert_eq!(l.unwrap().max_bytes, 4096);
+        let l = Limits::from_toml("[tenant_files]\nmax_function_bytes = 77\n").unwrap();
+        assert_eq!((l.max_bytes, l.max_function_bytes), (256 << 20, 77));
         for bad in [
             "[tenant_files]\nmax_bytes = 0",
+            "[tenant_files]\nmax_function_bytes = 0",
             "[tenant_files]\nmax_bytes = -1",
             "[tenant_files]\nmax_byte = 10",
             "[tenant_files]\nmax_bytes = \"1G\"",

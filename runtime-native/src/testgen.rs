@@ -10,7 +10,7 @@ impl Gen {
         Gen(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -19,7 +19,7 @@ impl Gen {
 
     /// A number in `0..n` (`n` > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 
     pub fn chance(&mut self, percent: usize) -> bool {
@@ -32,7 +32,7 @@ impl Gen {
 
     pub fn bytes(&mut self, max_len: usize) -> Vec<u8> {
         let n = self.below(max_len + 1);
-        (0..n).map(|_| self.next() as u8).collect()
+        (0..n).map(|_| self.next_u64() as u8).collect()
     }
 
     /// A short string over `alphabet`.
@@ -67,8 +67,8 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_cases() {
         let (mut a, mut b) = (Gen::new(7), Gen::new(7));
-        let xs: Vec<u64> = (0..100).map(|_| a.next()).collect();
-        let ys: Vec<u64> = (0..100).map(|_| b.next()).collect();
+        let xs: Vec<u64> = (0..100).map(|_| a.next_u64()).collect();
+        let ys: Vec<u64> = (0..100).map(|_| b.next_u64()).collect();
         assert_eq!(xs, ys);
         assert!(xs.iter().any(|&x| x != xs[0]));
         let mut g = Gen::new(1);

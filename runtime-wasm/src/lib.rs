@@ -17,6 +17,7 @@
 //! signal ends it at once with `128 + signal`.
 
 mod cache;
+mod code_size;
 mod context;
 mod detect;
 mod engine;
@@ -35,6 +36,7 @@ mod view;
 use std::path::PathBuf;
 
 pub use cache::{Cache, Compiled, DEFAULT_CACHE_DIR, DEFAULT_CACHE_MAX_BYTES};
+pub use code_size::{check_function_sizes, largest_function};
 pub use context::{GuestDirs, RunContext, Stdio};
 pub use detect::{detect_bytes, split_entry, Entrypoint, WasmFormat};
 pub use engine::{config_for, engine_config, engine_for, new_engine, serving_engine};

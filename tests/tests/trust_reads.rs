@@ -158,11 +158,15 @@ fn tenant_files(c: &mut Case) -> Result<()> {
     c.remove(&id)?;
     c.check_leaks()?;
 
-    // The limit comes from the runtime options: with `max_bytes = 4096`, an 8 KiB module is
-    // refused by name, size and that limit.
+    // The limits come from the runtime options: with `max_bytes = 4096`, an 8 KiB module is
+    // refused by name, size and that limit; with `max_function_bytes = 1024`, a module with a
+    // 2 KiB function is refused before it is compiled.
     if c.runtime == Runtime::Amphi {
         let config = c.cd.dir.join("tenant-limits.toml");
-        std::fs::write(&config, "[tenant_files]\nmax_bytes = 4096\n")?;
+        std::fs::write(
+            &config,
+            "[tenant_files]\nmax_bytes = 4096\nmax_function_bytes = 1024\n",
+        )?;
         let config = config.display().to_string();
         let id = c.id("limit");
         start_with(
@@ -178,9 +182,132 @@ fn tenant_files(c: &mut Case) -> Result<()> {
             "/m.wasm",
             &["/m.wasm is 8192 bytes", "limit of 4096 bytes"],
         )?;
+        // A valid module under max_bytes with one function over max_function_bytes: refused
+        // before it is compiled.
+        let (pid, _) = c.task(&id)?.context("the limit task")?;
+        std::fs::write(format!("/proc/{pid}/root/f.wasm"), big_module(3000, 2048))?;
+        attack(
+            c,
+            &id,
+            "f",
+            "/f.wasm",
+            &["/f.wasm", "a function body of", "limit of 1024 bytes"],
+        )?;
         c.remove(&id)?;
     }
     Ok(())
 }
 
 e2e!(trust_reads, tenant_files);
+
+/// A valid core module of about `size` bytes: functions of `func_bytes` each, every one a
+/// straight run of `local.get 0; i32.const 1; i32.add; local.set 0`, and an empty `_start`.
+fn big_module(size: usize, func_bytes: usize) -> Vec<u8> {
+    fn uleb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n > 0 { b | 0x80 } else { b });
+            if n == 0 {
+                return;
+            }
+        }
+    }
+    fn section(id: u8, payload: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        uleb(payload.len(), out);
+        out.extend_from_slice(payload);
+    }
+    let step = [0x20, 0x00, 0x41, 0x01, 0x6a, 0x21, 0x00];
+    let mut code = vec![0x01, 0x01, 0x7f]; // one i32 local
+    for _ in 0..(func_bytes.saturating_sub(4) / step.len()).max(1) {
+        code.extend_from_slice(&step);
+    }
+    code.push(0x0b);
+    let mut body = Vec::new();
+    uleb(code.len(), &mut body);
+    body.extend_from_slice(&code);
+    let n = (size / body.len()).max(1);
+    let mut out = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[0x01, 0x60, 0x00, 0x00], &mut out);
+    let mut funcs = Vec::new();
+    uleb(n + 1, &mut funcs);
+    funcs.resize(funcs.len() + n + 1, 0);
+    section(3, &funcs, &mut out);
+    let mut exports = vec![0x01, 0x06];
+    exports.extend_from_slice(b"_start");
+    exports.push(0x00);
+    uleb(n, &mut exports);
+    section(7, &exports, &mut out);
+    let mut codes = Vec::new();
+    uleb(n + 1, &mut codes);
+    for _ in 0..n {
+        codes.extend_from_slice(&body);
+    }
+    codes.extend_from_slice(&[0x02, 0x00, 0x0b]);
+    section(10, &codes, &mut out);
+    out
+}
+
+/// Not a pass/fail case: measures what compiling a module costs the shim (which is outside
+/// the pod's cgroup), for DESIGN.md. Sizes in MiB from `AMPHI_COMPILE_MIB` (default `1,4,16`),
+/// function size from `AMPHI_COMPILE_FUNC_BYTES` (default 4096).
+/// `cargo test --release -p amphi-tests --test trust_reads -- --ignored compile_memory --nocapture`
+#[test]
+#[ignore = "a measurement, not a check: run it by name with --ignored --nocapture"]
+fn compile_memory() {
+    amphi_tests::require_root();
+    let sizes: Vec<usize> = std::env::var("AMPHI_COMPILE_MIB")
+        .unwrap_or_else(|_| "1,4,16".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let func_bytes = std::env::var("AMPHI_COMPILE_FUNC_BYTES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4096);
+    amphi_tests::run_case(
+        amphi_tests::Version::V1_6,
+        Runtime::Amphi,
+        "compile_memory",
+        |c| {
+            let id = c.id("compile");
+            c.run_detached(&[], &id, &["sleep", "1000"])?;
+            let (pid, _) = c.task(&id)?.context("the task")?;
+            for (i, mib) in sizes.iter().enumerate() {
+                let module = big_module(mib << 20, func_bytes);
+                let name = format!("/m{i}.wasm");
+                std::fs::write(format!("/proc/{pid}/root{name}"), &module)?;
+                // Reset each shim process's peak RSS (VmHWM) before this compile.
+                for p in c.shim_processes() {
+                    std::fs::write(format!("/proc/{}/clear_refs", p.pid), "5")?;
+                }
+                let t = std::time::Instant::now();
+                let exec_id = format!("m{i}");
+                c.cd.ctr_timeout(
+                    &["task", "exec", "--exec-id", &exec_id, &id, &name],
+                    Duration::from_secs(300),
+                )?
+                .ok()?;
+                let secs = t.elapsed().as_secs_f64();
+                let hwm: Vec<String> = c
+                    .shim_processes()
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{}: {} KiB",
+                            p.argv0_name(),
+                            status_kib(p.pid, "VmHWM").unwrap_or(0)
+                        )
+                    })
+                    .collect();
+                println!(
+                    "module {mib} MiB ({} bytes, functions of {func_bytes} bytes): peak RSS {}; exec took {secs:.1}s",
+                    module.len(),
+                    hwm.join(", ")
+                );
+            }
+            c.remove(&id)
+        },
+    );
+}

@@ -121,7 +121,7 @@ fn plan(input: &PlanInput, process: &oci_spec::runtime::Process) -> ServiceResul
         return Ok(native());
     }
     let bytes = file.read_all(input.limits.max_bytes).map_err(refused)?;
-    wasm_plan(path, &bytes, export, &input.settings)
+    wasm_plan(path, &bytes, export, input)
 }
 
 /// The entrypoint is not in the rootfs: the module may be a layer of the image. When the
@@ -140,7 +140,7 @@ fn plan_from_layer(
                 layer.media_type,
                 layer.image
             );
-            wasm_plan(path, &layer.bytes, export, &input.settings)
+            wasm_plan(path, &layer.bytes, export, input)
         }
         Ok(None) => Ok(native()),
         Err(e) => Err(ServiceError::InvalidArgument(format!(
@@ -154,8 +154,12 @@ fn wasm_plan(
     path: &str,
     bytes: &[u8],
     export: Option<&str>,
-    settings: &SettingsSource,
+    input: &PlanInput,
 ) -> ServiceResult<Plan> {
+    // Before any compile: what one function costs to compile grows with its size.
+    let max_function = usize::try_from(input.limits.max_function_bytes).unwrap_or(usize::MAX);
+    runtime_wasm::check_function_sizes(path, bytes, max_function).map_err(invalid)?;
+    let settings = &input.settings;
     let settings = wasm::settings(settings.options.as_ref(), settings.annotations.as_ref())
         .map_err(|e| ServiceError::InvalidArgument(format!("wasm module {path}: {e}")))?;
     let cache = wasm::cache().map_err(invalid)?;
@@ -239,7 +243,10 @@ mod tests {
         PlanInput {
             rootfs: root,
             layers: None,
-            limits: Limits { max_bytes },
+            limits: Limits {
+                max_bytes,
+                ..Limits::default()
+            },
             settings: SettingsSource::default(),
         }
     }
