@@ -49,15 +49,16 @@ pub struct Loaded {
 /// Least time between two calls of the idle hook.
 pub(crate) const IDLE_HOOK_EVERY: Duration = Duration::from_secs(5);
 
-/// A tokio `on_thread_park` callback that calls `hook` when a thread parks, at most every
-/// [`IDLE_HOOK_EVERY`] (an atomic check otherwise).
+/// A tokio `on_thread_park` callback that calls `hook` when a thread parks: the first time,
+/// then at most every [`IDLE_HOOK_EVERY`] (an atomic check otherwise).
 pub(crate) fn debounced_idle(hook: fn()) -> impl Fn() + Send + Sync + 'static {
+    const NEVER: u64 = u64::MAX;
     let start = Instant::now();
-    let last = std::sync::atomic::AtomicU64::new(0);
+    let last = std::sync::atomic::AtomicU64::new(NEVER);
     move || {
         let now = start.elapsed().as_millis() as u64;
         let prev = last.load(Ordering::Relaxed);
-        if now.saturating_sub(prev) >= IDLE_HOOK_EVERY.as_millis() as u64
+        if (prev == NEVER || now.saturating_sub(prev) >= IDLE_HOOK_EVERY.as_millis() as u64)
             && last
                 .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()

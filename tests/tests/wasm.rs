@@ -785,7 +785,8 @@ fn http_serving(c: &mut Case) -> Result<()> {
             "-o",
             "/dev/null",
             "-w",
-            "size=%{size_download}",
+            // The last -w wins: the size, then the status line curl_in parses.
+            "size=%{size_download}\n%{http_code}",
             &url("/stream?mb=100"),
         ],
     )?;

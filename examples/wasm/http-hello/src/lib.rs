@@ -2,7 +2,7 @@
 //! naming the method and path (and echoes the body of a POST). Other paths, for the tests:
 //! - `/slow?ms=N` waits N milliseconds before answering (graceful drain, run-time limit);
 //! - `/count` reads the request body as a stream and answers its length (bounded memory);
-//! - `/stream?mb=N` answers N MiB of `x` written in 64 KiB chunks;
+//! - `/stream?mb=N` answers N MiB of `x` written in 4 KiB chunks;
 //! - `/fetch?url=http://HOST:PORT/PATH` makes an outgoing request and answers its status and
 //!   body;
 //! - `/trap` traps; `/spin` computes forever.
@@ -49,8 +49,9 @@ fn stream_mib(out: ResponseOutparam, mib: u64) {
     let body = response.body().unwrap();
     ResponseOutparam::set(out, Ok(response));
     let stream = body.write().unwrap();
-    let chunk = vec![b'x'; 64 * 1024];
-    for _ in 0..mib * 16 {
+    // blocking-write-and-flush takes at most 4096 bytes a call.
+    let chunk = [b'x'; 4096];
+    for _ in 0..mib * 256 {
         stream.blocking_write_and_flush(&chunk).unwrap();
     }
     drop(stream);

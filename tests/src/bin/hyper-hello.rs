@@ -1,6 +1,6 @@
 //! Bench only: a plain hyper HTTP/1.1 "hello" server on 0.0.0.0:$PORT (default 8080), the
 //! ceiling `bench/wasm.sh` measures the wasi:http serving against (same port, same load).
-//!   cargo build --release -p runtime-wasm --example hyper-hello
+//!   cargo build --release -p amphi-tests --bin hyper-hello
 
 use std::convert::Infallible;
 
