@@ -1,5 +1,8 @@
 //! End-to-end tests of the `amphi-oci` binary (root only; skipped otherwise): real containers
 //! from a busybox bundle with a config.json like `runc spec` writes.
+//!
+//! Over 600 lines on purpose: every case drives the same binary on the same bundle fixture;
+//! the file follows runc's command list.
 
 use std::collections::BTreeSet;
 use std::io::{IoSliceMut, Read};

@@ -6,6 +6,10 @@
 //! is the parent and reaps it) and answers with its pid. The container process then reports on
 //! its own sync socket: `Ready` once it is set up (or `Failed(msg)`), and it waits there for
 //! `Start` before running the workload.
+//!
+//! Over 600 lines on purpose: both ends of one protocol (the client's request and reply, the
+//! spawner's loop, clone and cgroup join) are kept together so a change to one side is made
+//! with the other in view.
 
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,9 @@
 //! Root-only integration test: seccomp, personality, hooks and user namespaces in real
 //! containers from a busybox rootfs. `harness = false`: the spawner must be forked before any
 //! thread exists.
+//!
+//! Over 600 lines on purpose: one `harness = false` binary (the spawner is forked before any
+//! thread), so every attack case shares its fork and rootfs fixture instead of a binary each.
 
 mod common;
 

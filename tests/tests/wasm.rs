@@ -4,6 +4,9 @@
 //! Most cases use one busybox rootfs image holding every example module plus a few generated
 //! inputs (a `.wat` that grows memory, broken modules, a component of an unsupported world),
 //! and name the module as the first `ctr run` argument.
+//!
+//! Over 600 lines on purpose: one test binary per area, each case against the same private
+//! containerds; a split would add a binary and a containerd start per run for no new reader.
 
 use amphi_tests::cmd::{self, Output, Running};
 use amphi_tests::wasm_images::{self, Target};

@@ -222,7 +222,7 @@ pub fn port_rules(port: &PortMapping, ip: Ipv4Addr, tag: &str) -> Vec<(&'static 
     let proto = port.protocol.as_str();
     let hp = port.host_port.to_string();
     let dest = format!("{ip}:{}", port.container_port);
-    let pre = s(&[
+    let dnat = s(&[
         "-p",
         proto,
         "-m",
@@ -242,30 +242,11 @@ pub fn port_rules(port: &PortMapping, ip: Ipv4Addr, tag: &str) -> Vec<(&'static 
         "--to-destination",
         &dest,
     ]);
-    let out = s(&[
-        "!",
-        "-d",
-        "127.0.0.0/8",
-        "-p",
-        proto,
-        "-m",
-        "addrtype",
-        "--dst-type",
-        "LOCAL",
-        "-m",
-        proto,
-        "--dport",
-        &hp,
-        "-m",
-        "comment",
-        "--comment",
-        tag,
-        "-j",
-        "DNAT",
-        "--to-destination",
-        &dest,
-    ]);
-    vec![("PREROUTING", pre), ("OUTPUT", out)]
+    let out = s(&["!", "-d", "127.0.0.0/8"])
+        .into_iter()
+        .chain(dnat.iter().cloned())
+        .collect();
+    vec![("PREROUTING", dnat), ("OUTPUT", out)]
 }
 
 /// Turns on IPv4 forwarding (needed for masquerade and published ports).
@@ -345,7 +326,13 @@ mod tests {
         assert!(joined.contains("-p udp"), "{joined}");
         assert!(joined.contains("--dport 8080"), "{joined}");
         assert!(joined.ends_with("--to-destination 10.1.0.2:80"), "{joined}");
-        assert!(r[1].1.join(" ").starts_with("! -d 127.0.0.0/8"));
+        assert_eq!(r[1].0, "OUTPUT");
+        assert_eq!(r[1].1[..3], ["!", "-d", "127.0.0.0/8"]);
+        assert_eq!(
+            r[1].1[3..],
+            r[0].1[..],
+            "OUTPUT is PREROUTING's rule off loopback"
+        );
         assert_eq!(
             masquerade_rule("10.213.0.0/24".parse().unwrap(), "amphit0").join(" "),
             "-s 10.213.0.0/24 ! -o amphit0 -j MASQUERADE"

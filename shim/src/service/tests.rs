@@ -1,6 +1,9 @@
 //! The Task service without root: a recording [`Launcher`] stands in for runtime-native and the
 //! in-memory [`Publisher`] collects the events, so the task state machine and every rule of
 //! `exits.rs` are checked here. Exits are fed in as the reaper would (`Inner::reaped`).
+//!
+//! Over 600 lines on purpose: the recording launcher and one test per state transition and
+//! per rule of `exits.rs`; the double lives next to the tests that use it.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
