@@ -49,6 +49,7 @@ use security::seccomp;
 pub use cgroup::{Cgroup, CgroupStats};
 pub use error::{Error, Result};
 pub use fds::{private_dir, private_file};
+pub use mountopt::mount_points;
 pub use request::{ExecRequest, InitRequest};
 pub use spawner::{PendingProcess, Spawner, Stdio};
 pub use workload::{

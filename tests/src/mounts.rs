@@ -2,14 +2,8 @@
 
 use std::path::Path;
 
-/// Mount points (unescaped) listed in /proc/self/mountinfo.
-pub fn mount_points() -> Vec<String> {
-    let s = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    s.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape)
-        .collect()
-}
+/// Mount points (unescaped) listed in /proc/self/mountinfo: the runtime's own reader.
+pub use runtime_native::mount_points;
 
 /// Mount points at or below `dir`.
 pub fn mounts_under(dir: &Path) -> Vec<String> {
@@ -37,34 +31,4 @@ pub fn unmount_all_under(dir: &Path) -> Vec<String> {
         }
     }
     done
-}
-
-/// mountinfo escapes space, tab, newline and backslash as \ooo.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn unescapes_octal() {
-        assert_eq!(super::unescape(r"/a\040b"), "/a b");
-        assert_eq!(super::unescape("/plain"), "/plain");
-    }
 }

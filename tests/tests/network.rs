@@ -186,6 +186,28 @@ impl Drop for Net {
     }
 }
 
+/// `n` containers hold a lease and a veth on the test bridge.
+fn ensure_attached(net: &Net, n: usize) -> Result<()> {
+    anyhow::ensure!(net.leases().len() == n, "leases: {:?}", net.leases());
+    anyhow::ensure!(
+        net.ports_on_bridge().len() == n,
+        "veths: {:?}",
+        net.ports_on_bridge()
+    );
+    Ok(())
+}
+
+/// Removes both containers whatever `result` says, then reports the first failure, and
+/// checks that nothing of the network is left.
+fn remove_both(c: &Case, net: &Net, ids: [&str; 2], result: Result<()>) -> Result<()> {
+    let ra = c.remove(ids[0]);
+    let rb = c.remove(ids[1]);
+    result?;
+    ra?;
+    rb?;
+    net.check_clean()
+}
+
 fn opts(net: &Net, more: &[&str]) -> Vec<String> {
     let mut o = net.opts();
     o.extend(more.iter().map(|s| s.to_string()));
@@ -328,20 +350,10 @@ fn bridge_two_containers(c: &mut Case) -> Result<()> {
             "routes: {}",
             rt.stdout
         );
-        anyhow::ensure!(net.leases().len() == 2, "leases: {:?}", net.leases());
-        anyhow::ensure!(
-            net.ports_on_bridge().len() == 2,
-            "veths: {:?}",
-            net.ports_on_bridge()
-        );
+        ensure_attached(&net, 2)?;
         Ok(())
     })();
-    let ra = c.remove(&a);
-    let rb = c.remove(&b);
-    result?;
-    ra?;
-    rb?;
-    net.check_clean()
+    remove_both(c, &net, [&a, &b], result)
 }
 
 /// Published ports (config and annotation), masquerade; rules gone after delete.
@@ -378,12 +390,7 @@ fn bridge_ports(c: &mut Case) -> Result<()> {
         anyhow::ensure!(!net.dnat_rules().is_empty(), "no DNAT rules while running");
         Ok(())
     })();
-    let ra = c.remove(&a);
-    let rb = c.remove(&b);
-    result?;
-    ra?;
-    rb?;
-    net.check_clean()
+    remove_both(c, &net, [&a, &b], result)
 }
 
 /// 100 create/delete cycles leave no veth, lease or rule.
@@ -428,20 +435,10 @@ fn bridge_create_failure(c: &mut Case) -> Result<()> {
             "unexpected error: {}",
             out.all()
         );
-        anyhow::ensure!(net.leases().len() == 1, "leases: {:?}", net.leases());
-        anyhow::ensure!(
-            net.ports_on_bridge().len() == 1,
-            "veths: {:?}",
-            net.ports_on_bridge()
-        );
+        ensure_attached(&net, 1)?;
         Ok(())
     })();
-    let ra = c.remove(&a);
-    let rb = c.remove(&b);
-    result?;
-    ra?;
-    rb?;
-    net.check_clean()
+    remove_both(c, &net, [&a, &b], result)
 }
 
 /// The shim is SIGKILLed while a bridged container runs: containerd's cleanup (the shim's
