@@ -543,19 +543,43 @@ fn guest_root_has_no_kernel_filesystems() {
 }
 
 #[test]
-fn cache_hit_is_cheap() {
+fn a_cache_hit_does_not_compile() {
+    use std::os::unix::fs::MetadataExt;
     let (_d, cache) = cache();
-    let t = Instant::now();
-    cache
+    let entries = |c: &Cache| {
+        let mut v: Vec<(String, u64, i64)> = std::fs::read_dir(c.dir())
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let m = e.metadata().unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    m.ino(),
+                    m.mtime_nsec(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let miss = cache
         .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
         .unwrap();
-    let miss = t.elapsed();
-    let t = Instant::now();
-    cache
+    assert!(!miss.cache_hit);
+    let after_miss = entries(&cache);
+    assert_eq!(after_miss.len(), 1, "one entry: {after_miss:?}");
+    let hit = cache
         .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
         .unwrap();
-    let hit = t.elapsed();
-    eprintln!("compile miss {miss:?}, hit {hit:?}");
+    // A hit opens the entry the miss wrote and writes nothing: same inode, same mtime, no
+    // temp file left, the same payload.
+    assert!(hit.cache_hit);
+    assert_eq!(
+        hit.file.metadata().unwrap().ino(),
+        miss.file.metadata().unwrap().ino()
+    );
+    assert_eq!(entries(&cache), after_miss);
+    assert_eq!(hit.payload.digest, miss.payload.digest);
 }
 
 #[test]
