@@ -170,7 +170,8 @@ pub fn load(artifact: File, payload: &WasmPayload) -> Result<Loaded> {
     let program = match payload.kind {
         WasmKind::CoreModule => {
             // SAFETY: the artifact was produced by `Cache::compile` with the same engine
-            // config and is never modified in place (the cache replaces entries by rename).
+            // config, its digest matched before the shim handed it over, and it is open on a
+            // read-only mount that no container can make writable (cache/dir.rs).
             let m = unsafe { Module::deserialize_open_file(&engine, artifact) }
                 .map_err(artifact_err)?;
             prepare_module(&engine, name, &m, payload.export.as_deref())?

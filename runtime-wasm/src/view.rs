@@ -115,10 +115,11 @@ fn in_runtime_tree(p: &str) -> bool {
 /// Whether the spec entry `m` may become a guest directory (before looking at what is there).
 pub(crate) fn allowed(m: &DataMount) -> bool {
     let dest = clean(m.destination);
-    dest != "/"
-        && !in_runtime_tree(&dest)
-        && !KERNEL_FS_TYPES.contains(&m.typ)
-        && !(m.bind && in_runtime_tree(m.source))
+    let refused = dest == "/"
+        || in_runtime_tree(&dest)
+        || KERNEL_FS_TYPES.contains(&m.typ)
+        || (m.bind && in_runtime_tree(m.source));
+    !refused
 }
 
 /// The detached, `nodev,nosuid` copy of the mount at `dir`, if it is a directory on a
