@@ -34,7 +34,7 @@ const SPIN: &str = r#"(module (func (export "_start") (loop $l (br $l))))"#;
 /// Sleeps 1000 s in one `poll_oneoff` (a relative monotonic-clock subscription).
 const SLEEP: &str = r#"(module
   (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
-  (memory 1)
+  (memory (export "memory") 1)
   (func (export "_start")
     (i32.store8 (i32.const 8) (i32.const 0))
     (i32.store (i32.const 16) (i32.const 1))
