@@ -17,22 +17,48 @@ pub fn openat2(
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.resolve = resolve;
-    // SAFETY: a valid dirfd, a NUL-terminated path and a sized open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+    // A scoped lookup (RESOLVE_IN_ROOT / RESOLVE_BENEATH) that walks `..` fails with EAGAIN
+    // when any rename or mount anywhere on the host raced with it: the kernel cannot then
+    // prove the `..` stayed inside, and openat2(2) tells the caller to retry. On a node that
+    // starts containers in parallel mounts happen all the time (CI saw `/sbin/ip`, a
+    // `../bin/busybox` link, fail so), so we retry a bounded number of times and then say why.
+    for attempt in 0..OPENAT2_RETRIES {
+        // SAFETY: a valid dirfd, a NUL-terminated path and a sized open_how.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                path.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: openat2 returned a new fd nothing else owns.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EAGAIN) || resolve & SCOPED == 0 {
+            return Err(err);
+        }
+        if attempt % 8 == 7 {
+            std::thread::yield_now();
+        }
     }
-    // SAFETY: openat2 returned a new fd nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    Err(std::io::Error::new(
+        std::io::ErrorKind::WouldBlock,
+        format!(
+            "{rel}: the lookup raced with renames or mounts on the host {OPENAT2_RETRIES} times \
+             in a row (openat2 EAGAIN)"
+        ),
+    ))
 }
+
+/// The resolve flags under which openat2 may fail with a retryable EAGAIN.
+const SCOPED: u64 = libc::RESOLVE_IN_ROOT | libc::RESOLVE_BENEATH;
+/// How many EAGAINs in a row we take before giving up: each retry is one cheap lookup, and a
+/// real host settles in a few; only a tight rename loop could keep it failing.
+const OPENAT2_RETRIES: u32 = 256;
 
 /// Opens the inode an `O_PATH` fd holds for real I/O with `flags` (O_CLOEXEC is always
 /// added), through `/proc/<self>/fd/<fd>` of the verified procfs (`crate::procfs`).

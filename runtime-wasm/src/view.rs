@@ -168,19 +168,25 @@ pub fn take(mounts: &[DataMount]) -> Result<Vec<GuestDir>> {
         let how = OpenHow::new()
             .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
             .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let at = match nix::fcntl::openat2(&root, &dest[1..], how) {
-            Ok(fd) => fd,
-            Err(e) => {
-                return Err(Error::Sandbox(format!(
-                    "mount {dest}: open its destination: {e}"
-                )))
-            }
-        };
+        let at = open_in_root(&root, &dest[1..], how)
+            .map_err(|e| Error::Sandbox(format!("mount {dest}: open its destination: {e}")))?;
         if let Some(dir) = copy(&at, &format!("mount {dest}"))? {
             dirs.push(GuestDir { guest: dest, dir });
         }
     }
     Ok(dirs)
+}
+
+/// openat2 that retries the EAGAIN a scoped lookup gets when a rename or mount anywhere on the
+/// host raced with its `..` steps (openat2(2) says to retry; see runtime-native's resolve.rs).
+fn open_in_root(root: &OwnedFd, rel: &str, how: OpenHow) -> nix::Result<OwnedFd> {
+    for _ in 0..256 {
+        match nix::fcntl::openat2(root, rel, how) {
+            Err(nix::errno::Errno::EAGAIN) => std::thread::yield_now(),
+            other => return other,
+        }
+    }
+    Err(nix::errno::Errno::EAGAIN)
 }
 
 #[cfg(test)]
