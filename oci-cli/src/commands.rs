@@ -3,12 +3,14 @@
 //! Over 600 lines: one function per runc command, in `dispatch`'s order; each is short and
 //! they share the state helpers at the top.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use oci_spec::runtime::{Capability, Process};
+use runtime_native::container::{self, BuildSteps, ContainerSpec, InitIo, Made};
 use runtime_native::identity::Signalled;
-use runtime_native::{Cgroup, ExecRequest, InitRequest, Spawner, Workload};
+use runtime_native::{Cgroup, ExecRequest, PendingProcess, Spawner, Workload};
 
 use crate::args::{Command, CreateOpts, ExecOpts, Format, Global};
 use crate::state::{self, State, Status};
@@ -107,15 +109,6 @@ fn is_terminal(p: &Option<Process>) -> bool {
     p.as_ref().and_then(|p| p.terminal()).unwrap_or(false)
 }
 
-/// The rootfs directory the spec names (relative to the bundle).
-fn spec_root(spec: &oci_spec::runtime::Spec, bundle: &Path) -> PathBuf {
-    match spec.root() {
-        Some(r) if r.path().is_absolute() => r.path().clone(),
-        Some(r) => bundle.join(r.path()),
-        None => bundle.join("rootfs"),
-    }
-}
-
 struct Prepared {
     dir: PathBuf,
     bundle: PathBuf,
@@ -132,7 +125,7 @@ fn prepare(g: &Global, o: &CreateOpts, detached: bool) -> Result<Prepared, Error
     };
     let bundle = std::fs::canonicalize(&bundle).map_err(|e| Error::io("bundle", &bundle, e))?;
     let spec = runtime_native::spec::load(&bundle)?;
-    let rootfs = spec_root(&spec, &bundle);
+    let rootfs = runtime_native::spec::root_path(&spec, &bundle);
     let rootfs = std::fs::canonicalize(&rootfs).map_err(|e| Error::io("rootfs", &rootfs, e))?;
     let terminal = is_terminal(spec.process());
     if terminal && detached && o.console_socket.is_none() {
@@ -232,51 +225,74 @@ fn destroy(dir: &Path, st: Option<&State>) -> Result<(), Error> {
     }
 }
 
+/// `run`'s steps of the container build: the CLI's stdio, then the state, console and pid
+/// file once the init exists.
+struct ForegroundSteps<'a> {
+    o: &'a CreateOpts,
+    dir: &'a Path,
+    st: &'a mut State,
+    terminal: bool,
+    master: Option<OwnedFd>,
+}
+
+impl BuildSteps for ForegroundSteps<'_> {
+    type Error = Error;
+
+    fn init_io(&mut self, _: &Made) -> Result<InitIo, Error> {
+        Ok(InitIo {
+            stdio: term::container_stdio(self.terminal, self.o.preserve_fds)?,
+            workload: Workload::Exec,
+        })
+    }
+
+    fn spawned(&mut self, made: &Made, init: &mut PendingProcess) -> Result<(), Error> {
+        self.st.cgroup = Some(made.cgroup.clone());
+        self.st.set_pid(init.pid);
+        self.st.save(self.dir)?;
+        self.master = init.pty_master.take();
+        if let (Some(cs), Some(m)) = (&self.o.console_socket, &self.master) {
+            term::send_console(cs, m)?;
+            self.master = None;
+        }
+        if let Some(pf) = &self.o.pid_file {
+            state::write_pid_file(pf, init.pid)?;
+        }
+        Ok(())
+    }
+}
+
 /// `run` in the foreground: this process is the container's parent and waits for it.
 fn run_foreground(g: &Global, o: &CreateOpts, spawner: Spawner) -> Result<i32, Error> {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let p = prepare(g, o, false)?;
     let mut st = State::new(&o.id, &p.bundle, &p.rootfs, p.spec.clone());
-    let started = (|| -> Result<Option<std::os::fd::OwnedFd>, Error> {
-        let cgroup = Cgroup::create(&o.id, &p.spec)?;
-        st.cgroup = Some(cgroup.clone());
-        let terminal = is_terminal(p.spec.process());
-        let stdio = term::container_stdio(terminal, o.preserve_fds)?;
-        let mut pending = spawner.spawn_init(
-            InitRequest {
-                id: o.id.clone(),
-                bundle: p.bundle.clone(),
-                rootfs: p.rootfs.clone(),
-                spec: p.spec.clone(),
-                cgroup_procs: cgroup.procs_files(),
-                workload: Workload::Exec,
-            },
-            stdio,
-        )?;
-        st.set_pid(pending.pid);
-        st.save(&p.dir)?;
-        let mut master = pending.pty_master.take();
-        if let (Some(cs), Some(m)) = (&o.console_socket, &master) {
-            term::send_console(cs, m)?;
-            master = None;
-        }
-        if let Some(pf) = &o.pid_file {
-            state::write_pid_file(pf, pending.pid)?;
-        }
-        pending.start()?;
+    let mut steps = ForegroundSteps {
+        o,
+        dir: &p.dir,
+        st: &mut st,
+        terminal: is_terminal(p.spec.process()),
+        master: None,
+    };
+    let target = ContainerSpec {
+        id: &o.id,
+        bundle: &p.bundle,
+        spec: &p.spec,
+        mounts: &[],
+        rootfs: Some(&p.rootfs),
+    };
+    let built = container::build(&spawner, target, &mut steps);
+    let master = steps.master.take();
+    let started = built.and_then(|b| {
+        b.init.start()?;
         st.started = true;
         st.save(&p.dir)?;
-        st.poststart()?;
-        Ok(master)
-    })();
-    let master = match started {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = destroy(&p.dir, Some(&st));
-            return Err(e);
-        }
-    };
+        st.poststart()
+    });
+    if let Err(e) = started {
+        let _ = destroy(&p.dir, Some(&st));
+        return Err(e);
+    }
     drop(spawner);
     term::forward_signals(st.pid);
     let code = match master {

@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use runtime_native::{Cgroup, InitRequest, PendingProcess, Spawner, Workload};
+use runtime_native::container::{self, BuildSteps, ContainerSpec, InitIo, Made};
+use runtime_native::{PendingProcess, Spawner, Workload};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{State, MONITOR_LOCK, MONITOR_SOCK};
@@ -166,77 +167,95 @@ fn kill_and_reap(pid: i32) {
     }
 }
 
-fn create(l: &Launch, spawner: &Spawner) -> Result<Created, Error> {
-    let mut st = State::new(&l.id, &l.bundle, &l.rootfs, l.spec.clone());
-    st.monitor_pid = std::process::id() as i32;
-    let cgroup = Cgroup::create(&l.id, &l.spec)?;
-    st.cgroup = Some(cgroup.clone());
-    let result = (|| -> Result<Created, Error> {
-        let terminal = l
+/// The monitor's steps of the container build: the CLI's stdio, then the console, the state
+/// and the `start` socket once the init exists.
+struct MonitorSteps<'a> {
+    l: &'a Launch,
+    st: State,
+    listening: Option<(UnixListener, Option<OwnedFd>)>,
+}
+
+impl BuildSteps for MonitorSteps<'_> {
+    type Error = Error;
+
+    fn init_io(&mut self, _: &Made) -> Result<InitIo, Error> {
+        let terminal = self
+            .l
             .spec
             .process()
             .as_ref()
             .and_then(|p| p.terminal())
             .unwrap_or(false);
-        let stdio = term::container_stdio(terminal, l.preserve_fds)?;
-        let mut pending = spawner.spawn_init(
-            InitRequest {
-                id: l.id.clone(),
-                bundle: l.bundle.clone(),
-                rootfs: l.rootfs.clone(),
-                spec: l.spec.clone(),
-                cgroup_procs: cgroup.procs_files(),
-                workload: Workload::Exec,
-            },
-            stdio,
-        )?;
-        let pid = pending.pid;
-        let rest = (|| -> Result<Created, Error> {
-            if let Some(master) = pending.pty_master.take() {
-                if let Some(cs) = &l.console_socket {
+        Ok(InitIo {
+            stdio: term::container_stdio(terminal, self.l.preserve_fds)?,
+            workload: Workload::Exec,
+        })
+    }
+
+    fn spawned(&mut self, made: &Made, init: &mut PendingProcess) -> Result<(), Error> {
+        let pid = init.pid;
+        let rest = (|| -> Result<(), Error> {
+            if let Some(master) = init.pty_master.take() {
+                if let Some(cs) = &self.l.console_socket {
                     term::send_console(cs, &master)?;
                 }
             }
-            st.set_pid(pid);
-            let (path, sock_dir) = sock_path(&l.dir)?;
+            self.st.cgroup = Some(made.cgroup.clone());
+            self.st.set_pid(pid);
+            let (path, sock_dir) = sock_path(&self.l.dir)?;
             let _ = std::fs::remove_file(&path);
             let listener =
                 UnixListener::bind(&path).map_err(|e| Error::io("listen on", &path, e))?;
-            st.save(&l.dir)?;
-            Ok(Created {
-                pending: Some(pending),
-                pid,
-                listener,
-                _sock_dir: sock_dir,
-            })
+            self.st.save(&self.l.dir)?;
+            self.listening = Some((listener, sock_dir));
+            Ok(())
         })();
-        let mut c = match rest {
-            Ok(c) => c,
-            Err(e) => {
-                kill_and_reap(pid);
-                return Err(e);
-            }
-        };
-        if l.autostart {
-            let p = c.pending.take().expect("pending process");
-            if let Err(e) = p.start() {
-                kill_and_reap(pid);
-                return Err(e.into());
-            }
-            let st = State::update(&l.dir, |s| s.started = true)?;
-            if let Err(e) = st.poststart() {
-                kill_and_reap(pid);
-                return Err(e);
-            }
+        if rest.is_err() {
+            // Ours to reap: the spawner cloned it with CLONE_PARENT.
+            kill_and_reap(pid);
         }
-        Ok(c)
-    })();
-    if result.is_err() {
-        if let Err(e) = cgroup.destroy() {
-            log::warn!("cleanup of container {}: {e}", l.id);
+        rest
+    }
+}
+
+fn create(l: &Launch, spawner: &Spawner) -> Result<Created, Error> {
+    let mut st = State::new(&l.id, &l.bundle, &l.rootfs, l.spec.clone());
+    st.monitor_pid = std::process::id() as i32;
+    let mut steps = MonitorSteps {
+        l,
+        st,
+        listening: None,
+    };
+    let target = ContainerSpec {
+        id: &l.id,
+        bundle: &l.bundle,
+        spec: &l.spec,
+        mounts: &[],
+        rootfs: Some(&l.rootfs),
+    };
+    let built = container::build(spawner, target, &mut steps)?;
+    let (listener, sock_dir) = steps.listening.take().expect("set by spawned");
+    let pid = built.init.pid;
+    let mut c = Created {
+        pending: Some(built.init),
+        pid,
+        listener,
+        _sock_dir: sock_dir,
+    };
+    if l.autostart {
+        let p = c.pending.take().expect("pending process");
+        let started = p
+            .start()
+            .map_err(Error::from)
+            .and_then(|()| State::update(&l.dir, |s| s.started = true))
+            .and_then(|st| st.poststart());
+        if let Err(e) = started {
+            kill_and_reap(pid);
+            built.made.undo();
+            return Err(e);
         }
     }
-    result
+    Ok(c)
 }
 
 fn monitor_main(l: Launch, report: OwnedFd, caller: i32) -> i32 {

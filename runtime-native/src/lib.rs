@@ -11,6 +11,7 @@
 //! parent of every container process and reaps it.
 
 pub mod cgroup;
+pub mod container;
 pub mod devices_bpf;
 pub mod error;
 pub mod features;

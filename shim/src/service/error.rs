@@ -30,14 +30,6 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
-    /// A file or directory the shim makes on the host (the rootfs mount point).
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     /// The container's record (`crate::record`) could not be written.
     #[error("save state of task {id}: {source}")]
     SaveState {
@@ -100,7 +92,6 @@ impl ServiceError {
             } => Code::INVALID_ARGUMENT,
             ServiceError::Runtime(_)
             | ServiceError::OpenStdio { .. }
-            | ServiceError::Io { .. }
             | ServiceError::SaveState { .. }
             | ServiceError::Signal { .. }
             | ServiceError::Pty { .. }
@@ -179,15 +170,6 @@ mod tests {
                 },
                 Code::UNKNOWN,
                 "open stdin fifo /run/fifo: entity not found",
-            ),
-            (
-                ServiceError::Io {
-                    op: "create",
-                    path: "/run/b/rootfs".into(),
-                    source: io(std::io::ErrorKind::ReadOnlyFilesystem),
-                },
-                Code::UNKNOWN,
-                "create /run/b/rootfs: read-only filesystem or storage medium",
             ),
             (
                 ServiceError::SaveState {

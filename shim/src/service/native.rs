@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Spec};
-use runtime_native::{
-    idmap, rootfs, spec, Cgroup, CgroupStats, ExecRequest, InitRequest, PendingProcess, Spawner,
-};
+use runtime_native::container::{self, BuildSteps, ContainerSpec, InitIo, Made};
+use runtime_native::{rootfs, spec, Cgroup, CgroupStats, ExecRequest, PendingProcess, Spawner};
 
 use super::error::{ServiceError, ServiceResult};
 use super::launcher::{
@@ -73,117 +72,84 @@ impl NativeLauncher {
         }
     }
 
-    /// Everything Create does: record, cgroup, rootfs, stdio, spawn, network, in that order.
+    /// Everything Create does, through runtime-native's container builder (cgroup, rootfs,
+    /// init) with the shim's steps in it ([`CreateSteps`]: record, plan, stdio, network).
     /// `record` names, before anything exists, all that Create may leave behind; the caller
-    /// undoes it when this fails.
+    /// undoes what the shim's own steps made when this fails (the builder undid its part).
     fn build(
         &self,
         req: CreateTask,
         spec: Spec,
         record: &mut ContainerRecord,
     ) -> ServiceResult<Launched<PendingProcess, Cgroup>> {
-        let save = |r: &ContainerRecord| {
-            r.save(&self.state_root)
-                .map_err(|source| ServiceError::SaveState {
-                    id: r.id.clone(),
-                    source,
-                })
-        };
-        let rootfs_dir = req.bundle.join("rootfs");
-        // One save of the record before anything exists (cleanup of what was never made is a
-        // no-op); each save is a file write and a rename on the start path.
-        let cgroup = Cgroup::plan(&req.id, &spec)?;
-        record.cgroup = Some(cgroup.clone());
-        if !req.mounts.is_empty() {
-            record.mounted_rootfs = Some(rootfs_dir.clone());
-        }
-        save(record)?;
-        // The cgroup first: its slow part, the kernel's grace period on the first migration,
-        // then runs while the rootfs is mounted and the process is spawned (cgroup.rs
-        // `warm_attach_lock`; after the mkdirs, which would wait for it).
-        if let Err(e) = cgroup.make(&spec) {
-            record.cgroup = None; // not ours to remove if it was there before
-            return Err(e.into());
-        }
-        Cgroup::warm_attach_lock();
-        if !req.mounts.is_empty() {
-            std::fs::create_dir_all(&rootfs_dir).map_err(|source| ServiceError::Io {
-                op: "create",
-                path: rootfs_dir.display().to_string(),
-                source,
-            })?;
-            rootfs::mount_all(&req.mounts, &rootfs_dir)?;
-        }
-        let rootfs_path = spec::root_path(&spec, &req.bundle);
         let limits = crate::tenant_limits::from_options(req.options.as_ref())
             .map_err(ServiceError::InvalidArgument)?;
-        let plan = {
-            let settings = workload::SettingsSource {
-                options: req.options.clone(),
-                annotations: spec.annotations().clone(),
-            };
-            let (root, spec, layers) = (
-                rootfs_path.clone(),
-                spec.clone(),
-                self.layer_source(&req.id),
-            );
-            workload::bounded(&format!("plan of task {}", req.id), move || {
-                let input = workload::PlanInput {
-                    rootfs: &root,
-                    layers: Some(&layers),
-                    limits,
-                    settings,
-                };
-                workload::plan_init(&input, &spec)
-            })?
+        let mut steps = CreateSteps {
+            launcher: self,
+            req: &req,
+            spec: &spec,
+            limits,
+            record,
+            holders: None,
+            io: None,
         };
-        let (mut stdio, holders) = self.open_stdio(&req.id, &req.stdio)?;
-        stdio.extra_fds = plan.extra_fds;
-        // Idmapped volumes are made here, as host root, and bound by the container; they are
-        // detached again once it reported ready (its mount namespace holds its copies).
-        let mut init_spec = spec.clone();
-        let volumes =
-            idmap::StagedVolumes::stage(&mut init_spec, &req.bundle.join("idmapped-volumes"))
-                .map_err(ServiceError::InvalidArgument)?;
-        let pending = self.spawner.spawn_init(
-            InitRequest {
-                id: req.id.clone(),
-                bundle: req.bundle.clone(),
-                rootfs: rootfs_path.clone(),
-                spec: init_spec,
-                cgroup_procs: cgroup.procs_files(),
-                workload: plan.workload,
+        let built = container::build(
+            &self.spawner,
+            ContainerSpec {
+                id: &req.id,
+                bundle: &req.bundle,
+                spec: &spec,
+                mounts: &req.mounts,
+                rootfs: None,
             },
-            stdio,
-        );
-        drop(volumes);
-        let mut pending = pending?;
-        record.init_pid = pending.pid;
-        // With the pid, its start time: a crash-time delete signals only that process.
-        record.init_start_time = runtime_native::identity::start_time(pending.pid).unwrap_or(0);
-        save(record)?;
-        // amphi network (shim/src/network.rs): loopback or bridge in the init's new netns.
-        crate::network::setup(record, &spec, req.options.as_ref(), save).map_err(|e| {
-            ServiceError::Network {
-                invalid_input: e.invalid_input,
-                message: e.message,
-            }
-        })?;
-        let io = process_io(&mut pending, holders, &req.stdio)?;
+            &mut steps,
+        )?;
+        let io = steps.io.take().unwrap_or_default();
+        let mut init = built.init;
         Ok(Launched {
             limits,
             own_pid_ns: has_new_namespace(&spec, LinuxNamespaceType::Pid),
+            rootfs: built.made.rootfs,
+            cgroup: built.made.cgroup,
+            mounted_rootfs: built.made.mounted_rootfs,
             spec,
-            rootfs: rootfs_path,
-            cgroup,
-            mounted_rootfs: record.mounted_rootfs.clone(),
             init: LaunchedProcess {
-                pid: pending.pid,
-                pidfd: pending.pidfd.take().map(Arc::new),
-                pending,
+                pid: init.pid,
+                pidfd: init.pidfd.take().map(Arc::new),
+                pending: init,
                 io,
             },
         })
+    }
+
+    /// Plans a process's workload from the container's rootfs (entrypoint detection, wasm
+    /// lookup and compile), bounded in time and off the async workers.
+    fn plan(
+        &self,
+        what: String,
+        container_id: &str,
+        rootfs: PathBuf,
+        limits: runtime_native::tenant_file::Limits,
+        settings: workload::SettingsSource,
+        plan: impl FnOnce(&workload::PlanInput) -> ServiceResult<workload::Plan> + Send + 'static,
+    ) -> ServiceResult<workload::Plan> {
+        let layers = self.layer_source(container_id);
+        workload::bounded(&what, move || {
+            plan(&workload::PlanInput {
+                rootfs: &rootfs,
+                layers: Some(&layers),
+                limits,
+                settings,
+            })
+        })
+    }
+
+    fn save(&self, r: &ContainerRecord) -> ServiceResult<()> {
+        r.save(&self.state_root)
+            .map_err(|source| ServiceError::SaveState {
+                id: r.id.clone(),
+                source,
+            })
     }
 
     /// Create's undo: what `record` names, in reverse.
@@ -200,6 +166,76 @@ impl NativeLauncher {
         }
         crate::network::teardown_record(record); // amphi network
         let _ = ContainerRecord::remove(&self.state_root, &record.namespace, &record.id);
+    }
+}
+
+/// The shim's steps inside [`container::build`].
+struct CreateSteps<'a> {
+    launcher: &'a NativeLauncher,
+    req: &'a CreateTask,
+    spec: &'a Spec,
+    limits: runtime_native::tenant_file::Limits,
+    record: &'a mut ContainerRecord,
+    /// The init's stdio, held by the shim from `init_io` until `spawned` hands it on.
+    holders: Option<StdioHolders>,
+    /// The init's stdio as the task keeps it, made in `spawned`.
+    io: Option<ProcessIo>,
+}
+
+impl BuildSteps for CreateSteps<'_> {
+    type Error = ServiceError;
+
+    /// One save of the record before anything exists (cleanup of what was never made is a
+    /// no-op); each save is a file write and a rename on the start path.
+    fn planned(&mut self, made: &Made) -> ServiceResult<()> {
+        self.record.cgroup = Some(made.cgroup.clone());
+        self.record.mounted_rootfs = made.mounted_rootfs.clone();
+        self.launcher.save(self.record)
+    }
+
+    /// The workload planned from the rootfs (bounded, off the async workers) and the stdio.
+    fn init_io(&mut self, made: &Made) -> ServiceResult<InitIo> {
+        let (req, launcher) = (self.req, self.launcher);
+        let settings = workload::SettingsSource {
+            options: req.options.clone(),
+            annotations: self.spec.annotations().clone(),
+        };
+        let spec = self.spec.clone();
+        let plan = launcher.plan(
+            format!("plan of task {}", req.id),
+            &req.id,
+            made.rootfs.clone(),
+            self.limits,
+            settings,
+            move |input| workload::plan_init(input, &spec),
+        )?;
+        let (mut stdio, holders) = launcher.open_stdio(&req.id, &req.stdio)?;
+        stdio.extra_fds = plan.extra_fds;
+        self.holders = Some(holders);
+        Ok(InitIo {
+            stdio,
+            workload: plan.workload,
+        })
+    }
+
+    /// The init's pid and start time into the record (a crash-time delete signals only that
+    /// process), then its network and the shim's side of its stdio.
+    fn spawned(&mut self, _made: &Made, init: &mut PendingProcess) -> ServiceResult<()> {
+        let launcher = self.launcher;
+        self.record.init_pid = init.pid;
+        self.record.init_start_time = runtime_native::identity::start_time(init.pid).unwrap_or(0);
+        launcher.save(self.record)?;
+        // amphi network (shim/src/network.rs): loopback or bridge in the init's new netns.
+        crate::network::setup(self.record, self.spec, self.req.options.as_ref(), |r| {
+            launcher.save(r)
+        })
+        .map_err(|e| ServiceError::Network {
+            invalid_input: e.invalid_input,
+            message: e.message,
+        })?;
+        let holders = self.holders.take().unwrap_or_default();
+        self.io = Some(process_io(init, holders, &self.req.stdio)?);
+        Ok(())
     }
 }
 
@@ -228,25 +264,20 @@ impl Launcher for NativeLauncher {
 
     fn exec(&self, req: ExecTask<Cgroup>) -> ServiceResult<LaunchedProcess<PendingProcess>> {
         Cgroup::warm_attach_lock(); // see `build`
-        let plan = {
-            // An exec has no runtime options of its own: the container's annotations apply.
-            let settings = workload::SettingsSource {
-                options: None,
-                annotations: req.spec.annotations().clone(),
-            };
-            let (root, process, limits) = (req.rootfs.clone(), req.process.clone(), req.limits);
-            let layers = self.layer_source(&req.container_id);
-            let what = format!("plan of exec {} of task {}", req.exec_id, req.container_id);
-            workload::bounded(&what, move || {
-                let input = workload::PlanInput {
-                    rootfs: &root,
-                    layers: Some(&layers),
-                    limits,
-                    settings,
-                };
-                workload::plan_exec(&input, &process)
-            })?
+                                    // An exec has no runtime options of its own: the container's annotations apply.
+        let settings = workload::SettingsSource {
+            options: None,
+            annotations: req.spec.annotations().clone(),
         };
+        let process = req.process.clone();
+        let plan = self.plan(
+            format!("plan of exec {} of task {}", req.exec_id, req.container_id),
+            &req.container_id,
+            req.rootfs.clone(),
+            req.limits,
+            settings,
+            move |input| workload::plan_exec(input, &process),
+        )?;
         let (mut stdio, holders) = self.open_stdio(&req.container_id, &req.stdio)?;
         stdio.extra_fds = plan.extra_fds;
         let mut pending = self.spawner.spawn_exec(
