@@ -156,14 +156,16 @@ for r in "${runtimes[@]}"; do
   read -r rname rt rbin <<<"$r"
   pod="io.kubernetes.cri.sandbox-id=mem-$rname"
   ctrx run -d --runtime "$rt" --annotation "$pod" "$WIMG" "mem-$rname-0" /sleeper.wasm 1000000 >/dev/null
-  sleep 2
+  # A sleeping process gives back its idle memory within ~2 s (amphi's idle watcher): measure
+  # the steady state, not the start-up.
+  sleep 4
   read -r pss1 n1 _ < <(pss_of "$rbin")
   ids=("mem-$rname-0")
   for i in $(seq 1 "$extra"); do
     ctrx run -d --runtime "$rt" --annotation "$pod" "$WIMG" "mem-$rname-$i" /sleeper.wasm 1000000 >/dev/null
     ids+=("mem-$rname-$i")
   done
-  sleep 3
+  sleep 4
   read -r pssn nn shimsn < <(pss_of "$rbin")
   running=$(ctrx task ls | awk '$3 == "RUNNING"' | grep -c "^mem-$rname-" || true)
   echo "  $rname: 1 container ${pss1} KiB over $n1 processes; $((extra + 1)) ($running running) ${pssn} KiB over $nn processes, $shimsn shim(s)"

@@ -71,6 +71,17 @@ pub fn trim_text() {
     }
 }
 
+/// What an idle process gives back: [`trim_text`], and the free memory inside malloc's heap
+/// (`malloc_trim`: a compile or a burst of requests leaves freed chunks that the heap top alone
+/// would never return).
+pub fn trim_idle() {
+    trim_text();
+    // SAFETY: malloc_trim only releases free memory; any thread may call it.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

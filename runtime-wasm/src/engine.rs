@@ -24,6 +24,10 @@ pub fn config_for(settings: &WasmSettings) -> Result<Config> {
     c.epoch_interruption(true);
     c.wasm_component_model(true);
     c.consume_fuel(settings.fuel.is_some());
+    // Neither WASI p2 nor wasi:http p2 uses the component-model-async machinery; with it on,
+    // every store sets up its concurrent state and every host call goes through its task
+    // bookkeeping (measured: DESIGN.md "wasi:http: where a request's time went").
+    c.concurrency_support(false);
     apply_proposals(&mut c, &settings.proposals);
     // `memory.grow` beyond the StoreLimits returns -1 to the guest instead of trapping.
     Ok(c)
@@ -69,6 +73,11 @@ pub fn serving_config(settings: &WasmSettings) -> Result<Config> {
         .table_elements(p.table_elements as usize)
         .max_memory_size(usize::try_from(p.max_memory_bytes).unwrap_or(usize::MAX))
         .linear_memory_keep_resident(usize::try_from(p.memory_keep_resident).unwrap_or(0))
+        .table_keep_resident(usize::try_from(p.table_keep_resident).unwrap_or(0))
+        // With PAGEMAP_SCAN (Linux 6.7+) a slot's reset finds the pages the last instance
+        // dirtied and restores only those, in place: no madvise, and the next instance does
+        // not fault them in again. Without it, the keep-resident prefix is memset.
+        .pagemap_scan(wasmtime::Enabled::Auto)
         // Requests' instances are alike: reuse the warmest slot.
         .max_unused_warm_slots(n.min(64));
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

@@ -1,7 +1,7 @@
 //! A program loaded in the container process, and what every way of running it shares: its
 //! store setup and how a result becomes the process's exit code.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,29 +42,47 @@ pub struct Loaded {
     pub(crate) program: Program,
     pub(crate) shared: Arc<Shared>,
     pub(crate) settings: crate::WasmSettings,
-    /// Called (at most every [`IDLE_HOOK_EVERY`]) when the runner's threads go idle.
+    /// Called once the runner's threads have been idle for [`IDLE_QUIET`] (see [`watch_idle`]).
     pub(crate) idle_hook: Option<fn()>,
 }
 
-/// Least time between two calls of the idle hook.
-pub(crate) const IDLE_HOOK_EVERY: Duration = Duration::from_secs(5);
+/// Quiet time (no wake-up of the runner's runtime) before the idle hook runs.
+pub(crate) const IDLE_QUIET: Duration = Duration::from_secs(1);
 
-/// A tokio `on_thread_park` callback that calls `hook` when a thread parks: the first time,
-/// then at most every [`IDLE_HOOK_EVERY`] (an atomic check otherwise).
-pub(crate) fn debounced_idle(hook: fn()) -> impl Fn() + Send + Sync + 'static {
-    const NEVER: u64 = u64::MAX;
-    let start = Instant::now();
-    let last = std::sync::atomic::AtomicU64::new(NEVER);
-    move || {
-        let now = start.elapsed().as_millis() as u64;
-        let prev = last.load(Ordering::Relaxed);
-        if (prev == NEVER || now.saturating_sub(prev) >= IDLE_HOOK_EVERY.as_millis() as u64)
-            && last
-                .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            hook();
-        }
+/// Calls `hook` once per quiet period of the runtime `b` builds: each wake-up of one of its
+/// threads counts as activity, and a small watcher thread calls the hook when a whole
+/// [`IDLE_QUIET`] passed without one (and not again until the next activity). So a guest that
+/// sleeps for good is trimmed within two periods of falling asleep, and a server under load is
+/// never trimmed (a trim there would fault its hot text back in at every call). The watcher
+/// ends when the runtime is dropped.
+pub(crate) fn watch_idle(b: &mut tokio::runtime::Builder, hook: fn()) {
+    let activity = Arc::new(AtomicU64::new(0));
+    let watched = Arc::downgrade(&activity);
+    b.on_thread_unpark(move || {
+        activity.fetch_add(1, Ordering::Relaxed);
+    });
+    let spawned = std::thread::Builder::new()
+        .name("amphi-idle".into())
+        .stack_size(64 << 10)
+        .spawn(move || {
+            let mut seen = u64::MAX;
+            let mut trimmed = false;
+            loop {
+                std::thread::sleep(IDLE_QUIET);
+                let Some(activity) = watched.upgrade() else {
+                    return;
+                };
+                let now = activity.load(Ordering::Relaxed);
+                if now != seen {
+                    (seen, trimmed) = (now, false);
+                } else if !trimmed {
+                    hook();
+                    trimmed = true;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("wasm: cannot start the idle watcher: {e}");
     }
 }
 
@@ -131,7 +149,7 @@ impl Loaded {
     ) -> wasmtime::Result<i32> {
         let mut b = tokio::runtime::Builder::new_current_thread();
         if let Some(hook) = self.idle_hook {
-            b.on_thread_park(debounced_idle(hook));
+            watch_idle(&mut b, hook);
         }
         let rt = b
             .enable_all()

@@ -238,8 +238,12 @@ impl Loaded {
     }
 
     fn run_core(&self, pre: &InstancePre<CoreState>, entry: &str, ctx: &RunContext) -> i32 {
+        // Not `allow_blocking_current_thread`: with it, WASI p1 serves a lone relative-clock
+        // `poll_oneoff` (a guest's sleep) with `std::thread::sleep` and file I/O in place, which
+        // blocks the runtime's only thread, so the guest's future can't be dropped when SIGTERM
+        // comes (the process waited for the SIGNAL_GRACE backstop). Off, they are awaited.
         let wasi = match ctx.wasi_builder() {
-            Ok(mut b) => b.allow_blocking_current_thread(true).build_p1(),
+            Ok(mut b) => b.build_p1(),
             Err(e) => return self.setup_failed(ctx, &e),
         };
         let mut store = match self.new_store(CoreState {
@@ -271,8 +275,10 @@ impl Loaded {
     }
 
     fn run_command(&self, pre: &CommandPre<CompState>, ctx: &RunContext) -> i32 {
+        // Not `allow_blocking_current_thread` either (see `run_core`): a file read that blocks
+        // (a fifo in the rootfs) would hold the thread the signal needs.
         let wasi = match ctx.wasi_builder() {
-            Ok(mut b) => b.allow_blocking_current_thread(true).build(),
+            Ok(mut b) => b.build(),
             Err(e) => return self.setup_failed(ctx, &e),
         };
         let state = CompState {

@@ -41,9 +41,11 @@ pub struct Pooling {
     pub max_core_instances_per_component: u32,
     pub max_memories_per_component: u32,
     pub max_tables_per_component: u32,
-    /// Linear memory kept mapped between two instances of a slot (reset by memset rather than
-    /// re-faulted), bytes.
+    /// Linear memory kept mapped between two instances of a slot (the pages the last instance
+    /// dirtied are restored in place rather than dropped and faulted in again), bytes.
     pub memory_keep_resident: u64,
+    /// The same for each table, bytes.
+    pub table_keep_resident: u64,
 }
 
 impl Default for Pooling {
@@ -54,7 +56,8 @@ impl Default for Pooling {
             max_core_instances_per_component: 16,
             max_memories_per_component: 4,
             max_tables_per_component: 16,
-            memory_keep_resident: 0,
+            memory_keep_resident: 2 << 20,
+            table_keep_resident: 64 << 10,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! A shim spends almost all its life waiting: for its container to exit, for the next
 //! State/Stats poll. Every RPC maps code pages it will not need while waiting, so shortly after
 //! the last request (debounced, so a burst of RPCs pays once) the server drops its text
-//! mappings (`runtime_native::memory::trim_text`). An idle shim then holds little more than
+//! mappings and trims the heap (`runtime_native::memory::trim_idle`). An idle shim then holds little more than
 //! its heap and stacks.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +20,7 @@ pub fn after_request() {
     tokio::spawn(async move {
         tokio::time::sleep(QUIET).await;
         if GENERATION.load(Ordering::SeqCst) == generation {
-            runtime_native::memory::trim_text();
+            runtime_native::memory::trim_idle();
         }
     });
 }

@@ -112,7 +112,7 @@ impl WorkloadRunner for WasmRunner {
         let artifact = unsafe { File::from_raw_fd(fd) };
         let mut loaded = runtime_wasm::load(artifact, &payload).map_err(|e| e.to_string())?;
         // As the idle shim does: a guest that waits does not keep the binary's text mapped.
-        loaded.set_idle_hook(runtime_native::memory::trim_text);
+        loaded.set_idle_hook(runtime_native::memory::trim_idle);
         let dirs = setup
             .into_iter()
             .map(|(guest, dir)| GuestDir { guest, dir })

@@ -59,7 +59,7 @@ pub(crate) fn serve(loaded: &Loaded, pre: ProxyPre<CompState>, ctx: RunContext) 
     let settings = loaded.settings.clone();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(hook) = loaded.idle_hook {
-        builder.on_thread_park(crate::loaded::debounced_idle(hook));
+        crate::loaded::watch_idle(&mut builder, hook);
     }
     let rt = match builder
         .worker_threads(worker_count(settings.http.workers))
