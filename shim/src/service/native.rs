@@ -122,10 +122,11 @@ impl NativeLauncher {
                 options: req.options.clone(),
                 annotations: spec.annotations().clone(),
             };
-            let (root, spec, layers) = (
+            let (root, spec, layers, cgroup) = (
                 rootfs_path.clone(),
                 spec.clone(),
                 self.layer_source(&req.id),
+                cgroup.clone(),
             );
             workload::bounded(&format!("plan of task {}", req.id), move || {
                 let input = workload::PlanInput {
@@ -133,6 +134,7 @@ impl NativeLauncher {
                     layers: Some(&layers),
                     limits,
                     settings,
+                    cgroup: Some(cgroup),
                 };
                 workload::plan_init(&input, &spec)
             })?
@@ -236,6 +238,7 @@ impl Launcher for NativeLauncher {
             };
             let (root, process, limits) = (req.rootfs.clone(), req.process.clone(), req.limits);
             let layers = self.layer_source(&req.container_id);
+            let cgroup = req.cgroup.clone();
             let what = format!("plan of exec {} of task {}", req.exec_id, req.container_id);
             workload::bounded(&what, move || {
                 let input = workload::PlanInput {
@@ -243,6 +246,7 @@ impl Launcher for NativeLauncher {
                     layers: Some(&layers),
                     limits,
                     settings,
+                    cgroup: Some(cgroup),
                 };
                 workload::plan_exec(&input, &process)
             })?
@@ -254,6 +258,7 @@ impl Launcher for NativeLauncher {
                 container_id: req.container_id,
                 exec_id: req.exec_id,
                 init_pid: req.init_pid,
+                init_pidfd: req.init_pidfd,
                 process: req.process,
                 spec: req.spec,
                 cgroup_procs: req.cgroup.procs_files(),
