@@ -110,12 +110,15 @@ pub fn compile(
 ) -> Result<WasmKind, CompileError> {
     let deadline = Instant::now() + timeout;
     let module = job.name.clone();
+    // Named by its memory hierarchy's directory on v1 (the one whose limit applies).
     let cgroup_name = cgroup
         .and_then(|c| {
-            c.procs_files()
-                .first()?
-                .parent()
-                .map(|d| d.display().to_string())
+            let files = c.procs_files();
+            let memory = files
+                .iter()
+                .find(|p| p.components().any(|c| c.as_os_str() == "memory"))
+                .or(files.first())?;
+            memory.parent().map(|d| d.display().to_string())
         })
         .unwrap_or_else(|| "(none)".into());
     let spawn_err = |source| CompileError::Spawn {

@@ -298,6 +298,10 @@ fn compile_in_the_pod(c: &mut Case) -> Result<()> {
         "/hog.wasm",
     ])?;
     let out = out.failed().context("Create with a tight memory limit")?;
+    println!(
+        "Create with memory limit {TIGHT_LIMIT}: {}",
+        out.all().trim()
+    );
     for w in [
         "wasm module /hog.wasm",
         "OOM killer",
@@ -342,6 +346,7 @@ fn compile_in_the_pod(c: &mut Case) -> Result<()> {
         )?;
         if limit == TIGHT_LIMIT {
             let out = out.failed()?;
+            println!("exec with memory limit {limit}: {}", out.all().trim());
             for w in ["wasm module /hog.wasm", "OOM killer", TIGHT_LIMIT] {
                 anyhow::ensure!(
                     out.all().contains(w),
@@ -352,9 +357,19 @@ fn compile_in_the_pod(c: &mut Case) -> Result<()> {
         } else {
             out.ok().context("exec of the module with a roomy limit")?;
             let peak = cgroup_peak_bytes(pid)?;
+            println!(
+                "exec with memory limit {limit}: the container's cgroup peaked at {peak} bytes"
+            );
             anyhow::ensure!(
                 peak > 48 << 20,
                 "the container's cgroup peaked at {peak} bytes: the compile was not charged to it"
+            );
+        }
+        for p in c.shim_processes() {
+            println!(
+                "  shim process {}: VmHWM {} KiB",
+                p.pid,
+                status_kib(p.pid, "VmHWM").unwrap_or(0)
             );
         }
         check_shims_small(c, &format!("exec of the module with memory limit {limit}"))?;

@@ -391,13 +391,10 @@ pub fn compile_entry(dir: &Path, job: &CompileJob, bytes: &[u8]) -> Result<WasmK
         &engine_hash(&engine),
     )?;
     if ours != *job {
-        return Err(Error::Artifact {
-            module: job.name.clone(),
-            reason: format!(
-                "the compile helper makes entry {} of these bytes, not {} (a different engine?)",
-                ours.entry, job.entry
-            ),
-        });
+        return Err(Error::Engine(format!(
+            "compiling {}: this process makes entry {} of these bytes, not {} (a different engine or module?)",
+            job.name, ours.entry, job.entry
+        )));
     }
     let dir = CacheDir::open_for_writing(dir)?;
     compile_and_write(&dir, &engine, job, bytes)
