@@ -521,6 +521,8 @@ fn exec(g: &Global, o: &ExecOpts, spawner: Spawner) -> Result<i32, Error> {
             container_id: o.id.clone(),
             exec_id: format!("exec-{}", std::process::id()),
             init_pid: st.pid,
+            // The CLI holds no pidfd of an init another invocation started: by path.
+            init_pidfd: None,
             process,
             spec: st.spec.clone(),
             cgroup_procs: cgroup_of(&st)?.procs_files(),

@@ -6,7 +6,7 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -61,6 +61,8 @@ struct Child {
     proc_mnt: std::cell::Cell<Option<RawFd>>,
     /// The host's LSMs, read before the container's root or mount namespace is entered.
     lsm: crate::lsm::Host,
+    /// An exec's: the container init's pidfd, closed once its namespaces are joined.
+    init_pidfd: Option<OwnedFd>,
 }
 
 impl Child {
@@ -107,6 +109,7 @@ pub(crate) fn main(req: Request, fds: ChildFds, sync_sock: OwnedFd, workloads: W
         hooks: None,
         proc_mnt: Default::default(),
         lsm: crate::lsm::Host::detect(Path::new("/")),
+        init_pidfd: None,
     };
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut child, req, fds)));
     let msg = match res {
@@ -169,6 +172,10 @@ fn setup_fds(c: &mut Child, fds: ChildFds) -> R {
     if let Some(m) = fds.proc_mnt {
         c.proc_mnt.set(Some(dup_high(m.into_raw_fd(), min)?));
     }
+    if let Some(p) = fds.init_pidfd {
+        // SAFETY: dup_high returns a new fd that only this process owns.
+        c.init_pidfd = Some(unsafe { OwnedFd::from_raw_fd(dup_high(p.into_raw_fd(), min)?) });
+    }
     c.extra = (0..n).map(|i| 3 + i).collect();
     close_all(c);
     Ok(())
@@ -185,6 +192,7 @@ fn close_all_but(c: &Child, also: &[RawFd]) {
     keep.push(c.sync);
     keep.extend(c.join.get());
     keep.extend(c.proc_mnt.get());
+    keep.extend(c.init_pidfd.as_ref().map(|f| f.as_raw_fd()));
     close_fds_except(&keep);
 }
 
@@ -313,7 +321,13 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
             finish(c, &r.spec, &process, &r.workload)
         }
         Request::Exec(r) => {
-            exec_namespaces(r.init_pid)?;
+            let pidfd = c.init_pidfd.take();
+            let init = crate::exec_ns::Init {
+                pid: r.init_pid,
+                pidfd: pidfd.as_ref(),
+            };
+            crate::exec_ns::join(&init, &r.spec)?;
+            drop(pidfd);
             std::env::set_current_dir("/")
                 .map_err(|e| format!("chdir to container root: {}", ioerr(&e)))?;
             oom_score_adj(c, &r.process)?;
@@ -371,53 +385,6 @@ fn init_namespaces(c: &Child, spec: &Spec) -> R {
     }
     // Unshared by `ensure_joined`, once the spawner has moved us into our cgroup.
     c.unshare_cgroup.set(new_cgroup);
-    Ok(())
-}
-
-fn exec_namespaces(init_pid: i32) -> R {
-    let kinds = [
-        ("cgroup", LinuxNamespaceType::Cgroup),
-        ("user", LinuxNamespaceType::User),
-        ("ipc", LinuxNamespaceType::Ipc),
-        ("uts", LinuxNamespaceType::Uts),
-        ("net", LinuxNamespaceType::Network),
-        ("time", LinuxNamespaceType::Time),
-        ("mnt", LinuxNamespaceType::Mount),
-    ];
-    let mut join = Vec::new();
-    for (name, t) in kinds {
-        let p = PathBuf::from(format!("/proc/{init_pid}/ns/{name}"));
-        let f = match open_ro(&p) {
-            Ok(f) => f,
-            Err(Errno::ENOENT) if matches!(name, "time" | "cgroup") => continue,
-            Err(Errno::ENOENT | Errno::ESRCH) => {
-                return Err(format!("container init (pid {init_pid}) is not running"))
-            }
-            Err(e) => return Err(format!("open {}: {}", p.display(), etext(e))),
-        };
-        let own = match open_ro(Path::new(&format!("/proc/self/ns/{name}"))) {
-            Ok(o) => o,
-            Err(_) => continue,
-        };
-        let a = nix::sys::stat::fstat(&f).map_err(|e| format!("stat {}: {}", p.display(), e))?;
-        let b = nix::sys::stat::fstat(&own).map_err(|e| format!("stat own {name} ns: {e}"))?;
-        if a.st_ino == b.st_ino && a.st_dev == b.st_dev {
-            continue;
-        }
-        join.push((name, t, f));
-    }
-    // As host root first everything but the user and mount namespaces (some may belong to
-    // the host's user namespace, e.g. joined by path: not joinable from inside the
-    // container's), then the user namespace, the mount namespace last.
-    join.sort_by_key(|(name, _, _)| match *name {
-        "user" => 1,
-        "mnt" => 2,
-        _ => 0,
-    });
-    for (name, t, f) in &join {
-        nix::sched::setns(f, ns_clone_flag(*t))
-            .map_err(|e| format!("join the container's {name} namespace: {}", etext(e)))?;
-    }
     Ok(())
 }
 

@@ -22,21 +22,28 @@
 //!
 //! Hooks never run for an exec'd process.
 
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use oci_spec::runtime::{Hook, Spec};
 use serde::{Deserialize, Serialize};
 
+/// Where a status the caller's reaper collected is found (see [`crate::child_wait`]).
+pub use crate::child_wait::set_reaped_exit_lookup;
+use crate::child_wait::{output_file as memfd, wait_child};
 use crate::sync::{self, ChildMsg, ParentMsg};
 
 type R<T = ()> = std::result::Result<T, String>;
 
 /// How much of a failing hook's output goes into the error.
 const OUTPUT_TAIL: usize = 2048;
+
+fn tail(out: &mut std::fs::File) -> String {
+    crate::child_wait::output_tail(out, OUTPUT_TAIL)
+}
 
 /// The OCI state a hook reads on stdin.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -137,118 +144,6 @@ pub fn run_poststop(spec: &Spec, id: &str, bundle: &Path) -> R {
     )
 }
 
-fn memfd(name: &std::ffi::CStr) -> R<std::fs::File> {
-    // SAFETY: memfd_create with a valid C string.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: a new fd we own.
-    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
-}
-
-fn tail(out: &mut std::fs::File) -> String {
-    let len = out.seek(SeekFrom::End(0)).unwrap_or(0);
-    let start = len.saturating_sub(OUTPUT_TAIL as u64);
-    let _ = out.seek(SeekFrom::Start(start));
-    let mut buf = Vec::new();
-    let _ = out.read_to_end(&mut buf);
-    let s = String::from_utf8_lossy(&buf).trim().to_string();
-    if start > 0 {
-        format!("...{s}")
-    } else {
-        s
-    }
-}
-
-/// Looks up the exit status (0..=255, or 128+signal) of a child that somebody else reaped.
-type ReapedLookup = Box<dyn Fn(i32) -> Option<i32> + Send + Sync>;
-static REAPED: std::sync::OnceLock<ReapedLookup> = std::sync::OnceLock::new();
-
-/// For a caller that reaps every child itself (the shim is a child subreaper whose reaper
-/// calls `waitpid(-1)`): the hooks it runs are its children too, so their exit status may be
-/// collected by that reaper before the hook runner waits for it. `lookup` returns such a
-/// reaped status by pid (once the reaper has recorded it). Set once, at startup.
-pub fn set_reaped_exit_lookup(lookup: impl Fn(i32) -> Option<i32> + Send + Sync + 'static) {
-    let _ = REAPED.set(Box::new(lookup));
-}
-
-/// How long a status reaped elsewhere may take to be recorded.
-const REAPED_GRACE: Duration = Duration::from_secs(10);
-
-/// Waits for `child` for at most `timeout`. `Ok(Some((success, description)))` once it
-/// exited, `Ok(None)` when the timeout expired first.
-fn wait_for(
-    child: &mut std::process::Child,
-    timeout: Option<Duration>,
-) -> R<Option<(bool, String)>> {
-    let deadline = timeout.map(|t| Instant::now() + t);
-    let pid = child.id() as i32;
-    // A pidfd tells when the hook exits without polling; fall back to short sleeps.
-    // SAFETY: pidfd_open with a pid we are the parent of (not yet reaped).
-    let pfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    // SAFETY: a new fd we own.
-    let pidfd = (pfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pfd as i32) });
-    let mut lost_since: Option<Instant> = None;
-    loop {
-        match child.try_wait() {
-            Ok(Some(st)) => return Ok(Some((st.success(), st.to_string()))),
-            Ok(None) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
-                // Reaped by the caller's reaper: its status comes through the lookup.
-                let Some(lookup) = REAPED.get() else {
-                    return Err("wait: the exit status was collected by another waiter".into());
-                };
-                if let Some(code) = lookup(pid) {
-                    let what = if code > 128 {
-                        format!("signal: {}", code - 128)
-                    } else {
-                        format!("exit status: {code}")
-                    };
-                    return Ok(Some((code == 0, what)));
-                }
-                let since = *lost_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > REAPED_GRACE {
-                    return Err(
-                        "wait: the exit status was reaped elsewhere and not reported".into(),
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(2));
-                continue;
-            }
-            Err(e) => return Err(format!("wait: {e}")),
-        }
-        let left = match deadline {
-            Some(d) => {
-                let now = Instant::now();
-                if now >= d {
-                    return Ok(None);
-                }
-                Some(d - now)
-            }
-            None => None,
-        };
-        match &pidfd {
-            Some(fd) => {
-                let ms = left
-                    .map(|l| (l.as_millis().min(i32::MAX as u128) as i32).max(1))
-                    .unwrap_or(-1);
-                let mut p = [libc::pollfd {
-                    fd: fd.as_fd().as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                }];
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(p.as_mut_ptr(), 1, ms) };
-            }
-            None => std::thread::sleep(
-                left.unwrap_or(Duration::from_millis(5))
-                    .min(Duration::from_millis(5)),
-            ),
-        }
-    }
-}
-
 /// Runs one hook with `state` on stdin; the error says what went wrong, with its output.
 pub fn run_hook(h: &Hook, state: &[u8]) -> R {
     let path = h.path();
@@ -287,8 +182,8 @@ pub fn run_hook(h: &Hook, state: &[u8]) -> R {
         .stderr(out2)
         .current_dir("/");
     let mut child = cmd.spawn().map_err(|e| format!("{name}: start: {e}"))?;
-    let (ok, status) = match wait_for(&mut child, timeout) {
-        Ok(Some(st)) => st,
+    let (ok, status) = match wait_child(&mut child, timeout) {
+        Ok(Some(exit)) => (exit.success(), exit.to_string()),
         Ok(None) => {
             let _ = child.kill();
             let _ = child.wait();
@@ -420,6 +315,7 @@ mod tests {
     use super::*;
     use oci_spec::runtime::HookBuilder;
     use std::os::unix::fs::PermissionsExt;
+    use std::time::Instant;
 
     fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
         let p = dir.join(name);

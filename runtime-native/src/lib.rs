@@ -11,6 +11,7 @@
 //! parent of every container process and reaps it.
 
 pub mod cgroup;
+pub mod child_wait;
 pub mod container;
 pub mod devices_bpf;
 pub mod error;
@@ -33,6 +34,7 @@ pub mod workload;
 
 mod bpf;
 mod child;
+mod exec_ns;
 mod fds;
 mod lsm;
 mod mountopt;

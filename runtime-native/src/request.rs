@@ -31,9 +31,13 @@ pub struct InitRequest {
 pub struct ExecRequest {
     pub container_id: String,
     pub exec_id: String,
-    /// Pid of the container's init; its `/proc/<pid>/ns/*` are joined, and its root is the
-    /// rootfs the process sees.
+    /// Pid of the container's init, whose namespaces are joined (its root is the rootfs the
+    /// process sees).
     pub init_pid: i32,
+    /// The init's pidfd, through which they are joined (`exec_ns`); travels as an fd. Without
+    /// one, `/proc/<init_pid>/ns/*` by path.
+    #[serde(skip)]
+    pub init_pidfd: Option<std::sync::Arc<OwnedFd>>,
     /// The exec's process spec (args, env, cwd, user, terminal, capabilities, rlimits...).
     pub process: oci_spec::runtime::Process,
     /// The container's spec, for its namespace list and security settings.
@@ -58,6 +62,8 @@ pub(crate) struct ChildFds {
     /// A detached procfs mount of the container's pid namespace, made by the spawner when the
     /// process's own user namespace may not mount it (userns.rs [`crate::userns::proc_mount_fd`]).
     pub proc_mnt: Option<OwnedFd>,
+    /// An exec's: the container init's pidfd ([`ExecRequest::init_pidfd`]).
+    pub init_pidfd: Option<OwnedFd>,
     /// The socket on which the spawner reports the cgroup join (see [`crate::spawner::join_cgroup`]);
     /// `None` when the process has no cgroup to join.
     pub join: Option<OwnedFd>,

@@ -64,13 +64,15 @@ pub struct PendingProcess {
     sync: OwnedFd,
 }
 
-/// Which fds travel with a request, in order: stdin, stdout, stderr (those present), extras.
+/// Which fds travel with a request, in order: stdin, stdout, stderr (those present), extras,
+/// an exec's init pidfd.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct StdioLayout {
     stdin: bool,
     stdout: bool,
     stderr: bool,
     extra: usize,
+    init_pidfd: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -240,10 +242,11 @@ fn ensure_stdio_open() {
     }
 }
 
-/// Namespaces the clone creates, and a pid namespace the spawner must enter first.
+/// Namespaces the clone creates, and a pid namespace the spawner must enter first (an exec's
+/// is its init's, entered through `exec_ns`).
 fn clone_plan(req: &Request) -> std::result::Result<(libc::c_int, Option<String>), String> {
     match req {
-        Request::Exec(r) => Ok((0, Some(format!("/proc/{}/ns/pid", r.init_pid)))),
+        Request::Exec(_) => Ok((0, None)),
         Request::Init(r) => {
             let mut flags = 0;
             let mut pidns = None;
@@ -337,13 +340,16 @@ fn handle(
     fds: Vec<OwnedFd>,
 ) -> std::result::Result<(i32, OwnedFd, Option<OwnedFd>, Option<JoinJob>), String> {
     let l = env.stdio;
-    let want = l.stdin as usize + l.stdout as usize + l.stderr as usize + l.extra;
+    let want =
+        l.stdin as usize + l.stdout as usize + l.stderr as usize + l.extra + l.init_pidfd as usize;
     if fds.len() != want {
         return Err(format!(
             "request carried {} fds, expected {want}",
             fds.len()
         ));
     }
+    let mut fds = fds;
+    let init_pidfd = if l.init_pidfd { fds.pop() } else { None };
     let mut it = fds.into_iter();
     let mut take = |present: bool| if present { it.next() } else { None };
     let child_fds = ChildFds {
@@ -351,6 +357,7 @@ fn handle(
         stdout: take(l.stdout),
         stderr: take(l.stderr),
         extra: it.collect(),
+        init_pidfd,
         join: None,
         proc_mnt: None,
     };
@@ -399,7 +406,14 @@ fn handle(
     .map_err(|e| format!("socketpair: {e}"))?;
 
     let mut entered = false;
-    if let Some(p) = &pidns_path {
+    if let Request::Exec(r) = &env.req {
+        // Through the init's pidfd where there is one: never a stranger's pid namespace.
+        let init = crate::exec_ns::Init {
+            pid: r.init_pid,
+            pidfd: child_fds.init_pidfd.as_ref(),
+        };
+        entered = crate::exec_ns::enter_pid_ns(&init, &st.own_pidns)?;
+    } else if let Some(p) = &pidns_path {
         let f = open_ro(Path::new(p)).map_err(|e| format!("open pid namespace {p}: {e}"))?;
         if !same_file(&f, &st.own_pidns) {
             nix::sched::setns(&f, CloneFlags::CLONE_NEWPID)
@@ -656,7 +670,9 @@ impl Spawner {
             stdout: stdio.stdout.is_some(),
             stderr: stdio.stderr.is_some(),
             extra: stdio.extra_fds.len(),
+            init_pidfd: false,
         };
+        let mut layout = layout;
         let mut fds: Vec<RawFd> = Vec::new();
         for f in [&stdio.stdin, &stdio.stdout, &stdio.stderr]
             .into_iter()
@@ -665,6 +681,12 @@ impl Spawner {
             fds.push(f.as_raw_fd());
         }
         fds.extend(stdio.extra_fds.iter().map(|f| f.as_raw_fd()));
+        if let Request::Exec(r) = &req {
+            if let Some(f) = &r.init_pidfd {
+                fds.push(f.as_raw_fd());
+                layout.init_pidfd = true;
+            }
+        }
         let runtime_hooks = crate::hooks::RuntimeHooks::for_request(&req);
         let env = Envelope { req, stdio: layout };
         let (reply, mut rfds) = {

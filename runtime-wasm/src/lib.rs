@@ -35,7 +35,9 @@ mod view;
 
 use std::path::PathBuf;
 
-pub use cache::{Cache, Compiled, DEFAULT_CACHE_DIR, DEFAULT_CACHE_MAX_BYTES};
+pub use cache::{
+    compile_entry, Cache, CompileJob, Compiled, Lookup, DEFAULT_CACHE_DIR, DEFAULT_CACHE_MAX_BYTES,
+};
 pub use code_size::{check_function_sizes, largest_function};
 pub use context::{GuestDirs, RunContext, Stdio};
 pub use detect::{detect_bytes, split_entry, Entrypoint, WasmFormat};

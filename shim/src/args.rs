@@ -33,6 +33,8 @@ pub enum Mode {
     Start,
     Delete,
     Server,
+    /// Compile one wasm module in the container's cgroup (`crate::compile_helper`).
+    CompileHelper,
 }
 
 impl Flags {
@@ -46,6 +48,7 @@ impl Flags {
         match self.action.as_str() {
             "start" => Ok(Mode::Start),
             "delete" => Ok(Mode::Delete),
+            crate::compile_helper::ACTION => Ok(Mode::CompileHelper),
             "" => Ok(Mode::Server),
             other => Err(ShimError::Args(format!("unknown action {other:?}"))),
         }

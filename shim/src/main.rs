@@ -1,10 +1,12 @@
 //! containerd-shim-amphi-v1: native and WebAssembly containers behind one containerd shim v2.
 //!
 //! Modes (see `args`): `start` (launch or reuse the server, reply with its address), `delete`
-//! (clean up after a dead shim), `-v`, `-info`, and no action: the server itself.
+//! (clean up after a dead shim), `-v`, `-info`, no action: the server itself, and the hidden
+//! `_compile-helper` a server runs to compile a module in a container's cgroup.
 
 mod args;
 mod bootstrap;
+mod compile_helper;
 mod compile_slots;
 mod containerd_api;
 mod delete;
@@ -79,6 +81,7 @@ fn run(mode: Mode, flags: args::Flags) -> Result<()> {
         }
         Mode::Start => start::run(&flags),
         Mode::Delete => delete::run(&flags),
+        Mode::CompileHelper => compile_helper::run(),
         Mode::Version => {
             print!("{}", version_text());
             Ok(())

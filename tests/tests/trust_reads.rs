@@ -5,7 +5,7 @@
 //! shim's peak RSS must stay under 100 MB, and no shim thread may be left waiting on a FIFO or
 //! a lease. (Against runc, `--ignored`, the same attacks fail at execve.)
 
-use amphi_tests::{cmd, e2e, Case, Output, Runtime};
+use amphi_tests::{cmd, e2e, wasm_e2e, wasm_images, Case, Output, Runtime};
 use anyhow::{Context, Result};
 use std::time::Duration;
 
@@ -199,6 +199,189 @@ fn tenant_files(c: &mut Case) -> Result<()> {
 }
 
 e2e!(trust_reads, tenant_files);
+
+/// The shims' peak RSS while a module compiles for a container: far below what the compile
+/// needs (DESIGN.md: ≈ 100 × a function's size; here ≈ 100 MB), so it is not the shim's.
+const MAX_SHIM_HWM_COMPILING_KIB: u64 = 64 * 1024;
+/// Memory limits: one the compile cannot fit in, one it fits in with room to spare.
+const TIGHT_LIMIT: &str = "16777216";
+const ROOMY_LIMIT: &str = "536870912";
+
+/// `module` with a custom section holding `tag` and this run's time: bytes no cache has seen,
+/// so the start compiles it.
+fn unique(mut module: Vec<u8>, tag: &str) -> Vec<u8> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let payload = format!("{tag}-{}-{nanos}", std::process::id());
+    let name = b"amphi-test";
+    let len = 1 + name.len() + payload.len();
+    assert!(len < 128, "one-byte section length");
+    module.push(0);
+    module.push(len as u8);
+    module.push(name.len() as u8);
+    module.extend_from_slice(name);
+    module.extend_from_slice(payload.as_bytes());
+    module
+}
+
+/// One function of about 1 MB (under the default 1 MiB `max_function_bytes`).
+fn compile_hog(tag: &str) -> Vec<u8> {
+    unique(big_module(1_000_000, 1_000_000), tag)
+}
+
+/// The peak memory use of the cgroup (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`)
+/// that `pid` is in.
+fn cgroup_peak_bytes(pid: u32) -> Result<u64> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    for line in cgroups.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, ctrls, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+        let file = if ctrls.split(',').any(|c| c == "memory") {
+            format!("/sys/fs/cgroup/memory{path}/memory.max_usage_in_bytes")
+        } else if ctrls.is_empty()
+            && std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+        {
+            format!("/sys/fs/cgroup{path}/memory.peak")
+        } else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&file).with_context(|| file.clone())?;
+        return text
+            .trim()
+            .parse()
+            .with_context(|| format!("{file}: {text:?}"));
+    }
+    anyhow::bail!("process {pid} is in no memory cgroup: {cgroups}")
+}
+
+/// The shims' peak RSS is under [`MAX_SHIM_HWM_COMPILING_KIB`] after `after`.
+fn check_shims_small(c: &Case, after: &str) -> Result<()> {
+    for p in c.shim_processes() {
+        let hwm = status_kib(p.pid, "VmHWM").unwrap_or(0);
+        anyhow::ensure!(
+            hwm < MAX_SHIM_HWM_COMPILING_KIB,
+            "after {after}: shim process {} peaked at {hwm} KiB resident: the compile ran in it",
+            p.pid
+        );
+    }
+    Ok(())
+}
+
+/// Compiles are charged to the pod (issue 11): a module compiles in a helper process in the
+/// container's cgroup, so the container's memory limit bounds it and the shim stays small.
+/// (1) Create of a wasm container whose module needs more memory to compile than its limit:
+/// fails with an error naming the module, the OOM kill and the limit, nothing leaks; with a
+/// limit that fits, the same module runs. (2) An exec of such a module into a running container
+/// with a tight limit fails the same way while the shim stays small; into one with a roomy
+/// limit it runs, and the container's cgroup, not the shim, shows the compile's peak.
+fn compile_in_the_pod(c: &mut Case) -> Result<()> {
+    let module = c.cd.dir.join("compile-hog.wasm");
+    std::fs::write(&module, compile_hog("create"))?;
+    let image = wasm_images::import_rootfs_files(
+        &c.cd,
+        &[(module.as_path(), "/hog.wasm")],
+        "docker.io/amphi/compile-hog:e2e",
+        Some(&c.cd.dir),
+    )?;
+    let id = c.id("tight");
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        c.runtime.name(),
+        "--memory-limit",
+        TIGHT_LIMIT,
+        &image,
+        &id,
+        "/hog.wasm",
+    ])?;
+    let out = out.failed().context("Create with a tight memory limit")?;
+    println!(
+        "Create with memory limit {TIGHT_LIMIT}: {}",
+        out.all().trim()
+    );
+    for w in [
+        "wasm module /hog.wasm",
+        "OOM killer",
+        &format!("memory limit {TIGHT_LIMIT} bytes"),
+    ] {
+        anyhow::ensure!(
+            out.all().contains(w),
+            "Create error should say {w:?}: {}",
+            out.describe()
+        );
+    }
+    let _ = c.ctr(&["container", "rm", &id]);
+    c.check_leaks()?;
+    let id = c.id("roomy");
+    c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        c.runtime.name(),
+        "--memory-limit",
+        ROOMY_LIMIT,
+        &image,
+        &id,
+        "/hog.wasm",
+    ])?
+    .ok()
+    .context("the same module with a roomy memory limit")?;
+    c.check_leaks()?;
+
+    // Exec into running containers (their shims stay, so their peak RSS can be read).
+    for (limit, name) in [(TIGHT_LIMIT, "tight-exec"), (ROOMY_LIMIT, "roomy-exec")] {
+        let id = c.id(name);
+        c.run_detached(&["--memory-limit", limit], &id, &["sleep", "1000"])?;
+        let (pid, _) = c.task(&id)?.context("the sleeping task")?;
+        std::fs::write(format!("/proc/{pid}/root/hog.wasm"), compile_hog(name))?;
+        for p in c.shim_processes() {
+            std::fs::write(format!("/proc/{}/clear_refs", p.pid), "5")?;
+        }
+        let out = c.cd.ctr_timeout(
+            &["task", "exec", "--exec-id", "hog", &id, "/hog.wasm"],
+            Duration::from_secs(300),
+        )?;
+        if limit == TIGHT_LIMIT {
+            let out = out.failed()?;
+            println!("exec with memory limit {limit}: {}", out.all().trim());
+            for w in ["wasm module /hog.wasm", "OOM killer", TIGHT_LIMIT] {
+                anyhow::ensure!(
+                    out.all().contains(w),
+                    "exec error should say {w:?}: {}",
+                    out.describe()
+                );
+            }
+        } else {
+            out.ok().context("exec of the module with a roomy limit")?;
+            let peak = cgroup_peak_bytes(pid)?;
+            println!(
+                "exec with memory limit {limit}: the container's cgroup peaked at {peak} bytes"
+            );
+            anyhow::ensure!(
+                peak > 48 << 20,
+                "the container's cgroup peaked at {peak} bytes: the compile was not charged to it"
+            );
+        }
+        for p in c.shim_processes() {
+            println!(
+                "  shim process {}: VmHWM {} KiB",
+                p.pid,
+                status_kib(p.pid, "VmHWM").unwrap_or(0)
+            );
+        }
+        check_shims_small(c, &format!("exec of the module with memory limit {limit}"))?;
+        // The container is unharmed.
+        c.ctr(&["task", "exec", "--exec-id", "after", &id, "true"])?
+            .ok()?;
+        c.remove(&id)?;
+    }
+    c.check_leaks()
+}
+
+wasm_e2e!(compile_in_pod, compile_in_the_pod);
 
 /// A valid core module of about `size` bytes: functions of `func_bytes` each, every one a
 /// straight run of `local.get 0; i32.const 1; i32.add; local.set 0`, and an empty `_start`.

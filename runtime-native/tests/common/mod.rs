@@ -100,6 +100,7 @@ pub fn exec_request(
         container_id: container_id.into(),
         exec_id: exec_id.into(),
         init_pid,
+        init_pidfd: None,
         process,
         spec,
         cgroup_procs: cgroup_procs.to_vec(),

@@ -38,7 +38,8 @@ pub(crate) struct CacheDir {
     /// The directory itself, for writes, renames, unlinks and the LRU clock.
     dir: OwnedFd,
     /// A detached read-only copy of the directory's mount: entries are opened through it.
-    sealed: OwnedFd,
+    /// `None` in a compile helper, which only writes an entry ([`CacheDir::open_for_writing`]).
+    sealed: Option<OwnedFd>,
 }
 
 fn io(e: Errno) -> std::io::Error {
@@ -52,7 +53,29 @@ pub(crate) struct Entry {
 }
 
 impl CacheDir {
+    /// Opens (creating it) the directory for reading and writing entries.
     pub(crate) fn open(path: &Path) -> Result<CacheDir> {
+        let mut dir = Self::open_for_writing(path)?;
+        let sealed = mount::clone_mount(dir.dir.as_fd())
+            .and_then(|m| {
+                mount::set_attrs(
+                    m.as_fd(),
+                    mount::MOUNT_ATTR_RDONLY | mount::MOUNT_ATTR_NOSUID | mount::MOUNT_ATTR_NODEV,
+                )?;
+                Ok(m)
+            })
+            .map_err(|e| Error::Cache {
+                path: path.to_path_buf(),
+                op: "make the read-only detached mount entries are read through (open_tree + mount_setattr, Linux 5.12+, CAP_SYS_ADMIN)",
+                source: e,
+            })?;
+        dir.sealed = Some(sealed);
+        Ok(dir)
+    }
+
+    /// Opens (creating it) the directory, checked as [`CacheDir::open`] does, for writing
+    /// entries only: a compile helper's, which needs no read-only mount.
+    pub(crate) fn open_for_writing(path: &Path) -> Result<CacheDir> {
         let err = |op: &'static str, source: std::io::Error| Error::Cache {
             path: path.to_path_buf(),
             op,
@@ -86,19 +109,10 @@ impl CacheDir {
             fchmod(&dir, Mode::from_bits_truncate(0o700))
                 .map_err(|e| err("narrow mode to 0700", io(e)))?;
         }
-        let sealed = mount::clone_mount(dir.as_fd())
-            .and_then(|m| {
-                mount::set_attrs(
-                    m.as_fd(),
-                    mount::MOUNT_ATTR_RDONLY | mount::MOUNT_ATTR_NOSUID | mount::MOUNT_ATTR_NODEV,
-                )?;
-                Ok(m)
-            })
-            .map_err(|e| err("make the read-only detached mount entries are read through (open_tree + mount_setattr, Linux 5.12+, CAP_SYS_ADMIN)", e))?;
         Ok(CacheDir {
             path: path.to_path_buf(),
             dir,
-            sealed,
+            sealed: None,
         })
     }
 
@@ -118,8 +132,15 @@ impl CacheDir {
     /// that it is a plain file of ours that nobody else may read or write. `Ok(None)`: there
     /// is no such entry. `Err`: there is one, and it is not to be trusted.
     pub(crate) fn open_entry(&self, name: &str) -> Result<Option<Entry>> {
+        let Some(sealed) = &self.sealed else {
+            return Err(self.err(
+                name,
+                "open entry",
+                std::io::Error::other("opened for writing only (a compile helper)"),
+            ));
+        };
         let fd = match openat(
-            &self.sealed,
+            sealed,
             name,
             OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
             Mode::empty(),

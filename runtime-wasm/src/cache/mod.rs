@@ -15,6 +15,11 @@
 //! `(dev, inode, size, mtime)` is remembered), and is handed to containers opened through a
 //! read-only mount, so none of them can change what the others run. A mismatch is logged and
 //! the module compiled again.
+//!
+//! Who compiles: [`Cache::compile_with`] compiles in the calling process. The shim instead
+//! splits a start into [`Cache::lookup`] (a hit is ready at once), [`compile_entry`] in a
+//! short-lived helper process placed in the container's cgroup (so the compile's memory is the
+//! pod's, not the host's), and [`Cache::finish`], which verifies and opens what it wrote.
 
 mod artifact;
 mod dir;
@@ -25,6 +30,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
@@ -113,7 +119,7 @@ impl Cache {
     /// CAP_SYS_ADMIN for the read-only mount entries are read through.
     pub fn open(dir: impl Into<PathBuf>, max_bytes: u64) -> Result<Cache> {
         let dir = CacheDir::open(&dir.into())?;
-        let engine = crate::new_engine()?;
+        let engine = compiling_engine(&WasmSettings::default())?;
         let engine_hash = engine_hash(&engine);
         Ok(Cache {
             dir,
@@ -135,7 +141,7 @@ impl Cache {
         if let Some(e) = others.get(&key) {
             return Ok(e.clone());
         }
-        let engine = crate::engine_for(settings)?;
+        let engine = compiling_engine(settings)?;
         let hash = engine_hash(&engine);
         others.insert(key, (engine.clone(), hash.clone()));
         Ok((engine, hash))
@@ -159,6 +165,8 @@ impl Cache {
 
     /// [`Cache::compile`] with the `[wasm]` settings of the container: those that change
     /// compiled code select the engine (and so the entry); all of them travel in the payload.
+    /// Compiles in this process; the shim compiles in a helper instead ([`Cache::lookup`],
+    /// [`compile_entry`], [`Cache::finish`]).
     pub fn compile_with(
         &self,
         settings: &WasmSettings,
@@ -166,91 +174,66 @@ impl Cache {
         bytes: &[u8],
         export: Option<&str>,
     ) -> Result<Compiled> {
-        let (engine, engine_hash) = self.engine_for(settings)?;
-        let format =
-            match detect_bytes(name, bytes)? {
-                Entrypoint::Wasm(f) => f,
-                Entrypoint::Native => return Err(Error::InvalidModule {
-                    module: name.to_string(),
-                    reason:
-                        "not a WebAssembly module or component (no \\0asm header, not .wat text)"
-                            .into(),
-                }),
-            };
-        let is_component = match format {
-            WasmFormat::CoreModule => false,
-            WasmFormat::Component => true,
-            WasmFormat::Text => wat_is_component(bytes),
+        let job = match self.lookup(settings, name, bytes, export)? {
+            Lookup::Hit(c) => return Ok(c),
+            Lookup::Miss(job) => job,
         };
-        if is_component && export.is_some() {
-            return Err(Error::InvalidModule {
-                module: name.to_string(),
-                reason: "`#export` entry points select core module exports; this is a component"
-                    .into(),
-            });
-        }
-        let digest = digest(bytes);
-        let key = format!(
-            "{}-{}{FORMAT_SUFFIX}",
-            &digest["sha256:".len()..],
-            engine_hash
-        );
-        let payload = |kind| WasmPayload {
-            kind,
-            export: export.map(str::to_string),
-            digest: digest.clone(),
-            name: name.to_string(),
-            settings: settings.clone(),
-        };
-
-        if let Some((file, kind)) = self.hit(&key, is_component) {
-            self.dir.touch(&key);
-            return Ok(Compiled {
-                artifact: self.dir.path().join(&key),
-                file,
-                payload: payload(kind),
-                cache_hit: true,
-            });
-        }
-
-        // Miss: compile, write atomically, then open it like a hit.
-        let artifact = if is_component {
-            engine.precompile_component(bytes)
-        } else {
-            engine.precompile_module(bytes)
-        }
-        .map_err(|e| Error::InvalidModule {
-            module: name.to_string(),
-            reason: crate::chain(&e),
-        })?;
-        let kind = if is_component {
-            // SAFETY: the bytes were produced by `precompile_component` of this engine just now.
-            let c = unsafe { Component::deserialize(&engine, &artifact) }.map_err(|e| {
-                Error::Artifact {
-                    module: name.to_string(),
-                    reason: crate::chain(&e),
-                }
-            })?;
-            component_kind(&engine, name, &c)?
-        } else {
-            WasmKind::CoreModule
-        };
-        self.dir
-            .write(&key, &[&artifact, &artifact::trailer(&artifact, kind)])?;
-        let entry = self.dir.open_entry(&key)?.ok_or_else(|| Error::Cache {
-            path: self.dir.path().join(&key),
-            op: "open the entry just written",
-            source: std::io::ErrorKind::NotFound.into(),
-        })?;
+        let (engine, _) = self.engine_for(settings)?;
+        let kind = compile_and_write(&self.dir, &engine, &job, bytes)?;
+        let entry = self
+            .dir
+            .open_entry(&job.entry)?
+            .ok_or_else(|| gone(&self.dir, &job))?;
         // Our own bytes, just written: no need to hash them again.
         self.remember(version_of(&entry), kind);
-        self.dir.evict(ANY_FORMAT_SUFFIX, &key, self.max_bytes);
-        Ok(Compiled {
-            artifact: self.dir.path().join(&key),
-            file: entry.file,
-            payload: payload(kind),
-            cache_hit: false,
-        })
+        self.dir
+            .evict(ANY_FORMAT_SUFFIX, &job.entry, self.max_bytes);
+        Ok(self.compiled(&job, entry.file, kind, false))
+    }
+
+    /// Looks `bytes` (named `name`, for messages) up: the trusted entry when the cache has
+    /// one, else the [`CompileJob`] that makes it. Checks what can be checked without
+    /// compiling (the format, an `#export` on a component).
+    pub fn lookup(
+        &self,
+        settings: &WasmSettings,
+        name: &str,
+        bytes: &[u8],
+        export: Option<&str>,
+    ) -> Result<Lookup> {
+        let (_, engine_hash) = self.engine_for(settings)?;
+        let job = CompileJob::new(settings, name, bytes, export, &engine_hash)?;
+        if let Some((file, kind)) = self.hit(&job.entry, job.is_component) {
+            self.dir.touch(&job.entry);
+            return Ok(Lookup::Hit(self.compiled(&job, file, kind, true)));
+        }
+        Ok(Lookup::Miss(job))
+    }
+
+    /// The entry `job` made, written by another process ([`compile_entry`]): opened and
+    /// verified like a hit (its digest is checked), then the cache is trimmed to its bound.
+    pub fn finish(&self, job: &CompileJob) -> Result<Compiled> {
+        let (file, kind) = self
+            .hit(&job.entry, job.is_component)
+            .ok_or_else(|| gone(&self.dir, job))?;
+        self.dir
+            .evict(ANY_FORMAT_SUFFIX, &job.entry, self.max_bytes);
+        Ok(self.compiled(job, file, kind, false))
+    }
+
+    fn compiled(&self, job: &CompileJob, file: File, kind: WasmKind, cache_hit: bool) -> Compiled {
+        Compiled {
+            artifact: self.dir.path().join(&job.entry),
+            file,
+            payload: WasmPayload {
+                kind,
+                export: job.export.clone(),
+                digest: job.digest.clone(),
+                name: job.name.clone(),
+                settings: job.settings.clone(),
+            },
+            cache_hit,
+        }
     }
 
     /// The entry `key`, when it is there and trusted: opened, owned by us, private, its digest
@@ -300,4 +283,154 @@ impl Cache {
             m.insert(version, kind);
         }
     }
+}
+
+/// A module looked up in the cache ([`Cache::lookup`]).
+#[derive(Debug)]
+pub enum Lookup {
+    /// The cache has a trusted entry for it.
+    Hit(Compiled),
+    /// It must be compiled into the entry the job names.
+    Miss(CompileJob),
+}
+
+/// What a cache miss must compile, and the entry it becomes. Serializable: the shim hands it
+/// to a short-lived compile helper, which checks it against the module bytes and its own
+/// engine before compiling ([`compile_entry`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompileJob {
+    /// The module's name, for messages.
+    pub name: String,
+    /// Core modules only: the export to call instead of `_start`.
+    pub export: Option<String>,
+    /// The `[wasm]` settings: those that change compiled code select the engine.
+    pub settings: WasmSettings,
+    /// `sha256:<hex>` of the module bytes.
+    pub digest: String,
+    /// The entry's file name, `<sha256>-<engine hash>.v2.cwasm`.
+    pub entry: String,
+    pub is_component: bool,
+}
+
+impl CompileJob {
+    fn new(
+        settings: &WasmSettings,
+        name: &str,
+        bytes: &[u8],
+        export: Option<&str>,
+        engine_hash: &str,
+    ) -> Result<CompileJob> {
+        let format =
+            match detect_bytes(name, bytes)? {
+                Entrypoint::Wasm(f) => f,
+                Entrypoint::Native => return Err(Error::InvalidModule {
+                    module: name.to_string(),
+                    reason:
+                        "not a WebAssembly module or component (no \\0asm header, not .wat text)"
+                            .into(),
+                }),
+            };
+        let is_component = match format {
+            WasmFormat::CoreModule => false,
+            WasmFormat::Component => true,
+            WasmFormat::Text => wat_is_component(bytes),
+        };
+        if is_component && export.is_some() {
+            return Err(Error::InvalidModule {
+                module: name.to_string(),
+                reason: "`#export` entry points select core module exports; this is a component"
+                    .into(),
+            });
+        }
+        let digest = digest(bytes);
+        let entry = format!(
+            "{}-{engine_hash}{FORMAT_SUFFIX}",
+            &digest["sha256:".len()..]
+        );
+        Ok(CompileJob {
+            name: name.to_string(),
+            export: export.map(str::to_string),
+            settings: settings.clone(),
+            digest,
+            entry,
+            is_component,
+        })
+    }
+}
+
+/// The error for an entry that should be there and is not.
+fn gone(dir: &CacheDir, job: &CompileJob) -> Error {
+    Error::Cache {
+        path: dir.path().join(&job.entry),
+        op: "open the entry just written",
+        source: std::io::ErrorKind::NotFound.into(),
+    }
+}
+
+/// The compiling engine for `settings`, as a cache builds it ([`Cache::engine_for`]).
+fn compiling_engine(settings: &WasmSettings) -> Result<Engine> {
+    if settings.compile_key() == WasmSettings::default().compile_key() {
+        crate::new_engine()
+    } else {
+        crate::engine_for(settings)
+    }
+}
+
+/// Compiles `bytes` as `job` says and writes the entry into the cache directory `dir`
+/// (0600, atomically, with its digest trailer): the work of a compile helper, which runs in
+/// the container's cgroup so that the compile's memory is the pod's. The job must be what
+/// this process would make of the bytes with its own engine (same digest, same entry name):
+/// otherwise the entry would not be the one the caller opens.
+pub fn compile_entry(dir: &Path, job: &CompileJob, bytes: &[u8]) -> Result<WasmKind> {
+    let engine = compiling_engine(&job.settings)?;
+    let ours = CompileJob::new(
+        &job.settings,
+        &job.name,
+        bytes,
+        job.export.as_deref(),
+        &engine_hash(&engine),
+    )?;
+    if ours != *job {
+        return Err(Error::Engine(format!(
+            "compiling {}: this process makes entry {} of these bytes, not {} (a different engine or module?)",
+            job.name, ours.entry, job.entry
+        )));
+    }
+    let dir = CacheDir::open_for_writing(dir)?;
+    compile_and_write(&dir, &engine, job, bytes)
+}
+
+/// Compiles and classifies the module, and writes its entry.
+fn compile_and_write(
+    dir: &CacheDir,
+    engine: &Engine,
+    job: &CompileJob,
+    bytes: &[u8],
+) -> Result<WasmKind> {
+    let name = job.name.as_str();
+    let artifact = if job.is_component {
+        engine.precompile_component(bytes)
+    } else {
+        engine.precompile_module(bytes)
+    }
+    .map_err(|e| Error::InvalidModule {
+        module: name.to_string(),
+        reason: crate::chain(&e),
+    })?;
+    let kind = if job.is_component {
+        // SAFETY: the bytes were produced by `precompile_component` of this engine just now.
+        let c =
+            unsafe { Component::deserialize(engine, &artifact) }.map_err(|e| Error::Artifact {
+                module: name.to_string(),
+                reason: crate::chain(&e),
+            })?;
+        component_kind(engine, name, &c)?
+    } else {
+        WasmKind::CoreModule
+    };
+    dir.write(
+        &job.entry,
+        &[&artifact, &artifact::trailer(&artifact, kind)],
+    )?;
+    Ok(kind)
 }

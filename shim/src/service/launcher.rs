@@ -127,6 +127,9 @@ pub struct ExecTask<C> {
     pub container_id: String,
     pub exec_id: String,
     pub init_pid: i32,
+    /// The init's pidfd: the exec joins the namespaces of that process, not of whatever has
+    /// `init_pid` now (runtime-native `exec_ns`).
+    pub init_pidfd: Option<Arc<OwnedFd>>,
     pub process: oci_spec::runtime::Process,
     pub spec: Spec,
     pub cgroup: C,

@@ -85,10 +85,13 @@ impl TaskService<NativeLauncher> {
         );
         let rx = reaper::spawn();
         tokio::spawn(exits::dispatch(inner.clone(), rx));
-        // OCI hooks run as children of the shim, so the reaper may collect their exit status
-        // first; the hook runner then finds it in the exit book (runtime-native/src/hooks.rs).
+        // OCI hooks and compile helpers run as children of the shim, so the reaper may collect
+        // their exit status first; their waiter then finds it in the exit book
+        // (runtime-native/src/child_wait.rs).
         let book = inner.exits.clone();
-        runtime_native::hooks::set_reaped_exit_lookup(move |pid| book.claim(pid).map(|c| c as i32));
+        runtime_native::child_wait::set_reaped_exit_lookup(move |pid| {
+            book.claim(pid).map(|c| c as i32)
+        });
         TaskService { inner }
     }
 }

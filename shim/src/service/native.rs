@@ -131,6 +131,7 @@ impl NativeLauncher {
         rootfs: PathBuf,
         limits: runtime_native::tenant_file::Limits,
         settings: workload::SettingsSource,
+        cgroup: Cgroup,
         plan: impl FnOnce(&workload::PlanInput) -> ServiceResult<workload::Plan> + Send + 'static,
     ) -> ServiceResult<workload::Plan> {
         let layers = self.layer_source(container_id);
@@ -140,6 +141,7 @@ impl NativeLauncher {
                 layers: Some(&layers),
                 limits,
                 settings,
+                cgroup: Some(cgroup),
             })
         })
     }
@@ -207,6 +209,7 @@ impl BuildSteps for CreateSteps<'_> {
             made.rootfs.clone(),
             self.limits,
             settings,
+            made.cgroup.clone(),
             move |input| workload::plan_init(input, &spec),
         )?;
         let (mut stdio, holders) = launcher.open_stdio(&req.id, &req.stdio)?;
@@ -276,6 +279,7 @@ impl Launcher for NativeLauncher {
             req.rootfs.clone(),
             req.limits,
             settings,
+            req.cgroup.clone(),
             move |input| workload::plan_exec(input, &process),
         )?;
         let (mut stdio, holders) = self.open_stdio(&req.container_id, &req.stdio)?;
@@ -285,6 +289,7 @@ impl Launcher for NativeLauncher {
                 container_id: req.container_id,
                 exec_id: req.exec_id,
                 init_pid: req.init_pid,
+                init_pidfd: req.init_pidfd,
                 process: req.process,
                 spec: req.spec,
                 cgroup_procs: req.cgroup.procs_files(),

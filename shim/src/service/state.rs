@@ -402,8 +402,9 @@ impl<P, C: Clone> Container<P, C> {
 
     /// Exec Start: the request the launcher needs to clone the exec.
     pub fn begin_exec_start(&mut self, exec_id: &str) -> ServiceResult<ExecTask<C>> {
-        let (init_pid, spec, cgroup, rootfs) = (
+        let (init_pid, init_pidfd, spec, cgroup, rootfs) = (
             self.init.pid,
+            self.init.pidfd.clone(),
             self.spec.clone(),
             self.cgroup.clone(),
             self.rootfs.clone(),
@@ -418,6 +419,7 @@ impl<P, C: Clone> Container<P, C> {
             container_id: id,
             exec_id: exec_id.to_string(),
             init_pid,
+            init_pidfd,
             process,
             spec,
             cgroup,

@@ -4,10 +4,11 @@
 //! only through `runtime_native::tenant_file`: looked up inside the container's rootfs without
 //! leaving it, regular files only, a head of a few bytes to tell native from wasm, and the whole
 //! module only under the container's size limit (`[tenant_files] max_bytes` in the runtime
-//! options). Wasm is compiled here, in the shim, where threads are safe, through the node-wide
-//! cache, at most one compile per CPU at once (`crate::compile_slots`); the container process
-//! receives the opened artifact as an extra fd and the `wasm` runner (see `crate::wasm`) maps it
-//! after pivot_root. An entrypoint that is not in the rootfs may be a module the image carries
+//! options). Wasm is looked up in the node-wide cache here; a module the cache lacks is
+//! compiled by a short-lived helper process in the container's cgroup (`crate::compile_helper`:
+//! its memory is the pod's), at most one per CPU at once (`crate::compile_slots`); the container
+//! process receives the opened artifact as an extra fd and the `wasm` runner (see `crate::wasm`)
+//! maps it after pivot_root. An entrypoint that is not in the rootfs may be a module the image carries
 //! as a layer (`crate::wasm_layers`). Anything that is not wasm — or is not found — is left to
 //! the native exec path, which reports a missing entrypoint in runc's words. Planning runs on
 //! the blocking pool and is waited for at most [`PLAN_TIMEOUT`] ([`bounded`]).
@@ -34,8 +35,8 @@ pub struct SettingsSource {
 }
 
 /// How long Create or Exec waits for a plan (a lookup, a read, maybe a compile). Kubelet gives
-/// a runtime request two minutes; a compile still running when this passes goes on and lands
-/// in the node cache, so a retry is a cache hit.
+/// a runtime request two minutes. A compile helper is killed at this bound after its start, or
+/// earlier when a failed Create removes the cgroup it runs in.
 pub const PLAN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How many bytes of an entrypoint tell native from wasm (`runtime_wasm::detect_bytes`).
@@ -60,6 +61,9 @@ pub struct PlanInput<'a> {
     pub layers: Option<&'a LayerSource>,
     pub limits: Limits,
     pub settings: SettingsSource,
+    /// The container's cgroup: a module the cache lacks is compiled in a helper placed there
+    /// (`crate::compile_helper`). None only where there is no container (unit tests).
+    pub cgroup: Option<runtime_native::Cgroup>,
 }
 
 /// The plan for a container's init process.
@@ -163,11 +167,29 @@ fn wasm_plan(
     let settings = wasm::settings(settings.options.as_ref(), settings.annotations.as_ref())
         .map_err(|e| ServiceError::InvalidArgument(format!("wasm module {path}: {e}")))?;
     let cache = wasm::cache().map_err(invalid)?;
-    let compiled = {
-        let _slot = crate::compile_slots::compile_slots().take();
-        cache
-            .compile_with(&settings, path, bytes, export)
-            .map_err(invalid)?
+    let compiled = match cache
+        .lookup(&settings, path, bytes, export)
+        .map_err(invalid)?
+    {
+        runtime_wasm::Lookup::Hit(compiled) => compiled,
+        runtime_wasm::Lookup::Miss(job) => {
+            let _slot = crate::compile_slots::compile_slots().take();
+            crate::compile_helper::compile(
+                cache.dir(),
+                &job,
+                bytes,
+                input.cgroup.as_ref(),
+                PLAN_TIMEOUT,
+            )
+            .map_err(|e| {
+                if e.is_invalid_input() {
+                    ServiceError::InvalidArgument(e.to_string())
+                } else {
+                    ServiceError::Internal(e.to_string())
+                }
+            })?;
+            cache.finish(&job).map_err(invalid)?
+        }
     };
     log::info!(
         "wasm {path}: {} ({})",
@@ -248,6 +270,7 @@ mod tests {
                 ..Limits::default()
             },
             settings: SettingsSource::default(),
+            cgroup: None,
         }
     }
 
