@@ -10,44 +10,40 @@
 //! cloned by that spawner with `CLONE_PARENT`, so the caller (the shim, a child subreaper) is the
 //! parent of every container process and reaps it.
 
+// The tree by phase and concern (each folder opens with what it holds):
+//   container/  the create flow: cgroup -> rootfs -> spawn init, undo on error
+//   process/    the spawner, and what happens between clone and exec (namespaces, user
+//               namespaces, identity, hooks, helper processes)
+//   rootfs/     mounts, devices, masking, pivot, idmapped and recursive mount options
+//   cgroup/     v1 and v2 behind one interface, stats
+//   security/   seccomp, the device filter, LSMs
+//   network/    loopback and the amphi bridge
+//   fs/         opening what the host must not trust: tenant files, procfs, fds
 pub mod cgroup;
-pub mod child_wait;
 pub mod container;
-pub mod devices_bpf;
 pub mod error;
 pub mod features;
-pub mod hooks;
-pub mod identity;
-pub mod idmap;
+pub mod fs;
 pub mod memory;
-pub mod mount_attr;
 pub mod network;
-mod procfs;
+pub mod process;
 pub mod request;
-pub mod resolve;
 pub mod rootfs;
-pub mod spawner;
+pub mod security;
 pub mod spec;
-pub mod tenant_file;
 pub mod testgen;
 pub mod workload;
 
-mod bpf;
-mod child;
-mod exec_ns;
-mod fds;
-mod lsm;
-mod mountopt;
-mod ns;
 #[cfg(test)]
 mod parser_props;
-mod personality;
-mod security;
-mod sync;
-mod userns;
 
-/// seccomp lives in `security/`; the container process's setup (child.rs) reaches it here.
-use security::seccomp;
+// Crate-wide short names for modules that moved into the folders above, so the code inside
+// the crate reads `crate::child::...` as before; outside the crate the folder paths are used.
+use fs::{fds, procfs, resolve};
+use process::{child, exec_ns, ns, personality, sync, userns};
+pub use process::{child_wait, hooks, identity, spawner};
+use rootfs::{idmap, mount_attr, mountopt};
+use security::{bpf, devices_bpf, lsm, seccomp};
 
 pub use cgroup::{Cgroup, CgroupStats};
 pub use error::{Error, Result};

@@ -303,7 +303,7 @@ fn tenant_file_limits_parse_or_refuse() {
     for case in 0..CASES {
         let n = g.next_u64() >> g.below(64);
         let text = format!("[tenant_files]\nmax_bytes = {}\n", n as i64);
-        match crate::tenant_file::Limits::from_toml(&text) {
+        match crate::fs::tenant_file::Limits::from_toml(&text) {
             Ok(l) => assert!(
                 l.max_bytes == n && n > 0 && n <= i64::MAX as u64,
                 "case {case}"
@@ -314,7 +314,7 @@ fn tenant_file_limits_parse_or_refuse() {
             }
         }
         let bad = g.mutate(text.as_bytes());
-        let _ = crate::tenant_file::Limits::from_toml(&String::from_utf8_lossy(&bad));
+        let _ = crate::fs::tenant_file::Limits::from_toml(&String::from_utf8_lossy(&bad));
     }
     report("tenant_files limits", 2 * CASES, refused);
 }

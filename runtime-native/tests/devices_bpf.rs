@@ -1,6 +1,6 @@
 //! Root-only integration test: the cgroup v2 device program on this kernel. A child cgroup is
 //! made in the cgroup2 hierarchy (the unified one beside v1 on hybrid hosts), a device program
-//! is attached and updated with `runtime_native::devices_bpf::apply`, and forked children moved
+//! is attached and updated with `runtime_native::security::devices_bpf::apply`, and forked children moved
 //! into that cgroup try to open /dev/null (c 1:3) and /dev/zero (c 1:5). `harness = false`:
 //! the test forks, so it stays single-threaded.
 
@@ -10,7 +10,7 @@ use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType};
-use runtime_native::devices_bpf;
+use runtime_native::security::devices_bpf;
 
 fn rule(
     allow: bool,

@@ -1,7 +1,7 @@
 //! Native-or-wasm detection of a container entrypoint, from its first bytes.
 //!
 //! This module never opens a file: an entrypoint is a tenant's file, and the shim reads it only
-//! through `runtime_native::tenant_file` (inside the rootfs, regular files only, bounded reads),
+//! through `runtime_native::fs::tenant_file` (inside the rootfs, regular files only, bounded reads),
 //! then hands the head it read to [`detect_bytes`].
 
 use crate::{Error, Result};

@@ -1,10 +1,10 @@
 //! The shim's bounds on what it reads of tenant files, from the Create request's runtime
-//! options: the `[tenant_files]` table (`runtime_native::tenant_file::Limits`) of the same TOML
+//! options: the `[tenant_files]` table (`runtime_native::fs::tenant_file::Limits`) of the same TOML
 //! the `[network]` table lives in (`config_body`, or the file at `config_path`; see
 //! `crate::network`). No options, or options of another type, give the defaults.
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use runtime_native::tenant_file::Limits;
+use runtime_native::fs::tenant_file::Limits;
 
 use crate::network::decode_runtime_options;
 

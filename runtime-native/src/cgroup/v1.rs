@@ -314,8 +314,4 @@ mod tests {
         // Pure v2 (only the 0:: line): nothing to warm.
         assert_eq!(own_procs_file(root, "0::/user.slice\n"), None);
     }
-    use oci_spec::runtime::{
-        LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxPidsBuilder,
-        LinuxResourcesBuilder,
-    };
 }

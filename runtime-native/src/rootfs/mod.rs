@@ -10,11 +10,13 @@ use nix::mount::MsFlags;
 use oci_spec::runtime::Spec;
 
 use crate::child::{etext, R};
-use crate::mountopt;
 
 mod devices;
+pub mod idmap;
 mod inroot;
 mod masking;
+pub mod mount_attr;
+pub(crate) mod mountopt;
 mod mounts;
 mod pivot;
 mod prepared;

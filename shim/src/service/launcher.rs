@@ -99,7 +99,7 @@ pub struct Launched<P, C> {
     /// The container has its own pid namespace: when its init dies the kernel kills the rest.
     pub own_pid_ns: bool,
     /// Bounds on what the shim reads of this container's files (from the runtime options).
-    pub limits: runtime_native::tenant_file::Limits,
+    pub limits: runtime_native::fs::tenant_file::Limits,
     pub init: LaunchedProcess<P>,
 }
 
@@ -136,7 +136,7 @@ pub struct ExecTask<C> {
     /// Where the container's entrypoints are looked up ([`Launched::rootfs`]).
     pub rootfs: PathBuf,
     /// [`Launched::limits`] of the container.
-    pub limits: runtime_native::tenant_file::Limits,
+    pub limits: runtime_native::fs::tenant_file::Limits,
     pub stdio: StdioPaths,
 }
 

@@ -129,7 +129,7 @@ impl NativeLauncher {
         what: String,
         container_id: &str,
         rootfs: PathBuf,
-        limits: runtime_native::tenant_file::Limits,
+        limits: runtime_native::fs::tenant_file::Limits,
         settings: workload::SettingsSource,
         cgroup: Cgroup,
         plan: impl FnOnce(&workload::PlanInput) -> ServiceResult<workload::Plan> + Send + 'static,
@@ -176,7 +176,7 @@ struct CreateSteps<'a> {
     launcher: &'a NativeLauncher,
     req: &'a CreateTask,
     spec: &'a Spec,
-    limits: runtime_native::tenant_file::Limits,
+    limits: runtime_native::fs::tenant_file::Limits,
     record: &'a mut ContainerRecord,
     /// The init's stdio, held by the shim from `init_io` until `spawned` hands it on.
     holders: Option<StdioHolders>,

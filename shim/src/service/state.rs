@@ -280,7 +280,7 @@ pub struct Container<P, C> {
     own_pid_ns: bool,
     /// OOM kills seen so far (to tell a new one from an old one).
     oom_kills: u64,
-    limits: runtime_native::tenant_file::Limits,
+    limits: runtime_native::fs::tenant_file::Limits,
 }
 
 impl<P, C: Clone> Container<P, C> {

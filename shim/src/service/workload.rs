@@ -1,7 +1,7 @@
 //! Deciding what the container process runs: the native entrypoint, or a WebAssembly module.
 //!
 //! The entrypoint (`process.args[0]`, optionally `path#export`) is a tenant's file and is read
-//! only through `runtime_native::tenant_file`: looked up inside the container's rootfs without
+//! only through `runtime_native::fs::tenant_file`: looked up inside the container's rootfs without
 //! leaving it, regular files only, a head of a few bytes to tell native from wasm, and the whole
 //! module only under the container's size limit (`[tenant_files] max_bytes` in the runtime
 //! options). Wasm is looked up in the node-wide cache here; a module the cache lacks is
@@ -18,7 +18,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Duration;
 
-use runtime_native::tenant_file::{Limits, TenantFile, TenantFileError};
+use runtime_native::fs::tenant_file::{Limits, TenantFile, TenantFileError};
 use runtime_native::Workload;
 use runtime_wasm::Entrypoint;
 
@@ -366,7 +366,7 @@ mod tests {
         let err = plan_error(
             dir.path(),
             "/big.wasm",
-            runtime_native::tenant_file::DEFAULT_MAX_BYTES,
+            runtime_native::fs::tenant_file::DEFAULT_MAX_BYTES,
         );
         assert!(
             err.contains("/big.wasm is 3221225472 bytes") && err.contains("limit of 268435456"),
