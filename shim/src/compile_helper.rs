@@ -157,6 +157,8 @@ pub fn compile(
         })
     };
     let mut child = cmd.spawn().map_err(spawn_err)?;
+    // Killed, on a timeout, through this: the reaper may have collected the helper already.
+    let pidfd = runtime_native::identity::pidfd_open(child.id() as i32).ok();
     drop(procs);
     let header = request_header(cache_dir, job, bytes.len() as u64);
     let stdin = child.stdin.take().expect("piped stdin");
@@ -176,7 +178,10 @@ pub fn compile(
         })?,
     };
     let Some(exit) = exit else {
-        let _ = child.kill();
+        match &pidfd {
+            Some(fd) => drop(runtime_native::identity::pidfd_signal(fd, libc::SIGKILL)),
+            None => drop(child.kill()),
+        }
         let _ = child_wait::wait_child(&mut child, Some(Duration::from_secs(10)));
         return Err(CompileError::TimedOut {
             module,
