@@ -208,7 +208,8 @@ for round in 1 2; do
     id="http-$rname-$round"
     ctrx run -d --net-host --runtime "$rt" "$HIMG" "$id" /http.wasm >/dev/null
     wait_http "$rname"
-    sleep 1
+    # Idle: after the quiet time amphi's runner waits before trimming (see the memory rows).
+    sleep 4
     read -r idle _ _ < <(pss_of "$rbin")
     wrk -t2 -c50 -d"$wrk_dur" --latency http://127.0.0.1:8080/ > "$out/wrk-$rname-$round.txt"
     read -r loaded _ _ < <(pss_of "$rbin")

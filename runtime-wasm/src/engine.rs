@@ -8,7 +8,9 @@
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
-use crate::settings::{Proposals, WasmSettings};
+use crate::settings::{
+    Proposals, WasmSettings, DEFAULT_KEEP_RESIDENT, DEFAULT_TABLE_KEEP_RESIDENT,
+};
 use crate::{Error, Result};
 
 /// The engine configuration for compiling and running with default settings.
@@ -72,8 +74,8 @@ pub fn serving_config(settings: &WasmSettings) -> Result<Config> {
         .total_gc_heaps(n)
         .table_elements(p.table_elements as usize)
         .max_memory_size(usize::try_from(p.max_memory_bytes).unwrap_or(usize::MAX))
-        .linear_memory_keep_resident(usize::try_from(p.memory_keep_resident).unwrap_or(0))
-        .table_keep_resident(usize::try_from(p.table_keep_resident).unwrap_or(0))
+        .linear_memory_keep_resident(keep(p.memory_keep_resident, DEFAULT_KEEP_RESIDENT))
+        .table_keep_resident(keep(p.table_keep_resident, DEFAULT_TABLE_KEEP_RESIDENT))
         // With PAGEMAP_SCAN (Linux 6.7+) a slot's reset finds the pages the last instance
         // dirtied and restores only those, in place: no madvise, and the next instance does
         // not fault them in again. Without it, the keep-resident prefix is memset.
@@ -82,6 +84,38 @@ pub fn serving_config(settings: &WasmSettings) -> Result<Config> {
         .max_unused_warm_slots(n.min(64));
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Ok(c)
+}
+
+/// A keep-resident size: the setting, else `default` where the kernel has PAGEMAP_SCAN (a
+/// slot's reset touches only the pages the last instance dirtied) and 0 where it has not (the
+/// whole kept prefix would be memset for every request; dropping and re-faulting is cheaper).
+fn keep(setting: Option<u64>, default: u64) -> usize {
+    let bytes = setting.unwrap_or(if has_pagemap_scan() { default } else { 0 });
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
+/// PAGEMAP_SCAN came with Linux 6.7.
+fn has_pagemap_scan() -> bool {
+    // SAFETY: uname fills the struct it is given; release is NUL-terminated.
+    let release = unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return false;
+        }
+        std::ffi::CStr::from_ptr(u.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    };
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts
+        .next()
+        .and_then(|p| p.parse::<u32>().ok())
+        .unwrap_or(0);
+    let minor = parts
+        .next()
+        .and_then(|p| p.parse::<u32>().ok())
+        .unwrap_or(0);
+    (major, minor) >= (6, 7)
 }
 
 fn build(config: &Config) -> Result<Engine> {

@@ -28,6 +28,12 @@ pub struct Proposals {
     pub function_references: Option<bool>,
 }
 
+/// `memory_keep_resident` where PAGEMAP_SCAN is there: more than the few pages a small guest
+/// dirties per request, less than a large one's heap.
+pub const DEFAULT_KEEP_RESIDENT: u64 = 2 << 20;
+/// `table_keep_resident` where PAGEMAP_SCAN is there.
+pub const DEFAULT_TABLE_KEEP_RESIDENT: u64 = 64 << 10;
+
 /// Sizes of the pooling allocator that serves HTTP proxies (one instance per request).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -42,10 +48,12 @@ pub struct Pooling {
     pub max_memories_per_component: u32,
     pub max_tables_per_component: u32,
     /// Linear memory kept mapped between two instances of a slot (the pages the last instance
-    /// dirtied are restored in place rather than dropped and faulted in again), bytes.
-    pub memory_keep_resident: u64,
-    /// The same for each table, bytes.
-    pub table_keep_resident: u64,
+    /// dirtied are restored in place rather than dropped and faulted in again), bytes. Unset:
+    /// [`DEFAULT_KEEP_RESIDENT`] where the kernel has PAGEMAP_SCAN (only dirtied pages are
+    /// restored), else 0 (the kept prefix would be memset whole for every request).
+    pub memory_keep_resident: Option<u64>,
+    /// The same for each table, bytes (same default rule, [`DEFAULT_TABLE_KEEP_RESIDENT`]).
+    pub table_keep_resident: Option<u64>,
 }
 
 impl Default for Pooling {
@@ -56,8 +64,8 @@ impl Default for Pooling {
             max_core_instances_per_component: 16,
             max_memories_per_component: 4,
             max_tables_per_component: 16,
-            memory_keep_resident: 2 << 20,
-            table_keep_resident: 64 << 10,
+            memory_keep_resident: None,
+            table_keep_resident: None,
         }
     }
 }
