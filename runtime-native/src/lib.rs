@@ -42,6 +42,7 @@ mod personality;
 mod security;
 mod sync;
 mod userns;
+mod userns_join;
 
 /// seccomp lives in `security/`; the container process's setup (child.rs) reaches it here.
 use security::seccomp;

@@ -479,11 +479,6 @@ fn reopen_log(c: &mut CriCase) -> Result<()> {
     c.remove_pod(&pod)
 }
 
-/// Not instantiated yet: containerd 2.1 has the sandbox join a pinned user namespace by path
-/// (the one its netns belongs to), and amphi creates the container's mount namespace at the
-/// clone, in the host's user namespace, before joining that one, so the sandbox fails with
-/// EPERM on its first mount. runc joins the user namespace first and unshares the rest after.
-#[allow(dead_code)]
 /// A user-namespaced pod (`hostUsers: false`: the pod maps 0:200000:65536): root in the pod
 /// is uid 200000 on the host, the image's files keep their owners (idmapped layers), and an
 /// idmapped volume shows the host's root-owned files as root's and stores root's new files as
@@ -562,3 +557,4 @@ cri_e2e!(cri_host_namespaces, host_namespaces);
 cri_e2e!(cri_security_context, security_context);
 cri_e2e!(cri_streaming, streaming);
 cri_e2e!(cri_reopen_log, reopen_log);
+cri_e2e!(cri_user_namespace, user_namespace, v2_only);
