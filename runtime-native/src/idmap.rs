@@ -248,8 +248,8 @@ pub fn idmap_in_place(map: &IdmapOptions, target: &std::path::Path) -> Result<()
 /// the spec handed to the spawner binds that instead (a bind of an idmapped mount keeps its
 /// idmapping). The container process, root only in its own user namespace, could not make an
 /// idmapped mount itself (that takes CAP_SYS_ADMIN over the source filesystem's user
-/// namespace). A spec that joins a pod's user namespace (userns_join.rs) gets every other bind
-/// mount staged too, as a plain clone: its root could not even reach most sources (containerd
+/// namespace). A spec with a user namespace (a pod's, joined — userns_join.rs — or created)
+/// gets every other bind mount staged too, as a plain clone: its root could not even reach most sources (containerd
 /// keeps a pod's /dev/shm, hosts and resolv.conf under 0700 directories, kubelet its volumes),
 /// whereas the bundle directory is searchable for it. Once the container reported ready its
 /// copies exist in its mount namespace, and the staged mounts are detached (on drop).
@@ -318,7 +318,8 @@ impl StagedVolumes {
             attached: Vec::new(),
         };
         let snapshot = spec.clone();
-        let stage_binds = crate::userns_join::joins_userns(&snapshot);
+        let stage_binds =
+            crate::userns_join::joins_userns(&snapshot) || crate::userns::creates_userns(&snapshot);
         let Some(mounts) = spec.mounts_mut().as_mut() else {
             return Ok(staged);
         };
