@@ -4,9 +4,10 @@
 //! namespaced sysctls), the streaming calls (Exec, Attach, PortForward over containerd's
 //! streaming server) and log reopening.
 //!
-//! Recursive read-only volumes are not a CRI case: containerd before 2.4 (commit fd7819bcb)
-//! introspects the OCI features of `io.containerd.runc.v2` handlers only, so its CRI refuses
-//! `recursiveReadOnly` for any other handler whatever the handler's `-info` says;
+//! Recursive read-only volumes are not a CRI case: containerd 2.1 (as before 2.4, commit
+//! fd7819bcb, backported to 2.2.7 and 2.3.4) introspects the OCI features of
+//! `io.containerd.runc.v2` handlers only (2.1.9's internal/cri/server/service.go:403), so its
+//! CRI refuses `recursiveReadOnly` for any other handler whatever the handler's `-info` says;
 //! `mount_options.rs` checks `rro` through `ctr` on every version instead.
 //! Every case also runs against runc's handler with `--ignored`.
 
