@@ -544,7 +544,6 @@ fn handle(
     }
     // SAFETY: the clone gave us this new fd (or none: -1).
     let mut pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
-    let mut pid = pid;
     if let Some((ours, theirs)) = report {
         drop(theirs);
         // The intermediate's pidfd is of no use: what the caller gets is the container's.

@@ -360,6 +360,20 @@ mod tests {
         assert_eq!(split_flags(&new_user, f), (f, 0));
     }
 
+    /// A namespace path that does not open is the setup's error, naming type and path.
+    #[test]
+    fn a_missing_namespace_path_is_named() {
+        let spec = spec_with(vec![
+            ns(LinuxNamespaceType::Network, Some("/nonexistent/netns")),
+            ns(LinuxNamespaceType::User, Some("/nonexistent/user")),
+        ]);
+        let e = join_all(&spec).unwrap_err();
+        assert_eq!(
+            e,
+            "open net namespace /nonexistent/netns: no such file or directory"
+        );
+    }
+
     /// As root: the intermediate's joins end in the user namespace, as its root, with the
     /// mount namespace made afterwards owned by it (what the sandbox's first mount needs).
     #[test]
