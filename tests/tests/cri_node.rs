@@ -521,6 +521,7 @@ fn user_namespace(c: &mut CriCase) -> Result<()> {
     std::fs::create_dir_all(&plain)?;
     std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o777))?;
     let pod_userns = userns.clone();
+    let userns_for_shared_pid = userns.clone();
     let pod = c.run_pod_edited("userns", c.handler, move |p| {
         pod_security(p)
             .namespace_options
@@ -590,10 +591,18 @@ fn user_namespace(c: &mut CriCase) -> Result<()> {
         made.uid(),
         made.gid()
     );
-    if !with_idmapped_volume {
-        return c.remove_pod(&pod);
+    if with_idmapped_volume {
+        idmapped_volume_seen_from_host(pid, &idmapped)?;
     }
-    let made = std::fs::metadata(idmapped.join("made-inside"))?;
+    c.remove_pod(&pod)?;
+    shared_pid_user_namespace(c, userns_for_shared_pid)
+}
+
+/// The idmapped volume `/vol` of the container `pid`, whose host directory is `dir`: root's
+/// new file is stored as host root's, and mountinfo marks the mount idmapped (not `/plain`).
+fn idmapped_volume_seen_from_host(pid: i32, dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let made = std::fs::metadata(dir.join("made-inside"))?;
     anyhow::ensure!(
         (made.uid(), made.gid()) == (0, 0),
         "a file root made in the idmapped volume is owned by {}:{} on the host",
@@ -608,6 +617,47 @@ fn user_namespace(c: &mut CriCase) -> Result<()> {
             && !plain_opts.split(',').any(|o| o == "idmapped"),
         "/vol is not an idmapped mount (or /plain is): /vol {idmapped_opts:?}, \
          /plain {plain_opts:?}\n{mountinfo}"
+    );
+    Ok(())
+}
+
+/// A user-namespaced pod that shares its pid namespace (`shareProcessNamespace`): the
+/// container joins the sandbox's pid namespace by path together with the pod's user namespace,
+/// sees the pause process as pid 1 and may still mount its /proc (both belong to the pod's
+/// user namespace).
+fn shared_pid_user_namespace(c: &mut CriCase, userns: v1::UserNamespace) -> Result<()> {
+    let pod_userns = userns.clone();
+    let pod = c.run_pod_edited("userns-pid", c.handler, move |p| {
+        let ns = pod_security(p)
+            .namespace_options
+            .get_or_insert_with(Default::default);
+        ns.userns_options = Some(pod_userns);
+        ns.pid = v1::NamespaceMode::Pod as i32;
+    })?;
+    let id = sleeper(c, &pod, "p", false, |cfg| {
+        let ns = container_security(cfg)
+            .namespace_options
+            .get_or_insert_with(Default::default);
+        ns.userns_options = Some(userns);
+        ns.pid = v1::NamespaceMode::Pod as i32;
+    })?;
+    let out = sh(
+        c,
+        &id,
+        "cat /proc/self/uid_map; tr '\\0' ' ' < /proc/1/cmdline; echo",
+    )?;
+    let mut lines = out.lines();
+    let map: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    let init = lines.next().unwrap_or("");
+    anyhow::ensure!(
+        map == ["0", "200000", "65536"] && init.contains("pause"),
+        "shared pid namespace in a user-namespaced pod:\n{out}"
+    );
+    let pid = c.cri.container_pid(&id)?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    anyhow::ensure!(
+        status.contains("Uid:\t200000\t200000\t200000\t200000"),
+        "root of the shared-pid pod is not host uid 200000:\n{status}"
     );
     c.remove_pod(&pod)
 }
