@@ -8,7 +8,8 @@
 //! Process model (see ARCHITECTURE.md): [`Spawner::fork_before_threads`] must be called first
 //! thing in `main`, while the process is single-threaded. Every container init and every exec is
 //! cloned by that spawner with `CLONE_PARENT`, so the caller (the shim, a child subreaper) is the
-//! parent of every container process and reaps it.
+//! parent of every container process and reaps it. (An init that joins a user namespace is
+//! cloned by an intermediate the spawner reaps, and is reparented to the shim: userns_join.rs.)
 
 pub mod cgroup;
 pub mod devices_bpf;
