@@ -480,12 +480,12 @@ fn reopen_log(c: &mut CriCase) -> Result<()> {
     c.remove_pod(&pod)
 }
 
-/// The per-mount options (6th field) of the mount at `dest` in a mountinfo text.
+/// The per-mount options (6th field) of the top mount at `dest` in a mountinfo text.
 fn mount_options_at<'a>(mountinfo: &'a str, dest: &str) -> Option<&'a str> {
     mountinfo
         .lines()
-        .filter(|l| l.split_whitespace().nth(4) == Some(dest))
-        .last()
+        .rev()
+        .find(|l| l.split_whitespace().nth(4) == Some(dest))
         .and_then(|l| l.split_whitespace().nth(5))
 }
 
