@@ -5,7 +5,7 @@
 # tests (tests/src/cri_env.rs).
 #   1. pod start: RunPodSandbox + CreateContainer + StartContainer of one busybox `sleep`
 #      until ContainerStatus says RUNNING; BENCH_RUNS runs per handler, interleaved; median,
-#      p90 and the amphi/runc ratio (goal: <= 0.7x).
+#      p90 and the amphi/runc ratio (goal: <= 0.5x, issue 13).
 #   2. BENCH_BURST (20) pods started at once, one CRI connection each: pods per second
 #      (median over BENCH_BURST_ROUNDS rounds).
 # Prints a table and writes target/bench/cri.json (BENCH_OUT overrides the directory).

@@ -8,7 +8,9 @@
 //! Process model (see ARCHITECTURE.md): [`Spawner::fork_before_threads`] must be called first
 //! thing in `main`, while the process is single-threaded. Every container init and every exec is
 //! cloned by that spawner with `CLONE_PARENT`, so the caller (the shim, a child subreaper) is the
-//! parent of every container process and reaps it.
+//! parent of every container process and reaps it. (An init that joins a user namespace is
+//! cloned by an intermediate the spawner reaps, and is reparented to the shim:
+//! process/userns_join.rs.)
 
 // The tree by phase and concern (each folder opens with what it holds):
 //   container/  the create flow: cgroup -> rootfs -> spawn init, undo on error
@@ -40,7 +42,7 @@ mod parser_props;
 // Crate-wide short names for modules that moved into the folders above, so the code inside
 // the crate reads `crate::child::...` as before; outside the crate the folder paths are used.
 use fs::{fds, procfs, resolve};
-use process::{child, exec_ns, ns, personality, sync, userns};
+use process::{child, exec_ns, ns, personality, sync, userns, userns_join};
 pub use process::{child_wait, hooks, identity, spawner};
 use rootfs::{idmap, mount_attr, mountopt};
 use security::{bpf, devices_bpf, lsm, seccomp};

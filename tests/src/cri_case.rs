@@ -34,6 +34,9 @@ macro_rules! cri_e2e {
     ($name:ident, $f:expr) => {
         $crate::cri_e2e!(@versions $name, $f, [containerd_1_6 V1_6, containerd_1_7 V1_7, containerd_2_1 V2_1]);
     };
+    ($name:ident, $f:expr, since_1_7) => {
+        $crate::cri_e2e!(@versions $name, $f, [containerd_1_7 V1_7, containerd_2_1 V2_1]);
+    };
     ($name:ident, $f:expr, v2_only) => {
         $crate::cri_e2e!(@versions $name, $f, [containerd_2_1 V2_1]);
     };

@@ -4,9 +4,10 @@
 //! namespaced sysctls), the streaming calls (Exec, Attach, PortForward over containerd's
 //! streaming server) and log reopening.
 //!
-//! Recursive read-only volumes are not a CRI case: containerd before 2.4 (commit fd7819bcb)
-//! introspects the OCI features of `io.containerd.runc.v2` handlers only, so its CRI refuses
-//! `recursiveReadOnly` for any other handler whatever the handler's `-info` says;
+//! Recursive read-only volumes are not a CRI case: containerd 2.1 (as before 2.4, commit
+//! fd7819bcb, backported to 2.2.7 and 2.3.4) introspects the OCI features of
+//! `io.containerd.runc.v2` handlers only (2.1.9's internal/cri/server/service.go:403), so its
+//! CRI refuses `recursiveReadOnly` for any other handler whatever the handler's `-info` says;
 //! `mount_options.rs` checks `rro` through `ctr` on every version instead.
 //! Every case also runs against runc's handler with `--ignored`.
 
@@ -479,16 +480,28 @@ fn reopen_log(c: &mut CriCase) -> Result<()> {
     c.remove_pod(&pod)
 }
 
-/// Not instantiated yet: containerd 2.1 has the sandbox join a pinned user namespace by path
-/// (the one its netns belongs to), and amphi creates the container's mount namespace at the
-/// clone, in the host's user namespace, before joining that one, so the sandbox fails with
-/// EPERM on its first mount. runc joins the user namespace first and unshares the rest after.
-#[allow(dead_code)]
-/// A user-namespaced pod (`hostUsers: false`: the pod maps 0:200000:65536): root in the pod
-/// is uid 200000 on the host, the image's files keep their owners (idmapped layers), and an
-/// idmapped volume shows the host's root-owned files as root's and stores root's new files as
-/// host root's.
+/// The per-mount options (6th field) of the top mount at `dest` in a mountinfo text.
+fn mount_options_at<'a>(mountinfo: &'a str, dest: &str) -> Option<&'a str> {
+    mountinfo
+        .lines()
+        .rev()
+        .find(|l| l.split_whitespace().nth(4) == Some(dest))
+        .and_then(|l| l.split_whitespace().nth(5))
+}
+
+/// A user-namespaced pod (`hostUsers: false`: the pod maps 0:200000:65536 for uids and gids).
+/// Root in the pod is uid 200000 on the host: the process's uid_map and status read on the
+/// host, and a file it makes in a plain volume belongs to 200000 there. The image's files
+/// keep their owners inside (idmapped layers). A volume with the pod's mappings is an idmapped
+/// mount: the host's root-owned files show as root's, root's new files are stored as host
+/// root's. containerd 2.1 hands the sandbox a pinned user namespace to join by path (the
+/// intermediate of runtime-native/src/userns_join.rs); 1.7 has the sandbox create it and the
+/// containers join the sandbox's, and refuses idmapped volumes itself ("idmap mounts not yet
+/// supported"), so on 1.7 the pod has the plain volume only and the idmapped-volume checks
+/// are 2.1's. 1.6's CRI server ignores `userns_options` (the field is in its CRI API, nothing
+/// reads it): such a pod would run with the host's users, so the case is not instantiated there.
 fn user_namespace(c: &mut CriCase) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mapping = vec![v1::IdMapping {
         host_id: 200_000,
         container_id: 0,
@@ -499,10 +512,16 @@ fn user_namespace(c: &mut CriCase) -> Result<()> {
         uids: mapping.clone(),
         gids: mapping.clone(),
     };
-    let dir = c.cd.dir.join("userns-volume");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("owned-by-root"), "host file")?;
+    let with_idmapped_volume = c.cd.version != amphi_tests::Version::V1_7;
+    let idmapped = c.cd.dir.join("userns-idmapped");
+    std::fs::create_dir_all(&idmapped)?;
+    std::fs::write(idmapped.join("owned-by-root"), "host file")?;
+    // World-writable, so that the pod's root (an unprivileged uid here) may make a file.
+    let plain = c.cd.dir.join("userns-plain");
+    std::fs::create_dir_all(&plain)?;
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o777))?;
     let pod_userns = userns.clone();
+    let userns_for_shared_pid = userns.clone();
     let pod = c.run_pod_edited("userns", c.handler, move |p| {
         pod_security(p)
             .namespace_options
@@ -514,18 +533,29 @@ fn user_namespace(c: &mut CriCase) -> Result<()> {
             .namespace_options
             .get_or_insert_with(Default::default)
             .userns_options = Some(userns);
-        let mut vol = volume(&dir, "/vol", v1::MountPropagation::PropagationPrivate);
-        vol.uid_mappings = mapping.clone();
-        vol.gid_mappings = mapping.clone();
-        cfg.mounts.push(vol);
+        if with_idmapped_volume {
+            let mut vol = volume(&idmapped, "/vol", v1::MountPropagation::PropagationPrivate);
+            vol.uid_mappings = mapping.clone();
+            vol.gid_mappings = mapping.clone();
+            cfg.mounts.push(vol);
+        }
+        cfg.mounts.push(volume(
+            &plain,
+            "/plain",
+            v1::MountPropagation::PropagationPrivate,
+        ));
     })?;
-    let out = sh(
-        c,
-        &id,
-        "cat /proc/self/uid_map; id -u; stat -c image=%u:%g /bin/busybox; \
-         stat -c volume=%u:%g /vol/owned-by-root; touch /vol/made-inside && echo vol-write=ok; \
-         touch /rootfs-write && echo rootfs-write=ok",
-    )?;
+    let mut script = "cat /proc/self/uid_map; stat -c image=%u:%g /bin/busybox; \
+         touch /plain/made-inside && echo plain-write=ok; \
+         touch /rootfs-write && echo rootfs-write=ok"
+        .to_string();
+    let mut wants = vec!["image=0:0", "plain-write=ok", "rootfs-write=ok"];
+    if with_idmapped_volume {
+        script += "; stat -c volume=%u:%g /vol/owned-by-root; \
+                   touch /vol/made-inside && echo vol-write=ok";
+        wants.extend(["volume=0:0", "vol-write=ok"]);
+    }
+    let out = sh(c, &id, &script)?;
     let map: Vec<&str> = out
         .lines()
         .next()
@@ -536,22 +566,98 @@ fn user_namespace(c: &mut CriCase) -> Result<()> {
         map == ["0", "200000", "65536"],
         "uid_map in the pod:\n{out}"
     );
-    for want in ["image=0:0", "volume=0:0", "vol-write=ok", "rootfs-write=ok"] {
+    for want in wants {
         anyhow::ensure!(out.lines().any(|l| l == want), "{want} missing:\n{out}");
     }
+    // Seen from the host.
+    let pid = c.cri.container_pid(&id)?;
+    for file in ["uid_map", "gid_map"] {
+        let m = std::fs::read_to_string(format!("/proc/{pid}/{file}"))?;
+        anyhow::ensure!(
+            m.split_whitespace().collect::<Vec<_>>() == ["0", "200000", "65536"],
+            "/proc/{pid}/{file} on the host: {m:?}"
+        );
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    anyhow::ensure!(
+        status.contains("Uid:\t200000\t200000\t200000\t200000")
+            && status.contains("Gid:\t200000\t200000\t200000\t200000"),
+        "root in the pod is not host uid/gid 200000:\n{status}"
+    );
+    let made = std::fs::metadata(plain.join("made-inside"))?;
+    anyhow::ensure!(
+        (made.uid(), made.gid()) == (200_000, 200_000),
+        "a file root made in a plain volume is owned by {}:{} on the host, not 200000:200000",
+        made.uid(),
+        made.gid()
+    );
+    if with_idmapped_volume {
+        idmapped_volume_seen_from_host(pid, &idmapped)?;
+    }
+    c.remove_pod(&pod)?;
+    shared_pid_user_namespace(c, userns_for_shared_pid)
+}
+
+/// The idmapped volume `/vol` of the container `pid`, whose host directory is `dir`: root's
+/// new file is stored as host root's, and mountinfo marks the mount idmapped (not `/plain`).
+fn idmapped_volume_seen_from_host(pid: i32, dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let made = std::fs::metadata(dir.join("made-inside"))?;
+    anyhow::ensure!(
+        (made.uid(), made.gid()) == (0, 0),
+        "a file root made in the idmapped volume is owned by {}:{} on the host",
+        made.uid(),
+        made.gid()
+    );
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
+    let idmapped_opts = mount_options_at(&mountinfo, "/vol").unwrap_or_default();
+    let plain_opts = mount_options_at(&mountinfo, "/plain").unwrap_or_default();
+    anyhow::ensure!(
+        idmapped_opts.split(',').any(|o| o == "idmapped")
+            && !plain_opts.split(',').any(|o| o == "idmapped"),
+        "/vol is not an idmapped mount (or /plain is): /vol {idmapped_opts:?}, \
+         /plain {plain_opts:?}\n{mountinfo}"
+    );
+    Ok(())
+}
+
+/// A user-namespaced pod that shares its pid namespace (`shareProcessNamespace`): the
+/// container joins the sandbox's pid namespace by path together with the pod's user namespace,
+/// sees the pause process as pid 1 and may still mount its /proc (both belong to the pod's
+/// user namespace).
+fn shared_pid_user_namespace(c: &mut CriCase, userns: v1::UserNamespace) -> Result<()> {
+    let pod_userns = userns.clone();
+    let pod = c.run_pod_edited("userns-pid", c.handler, move |p| {
+        let ns = pod_security(p)
+            .namespace_options
+            .get_or_insert_with(Default::default);
+        ns.userns_options = Some(pod_userns);
+        ns.pid = v1::NamespaceMode::Pod as i32;
+    })?;
+    let id = sleeper(c, &pod, "p", false, |cfg| {
+        let ns = container_security(cfg)
+            .namespace_options
+            .get_or_insert_with(Default::default);
+        ns.userns_options = Some(userns);
+        ns.pid = v1::NamespaceMode::Pod as i32;
+    })?;
+    let out = sh(
+        c,
+        &id,
+        "cat /proc/self/uid_map; tr '\\0' ' ' < /proc/1/cmdline; echo",
+    )?;
+    let mut lines = out.lines();
+    let map: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    let init = lines.next().unwrap_or("");
+    anyhow::ensure!(
+        map == ["0", "200000", "65536"] && init.contains("pause"),
+        "shared pid namespace in a user-namespaced pod:\n{out}"
+    );
     let pid = c.cri.container_pid(&id)?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     anyhow::ensure!(
         status.contains("Uid:\t200000\t200000\t200000\t200000"),
-        "root in the pod is not host uid 200000:\n{status}"
-    );
-    use std::os::unix::fs::MetadataExt;
-    let made = std::fs::metadata(dir.join("made-inside"))?;
-    anyhow::ensure!(
-        made.uid() == 0 && made.gid() == 0,
-        "a file root made in the idmapped volume is owned by {}:{} on the host",
-        made.uid(),
-        made.gid()
+        "root of the shared-pid pod is not host uid 200000:\n{status}"
     );
     c.remove_pod(&pod)
 }
@@ -562,3 +668,4 @@ cri_e2e!(cri_host_namespaces, host_namespaces);
 cri_e2e!(cri_security_context, security_context);
 cri_e2e!(cri_streaming, streaming);
 cri_e2e!(cri_reopen_log, reopen_log);
+cri_e2e!(cri_user_namespace, user_namespace, since_1_7);

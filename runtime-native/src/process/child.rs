@@ -396,6 +396,11 @@ fn oom_score_adj(c: &Child, process: &Process) -> R {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
+    if cur == adj {
+        // Already set: by the user namespace intermediate (userns_join.rs), as host root,
+        // where this process could not write the file any more (it belongs to host root).
+        return Ok(());
+    }
     if let Err(e) = crate::procfs::write("self/oom_score_adj", adj.to_string().as_bytes()) {
         let perm = matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES));
         if perm && adj < cur {

@@ -13,3 +13,4 @@ pub(crate) mod personality;
 pub mod spawner;
 pub(crate) mod sync;
 pub(crate) mod userns;
+pub(crate) mod userns_join;

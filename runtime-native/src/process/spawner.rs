@@ -362,7 +362,25 @@ fn handle(
         proc_mnt: None,
     };
     let mut child_fds = child_fds;
-    let (flags, pidns_path) = clone_plan(&env.req)?;
+    let (flags, mut pidns_path) = clone_plan(&env.req)?;
+    // A spec that joins a user namespace: the spawner clones an intermediate that joins it and
+    // clones the container process with the new namespaces (userns_join.rs); it also joins
+    // a pid namespace given by path, from the host's pid namespace.
+    let joins_userns =
+        matches!(&env.req, Request::Init(r) if crate::userns_join::joins_userns(&r.spec));
+    let (flags, later_flags) = match &env.req {
+        Request::Init(r) => crate::userns_join::split_flags(&r.spec, flags),
+        Request::Exec(_) => (flags, 0),
+    };
+    let report = if joins_userns {
+        pidns_path = None;
+        Some(crate::userns_join::report_pair()?)
+    } else {
+        None
+    };
+    // The container process's parent is the shim: by CLONE_PARENT, or, for an intermediate
+    // (which the spawner reaps), by reparenting to the subreaper once the intermediate exits.
+    let parent_flag = if joins_userns { 0 } else { libc::CLONE_PARENT };
     let mut placement = placement(cgroup_procs(&env.req), on_cgroup2);
     // cgroup v2: the directory fd for CLONE_INTO_CGROUP (else fall back to writing the pid).
     let cgroup_dir = match &placement {
@@ -451,9 +469,8 @@ fn handle(
             return Err(e);
         }
     }
-    let clone_flags = flags as libc::c_ulong
-        | libc::CLONE_PARENT as libc::c_ulong
-        | libc::SIGCHLD as libc::c_ulong;
+    let clone_flags =
+        flags as libc::c_ulong | parent_flag as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
     let mut into_cgroup = false;
     let mut pid: libc::c_long = -1;
     // A pidfd from the clone itself names this process for the caller's signals even after
@@ -461,6 +478,11 @@ fn handle(
     let mut pidfd: libc::c_int = -1;
     if let Some(dir) = &cgroup_dir {
         let mut args = clone3_args(flags as u64, Some(dir.as_raw_fd()));
+        if joins_userns {
+            // The spawner's own child, reaped by it with its SIGCHLD.
+            args.flags &= !(libc::CLONE_PARENT as u64);
+            args.exit_signal = libc::SIGCHLD as u64;
+        }
         args.flags |= libc::CLONE_PIDFD as u64;
         args.pidfd = &mut pidfd as *mut libc::c_int as u64;
         // SAFETY: as for clone below; clone3 without CLONE_VM and with stack 0 is fork-like.
@@ -510,6 +532,11 @@ fn handle(
             // SAFETY: the spawner's end of the join socket.
             unsafe { libc::close(w.into_raw_fd()) };
         }
+        if let (Some((ours, theirs)), Request::Init(r)) = (report, &env.req) {
+            drop(ours);
+            // Returns only in the container process.
+            crate::userns_join::intermediate(&r.spec, later_flags, theirs);
+        }
         crate::child::main(env.req, child_fds, child_sock, st.workloads);
     }
     let err = Errno::last();
@@ -530,7 +557,13 @@ fn handle(
         return Err(format!("clone container process: {}", err.desc()));
     }
     // SAFETY: the clone gave us this new fd (or none: -1).
-    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
+    let mut pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
+    if let Some((ours, theirs)) = report {
+        drop(theirs);
+        // The intermediate's pidfd is of no use: what the caller gets is the container's.
+        let (p, fd) = crate::userns_join::await_container(ours, pid as i32)?;
+        (pid, pidfd) = (p as libc::c_long, fd);
+    }
     if let Err(e) = crate::userns::after_clone(&env.req, pid as i32, &parent_sock) {
         match &pidfd {
             Some(fd) => {

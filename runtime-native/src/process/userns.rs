@@ -220,10 +220,13 @@ fn ns_name(t: LinuxNamespaceType) -> Option<&'static str> {
     PRE_JOIN.iter().find(|(k, _)| *k == t).map(|(_, n)| *n)
 }
 
-/// The spawner enters a namespace of type `t` given by path for the clone ([`join_for_clone`],
-/// or spawner.rs for a pid namespace), so the process must not join it again.
+/// A namespace of type `t` given by path was entered before the process was cloned — by the
+/// spawner for a new user namespace ([`join_for_clone`], or spawner.rs for a pid namespace),
+/// by the intermediate for a joined one (every type: userns_join.rs) — so the process must
+/// not join it again.
 pub(crate) fn joined_by_spawner(spec: &Spec, t: LinuxNamespaceType) -> bool {
-    creates_userns(spec) && (t == LinuxNamespaceType::Pid || ns_name(t).is_some())
+    (creates_userns(spec) && (t == LinuxNamespaceType::Pid || ns_name(t).is_some()))
+        || crate::userns_join::joins_userns(spec)
 }
 
 /// Whether this process already is in the namespace `f` (of kind `t`), so joining it again is

@@ -106,7 +106,10 @@ fn mknod_or_bind(
 fn find_host_device(kind: libc::mode_t, major: u64, minor: u64) -> Option<PathBuf> {
     let rdev = nix::sys::stat::makedev(major, minor);
     for e in fs::read_dir("/dev").ok()?.flatten() {
-        if let Ok(m) = fs::metadata(e.path()) {
+        // Not through symlinks: /dev/stderr leads via /proc/self/fd/2 to whatever fd 2 is (a
+        // /dev/null opened in the runtime's mount namespace, which a bind from this mount
+        // namespace refuses with EINVAL).
+        if let Ok(m) = fs::symlink_metadata(e.path()) {
             let ft = m.file_type();
             let ok = if kind == libc::S_IFCHR {
                 ft.is_char_device()

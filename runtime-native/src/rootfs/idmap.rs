@@ -248,8 +248,11 @@ pub fn idmap_in_place(map: &IdmapOptions, target: &std::path::Path) -> Result<()
 /// the spec handed to the spawner binds that instead (a bind of an idmapped mount keeps its
 /// idmapping). The container process, root only in its own user namespace, could not make an
 /// idmapped mount itself (that takes CAP_SYS_ADMIN over the source filesystem's user
-/// namespace). Once the container reported ready its copies exist in its mount namespace, and
-/// the staged mounts are detached (on drop).
+/// namespace). A spec with a user namespace (a pod's, joined — userns_join.rs — or created)
+/// gets every other bind mount staged too, as a plain clone: its root could not even reach most sources (containerd
+/// keeps a pod's /dev/shm, hosts and resolv.conf under 0700 directories, kubelet its volumes),
+/// whereas the bundle directory is searchable for it. Once the container reported ready its
+/// copies exist in its mount namespace, and the staged mounts are detached (on drop).
 pub struct StagedVolumes {
     staging: std::path::PathBuf,
     attached: Vec<std::path::PathBuf>,
@@ -287,15 +290,21 @@ fn mount_mappings(
             m.destination().display()
         ));
     }
-    let is_bind =
-        m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
-    if !is_bind {
+    if !is_bind(m) {
         return Err(format!(
             "idmapped mount {}: only bind mounts can be idmapped",
             m.destination().display()
         ));
     }
     Ok(Some(IdmapOptions { uids, gids }))
+}
+
+fn is_bind(m: &oci_spec::runtime::Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        || m.options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind")
 }
 
 impl StagedVolumes {
@@ -309,13 +318,16 @@ impl StagedVolumes {
             attached: Vec::new(),
         };
         let snapshot = spec.clone();
+        let stage_binds =
+            crate::userns_join::joins_userns(&snapshot) || crate::userns::creates_userns(&snapshot);
         let Some(mounts) = spec.mounts_mut().as_mut() else {
             return Ok(staged);
         };
         for m in mounts.iter_mut() {
-            let Some(map) = mount_mappings(&snapshot, m)? else {
+            let map = mount_mappings(&snapshot, m)?;
+            if map.is_none() && !(stage_binds && is_bind(m)) {
                 continue;
-            };
+            }
             let Some(source) = m.source().clone() else {
                 return Err(format!(
                     "idmapped mount {}: no source",
@@ -323,7 +335,8 @@ impl StagedVolumes {
                 ));
             };
             let opts = m.options().clone().unwrap_or_default();
-            let recursive = opts.iter().any(|o| o == "rbind" || o == "ridmap");
+            let recursive = opts.iter().any(|o| o == "rbind" || o == "ridmap")
+                || m.typ().as_deref() == Some("rbind");
             if staged.attached.is_empty() {
                 std::fs::create_dir_all(staging)
                     .map_err(|e| format!("create {}: {e}", staging.display()))?;
@@ -338,20 +351,33 @@ impl StagedVolumes {
                 std::fs::File::create(&at).map(|_| ())
             };
             made.map_err(|e| format!("create {}: {e}", at.display()))?;
-            let userns = userns_fd(&map.uids, &map.gids)?;
-            let tree = crate::mount_attr::idmapped_clone(&source, userns.as_raw_fd(), recursive)
-                .map_err(|e| {
-                    format!(
-                        "idmapped clone of {} for {}: {}",
-                        source.display(),
-                        m.destination().display(),
-                        e.desc()
-                    )
-                })?;
+            let tree = match &map {
+                Some(map) => {
+                    let userns = userns_fd(&map.uids, &map.gids)?;
+                    crate::mount_attr::idmapped_clone(&source, userns.as_raw_fd(), recursive)
+                }
+                None => crate::mount_attr::clone_tree(&source, recursive),
+            };
+            let tree = tree.map_err(|e| {
+                format!(
+                    "{}clone of {} for {}: {}",
+                    if map.is_some() { "idmapped " } else { "" },
+                    source.display(),
+                    m.destination().display(),
+                    e.desc()
+                )
+            });
+            let tree = match tree {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&at).or_else(|_| std::fs::remove_dir(&at));
+                    return Err(e);
+                }
+            };
             if let Err(e) = crate::mount_attr::attach(tree.as_raw_fd(), &at) {
                 let _ = std::fs::remove_file(&at).or_else(|_| std::fs::remove_dir(&at));
                 return Err(format!(
-                    "attach the idmapped {} at {}: {}",
+                    "attach the staged {} at {}: {}",
                     source.display(),
                     at.display(),
                     e.desc()

@@ -149,19 +149,7 @@ fn setattr_fd(fd: RawFd, flags: libc::c_int, attr: &MountAttr) -> Result<(), Err
 /// appears owned by the host id that `userns`' mapping sends `k` to, so inside that user
 /// namespace it keeps owner `k`. Attach it with [`attach`].
 pub fn idmapped_clone(source: &Path, userns: RawFd, recursive: bool) -> Result<OwnedFd, Errno> {
-    let s =
-        std::ffi::CString::new(source.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
-    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
-    if recursive {
-        flags |= libc::AT_RECURSIVE as libc::c_uint;
-    }
-    // SAFETY: a NUL-terminated path that outlives the call; the result is a new fd.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, s.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: open_tree returned a new fd that nobody else owns.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let tree = clone_tree(source, recursive)?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP,
         userns_fd: userns as u64,
@@ -183,6 +171,24 @@ pub fn idmapped_clone(source: &Path, userns: RawFd, recursive: bool) -> Result<O
         return Err(Errno::last());
     }
     Ok(tree)
+}
+
+/// A detached copy of the mount tree at `source` (`open_tree(OPEN_TREE_CLONE)`, with every
+/// submount when `recursive`), to attach elsewhere with [`attach`].
+pub fn clone_tree(source: &Path, recursive: bool) -> Result<OwnedFd, Errno> {
+    let s =
+        std::ffi::CString::new(source.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: a NUL-terminated path that outlives the call; the result is a new fd.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, s.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: open_tree returned a new fd that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Attaches the detached mount `fd` at `target` (`move_mount(MOVE_MOUNT_F_EMPTY_PATH)`).

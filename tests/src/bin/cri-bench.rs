@@ -298,8 +298,8 @@ fn main() -> Result<()> {
     }
     println!();
     println!(
-        "goal: pod start <= 0.70x runc: {}",
-        if ratio <= 0.70 { "MET" } else { "NOT MET" }
+        "goal: pod start <= 0.50x runc: {}",
+        if ratio <= 0.50 { "MET" } else { "NOT MET" }
     );
     let summary = serde_json::json!({
         "containerd": version.label(),
