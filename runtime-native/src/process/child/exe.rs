@@ -1,0 +1,48 @@
+//! Finding the entrypoint: `$PATH` lookup of `process.args[0]` inside the container's root.
+
+use super::*;
+
+pub(super) fn env_path(env: &[String]) -> String {
+    env.iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .map(str::to_string)
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())
+}
+
+pub(super) fn is_executable(p: &Path) -> std::result::Result<(), Errno> {
+    let m = fs::metadata(p).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    if m.is_dir() {
+        return Err(Errno::EACCES);
+    }
+    nix::unistd::access(p, nix::unistd::AccessFlags::X_OK)?;
+    let _ = m.permissions().mode();
+    Ok(())
+}
+
+/// Resolves argv[0] inside the container: a path with a slash as is, else through `PATH`.
+pub(crate) fn resolve_exe(arg0: &str, env: &[String]) -> R<PathBuf> {
+    if arg0.is_empty() {
+        return Err("exec: the process has an empty argv[0]".into());
+    }
+    if arg0.contains('/') {
+        let p = PathBuf::from(arg0);
+        return match is_executable(&p) {
+            Ok(()) => Ok(p),
+            Err(Errno::ENOENT) => Err(format!(
+                "exec: \"{arg0}\": stat {arg0}: no such file or directory"
+            )),
+            Err(e) => Err(format!("exec: \"{arg0}\": {}", etext(e))),
+        };
+    }
+    for dir in env_path(env).split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let p = Path::new(dir).join(arg0);
+        if is_executable(&p).is_ok() {
+            return Ok(p);
+        }
+    }
+    Err(format!(
+        "exec: \"{arg0}\": executable file not found in $PATH"
+    ))
+}
