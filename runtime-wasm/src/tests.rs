@@ -675,3 +675,32 @@ fn fuel_and_time_limits_end_a_spinning_guest() {
         out.stderr
     );
 }
+
+static IDLE_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn count_idle() {
+    IDLE_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The idle hook (the text and heap trim of a sleeping guest's process) runs once the
+/// runner's runtime has been quiet, without another park or wake-up to trigger it: the first
+/// version ran at a park, so a guest that fell asleep right after start-up was never trimmed.
+#[test]
+fn idle_hook_runs_once_the_runtime_is_quiet() {
+    use std::sync::atomic::Ordering;
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    crate::loaded::watch_idle(&mut b, count_idle);
+    let rt = b.enable_all().build().unwrap();
+    let called = rt.block_on(async {
+        // Long sleeps, each one park: the watcher must call the hook while we sleep. A bound
+        // on the number of rounds turns a regression into a failure instead of a hang.
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            if IDLE_CALLS.load(Ordering::SeqCst) > 0 {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(called, "the idle hook never ran while the runtime slept");
+}
