@@ -1,4 +1,8 @@
 //! In-process tests of compile + cache + load + run with small WAT programs.
+//!
+//! Over 600 lines on purpose: every case shares the same engine, cache directory and WAT
+//! fixtures, and each is a few lines of one phase (compile, cache, load, run, signals, idle);
+//! split by phase they would each re-declare the fixtures.
 
 use std::fs::File;
 use std::io::Read;

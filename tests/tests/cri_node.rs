@@ -4,6 +4,9 @@
 //! namespaced sysctls), the streaming calls (Exec, Attach, PortForward over containerd's
 //! streaming server) and log reopening.
 //!
+//! Over 600 lines on purpose: one test binary per area (each binary is linked and started once,
+//! its cases share one fixture image and the CRI helpers), as with tests/tests/wasm.rs.
+//!
 //! Recursive read-only volumes are not a CRI case: containerd 2.1 (as before 2.4, commit
 //! fd7819bcb, backported to 2.2.7 and 2.3.4) introspects the OCI features of
 //! `io.containerd.runc.v2` handlers only (2.1.9's internal/cri/server/service.go:403), so its
@@ -495,7 +498,7 @@ fn mount_options_at<'a>(mountinfo: &'a str, dest: &str) -> Option<&'a str> {
 /// keep their owners inside (idmapped layers). A volume with the pod's mappings is an idmapped
 /// mount: the host's root-owned files show as root's, root's new files are stored as host
 /// root's. containerd 2.1 hands the sandbox a pinned user namespace to join by path (the
-/// intermediate of runtime-native/src/userns_join.rs); 1.7 has the sandbox create it and the
+/// intermediate of runtime-native/src/process/userns_join.rs); 1.7 has the sandbox create it and the
 /// containers join the sandbox's, and refuses idmapped volumes itself ("idmap mounts not yet
 /// supported"), so on 1.7 the pod has the plain volume only and the idmapped-volume checks
 /// are 2.1's. 1.6's CRI server ignores `userns_options` (the field is in its CRI API, nothing

@@ -106,7 +106,7 @@ mod wasm_seccomp {
     }
 }
 
-// ENOSYS for syscalls newer than the profile (DESIGN.md, runtime-native/src/seccomp.rs
+// ENOSYS for syscalls newer than the profile (DESIGN.md, runtime-native/src/security/seccomp/
 // `enosys_stub`): under an allow-list profile whose default is ERRNO(EPERM), a syscall number
 // above the largest one the profile names fails with ENOSYS (so glibc falls back from clone3,
 // faccessat2, ...), one below it that the profile does not name keeps the default EPERM, and

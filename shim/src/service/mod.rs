@@ -87,7 +87,7 @@ impl TaskService<NativeLauncher> {
         tokio::spawn(exits::dispatch(inner.clone(), rx));
         // OCI hooks and compile helpers run as children of the shim, so the reaper may collect
         // their exit status first; their waiter then finds it in the exit book
-        // (runtime-native/src/child_wait.rs).
+        // (runtime-native/src/process/child_wait.rs).
         let book = inner.exits.clone();
         runtime_native::child_wait::set_reaped_exit_lookup(move |pid| {
             book.claim(pid).map(|c| c as i32)
@@ -280,7 +280,7 @@ impl<L: Launcher> Inner<L> {
         self.finish_start(id, "", pid, result)
     }
 
-    /// OCI `poststart` hooks, in the runtime once the init started (runtime-native/src/hooks.rs).
+    /// OCI `poststart` hooks, in the runtime once the init started (runtime-native/src/process/hooks.rs).
     async fn poststart_hooks(&self, id: &str, pid: i32) -> ServiceResult<()> {
         let found = self.with_container(id, |c| {
             Ok(runtime_native::hooks::has(c.spec(), "poststart").then(|| {
