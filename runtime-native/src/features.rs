@@ -161,7 +161,10 @@ mod tests {
         let caps = linux["capabilities"].as_array().unwrap();
         assert!(caps.iter().any(|c| c == "CAP_SYS_ADMIN"));
         for c in caps {
-            assert!(child::limits::cap_number(c.as_str().unwrap()).is_some(), "{c}");
+            assert!(
+                child::limits::cap_number(c.as_str().unwrap()).is_some(),
+                "{c}"
+            );
         }
         assert_eq!(linux["cgroup"]["v1"], true);
         assert_eq!(linux["cgroup"]["v2"], true);

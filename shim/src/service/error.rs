@@ -22,6 +22,10 @@ pub enum ServiceError {
     /// What runtime-native reported; a bad spec is the user's fault, the rest the host's.
     #[error(transparent)]
     Runtime(#[from] runtime_native::Error),
+    /// What runtime-wasm reported: the tenant's module or settings are the user's fault; the
+    /// node's cache, engine or artifact the host's (`is_callers`).
+    #[error(transparent)]
+    Wasm(#[from] runtime_wasm::Error),
     /// A stdio target the shim opens for a process (fifo, log file, /dev/null).
     #[error("open {what} {path}: {source}")]
     OpenStdio {
@@ -75,6 +79,22 @@ pub enum ServiceError {
 
 pub type ServiceResult<T> = std::result::Result<T, ServiceError>;
 
+/// Whether a wasm error is about what the caller sent (the module, its exports and imports,
+/// the settings) rather than the node's own cache, engine or artifact.
+fn wasm_is_callers(e: &runtime_wasm::Error) -> bool {
+    use runtime_wasm::Error as E;
+    match e {
+        E::InvalidModule { .. }
+        | E::MissingExport { .. }
+        | E::UnsupportedComponent { .. }
+        | E::Link { .. }
+        | E::Settings(_) => true,
+        E::Cache { .. } | E::Artifact { .. } | E::Engine(_) | E::Payload(_) | E::Sandbox(_) => {
+            false
+        }
+    }
+}
+
 impl ServiceError {
     pub fn code(&self) -> Code {
         match self {
@@ -86,11 +106,13 @@ impl ServiceError {
             ServiceError::Runtime(runtime_native::Error::InvalidSpec { .. }) => {
                 Code::INVALID_ARGUMENT
             }
+            ServiceError::Wasm(e) if wasm_is_callers(e) => Code::INVALID_ARGUMENT,
             ServiceError::Network {
                 invalid_input: true,
                 ..
             } => Code::INVALID_ARGUMENT,
             ServiceError::Runtime(_)
+            | ServiceError::Wasm(_)
             | ServiceError::OpenStdio { .. }
             | ServiceError::SaveState { .. }
             | ServiceError::Signal { .. }
@@ -223,6 +245,23 @@ mod tests {
                 "encode metrics: truncated",
             ),
             (ServiceError::Internal("boom".into()), Code::UNKNOWN, "boom"),
+            (
+                ServiceError::Wasm(runtime_wasm::Error::InvalidModule {
+                    module: "/app.wasm".into(),
+                    reason: "bad magic".into(),
+                }),
+                Code::INVALID_ARGUMENT,
+                "wasm module /app.wasm: invalid: bad magic",
+            ),
+            (
+                ServiceError::Wasm(runtime_wasm::Error::Cache {
+                    path: "/var/lib/amphi/wasm-cache".into(),
+                    op: "create",
+                    source: io(std::io::ErrorKind::StorageFull),
+                }),
+                Code::UNKNOWN,
+                "wasm cache /var/lib/amphi/wasm-cache: create: no storage space",
+            ),
         ];
         for (err, code, msg) in cases {
             match err.into_ttrpc() {

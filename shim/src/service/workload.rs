@@ -120,7 +120,7 @@ fn plan(input: &PlanInput, process: &oci_spec::runtime::Process) -> ServiceResul
         };
     };
     let head = file.read_head(HEAD_BYTES).map_err(refused)?;
-    let kind = runtime_wasm::detect_bytes(path, &head).map_err(invalid)?;
+    let kind = runtime_wasm::detect_bytes(path, &head).map_err(ServiceError::from)?;
     if kind == Entrypoint::Native {
         return Ok(native());
     }
@@ -162,14 +162,14 @@ fn wasm_plan(
 ) -> ServiceResult<Plan> {
     // Before any compile: what one function costs to compile grows with its size.
     let max_function = usize::try_from(input.limits.max_function_bytes).unwrap_or(usize::MAX);
-    runtime_wasm::check_function_sizes(path, bytes, max_function).map_err(invalid)?;
+    runtime_wasm::check_function_sizes(path, bytes, max_function)?;
     let settings = &input.settings;
     let settings = wasm::settings(settings.options.as_ref(), settings.annotations.as_ref())
         .map_err(|e| ServiceError::InvalidArgument(format!("wasm module {path}: {e}")))?;
-    let cache = wasm::cache().map_err(invalid)?;
+    let cache = wasm::cache().map_err(ServiceError::from)?;
     let compiled = match cache
         .lookup(&settings, path, bytes, export)
-        .map_err(invalid)?
+        .map_err(ServiceError::from)?
     {
         runtime_wasm::Lookup::Hit(compiled) => compiled,
         runtime_wasm::Lookup::Miss(job) => {
@@ -188,7 +188,7 @@ fn wasm_plan(
                     ServiceError::Internal(e.to_string())
                 }
             })?;
-            cache.finish(&job).map_err(invalid)?
+            cache.finish(&job).map_err(ServiceError::from)?
         }
     };
     log::info!(
@@ -207,10 +207,6 @@ fn wasm_plan(
         },
         extra_fds: vec![OwnedFd::from(compiled.file)],
     })
-}
-
-fn invalid(e: runtime_wasm::Error) -> ServiceError {
-    ServiceError::InvalidArgument(e.to_string())
 }
 
 fn refused(e: TenantFileError) -> ServiceError {
