@@ -253,11 +253,7 @@ fn enosys_above_profile(c: &mut Case) -> Result<()> {
             .unwrap_or("")
             .to_string()
     };
-    anyhow::ensure!(
-        out.stdout.contains("probe pid=1\n"),
-        "the probe did not start under the profile: {}",
-        out.describe()
-    );
+    out.expect_stdout("probe pid=1\n", "the probe did not start under the profile")?;
     // getpid is listed: the container's init is pid 1.
     anyhow::ensure!(
         line(39) == "nr=39 ret=1 errno=0",
