@@ -31,6 +31,43 @@ fn wasm_or_native(
     }
 }
 
+/// A wasm sleeper (200 s) that stays running, or a busybox stand-in for another handler.
+fn sleeper(c: &CriCase) -> v1::ContainerConfig {
+    wasm_or_native(
+        c,
+        "sleeper",
+        WASM_SLEEPER,
+        &["200"],
+        "echo sleeper started; trap 'exit 143' TERM; while true; do sleep 0.1; done",
+    )
+}
+
+/// A busybox container that sleeps (an exec target).
+fn sleeping(name: &str) -> v1::ContainerConfig {
+    container_config(name, BUSYBOX, &["sleep", "1000"], &[])
+}
+
+/// `ip -4 addr show eth0` inside container `id`.
+fn eth0_addr(c: &CriCase, id: &str) -> Result<String> {
+    c.cri
+        .exec_sync(id, &["ip", "-4", "addr", "show", "eth0"], 10)?
+        .ok()
+}
+
+/// The pod's sandbox status, which must say READY (`when` ends the message otherwise).
+fn ready_sandbox(c: &CriCase, pod: &cri_case::Pod, when: &str) -> Result<v1::PodSandboxStatus> {
+    let st = c
+        .cri
+        .pod_sandbox_status(&pod.id)?
+        .status
+        .context("no sandbox status")?;
+    anyhow::ensure!(
+        st.state == v1::PodSandboxState::SandboxReady as i32,
+        "sandbox not ready{when}: {st:?}"
+    );
+    Ok(st)
+}
+
 fn exited(c: &CriCase, id: &str) -> Result<v1::ContainerStatus> {
     c.cri.wait_container_state(id, EXITED, WAIT)
 }
@@ -43,15 +80,7 @@ fn pod_lifecycle(c: &mut CriCase) -> Result<()> {
     let pod = c.run_pod("pod")?;
 
     // The sandbox: READY, with the handler, an address from the CNI network.
-    let st = c
-        .cri
-        .pod_sandbox_status(&pod.id)?
-        .status
-        .context("no sandbox status")?;
-    anyhow::ensure!(
-        st.state == v1::PodSandboxState::SandboxReady as i32,
-        "sandbox not ready: {st:?}"
-    );
+    let st = ready_sandbox(c, &pod, "")?;
     if c.cd.version != amphi_tests::Version::V1_6 {
         anyhow::ensure!(
             st.runtime_handler == c.handler,
@@ -78,16 +107,7 @@ fn pod_lifecycle(c: &mut CriCase) -> Result<()> {
         ),
     )?;
     // A wasm container that keeps running (exec target, stats).
-    let wasm = c.start_container(
-        &pod,
-        &wasm_or_native(
-            c,
-            "sleeper",
-            WASM_SLEEPER,
-            &["200"],
-            "echo sleeper started; trap 'exit 143' TERM; while true; do sleep 0.1; done",
-        ),
-    )?;
+    let wasm = c.start_container(&pod, &sleeper(c))?;
     // A wasm container that runs to completion.
     let hello = c.start_container(
         &pod,
@@ -173,10 +193,7 @@ fn pod_lifecycle(c: &mut CriCase) -> Result<()> {
         r.exit_code == 2 && r.stdout == "out\n" && r.stderr == "err\n",
         "exec in app: {r:?}"
     );
-    let addr = c
-        .cri
-        .exec_sync(&app, &["ip", "-4", "addr", "show", "eth0"], 10)?
-        .ok()?;
+    let addr = eth0_addr(c, &app)?;
     anyhow::ensure!(
         addr.contains(&format!("inet {ip}/")),
         "eth0 of the pod has not {ip}: {addr}"
@@ -210,10 +227,7 @@ fn pod_lifecycle(c: &mut CriCase) -> Result<()> {
         "exec exit code in the wasm container: {r:?}"
     );
     // Same network namespace: the wasm container sees the pod's eth0 address.
-    let waddr = c
-        .cri
-        .exec_sync(&wasm, &["ip", "-4", "addr", "show", "eth0"], 10)?
-        .ok()?;
+    let waddr = eth0_addr(c, &wasm)?;
     anyhow::ensure!(
         waddr.contains(&format!("inet {ip}/")),
         "wasm container not in the pod's netns: {waddr}"
@@ -459,10 +473,7 @@ fn pods_in_parallel(c: &mut CriCase) -> Result<()> {
     let mut pods = Vec::new();
     for i in 0..4 {
         let pod = c.run_pod(&format!("p{i}"))?;
-        c.start_container(
-            &pod,
-            &container_config("s", BUSYBOX, &["sleep", "1000"], &[]),
-        )?;
+        c.start_container(&pod, &sleeping("s"))?;
         pods.push(pod);
     }
     let ips: std::collections::HashSet<String> =
@@ -487,33 +498,13 @@ fn pods_in_parallel(c: &mut CriCase) -> Result<()> {
 fn containerd_restart(c: &mut CriCase) -> Result<()> {
     c.import_wasm(WASM_SLEEPER)?;
     let pod = c.run_pod("restart")?;
-    let app = c.start_container(
-        &pod,
-        &container_config("app", BUSYBOX, &["sleep", "1000"], &[]),
-    )?;
-    let wasm = c.start_container(
-        &pod,
-        &wasm_or_native(
-            c,
-            "sleeper",
-            WASM_SLEEPER,
-            &["200"],
-            "echo sleeper started; trap 'exit 143' TERM; while true; do sleep 0.1; done",
-        ),
-    )?;
+    let app = c.start_container(&pod, &sleeping("app"))?;
+    let wasm = c.start_container(&pod, &sleeper(c))?;
     c.cri.wait_container_state(&wasm, RUNNING, WAIT)?;
     let before = c.cri.container_pid(&app)?;
     c.cd.restart()?;
     c.reconnect()?;
-    let st = c
-        .cri
-        .pod_sandbox_status(&pod.id)?
-        .status
-        .context("no sandbox status")?;
-    anyhow::ensure!(
-        st.state == v1::PodSandboxState::SandboxReady as i32,
-        "sandbox not ready after the restart: {st:?}"
-    );
+    ready_sandbox(c, &pod, " after the restart")?;
     for id in [&app, &wasm] {
         c.cri
             .wait_container_state(id, RUNNING, WAIT)
@@ -539,10 +530,7 @@ fn runtime_options(c: &mut CriCase) -> Result<()> {
         c.handler
     };
     let pod = c.run_pod_with("opts", handler)?;
-    let app = c.start_container(
-        &pod,
-        &container_config("app", BUSYBOX, &["sleep", "1000"], &[]),
-    )?;
+    let app = c.start_container(&pod, &sleeping("app"))?;
     let hello = c.start_container(
         &pod,
         &wasm_or_native(c, "hello", WASM_HELLO, &[], "echo hello from wasm"),
@@ -551,10 +539,7 @@ fn runtime_options(c: &mut CriCase) -> Result<()> {
     let s = exited(c, &hello)?;
     anyhow::ensure!(s.exit_code == 0, "hello exit code {}", s.exit_code);
     let ip = c.pod_ip(&pod)?;
-    let addr = c
-        .cri
-        .exec_sync(&app, &["ip", "-4", "addr", "show", "eth0"], 10)?
-        .ok()?;
+    let addr = eth0_addr(c, &app)?;
     anyhow::ensure!(
         addr.contains(&format!("inet {ip}/")),
         "eth0 has not the CNI address {ip}: {addr}"
