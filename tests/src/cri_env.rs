@@ -5,7 +5,7 @@
 //! pause image built from a tiny static C program.
 
 use crate::cmd;
-use crate::containerd::Containerd;
+use crate::containerd::{config_head, Containerd};
 use crate::images;
 use crate::paths;
 use crate::versions::Version;
@@ -196,17 +196,6 @@ pub fn write_cni_conf(dir: &Path, cri: &CriConfig) -> Result<()> {
     Ok(())
 }
 
-/// Plugins no test daemon needs, for every version.
-const DISABLED: &str = r#"  "io.containerd.internal.v1.opt",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.blockfile",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-  "io.containerd.nri.v1.nri","#;
-
 /// The containerd config of a CRI daemon: root/state/socket of `dir`, the runtime handlers,
 /// the pause image, the private CNI network, and the settings this VM needs
 /// (`restrict_oom_score_adj`: no CAP_SYS_RESOURCE; no AppArmor; no SELinux).
@@ -229,22 +218,7 @@ pub fn containerd_config(version: Version, dir: &Path, cri: &CriConfig) -> Strin
             }
         }
         format!(
-            r#"version = 3
-root = '{root}'
-state = '{state}'
-disabled_plugins = [
-{DISABLED}
-]
-
-[grpc]
-  address = '{sock}'
-
-[ttrpc]
-  address = '{sock}.ttrpc'
-
-[debug]
-  level = 'debug'
-
+            r#"{head}
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = 'overlayfs'
 
@@ -271,9 +245,7 @@ disabled_plugins = [
   stream_server_address = '127.0.0.1'
   stream_server_port = '0'
 "#,
-            root = root.display(),
-            state = state.display(),
-            sock = sock.display(),
+            head = config_head(3, '\'', &root, &state, &sock, ""),
             pause = PAUSE_IMAGE,
             cni_bin = CNI_BIN_DIR,
             cni_conf = cni_conf.display(),
@@ -289,22 +261,7 @@ disabled_plugins = [
             }
         }
         format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = [
-{DISABLED}
-]
-
-[grpc]
-  address = "{sock}"
-
-[ttrpc]
-  address = "{sock}.ttrpc"
-
-[debug]
-  level = "debug"
-
+            r#"{head}
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause}"
   enable_selinux = false
@@ -324,9 +281,7 @@ disabled_plugins = [
   conf_dir = "{cni_conf}"
   max_conf_num = 1
 "#,
-            root = root.display(),
-            state = state.display(),
-            sock = sock.display(),
+            head = config_head(2, '"', &root, &state, &sock, ""),
             pause = PAUSE_IMAGE,
             cni_bin = CNI_BIN_DIR,
             cni_conf = cni_conf.display(),
