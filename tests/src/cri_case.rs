@@ -196,19 +196,7 @@ impl CriCase {
 
     /// CreateContainer + StartContainer; returns the container id.
     pub fn start_container(&self, pod: &Pod, config: &v1::ContainerConfig) -> Result<String> {
-        let name = config
-            .metadata
-            .as_ref()
-            .map(|m| m.name.clone())
-            .unwrap_or_default();
-        let id = self
-            .cri
-            .create_container(&pod.id, config, &pod.config)
-            .with_context(|| format!("CreateContainer {name}"))?;
-        self.cri
-            .start_container(&id)
-            .with_context(|| format!("StartContainer {name} ({id})"))?;
-        Ok(id)
+        self.cri.create_and_start(&pod.id, config, &pod.config)
     }
 
     /// StopPodSandbox + RemovePodSandbox.
