@@ -289,6 +289,15 @@ impl Case {
         Ok(parse_task_ls(&out.stdout, id))
     }
 
+    /// Fails unless task `id` is listed and RUNNING; `after` says after what, for the message.
+    pub fn expect_running(&self, id: &str, after: &str) -> Result<()> {
+        let (_, st) = self
+            .task(id)?
+            .ok_or_else(|| anyhow::anyhow!("task {id} gone {after}"))?;
+        anyhow::ensure!(st == "RUNNING", "task {id} is {st} {after}, not RUNNING");
+        Ok(())
+    }
+
     pub fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Result<()> {
         cmd::wait_for(timeout, &format!("task {id} to be {status}"), || {
             Ok(self.task(id)?.filter(|(_, s)| s == status).map(|_| ()))

@@ -68,6 +68,29 @@ fn ready_sandbox(c: &CriCase, pod: &cri_case::Pod, when: &str) -> Result<v1::Pod
     Ok(st)
 }
 
+/// A client container `name` (the wasm wget, or busybox wget for another handler) fetching
+/// `path` from `addr`; returns its exit status and its log once the response headers show.
+fn fetch(
+    c: &CriCase,
+    pod: &cri_case::Pod,
+    name: &str,
+    addr: &str,
+    path: &str,
+) -> Result<(v1::ContainerStatus, Vec<amphi_tests::cri::LogLine>)> {
+    let client = c.start_container(
+        pod,
+        &wasm_or_native(
+            c,
+            name,
+            WASM_WGET,
+            &[addr, path],
+            &format!("wget -S -q -O - http://{addr}{path} 2>&1"),
+        ),
+    )?;
+    let s = exited(c, &client)?;
+    Ok((s, c.wait_log(pod, name, "HTTP/1.")?))
+}
+
 fn exited(c: &CriCase, id: &str) -> Result<v1::ContainerStatus> {
     c.cri.wait_container_state(id, EXITED, WAIT)
 }
@@ -395,18 +418,7 @@ fn mixed_pod(c: &mut CriCase) -> Result<()> {
     );
 
     // wasm -> native: a wasm client fetching from the native server.
-    let client = c.start_container(
-        &pod,
-        &wasm_or_native(
-            c,
-            "wget",
-            WASM_WGET,
-            &["127.0.0.1:8081", "/index.html"],
-            "wget -S -q -O - http://127.0.0.1:8081/index.html 2>&1",
-        ),
-    )?;
-    let s = exited(c, &client)?;
-    let lines = c.wait_log(&pod, "wget", "HTTP/1.")?;
+    let (s, lines) = fetch(c, &pod, "wget", "127.0.0.1:8081", "/index.html")?;
     anyhow::ensure!(
         s.exit_code == 0,
         "wasm client exit code {}: {lines:?}",
@@ -418,18 +430,7 @@ fn mixed_pod(c: &mut CriCase) -> Result<()> {
     );
 
     // wasm -> wasm over localhost too.
-    let client2 = c.start_container(
-        &pod,
-        &wasm_or_native(
-            c,
-            "wget2",
-            WASM_WGET,
-            &["127.0.0.1:8080", "/from-wasm"],
-            "wget -S -q -O - http://127.0.0.1:8080/from-wasm 2>&1",
-        ),
-    )?;
-    let s = exited(c, &client2)?;
-    let lines = c.wait_log(&pod, "wget2", "HTTP/1.")?;
+    let (s, lines) = fetch(c, &pod, "wget2", "127.0.0.1:8080", "/from-wasm")?;
     anyhow::ensure!(
         s.exit_code == 0 && lines.iter().any(|l| l.content.contains(" /from-wasm)")),
         "wasm -> wasm: {lines:?}"

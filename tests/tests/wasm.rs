@@ -485,23 +485,12 @@ fn http(c: &mut Case) -> Result<()> {
     let id = c.id("http");
     c.run_detached_image(&[], image, &id, &["/http-hello.wasm"])?;
     let mut n = 0;
-    let out = cmd::wait_for(
-        Duration::from_secs(20),
+    let out = wget_until_ok(
+        c,
+        &mut n,
+        &id,
+        "http://127.0.0.1:8080/hi?x=1",
         "the wasi:http server to answer",
-        || {
-            n += 1;
-            let o = c.ctr(&[
-                "task",
-                "exec",
-                "--exec-id",
-                &format!("get{n}"),
-                &id,
-                "wget",
-                "-qO-",
-                "http://127.0.0.1:8080/hi?x=1",
-            ])?;
-            Ok(o.success().then_some(o))
-        },
     )?;
     anyhow::ensure!(
         out.stdout.contains("hello from wasi:http (") && out.stdout.contains("Get /hi?x=1)\n"),
@@ -511,23 +500,12 @@ fn http(c: &mut Case) -> Result<()> {
     // PORT from the env moves it.
     let id2 = c.id("http-port");
     c.run_detached_image(&["--env", "PORT=9090"], image, &id2, &["/http-hello.wasm"])?;
-    let out = cmd::wait_for(
-        Duration::from_secs(20),
+    let out = wget_until_ok(
+        c,
+        &mut n,
+        &id2,
+        "http://127.0.0.1:9090/p",
         "the wasi:http server on :9090",
-        || {
-            n += 1;
-            let o = c.ctr(&[
-                "task",
-                "exec",
-                "--exec-id",
-                &format!("get{n}"),
-                &id2,
-                "wget",
-                "-qO-",
-                "http://127.0.0.1:9090/p",
-            ])?;
-            Ok(o.success().then_some(o))
-        },
     )?;
     anyhow::ensure!(
         out.stdout.contains("Get /p)"),
@@ -538,10 +516,28 @@ fn http(c: &mut Case) -> Result<()> {
     c.remove(&id)
 }
 
-/// `curl ARGS` inside the network namespace of process `pid`; returns (HTTP status, body).
-/// curl's own exit status is not required to be 0: a server that answers 413 before reading
-/// the whole upload may reset the connection under curl's feet after the answer arrived.
-fn curl_in(pid: u32, args: &[&str]) -> Result<(u16, String)> {
+/// `wget -qO- URL` exec'd into container `id` (exec ids get1, get2... from `n`) until it
+/// succeeds, for at most 20 s (`what` names the wait); returns its output.
+fn wget_until_ok(c: &Case, n: &mut u32, id: &str, url: &str, what: &str) -> Result<Output> {
+    cmd::wait_for(Duration::from_secs(20), what, || {
+        *n += 1;
+        let o = c.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            &format!("get{n}"),
+            id,
+            "wget",
+            "-qO-",
+            url,
+        ])?;
+        Ok(o.success().then_some(o))
+    })
+}
+
+/// The command `curl ARGS` inside the network namespace of process `pid`, printing the HTTP
+/// status on a last line of its own.
+fn curl_command(pid: u32, args: &[&str]) -> std::process::Command {
     let mut cmd = std::process::Command::new("nsenter");
     cmd.args([
         "-t",
@@ -554,7 +550,14 @@ fn curl_in(pid: u32, args: &[&str]) -> Result<(u16, String)> {
     ])
     .args(["-w", "\n%{http_code}"])
     .args(args);
-    let out = cmd::run(cmd, Duration::from_secs(90))?;
+    cmd
+}
+
+/// `curl ARGS` inside the network namespace of process `pid`; returns (HTTP status, body).
+/// curl's own exit status is not required to be 0: a server that answers 413 before reading
+/// the whole upload may reset the connection under curl's feet after the answer arrived.
+fn curl_in(pid: u32, args: &[&str]) -> Result<(u16, String)> {
+    let out = cmd::run(curl_command(pid, args), Duration::from_secs(90))?;
     let (body, code) = out
         .stdout
         .rsplit_once('\n')
@@ -720,23 +723,7 @@ fn http_serving(c: &mut Case) -> Result<()> {
     );
     std::fs::remove_file(&file)?;
     // Drain: a request in flight when SIGTERM comes still gets its answer.
-    let mut slow = Running::spawn(
-        {
-            let mut cmd = std::process::Command::new("nsenter");
-            cmd.args([
-                "-t",
-                &pid.to_string(),
-                "-n",
-                "curl",
-                "-sS",
-                "--max-time",
-                "60",
-            ])
-            .args(["-w", "\n%{http_code}", &url("/slow?ms=1500")]);
-            cmd
-        },
-        None,
-    )?;
+    let mut slow = Running::spawn(curl_command(pid, &[&url("/slow?ms=1500")]), None)?;
     cmd::wait_for(
         Duration::from_secs(10),
         "the slow request to be in flight",
@@ -835,17 +822,7 @@ fn mixed_group(c: &mut Case) -> Result<()> {
     let ann = format!("io.containerd.runc.v2.group={}-mixed", c.cd.namespace);
     c.run_detached_image(&["--annotation", &ann], image, &w, &["/sleeper.wasm"])?;
     c.run_detached_image(&["--annotation", &ann], image, &n, &["sleep", "1000"])?;
-    let all = c.shim_processes();
-    let top = procs::top_level(&all);
-    anyhow::ensure!(
-        top.len() == 1,
-        "expected one shim serving both, found {}:\n{}",
-        top.len(),
-        all.iter()
-            .map(|p| format!("  pid {} ppid {}: {}", p.pid, p.ppid, p.cmdline_str()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    procs::expect_one_top_level(&c.shim_processes(), "shim serving both")?;
     let out = c
         .ctr(&["task", "exec", "--exec-id", "h", &n, "/hello.wasm"])?
         .ok()?;
@@ -853,13 +830,7 @@ fn mixed_group(c: &mut Case) -> Result<()> {
     c.ctr(&["task", "exec", "--exec-id", "t", &w, "true"])?
         .ok()?;
     c.remove(&w)?;
-    let (_, st) = c
-        .task(&n)?
-        .ok_or_else(|| anyhow::anyhow!("native task vanished with the wasm one"))?;
-    anyhow::ensure!(
-        st == "RUNNING",
-        "native task is {st} after removing the wasm one"
-    );
+    c.expect_running(&n, "after removing the wasm one")?;
     c.remove(&n)
 }
 
@@ -1034,26 +1005,15 @@ fn hello_module(c: &mut Case) -> Result<()> {
     let image =
         wasm_images::import_rootfs_module(&c.cd, &module, "docker.io/amphi/hello-wasm:e2e")?;
     let id = c.id("hello");
-    let out = c
-        .ctr(&["run", "--rm", "--runtime", c.runtime.name(), &image, &id])?
-        .ok()?;
+    let out = c.run_rm_image(&[], &image, &id, &[])?.ok()?;
     out.expect_stdout("hello from wasm", "wasm output")?;
     let module = wasm_images::module("exit-code", Target::P1)?;
     let image =
         wasm_images::import_rootfs_module(&c.cd, &module, "docker.io/amphi/exit-code-wasm:e2e")?;
     let id = c.id("exit");
     // ctr's args replace the image's entrypoint, so the module is named again.
-    c.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        c.runtime.name(),
-        &image,
-        &id,
-        "/exit-code.wasm",
-        "7",
-    ])?
-    .expect_code(7)?;
+    c.run_rm_image(&[], &image, &id, &["/exit-code.wasm", "7"])?
+        .expect_code(7)?;
     Ok(())
 }
 
