@@ -13,17 +13,11 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-[ "$(id -u)" = 0 ] || { echo "bench: run as root: sudo $0" >&2; exit 1; }
-command -v hyperfine >/dev/null || { echo "bench: hyperfine missing (scripts/setup.sh installs it)" >&2; exit 1; }
-[ -x target/release/containerd-shim-amphi-v1 ] || { echo "bench: build first: cargo build --release -p amphi-shim (or scripts/setup.sh)" >&2; exit 1; }
+. bench/lib-bench.sh
+bench_preflight
 runs=${BENCH_RUNS:-30}
 warmup=${BENCH_WARMUP:-5}
-case "${BENCH_CONTAINERD:-1.6}" in
-  1.6) bindir=/usr/bin ;;
-  1.7|2.1) bindir=$top/.cache/containerd/${BENCH_CONTAINERD}/usr/bin ;;
-  *) echo "bench: BENCH_CONTAINERD must be 1.6, 1.7 or 2.1" >&2; exit 1 ;;
-esac
-[ -x "$bindir/containerd" ] || { echo "bench: $bindir/containerd missing: run tests/scripts/fetch-containerd.sh" >&2; exit 1; }
+bench_containerd_bindir "$top"
 
 AMPHI_TOP=$top
 . scripts/lib-containerd.sh

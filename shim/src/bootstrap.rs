@@ -22,7 +22,7 @@ use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult, Lo
 use containerd_shim_protos::protobuf::{Enum, Message};
 
 use crate::args::Flags;
-use crate::error::{Result, ShimError};
+use crate::error::{encode, Result, ShimError};
 
 pub const PROTOCOL: &str = "ttrpc";
 
@@ -167,17 +167,15 @@ pub fn encode_reply(format: ReplyFormat, address: &str) -> Result<Vec<u8>> {
         })
         .to_string()
         .into_bytes()),
-        ReplyFormat::Bootstrap { version } => BootstrapResult {
-            version,
-            address: address.to_string(),
-            protocol: PROTOCOL.to_string(),
-            ..Default::default()
-        }
-        .write_to_bytes()
-        .map_err(|source| ShimError::Protobuf {
-            what: "BootstrapResult",
-            source,
-        }),
+        ReplyFormat::Bootstrap { version } => encode(
+            &BootstrapResult {
+                version,
+                address: address.to_string(),
+                protocol: PROTOCOL.to_string(),
+                ..Default::default()
+            },
+            "BootstrapResult",
+        ),
     }
 }
 

@@ -9,10 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use containerd_shim_protos::api::DeleteResponse;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim_protos::protobuf::Message;
 
 use crate::args::Flags;
-use crate::error::{Result, ShimError};
+use crate::error::{encode, Result, ShimError};
 use crate::record::{self, ContainerRecord};
 
 /// 128 + SIGKILL, what containerd reports for a task the shim could not wait for.
@@ -109,27 +108,26 @@ fn kill(pid: i32, start_time: u64, id: &str) {
 
 pub fn response(pid: i32, now: SystemTime) -> Result<Vec<u8>> {
     let d = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    DeleteResponse {
-        pid: pid.max(0) as u32,
-        exit_status: KILLED_STATUS,
-        exited_at: Some(Timestamp {
-            seconds: d.as_secs() as i64,
-            nanos: d.subsec_nanos() as i32,
+    encode(
+        &DeleteResponse {
+            pid: pid.max(0) as u32,
+            exit_status: KILLED_STATUS,
+            exited_at: Some(Timestamp {
+                seconds: d.as_secs() as i64,
+                nanos: d.subsec_nanos() as i32,
+                ..Default::default()
+            })
+            .into(),
             ..Default::default()
-        })
-        .into(),
-        ..Default::default()
-    }
-    .write_to_bytes()
-    .map_err(|source| ShimError::Protobuf {
-        what: "DeleteResponse",
-        source,
-    })
+        },
+        "DeleteResponse",
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use containerd_shim_protos::protobuf::Message;
     use std::time::Duration;
 
     #[test]

@@ -63,3 +63,12 @@ impl ShimError {
         move |source| ShimError::Io { op, path, source }
     }
 }
+
+/// `msg` in protobuf wire format; an error names it as `what`.
+pub fn encode(
+    msg: &impl containerd_shim_protos::protobuf::Message,
+    what: &'static str,
+) -> Result<Vec<u8>> {
+    msg.write_to_bytes()
+        .map_err(|source| ShimError::Protobuf { what, source })
+}

@@ -16,7 +16,7 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::types::introspection::{RuntimeInfo, RuntimeVersion};
 
-use crate::error::{Result, ShimError};
+use crate::error::{encode, Result, ShimError};
 use crate::{REVISION, RUNTIME_NAME, VERSION};
 
 /// containerd's type URL for runtime-spec's `features.Features` (typeurl registers it under
@@ -62,23 +62,21 @@ fn features_any() -> Result<Any> {
 
 /// `containerd.types.RuntimeInfo`: name, version, the options echoed back, the features.
 pub fn runtime_info(options: Option<Any>) -> Result<Vec<u8>> {
-    RuntimeInfo {
-        name: RUNTIME_NAME.to_string(),
-        version: Some(RuntimeVersion {
-            version: VERSION.to_string(),
-            revision: REVISION.to_string(),
+    encode(
+        &RuntimeInfo {
+            name: RUNTIME_NAME.to_string(),
+            version: Some(RuntimeVersion {
+                version: VERSION.to_string(),
+                revision: REVISION.to_string(),
+                ..Default::default()
+            })
+            .into(),
+            options: options.into(),
+            features: Some(features_any()?).into(),
             ..Default::default()
-        })
-        .into(),
-        options: options.into(),
-        features: Some(features_any()?).into(),
-        ..Default::default()
-    }
-    .write_to_bytes()
-    .map_err(|source| ShimError::Protobuf {
-        what: "RuntimeInfo",
-        source,
-    })
+        },
+        "RuntimeInfo",
+    )
 }
 
 #[cfg(test)]

@@ -132,13 +132,16 @@ impl Case {
         id: &str,
         cmd: &[&str],
     ) -> std::process::Command {
-        self.cd.ctr_command(&self.run_args(mode, opts, id, cmd))
+        self.cd
+            .ctr_command(&self.run_args(mode, opts, self.image(), id, cmd))
     }
 
+    /// `run MODE --runtime R OPTS IMAGE ID CMD...`, ctr's arguments.
     fn run_args<'a>(
         &'a self,
         mode: &[&'a str],
         opts: &[&'a str],
+        image: &'a str,
         id: &'a str,
         cmd: &[&'a str],
     ) -> Vec<&'a str> {
@@ -146,7 +149,7 @@ impl Case {
         a.extend_from_slice(mode);
         a.extend_from_slice(&["--runtime", self.runtime.name()]);
         a.extend_from_slice(opts);
-        a.push(self.image());
+        a.push(image);
         a.push(id);
         a.extend_from_slice(cmd);
         a
@@ -154,15 +157,37 @@ impl Case {
 
     /// `ctr run --rm --runtime R OPTS busybox ID CMD...` to completion.
     pub fn run_rm(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Result<Output> {
-        self.cd.ctr(&self.run_args(&["--rm"], opts, id, cmd))
+        self.run_rm_image(opts, self.image(), id, cmd)
+    }
+
+    /// `ctr run --rm ...` of `image` to completion.
+    pub fn run_rm_image(
+        &self,
+        opts: &[&str],
+        image: &str,
+        id: &str,
+        cmd: &[&str],
+    ) -> Result<Output> {
+        self.cd.ctr(&self.run_args(&["--rm"], opts, image, id, cmd))
     }
 
     /// `ctr run --rm ...` in the background (ctr's exit code is the task's); returns once the
     /// task is RUNNING.
     pub fn run_bg(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Result<Running> {
+        self.run_bg_image(opts, self.image(), id, cmd)
+    }
+
+    /// `ctr run --rm ...` of `image` in the background; returns once the task is RUNNING.
+    pub fn run_bg_image(
+        &self,
+        opts: &[&str],
+        image: &str,
+        id: &str,
+        cmd: &[&str],
+    ) -> Result<Running> {
         let mut bg = Running::spawn(
             self.cd
-                .ctr_command(&self.run_args(&["--rm"], opts, id, cmd)),
+                .ctr_command(&self.run_args(&["--rm"], opts, image, id, cmd)),
             None,
         )?;
         if let Err(e) = self.wait_status(id, "RUNNING", Duration::from_secs(30)) {
@@ -177,7 +202,20 @@ impl Case {
 
     /// `ctr run -d ...`; returns once the task is RUNNING.
     pub fn run_detached(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Result<()> {
-        self.cd.ctr(&self.run_args(&["-d"], opts, id, cmd))?.ok()?;
+        self.run_detached_image(opts, self.image(), id, cmd)
+    }
+
+    /// `ctr run -d ...` of `image`; returns once the task is RUNNING.
+    pub fn run_detached_image(
+        &self,
+        opts: &[&str],
+        image: &str,
+        id: &str,
+        cmd: &[&str],
+    ) -> Result<()> {
+        self.cd
+            .ctr(&self.run_args(&["-d"], opts, image, id, cmd))?
+            .ok()?;
         self.wait_status(id, "RUNNING", Duration::from_secs(30))
     }
 
@@ -249,6 +287,15 @@ impl Case {
     pub fn task(&self, id: &str) -> Result<Option<(u32, String)>> {
         let out = self.ctr(&["task", "ls"])?.ok()?;
         Ok(parse_task_ls(&out.stdout, id))
+    }
+
+    /// Fails unless task `id` is listed and RUNNING; `after` says after what, for the message.
+    pub fn expect_running(&self, id: &str, after: &str) -> Result<()> {
+        let (_, st) = self
+            .task(id)?
+            .ok_or_else(|| anyhow::anyhow!("task {id} gone {after}"))?;
+        anyhow::ensure!(st == "RUNNING", "task {id} is {st} {after}, not RUNNING");
+        Ok(())
     }
 
     pub fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Result<()> {

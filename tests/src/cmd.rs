@@ -57,6 +57,27 @@ impl Output {
         format!("{}{}", self.stdout, self.stderr)
     }
 
+    /// Fails with `what` and everything printed unless stdout contains `needle`.
+    pub fn expect_stdout(&self, needle: &str, what: &str) -> Result<&Self> {
+        self.expect_in(&self.stdout, needle, what)
+    }
+
+    /// Fails with `what` and everything printed unless stderr contains `needle`.
+    pub fn expect_stderr(&self, needle: &str, what: &str) -> Result<&Self> {
+        self.expect_in(&self.stderr, needle, what)
+    }
+
+    /// Fails with `what` and everything printed unless stdout or stderr contains `needle`
+    /// (as [`Output::all`] does).
+    pub fn expect_output(&self, needle: &str, what: &str) -> Result<&Self> {
+        self.expect_in(&self.all(), needle, what)
+    }
+
+    fn expect_in(&self, text: &str, needle: &str, what: &str) -> Result<&Self> {
+        anyhow::ensure!(text.contains(needle), "{what}: {}", self.describe());
+        Ok(self)
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "`{}` -> code {:?}, signal {:?}{}\n--- stdout ---\n{}\n--- stderr ---\n{}",

@@ -122,38 +122,13 @@ impl Containerd {
             return crate::cri_env::containerd_config(self.version, &self.dir, cri);
         }
         // Version 2 config: 1.6 and 1.7 read it natively, 2.x migrates it.
-        format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.cri.v1.images",
-  "io.containerd.cri.v1.runtime",
-  "io.containerd.podsandbox.controller.v1.podsandbox",
-  "io.containerd.nri.v1.nri",
-  "io.containerd.internal.v1.opt",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.blockfile",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-]
-
-[grpc]
-  address = "{sock}"
-
-[ttrpc]
-  address = "{sock}.ttrpc"
-
-[debug]
-  level = "debug"
-"#,
-            root = self.root().display(),
-            state = self.state().display(),
-            sock = self.address().display(),
+        config_head(
+            2,
+            '"',
+            &self.root(),
+            &self.state(),
+            &self.address(),
+            CRI_PLUGINS,
         )
     }
 
@@ -324,6 +299,43 @@ fn kill_our_shims(dir: &Path, address: &Path) {
             );
         }
     }
+}
+
+/// Plugins a daemon without CRI does not need, besides [`DISABLED`].
+const CRI_PLUGINS: &str = r#"  "io.containerd.grpc.v1.cri",
+  "io.containerd.cri.v1.images",
+  "io.containerd.cri.v1.runtime",
+  "io.containerd.podsandbox.controller.v1.podsandbox",
+"#;
+
+/// Plugins no test daemon needs, for every version.
+const DISABLED: &str = r#"  "io.containerd.internal.v1.opt",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.blockfile",
+  "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing",
+  "io.containerd.nri.v1.nri","#;
+
+/// The part every test daemon's config shares (`version`, root, state, disabled plugins, the
+/// grpc and ttrpc sockets, debug logs), with `q` the TOML string quote of that version's
+/// examples and `disabled` plugins to turn off besides [`DISABLED`] (whole lines).
+pub(crate) fn config_head(
+    version: u32,
+    q: char,
+    root: &Path,
+    state: &Path,
+    sock: &Path,
+    disabled: &str,
+) -> String {
+    format!(
+        "version = {version}\nroot = {q}{root}{q}\nstate = {q}{state}{q}\ndisabled_plugins = [\n{disabled}{DISABLED}\n]\n\n[grpc]\n  address = {q}{sock}{q}\n\n[ttrpc]\n  address = {q}{sock}.ttrpc{q}\n\n[debug]\n  level = {q}debug{q}\n",
+        root = root.display(),
+        state = state.display(),
+        sock = sock.display(),
+    )
 }
 
 impl Drop for Containerd {

@@ -165,6 +165,23 @@ impl CriClient {
         Ok(call!(self, runtime, create_container, "CreateContainer", req)?.container_id)
     }
 
+    /// CreateContainer in `sandbox` + StartContainer; returns the container id. Errors name
+    /// the container by its metadata name.
+    pub fn create_and_start(
+        &self,
+        sandbox: &str,
+        config: &cri::ContainerConfig,
+        sandbox_config: &cri::PodSandboxConfig,
+    ) -> Result<String> {
+        let name = container_name(config);
+        let id = self
+            .create_container(sandbox, config, sandbox_config)
+            .with_context(|| format!("CreateContainer {name}"))?;
+        self.start_container(&id)
+            .with_context(|| format!("StartContainer {name} ({id})"))?;
+        Ok(id)
+    }
+
     pub fn start_container(&self, id: &str) -> Result<()> {
         call!(
             self,
@@ -450,18 +467,33 @@ pub fn pod_config(
         linux: Some(cri::LinuxPodSandboxConfig {
             cgroup_parent: cgroup_parent.into(),
             security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: cri::NamespaceMode::Pod as i32,
-                    pid: cri::NamespaceMode::Container as i32,
-                    ipc: cri::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(pod_namespaces()),
                 ..Default::default()
             }),
             ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+/// The namespaces of a pod's sandbox and of its containers: network and IPC of the pod, a pid
+/// namespace of the container's own.
+fn pod_namespaces() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: cri::NamespaceMode::Pod as i32,
+        pid: cri::NamespaceMode::Container as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+/// The metadata name of a container config ("" without metadata).
+pub fn container_name(config: &cri::ContainerConfig) -> String {
+    config
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default()
 }
 
 /// A container config: `image`, `command` (entrypoint override; empty keeps the image's),
@@ -484,12 +516,7 @@ pub fn container_config(
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(cri::LinuxContainerResources::default()),
             security_context: Some(cri::LinuxContainerSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: cri::NamespaceMode::Pod as i32,
-                    pid: cri::NamespaceMode::Container as i32,
-                    ipc: cri::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(pod_namespaces()),
                 ..Default::default()
             }),
         }),

@@ -196,19 +196,7 @@ impl CriCase {
 
     /// CreateContainer + StartContainer; returns the container id.
     pub fn start_container(&self, pod: &Pod, config: &v1::ContainerConfig) -> Result<String> {
-        let name = config
-            .metadata
-            .as_ref()
-            .map(|m| m.name.clone())
-            .unwrap_or_default();
-        let id = self
-            .cri
-            .create_container(&pod.id, config, &pod.config)
-            .with_context(|| format!("CreateContainer {name}"))?;
-        self.cri
-            .start_container(&id)
-            .with_context(|| format!("StartContainer {name} ({id})"))?;
-        Ok(id)
+        self.cri.create_and_start(&pod.id, config, &pod.config)
     }
 
     /// StopPodSandbox + RemovePodSandbox.
@@ -272,19 +260,10 @@ impl CriCase {
 
     /// Fails unless exactly one shim daemon (top-level shim process) serves our daemon.
     pub fn expect_one_shim(&self) -> Result<()> {
-        let all = self.shim_processes();
-        let top = procs::top_level(&all);
-        anyhow::ensure!(
-            top.len() == 1,
-            "expected one {} serving the pod, found {}:\n{}",
-            self.shim_binary(),
-            top.len(),
-            all.iter()
-                .map(|p| format!("  pid {} ppid {}: {}", p.pid, p.ppid, p.cmdline_str()))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        Ok(())
+        procs::expect_one_top_level(
+            &self.shim_processes(),
+            &format!("{} serving the pod", self.shim_binary()),
+        )
     }
 
     /// The container's cgroup directory in the hierarchy holding `file` (e.g.

@@ -5,7 +5,7 @@
 //! pause image built from a tiny static C program.
 
 use crate::cmd;
-use crate::containerd::Containerd;
+use crate::containerd::{config_head, Containerd};
 use crate::images;
 use crate::paths;
 use crate::versions::Version;
@@ -196,16 +196,23 @@ pub fn write_cni_conf(dir: &Path, cri: &CriConfig) -> Result<()> {
     Ok(())
 }
 
-/// Plugins no test daemon needs, for every version.
-const DISABLED: &str = r#"  "io.containerd.internal.v1.opt",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.blockfile",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-  "io.containerd.nri.v1.nri","#;
+/// The runtime handler tables under the TOML table `runtimes`, strings quoted with `q`, each
+/// with the `extra` lines; the options handler also with its `ConfigPath`.
+fn runtime_tables(cri: &CriConfig, dir: &Path, runtimes: &str, q: char, extra: &str) -> String {
+    let mut out = String::new();
+    for (name, ty) in &cri.handlers {
+        out.push_str(&format!(
+            "[{runtimes}.{name}]\n  runtime_type = {q}{ty}{q}\n{extra}"
+        ));
+        if name == AMPHI_OPTS_HANDLER {
+            out.push_str(&format!(
+                "[{runtimes}.{name}.options]\n  ConfigPath = {q}{}{q}\n",
+                opts_config_path(dir).display()
+            ));
+        }
+    }
+    out
+}
 
 /// The containerd config of a CRI daemon: root/state/socket of `dir`, the runtime handlers,
 /// the pause image, the private CNI network, and the settings this VM needs
@@ -215,36 +222,16 @@ pub fn containerd_config(version: Version, dir: &Path, cri: &CriConfig) -> Strin
     let state = dir.join("state");
     let sock = dir.join("c.sock");
     let cni_conf = cni_conf_dir(dir);
-    let mut runtimes = String::new();
     if version.is_v2() {
-        for (name, ty) in &cri.handlers {
-            runtimes.push_str(&format!(
-                "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{name}]\n  runtime_type = '{ty}'\n  sandboxer = 'podsandbox'\n"
-            ));
-            if name == AMPHI_OPTS_HANDLER {
-                runtimes.push_str(&format!(
-                    "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{name}.options]\n  ConfigPath = '{}'\n",
-                    opts_config_path(dir).display()
-                ));
-            }
-        }
+        let runtimes = runtime_tables(
+            cri,
+            dir,
+            "plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes",
+            '\'',
+            "  sandboxer = 'podsandbox'\n",
+        );
         format!(
-            r#"version = 3
-root = '{root}'
-state = '{state}'
-disabled_plugins = [
-{DISABLED}
-]
-
-[grpc]
-  address = '{sock}'
-
-[ttrpc]
-  address = '{sock}.ttrpc'
-
-[debug]
-  level = 'debug'
-
+            r#"{head}
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = 'overlayfs'
 
@@ -271,40 +258,21 @@ disabled_plugins = [
   stream_server_address = '127.0.0.1'
   stream_server_port = '0'
 "#,
-            root = root.display(),
-            state = state.display(),
-            sock = sock.display(),
+            head = config_head(3, '\'', &root, &state, &sock, ""),
             pause = PAUSE_IMAGE,
             cni_bin = CNI_BIN_DIR,
             cni_conf = cni_conf.display(),
         )
     } else {
-        for (name, ty) in &cri.handlers {
-            runtimes.push_str(&format!("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{name}]\n  runtime_type = \"{ty}\"\n"));
-            if name == AMPHI_OPTS_HANDLER {
-                runtimes.push_str(&format!(
-                    "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{name}.options]\n  ConfigPath = \"{}\"\n",
-                    opts_config_path(dir).display()
-                ));
-            }
-        }
+        let runtimes = runtime_tables(
+            cri,
+            dir,
+            "plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes",
+            '"',
+            "",
+        );
         format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = [
-{DISABLED}
-]
-
-[grpc]
-  address = "{sock}"
-
-[ttrpc]
-  address = "{sock}.ttrpc"
-
-[debug]
-  level = "debug"
-
+            r#"{head}
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause}"
   enable_selinux = false
@@ -324,9 +292,7 @@ disabled_plugins = [
   conf_dir = "{cni_conf}"
   max_conf_num = 1
 "#,
-            root = root.display(),
-            state = state.display(),
-            sock = sock.display(),
+            head = config_head(2, '"', &root, &state, &sock, ""),
             pause = PAUSE_IMAGE,
             cni_bin = CNI_BIN_DIR,
             cni_conf = cni_conf.display(),
@@ -357,19 +323,37 @@ int main(void) {
 
 /// Compiles the pause program (`gcc -static`) into the cache dir, once.
 pub fn pause_binary() -> Result<PathBuf> {
+    compile_once("pause", "", "c", PAUSE_C, |src, tmp| {
+        let mut c = Command::new("gcc");
+        c.args(["-static", "-Os", "-s", "-o"]).arg(tmp).arg(src);
+        cmd::run(c, Duration::from_secs(120))?
+            .ok()
+            .context("compiling the pause program (needs gcc and libc6-dev)")?;
+        Ok(())
+    })
+}
+
+/// `<cache>/<name>-<hash of source><ext>`, compiled from `source` (written to a `.<src_ext>`
+/// file) by `compile(src, tmp)` into `tmp` on the first call, then renamed into place: a
+/// changed source is compiled again, an interrupted compile leaves no half-written output.
+fn compile_once(
+    name: &str,
+    ext: &str,
+    src_ext: &str,
+    source: &str,
+    compile: impl FnOnce(&Path, &Path) -> Result<()>,
+) -> Result<PathBuf> {
     let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let out = paths::cache_dir().join(format!("pause-{}", short_hash(PAUSE_C.as_bytes())));
+    let dir = paths::cache_dir();
+    let out = dir.join(format!("{name}-{}{ext}", short_hash(source.as_bytes())));
     if out.is_file() {
         return Ok(out);
     }
-    let src = paths::cache_dir().join(format!("pause.{}.c", std::process::id()));
-    let tmp = paths::cache_dir().join(format!("pause.{}.partial", std::process::id()));
-    std::fs::write(&src, PAUSE_C)?;
-    let mut c = Command::new("gcc");
-    c.args(["-static", "-Os", "-s", "-o"]).arg(&tmp).arg(&src);
-    cmd::run(c, Duration::from_secs(120))?
-        .ok()
-        .context("compiling the pause program (needs gcc and libc6-dev)")?;
+    let pid = std::process::id();
+    let src = dir.join(format!("{name}.{pid}.{src_ext}"));
+    let tmp = dir.join(format!("{name}.{pid}.partial{ext}"));
+    std::fs::write(&src, source)?;
+    compile(&src, &tmp)?;
     let _ = std::fs::remove_file(&src);
     std::fs::rename(&tmp, &out)?;
     Ok(out)
@@ -452,33 +436,25 @@ fn main() {
 
 /// Compiles [`WGET_RS`] with `rustc --target wasm32-wasip2` into the cache dir, once.
 pub fn wget_wasm() -> Result<PathBuf> {
-    let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let out = paths::cache_dir().join(format!("wget-{}.wasm", short_hash(WGET_RS.as_bytes())));
-    if out.is_file() {
-        return Ok(out);
-    }
-    let src = paths::cache_dir().join(format!("wget.{}.rs", std::process::id()));
-    let tmp = paths::cache_dir().join(format!("wget.{}.partial.wasm", std::process::id()));
-    std::fs::write(&src, WGET_RS)?;
-    let mut c = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()));
-    c.args([
-        "--edition",
-        "2021",
-        "-O",
-        "--crate-name",
-        "wget",
-        "--target",
-        "wasm32-wasip2",
-        "-o",
-    ])
-    .arg(&tmp)
-    .arg(&src);
-    cmd::run(c, Duration::from_secs(300))?
-        .ok()
-        .context("compiling wget.wasm (needs the wasm32-wasip2 rust target)")?;
-    let _ = std::fs::remove_file(&src);
-    std::fs::rename(&tmp, &out)?;
-    Ok(out)
+    compile_once("wget", ".wasm", "rs", WGET_RS, |src, tmp| {
+        let mut c = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()));
+        c.args([
+            "--edition",
+            "2021",
+            "-O",
+            "--crate-name",
+            "wget",
+            "--target",
+            "wasm32-wasip2",
+            "-o",
+        ])
+        .arg(tmp)
+        .arg(src);
+        cmd::run(c, Duration::from_secs(300))?
+            .ok()
+            .context("compiling wget.wasm (needs the wasm32-wasip2 rust target)")?;
+        Ok(())
+    })
 }
 
 /// Imports the pause image into the daemon's (CRI) namespace.

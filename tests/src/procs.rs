@@ -111,6 +111,23 @@ pub fn top_level(procs: &[Proc]) -> Vec<Proc> {
         .collect()
 }
 
+/// Fails unless exactly one of `procs` is [`top_level`] (one shim daemon); the message lists
+/// them all, with `what` naming the one expected.
+pub fn expect_one_top_level(procs: &[Proc], what: &str) -> anyhow::Result<()> {
+    let top = top_level(procs);
+    anyhow::ensure!(
+        top.len() == 1,
+        "expected one {what}, found {}:\n{}",
+        top.len(),
+        procs
+            .iter()
+            .map(|p| format!("  pid {} ppid {}: {}", p.pid, p.ppid, p.cmdline_str()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    Ok(())
+}
+
 /// comm is truncated to 15 bytes by the kernel.
 pub fn truncate_comm(name: &str) -> &str {
     &name[..name.len().min(15)]

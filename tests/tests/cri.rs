@@ -31,6 +31,66 @@ fn wasm_or_native(
     }
 }
 
+/// A wasm sleeper (200 s) that stays running, or a busybox stand-in for another handler.
+fn sleeper(c: &CriCase) -> v1::ContainerConfig {
+    wasm_or_native(
+        c,
+        "sleeper",
+        WASM_SLEEPER,
+        &["200"],
+        "echo sleeper started; trap 'exit 143' TERM; while true; do sleep 0.1; done",
+    )
+}
+
+/// A busybox container that sleeps (an exec target).
+fn sleeping(name: &str) -> v1::ContainerConfig {
+    container_config(name, BUSYBOX, &["sleep", "1000"], &[])
+}
+
+/// `ip -4 addr show eth0` inside container `id`.
+fn eth0_addr(c: &CriCase, id: &str) -> Result<String> {
+    c.cri
+        .exec_sync(id, &["ip", "-4", "addr", "show", "eth0"], 10)?
+        .ok()
+}
+
+/// The pod's sandbox status, which must say READY (`when` ends the message otherwise).
+fn ready_sandbox(c: &CriCase, pod: &cri_case::Pod, when: &str) -> Result<v1::PodSandboxStatus> {
+    let st = c
+        .cri
+        .pod_sandbox_status(&pod.id)?
+        .status
+        .context("no sandbox status")?;
+    anyhow::ensure!(
+        st.state == v1::PodSandboxState::SandboxReady as i32,
+        "sandbox not ready{when}: {st:?}"
+    );
+    Ok(st)
+}
+
+/// A client container `name` (the wasm wget, or busybox wget for another handler) fetching
+/// `path` from `addr`; returns its exit status and its log once the response headers show.
+fn fetch(
+    c: &CriCase,
+    pod: &cri_case::Pod,
+    name: &str,
+    addr: &str,
+    path: &str,
+) -> Result<(v1::ContainerStatus, Vec<amphi_tests::cri::LogLine>)> {
+    let client = c.start_container(
+        pod,
+        &wasm_or_native(
+            c,
+            name,
+            WASM_WGET,
+            &[addr, path],
+            &format!("wget -S -q -O - http://{addr}{path} 2>&1"),
+        ),
+    )?;
+    let s = exited(c, &client)?;
+    Ok((s, c.wait_log(pod, name, "HTTP/1.")?))
+}
+
 fn exited(c: &CriCase, id: &str) -> Result<v1::ContainerStatus> {
     c.cri.wait_container_state(id, EXITED, WAIT)
 }
@@ -43,15 +103,7 @@ fn pod_lifecycle(c: &mut CriCase) -> Result<()> {
     let pod = c.run_pod("pod")?;
 
     // The sandbox: READY, with the handler, an address from the CNI network.
-    let st = c
-        .cri
-        .pod_sandbox_status(&pod.id)?
-        .status
-        .context("no sandbox status")?;
-    anyhow::ensure!(
-        st.state == v1::PodSandboxState::SandboxReady as i32,
-        "sandbox not ready: {st:?}"
-    );
+    let st = ready_sandbox(c, &pod, "")?;
     if c.cd.version != amphi_tests::Version::V1_6 {
         anyhow::ensure!(
             st.runtime_handler == c.handler,
@@ -78,16 +130,7 @@ fn pod_lifecycle(c: &mut CriCase) -> Result<()> {
         ),
     )?;
     // A wasm container that keeps running (exec target, stats).
-    let wasm = c.start_container(
-        &pod,
-        &wasm_or_native(
-            c,
-            "sleeper",
-            WASM_SLEEPER,
-            &["200"],
-            "echo sleeper started; trap 'exit 143' TERM; while true; do sleep 0.1; done",
-        ),
-    )?;
+    let wasm = c.start_container(&pod, &sleeper(c))?;
     // A wasm container that runs to completion.
     let hello = c.start_container(
         &pod,
@@ -173,10 +216,7 @@ fn pod_lifecycle(c: &mut CriCase) -> Result<()> {
         r.exit_code == 2 && r.stdout == "out\n" && r.stderr == "err\n",
         "exec in app: {r:?}"
     );
-    let addr = c
-        .cri
-        .exec_sync(&app, &["ip", "-4", "addr", "show", "eth0"], 10)?
-        .ok()?;
+    let addr = eth0_addr(c, &app)?;
     anyhow::ensure!(
         addr.contains(&format!("inet {ip}/")),
         "eth0 of the pod has not {ip}: {addr}"
@@ -210,10 +250,7 @@ fn pod_lifecycle(c: &mut CriCase) -> Result<()> {
         "exec exit code in the wasm container: {r:?}"
     );
     // Same network namespace: the wasm container sees the pod's eth0 address.
-    let waddr = c
-        .cri
-        .exec_sync(&wasm, &["ip", "-4", "addr", "show", "eth0"], 10)?
-        .ok()?;
+    let waddr = eth0_addr(c, &wasm)?;
     anyhow::ensure!(
         waddr.contains(&format!("inet {ip}/")),
         "wasm container not in the pod's netns: {waddr}"
@@ -381,18 +418,7 @@ fn mixed_pod(c: &mut CriCase) -> Result<()> {
     );
 
     // wasm -> native: a wasm client fetching from the native server.
-    let client = c.start_container(
-        &pod,
-        &wasm_or_native(
-            c,
-            "wget",
-            WASM_WGET,
-            &["127.0.0.1:8081", "/index.html"],
-            "wget -S -q -O - http://127.0.0.1:8081/index.html 2>&1",
-        ),
-    )?;
-    let s = exited(c, &client)?;
-    let lines = c.wait_log(&pod, "wget", "HTTP/1.")?;
+    let (s, lines) = fetch(c, &pod, "wget", "127.0.0.1:8081", "/index.html")?;
     anyhow::ensure!(
         s.exit_code == 0,
         "wasm client exit code {}: {lines:?}",
@@ -404,18 +430,7 @@ fn mixed_pod(c: &mut CriCase) -> Result<()> {
     );
 
     // wasm -> wasm over localhost too.
-    let client2 = c.start_container(
-        &pod,
-        &wasm_or_native(
-            c,
-            "wget2",
-            WASM_WGET,
-            &["127.0.0.1:8080", "/from-wasm"],
-            "wget -S -q -O - http://127.0.0.1:8080/from-wasm 2>&1",
-        ),
-    )?;
-    let s = exited(c, &client2)?;
-    let lines = c.wait_log(&pod, "wget2", "HTTP/1.")?;
+    let (s, lines) = fetch(c, &pod, "wget2", "127.0.0.1:8080", "/from-wasm")?;
     anyhow::ensure!(
         s.exit_code == 0 && lines.iter().any(|l| l.content.contains(" /from-wasm)")),
         "wasm -> wasm: {lines:?}"
@@ -459,10 +474,7 @@ fn pods_in_parallel(c: &mut CriCase) -> Result<()> {
     let mut pods = Vec::new();
     for i in 0..4 {
         let pod = c.run_pod(&format!("p{i}"))?;
-        c.start_container(
-            &pod,
-            &container_config("s", BUSYBOX, &["sleep", "1000"], &[]),
-        )?;
+        c.start_container(&pod, &sleeping("s"))?;
         pods.push(pod);
     }
     let ips: std::collections::HashSet<String> =
@@ -487,33 +499,13 @@ fn pods_in_parallel(c: &mut CriCase) -> Result<()> {
 fn containerd_restart(c: &mut CriCase) -> Result<()> {
     c.import_wasm(WASM_SLEEPER)?;
     let pod = c.run_pod("restart")?;
-    let app = c.start_container(
-        &pod,
-        &container_config("app", BUSYBOX, &["sleep", "1000"], &[]),
-    )?;
-    let wasm = c.start_container(
-        &pod,
-        &wasm_or_native(
-            c,
-            "sleeper",
-            WASM_SLEEPER,
-            &["200"],
-            "echo sleeper started; trap 'exit 143' TERM; while true; do sleep 0.1; done",
-        ),
-    )?;
+    let app = c.start_container(&pod, &sleeping("app"))?;
+    let wasm = c.start_container(&pod, &sleeper(c))?;
     c.cri.wait_container_state(&wasm, RUNNING, WAIT)?;
     let before = c.cri.container_pid(&app)?;
     c.cd.restart()?;
     c.reconnect()?;
-    let st = c
-        .cri
-        .pod_sandbox_status(&pod.id)?
-        .status
-        .context("no sandbox status")?;
-    anyhow::ensure!(
-        st.state == v1::PodSandboxState::SandboxReady as i32,
-        "sandbox not ready after the restart: {st:?}"
-    );
+    ready_sandbox(c, &pod, " after the restart")?;
     for id in [&app, &wasm] {
         c.cri
             .wait_container_state(id, RUNNING, WAIT)
@@ -539,10 +531,7 @@ fn runtime_options(c: &mut CriCase) -> Result<()> {
         c.handler
     };
     let pod = c.run_pod_with("opts", handler)?;
-    let app = c.start_container(
-        &pod,
-        &container_config("app", BUSYBOX, &["sleep", "1000"], &[]),
-    )?;
+    let app = c.start_container(&pod, &sleeping("app"))?;
     let hello = c.start_container(
         &pod,
         &wasm_or_native(c, "hello", WASM_HELLO, &[], "echo hello from wasm"),
@@ -551,10 +540,7 @@ fn runtime_options(c: &mut CriCase) -> Result<()> {
     let s = exited(c, &hello)?;
     anyhow::ensure!(s.exit_code == 0, "hello exit code {}", s.exit_code);
     let ip = c.pod_ip(&pod)?;
-    let addr = c
-        .cri
-        .exec_sync(&app, &["ip", "-4", "addr", "show", "eth0"], 10)?
-        .ok()?;
+    let addr = eth0_addr(c, &app)?;
     anyhow::ensure!(
         addr.contains(&format!("inet {ip}/")),
         "eth0 has not the CNI address {ip}: {addr}"

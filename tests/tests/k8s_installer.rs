@@ -35,13 +35,17 @@ fn installer(v: Version) -> Result<()> {
     c.args(["config", "default"]);
     let default = cmd::run(c, Duration::from_secs(30))?.ok()?.stdout;
     std::fs::write(&cfg, &default)?;
+    // Both installs pass the same options: the second must find the handler up to date.
+    let install_with_options = || {
+        install(
+            &host,
+            &shim,
+            &["install"],
+            Some("ConfigPath = '/etc/amphi/config.toml'"),
+        )
+    };
 
-    let out = install(
-        &host,
-        &shim,
-        &["install"],
-        Some("ConfigPath = '/etc/amphi/config.toml'"),
-    )?;
+    let out = install_with_options()?;
     anyhow::ensure!(
         out.contains("added the amphi runtime handler"),
         "first run: {out}"
@@ -52,12 +56,7 @@ fn installer(v: Version) -> Result<()> {
         "binary not copied"
     );
     let patched = std::fs::read_to_string(&cfg)?;
-    let out = install(
-        &host,
-        &shim,
-        &["install"],
-        Some("ConfigPath = '/etc/amphi/config.toml'"),
-    )?;
+    let out = install_with_options()?;
     anyhow::ensure!(
         out.contains("already has the amphi handler") && out.contains("up to date"),
         "second run: {out}"

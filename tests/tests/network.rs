@@ -420,21 +420,18 @@ fn bridge_create_failure(c: &mut Case) -> Result<()> {
     let (a, b) = (c.id("fa"), c.id("fb"));
     let result = (|| -> Result<()> {
         run_detached(c, &o, &a, &["sleep", "1000"])?;
-        let ob: Vec<&str> = o.iter().map(String::as_str).collect();
-        let out = c.run_rm(&ob, &b, &["true"])?.failed()?;
-        anyhow::ensure!(
-            out.all().contains("no free address"),
-            "unexpected error: {}",
-            out.all()
-        );
-        let bad = opts(&net, &["--annotation", "io.amphi.network.mode=bogus"]);
-        let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
-        let out = c.run_rm(&bad, &b, &["true"])?.failed()?;
-        anyhow::ensure!(
-            out.all().contains("network mode"),
-            "unexpected error: {}",
-            out.all()
-        );
+        // `ctr run --rm` of b with `with` fails, naming `why`.
+        let refused = |with: &[String], why: &str| -> Result<()> {
+            let with: Vec<&str> = with.iter().map(String::as_str).collect();
+            let out = c.run_rm(&with, &b, &["true"])?.failed()?;
+            anyhow::ensure!(out.all().contains(why), "unexpected error: {}", out.all());
+            Ok(())
+        };
+        refused(&o, "no free address")?;
+        refused(
+            &opts(&net, &["--annotation", "io.amphi.network.mode=bogus"]),
+            "network mode",
+        )?;
         ensure_attached(&net, 1)?;
         Ok(())
     })();

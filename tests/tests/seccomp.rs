@@ -44,17 +44,7 @@ fn wasm_default_profile(c: &mut Case) -> Result<()> {
         let module = wasm_images::module("hello", target)?;
         let image = wasm_images::import_rootfs_module(&c.cd, &module, name)?;
         let id = c.id(&format!("wsc{tag}"));
-        let out = c
-            .ctr(&[
-                "run",
-                "--rm",
-                "--seccomp",
-                "--runtime",
-                c.runtime.name(),
-                &image,
-                &id,
-            ])?
-            .ok()?;
+        let out = c.run_rm_image(&["--seccomp"], &image, &id, &[])?.ok()?;
         anyhow::ensure!(
             out.stdout.contains("hello from wasm"),
             "wasm ({tag}) under the default seccomp profile: {}",
@@ -66,17 +56,7 @@ fn wasm_default_profile(c: &mut Case) -> Result<()> {
     let image =
         wasm_images::import_rootfs_module(&c.cd, &module, "docker.io/amphi/sleeper-wasm:e2e")?;
     let id = c.id("wscsleep");
-    c.ctr(&[
-        "run",
-        "-d",
-        "--seccomp",
-        "--runtime",
-        c.runtime.name(),
-        &image,
-        &id,
-    ])?
-    .ok()?;
-    c.wait_status(&id, "RUNNING", std::time::Duration::from_secs(30))?;
+    c.run_detached_image(&["--seccomp"], &image, &id, &[])?;
     let (pid, _) = c
         .task(&id)?
         .ok_or_else(|| anyhow::anyhow!("task {id} not listed"))?;
@@ -253,11 +233,7 @@ fn enosys_above_profile(c: &mut Case) -> Result<()> {
             .unwrap_or("")
             .to_string()
     };
-    anyhow::ensure!(
-        out.stdout.contains("probe pid=1\n"),
-        "the probe did not start under the profile: {}",
-        out.describe()
-    );
+    out.expect_stdout("probe pid=1\n", "the probe did not start under the profile")?;
     // getpid is listed: the container's init is pid 1.
     anyhow::ensure!(
         line(39) == "nr=39 ret=1 errno=0",

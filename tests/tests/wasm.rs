@@ -117,49 +117,6 @@ fn apps_image(c: &Case) -> Result<&'static str> {
 }
 
 /// `ctr run MODE --runtime amphi OPTS IMAGE ID ARGS...`
-fn run_args<'a>(
-    c: &'a Case,
-    mode: &[&'a str],
-    opts: &[&'a str],
-    image: &'a str,
-    id: &'a str,
-    args: &[&'a str],
-) -> Vec<&'a str> {
-    let mut a = vec!["run"];
-    a.extend_from_slice(mode);
-    a.extend_from_slice(&["--runtime", c.runtime.name()]);
-    a.extend_from_slice(opts);
-    a.push(image);
-    a.push(id);
-    a.extend_from_slice(args);
-    a
-}
-
-fn run_rm(c: &Case, opts: &[&str], image: &str, id: &str, args: &[&str]) -> Result<Output> {
-    c.ctr(&run_args(c, &["--rm"], opts, image, id, args))
-}
-
-fn run_detached(c: &Case, opts: &[&str], image: &str, id: &str, args: &[&str]) -> Result<()> {
-    c.ctr(&run_args(c, &["-d"], opts, image, id, args))?.ok()?;
-    c.wait_status(id, "RUNNING", Duration::from_secs(30))
-}
-
-/// `ctr run --rm` in the background; returns once the task is RUNNING.
-fn run_bg(c: &Case, opts: &[&str], image: &str, id: &str, args: &[&str]) -> Result<Running> {
-    let mut bg = Running::spawn(
-        c.cd.ctr_command(&run_args(c, &["--rm"], opts, image, id, args)),
-        None,
-    )?;
-    if let Err(e) = c.wait_status(id, "RUNNING", Duration::from_secs(30)) {
-        if bg.exited() {
-            let out = bg.wait(Duration::from_secs(1))?;
-            return Err(e).context(format!("ctr run exited: {}", out.describe()));
-        }
-        return Err(e);
-    }
-    Ok(bg)
-}
-
 /// Entries of `/` on the host that the image does not have (they must not show in a container).
 fn host_only_root_entries(image_entries: &[&str]) -> Vec<String> {
     std::fs::read_dir("/")
@@ -222,14 +179,14 @@ fn hello(c: &mut Case) -> Result<()> {
     let host_only = host_only_root_entries(&image_entries);
     for (module, tag) in [("/hello.wasm", "p1"), ("/hello-p2.wasm", "p2")] {
         let id = c.id(tag);
-        let out = run_rm(
-            c,
-            &["--env", "AMPHI_E2E_FOO=bar baz", "--env", "SECOND=2"],
-            image,
-            &id,
-            &[module, "a1", "b 2"],
-        )?
-        .ok()?;
+        let out = c
+            .run_rm_image(
+                &["--env", "AMPHI_E2E_FOO=bar baz", "--env", "SECOND=2"],
+                image,
+                &id,
+                &[module, "a1", "b 2"],
+            )?
+            .ok()?;
         let s = &out.stdout;
         for want in [
             "hello from wasm".to_string(),
@@ -292,12 +249,10 @@ fn exit_codes(c: &mut Case) -> Result<()> {
     ];
     for (i, (module, code, want)) in runs.into_iter().enumerate() {
         let id = c.id(&format!("e{i}"));
-        let out = run_rm(c, &[], image, &id, &[module, code])?.expect_code(want)?;
-        anyhow::ensure!(
-            out.stdout.contains(&format!("exiting with {code}")),
-            "output: {}",
-            out.describe()
-        );
+        let out = c
+            .run_rm_image(&[], image, &id, &[module, code])?
+            .expect_code(want)?;
+        out.expect_stdout(&format!("exiting with {code}"), "output")?;
     }
     Ok(())
 }
@@ -307,35 +262,21 @@ fn exit_codes(c: &mut Case) -> Result<()> {
 fn trap(c: &mut Case) -> Result<()> {
     let image = apps_image(c)?;
     let id = c.id("trap");
-    let out = run_rm(c, &[], image, &id, &["/trap.wasm"])?.expect_code(134)?;
-    anyhow::ensure!(
-        out.stdout.contains("about to trap"),
-        "stdout before the trap: {}",
-        out.describe()
-    );
-    anyhow::ensure!(
-        out.stderr
-            .contains("wasm `unreachable` instruction executed"),
-        "trap message missing from stderr: {}",
-        out.describe()
-    );
-    anyhow::ensure!(
-        out.stderr.contains("wasm backtrace"),
-        "wasm backtrace missing from stderr: {}",
-        out.describe()
-    );
+    let out = c
+        .run_rm_image(&[], image, &id, &["/trap.wasm"])?
+        .expect_code(134)?;
+    out.expect_stdout("about to trap", "stdout before the trap")?;
+    out.expect_stderr(
+        "wasm `unreachable` instruction executed",
+        "trap message missing from stderr",
+    )?;
+    out.expect_stderr("wasm backtrace", "wasm backtrace missing from stderr")?;
     let id = c.id("panic");
-    let out = run_rm(c, &[], image, &id, &["/trap.wasm", "panic"])?.expect_code(134)?;
-    anyhow::ensure!(
-        out.stderr.contains("trap example panicked on purpose"),
-        "panic message missing: {}",
-        out.describe()
-    );
-    anyhow::ensure!(
-        out.stderr.contains("wasm backtrace"),
-        "wasm backtrace missing from stderr: {}",
-        out.describe()
-    );
+    let out = c
+        .run_rm_image(&[], image, &id, &["/trap.wasm", "panic"])?
+        .expect_code(134)?;
+    out.expect_stderr("trap example panicked on purpose", "panic message missing")?;
+    out.expect_stderr("wasm backtrace", "wasm backtrace missing from stderr")?;
     Ok(())
 }
 
@@ -345,7 +286,7 @@ fn trap(c: &mut Case) -> Result<()> {
 fn signals(c: &mut Case) -> Result<()> {
     let image = apps_image(c)?;
     let id = c.id("term");
-    let bg = run_bg(c, &[], image, &id, &["/sleeper.wasm", "100000"])?;
+    let bg = c.run_bg_image(&[], image, &id, &["/sleeper.wasm", "100000"])?;
     // RUNNING is reported after Start; the runner installs its signal thread right after.
     std::thread::sleep(Duration::from_millis(300));
     let sent = std::time::Instant::now();
@@ -355,13 +296,9 @@ fn signals(c: &mut Case) -> Result<()> {
         "sleeping guest ended {:?} after one SIGTERM",
         sent.elapsed()
     );
-    anyhow::ensure!(
-        out.stdout.contains("sleeper started"),
-        "sleeper output: {}",
-        out.describe()
-    );
+    out.expect_stdout("sleeper started", "sleeper output")?;
     let id = c.id("kill");
-    let bg = run_bg(c, &[], image, &id, &["/sleeper.wasm"])?;
+    let bg = c.run_bg_image(&[], image, &id, &["/sleeper.wasm"])?;
     c.ctr(&["task", "kill", "-s", "SIGKILL", &id])?.ok()?;
     bg.wait(Duration::from_secs(30))?.expect_code(137)?;
     Ok(())
@@ -372,7 +309,7 @@ fn signals(c: &mut Case) -> Result<()> {
 fn process_names(c: &mut Case) -> Result<()> {
     let image = apps_image(c)?;
     let id = c.id("ps");
-    run_detached(c, &[], image, &id, &["/sleeper.wasm", "100000"])?;
+    c.run_detached_image(&[], image, &id, &["/sleeper.wasm", "100000"])?;
     let (pid, _) = c
         .task(&id)?
         .ok_or_else(|| anyhow::anyhow!("no task {id}"))?;
@@ -423,13 +360,9 @@ fn pause_metrics(c: &mut Case) -> Result<()> {
     let image = apps_image(c)?;
     let id = c.id("pm");
     // A tick every 5ms keeps it using a little CPU.
-    run_detached(c, &[], image, &id, &["/sleeper.wasm", "5"])?;
+    c.run_detached_image(&[], image, &id, &["/sleeper.wasm", "5"])?;
     let (_, m) = cpu_usage(c, &id)?;
-    anyhow::ensure!(
-        m.stdout.contains("memory"),
-        "metrics lack memory: {}",
-        m.describe()
-    );
+    m.expect_stdout("memory", "metrics lack memory")?;
     c.ctr(&["task", "pause", &id])?.ok()?;
     c.wait_status(&id, "PAUSED", Duration::from_secs(10))?;
     let (a, _) = cpu_usage(c, &id)?;
@@ -452,34 +385,33 @@ fn pause_metrics(c: &mut Case) -> Result<()> {
 /// (exit 42 from the module), rather than the kernel OOM-killing it (137).
 fn memory_limit(c: &mut Case) -> Result<()> {
     let image = apps_image(c)?;
-    let id = c.id("grow");
-    let out = run_rm(
-        c,
-        &["--memory-limit", "33554432"],
-        image,
-        &id,
-        &["/grow.wat"],
-    )?;
-    anyhow::ensure!(
-        out.code == Some(42) && out.stdout.contains("memory.grow returned -1"),
-        "expected memory.grow to fail in the guest (exit 42), got: {}",
-        out.describe()
-    );
-    // Control: with room for the whole 1 GiB, every grow succeeds (exit 1), so the -1 above
-    // came from the limit.
-    let id = c.id("grow-big");
-    let out = run_rm(
-        c,
-        &["--memory-limit", "2147483648"],
-        image,
-        &id,
-        &["/grow.wat"],
-    )?;
-    anyhow::ensure!(
-        out.code == Some(1) && out.stdout.contains("memory.grow never failed"),
-        "with a 2 GiB limit every grow should succeed (exit 1), got: {}",
-        out.describe()
-    );
+    // The control, with room for the whole 1 GiB: every grow succeeds (exit 1), so the -1 of
+    // the first run came from the limit.
+    let runs = [
+        (
+            "grow",
+            "33554432",
+            42,
+            "memory.grow returned -1",
+            "expected memory.grow to fail in the guest (exit 42), got",
+        ),
+        (
+            "grow-big",
+            "2147483648",
+            1,
+            "memory.grow never failed",
+            "with a 2 GiB limit every grow should succeed (exit 1), got",
+        ),
+    ];
+    for (tag, limit, code, says, what) in runs {
+        let id = c.id(tag);
+        let out = c.run_rm_image(&["--memory-limit", limit], image, &id, &["/grow.wat"])?;
+        anyhow::ensure!(
+            out.code == Some(code) && out.stdout.contains(says),
+            "{what}: {}",
+            out.describe()
+        );
+    }
     Ok(())
 }
 
@@ -487,7 +419,7 @@ fn memory_limit(c: &mut Case) -> Result<()> {
 fn exec(c: &mut Case) -> Result<()> {
     let image = apps_image(c)?;
     let id = c.id("x");
-    run_detached(c, &[], image, &id, &["/sleeper.wasm"])?;
+    c.run_detached_image(&[], image, &id, &["/sleeper.wasm"])?;
     let out = c
         .ctr(&[
             "task",
@@ -515,11 +447,7 @@ fn exec(c: &mut Case) -> Result<()> {
             "5",
         ])?
         .expect_code(5)?;
-    anyhow::ensure!(
-        out.stdout.contains("exiting with 5"),
-        "wasm exec: {}",
-        out.describe()
-    );
+    out.expect_stdout("exiting with 5", "wasm exec")?;
     let out = c
         .ctr(&[
             "task",
@@ -555,25 +483,14 @@ fn exec(c: &mut Case) -> Result<()> {
 fn http(c: &mut Case) -> Result<()> {
     let image = apps_image(c)?;
     let id = c.id("http");
-    run_detached(c, &[], image, &id, &["/http-hello.wasm"])?;
+    c.run_detached_image(&[], image, &id, &["/http-hello.wasm"])?;
     let mut n = 0;
-    let out = cmd::wait_for(
-        Duration::from_secs(20),
+    let out = wget_until_ok(
+        c,
+        &mut n,
+        &id,
+        "http://127.0.0.1:8080/hi?x=1",
         "the wasi:http server to answer",
-        || {
-            n += 1;
-            let o = c.ctr(&[
-                "task",
-                "exec",
-                "--exec-id",
-                &format!("get{n}"),
-                &id,
-                "wget",
-                "-qO-",
-                "http://127.0.0.1:8080/hi?x=1",
-            ])?;
-            Ok(o.success().then_some(o))
-        },
     )?;
     anyhow::ensure!(
         out.stdout.contains("hello from wasi:http (") && out.stdout.contains("Get /hi?x=1)\n"),
@@ -582,30 +499,13 @@ fn http(c: &mut Case) -> Result<()> {
     );
     // PORT from the env moves it.
     let id2 = c.id("http-port");
-    run_detached(
+    c.run_detached_image(&["--env", "PORT=9090"], image, &id2, &["/http-hello.wasm"])?;
+    let out = wget_until_ok(
         c,
-        &["--env", "PORT=9090"],
-        image,
+        &mut n,
         &id2,
-        &["/http-hello.wasm"],
-    )?;
-    let out = cmd::wait_for(
-        Duration::from_secs(20),
+        "http://127.0.0.1:9090/p",
         "the wasi:http server on :9090",
-        || {
-            n += 1;
-            let o = c.ctr(&[
-                "task",
-                "exec",
-                "--exec-id",
-                &format!("get{n}"),
-                &id2,
-                "wget",
-                "-qO-",
-                "http://127.0.0.1:9090/p",
-            ])?;
-            Ok(o.success().then_some(o))
-        },
     )?;
     anyhow::ensure!(
         out.stdout.contains("Get /p)"),
@@ -616,10 +516,28 @@ fn http(c: &mut Case) -> Result<()> {
     c.remove(&id)
 }
 
-/// `curl ARGS` inside the network namespace of process `pid`; returns (HTTP status, body).
-/// curl's own exit status is not required to be 0: a server that answers 413 before reading
-/// the whole upload may reset the connection under curl's feet after the answer arrived.
-fn curl_in(pid: u32, args: &[&str]) -> Result<(u16, String)> {
+/// `wget -qO- URL` exec'd into container `id` (exec ids get1, get2... from `n`) until it
+/// succeeds, for at most 20 s (`what` names the wait); returns its output.
+fn wget_until_ok(c: &Case, n: &mut u32, id: &str, url: &str, what: &str) -> Result<Output> {
+    cmd::wait_for(Duration::from_secs(20), what, || {
+        *n += 1;
+        let o = c.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            &format!("get{n}"),
+            id,
+            "wget",
+            "-qO-",
+            url,
+        ])?;
+        Ok(o.success().then_some(o))
+    })
+}
+
+/// The command `curl ARGS` inside the network namespace of process `pid`, printing the HTTP
+/// status on a last line of its own.
+fn curl_command(pid: u32, args: &[&str]) -> std::process::Command {
     let mut cmd = std::process::Command::new("nsenter");
     cmd.args([
         "-t",
@@ -632,7 +550,14 @@ fn curl_in(pid: u32, args: &[&str]) -> Result<(u16, String)> {
     ])
     .args(["-w", "\n%{http_code}"])
     .args(args);
-    let out = cmd::run(cmd, Duration::from_secs(90))?;
+    cmd
+}
+
+/// `curl ARGS` inside the network namespace of process `pid`; returns (HTTP status, body).
+/// curl's own exit status is not required to be 0: a server that answers 413 before reading
+/// the whole upload may reset the connection under curl's feet after the answer arrived.
+fn curl_in(pid: u32, args: &[&str]) -> Result<(u16, String)> {
+    let out = cmd::run(curl_command(pid, args), Duration::from_secs(90))?;
     let (body, code) = out
         .stdout
         .rsplit_once('\n')
@@ -703,7 +628,7 @@ fn http_serving(c: &mut Case) -> Result<()> {
         "--annotation",
         "io.amphi.wasm.http.request_timeout_ms=1000",
     ];
-    let bg = run_bg(c, &opts, image, &id, &["/http-hello.wasm"])?;
+    let bg = c.run_bg_image(&opts, image, &id, &["/http-hello.wasm"])?;
     let pid = wait_serving(c, &id, 8080)?;
     let url = |p: &str| format!("http://127.0.0.1:8080{p}");
     let (st, body) = curl_in(pid, &[&url("/hi")])?;
@@ -767,8 +692,7 @@ fn http_serving(c: &mut Case) -> Result<()> {
 
     // Defaults (128 MiB body limit), 96 MiB of memory for the whole container.
     let id = c.id("big");
-    let bg = run_bg(
-        c,
+    let bg = c.run_bg_image(
         &["--memory-limit", "100663296"],
         image,
         &id,
@@ -799,23 +723,7 @@ fn http_serving(c: &mut Case) -> Result<()> {
     );
     std::fs::remove_file(&file)?;
     // Drain: a request in flight when SIGTERM comes still gets its answer.
-    let mut slow = Running::spawn(
-        {
-            let mut cmd = std::process::Command::new("nsenter");
-            cmd.args([
-                "-t",
-                &pid.to_string(),
-                "-n",
-                "curl",
-                "-sS",
-                "--max-time",
-                "60",
-            ])
-            .args(["-w", "\n%{http_code}", &url("/slow?ms=1500")]);
-            cmd
-        },
-        None,
-    )?;
+    let mut slow = Running::spawn(curl_command(pid, &[&url("/slow?ms=1500")]), None)?;
     cmd::wait_for(
         Duration::from_secs(10),
         "the slow request to be in flight",
@@ -852,19 +760,15 @@ fn http_serving(c: &mut Case) -> Result<()> {
 fn settings(c: &mut Case) -> Result<()> {
     let image = apps_image(c)?;
     let id = c.id("unknown");
-    let out = run_rm(
-        c,
-        &["--annotation", "io.amphi.wasm.turbo=true"],
-        image,
-        &id,
-        &["/hello.wasm"],
-    )?
-    .failed()?;
-    anyhow::ensure!(
-        out.all().contains("turbo"),
-        "the error should name the unknown setting: {}",
-        out.describe()
-    );
+    let out = c
+        .run_rm_image(
+            &["--annotation", "io.amphi.wasm.turbo=true"],
+            image,
+            &id,
+            &["/hello.wasm"],
+        )?
+        .failed()?;
+    out.expect_output("turbo", "the error should name the unknown setting")?;
     c.remove(&id)?;
     c.check_leaks()?;
     // The file: a fuel budget far too small for hello.wasm's start-up.
@@ -872,15 +776,15 @@ fn settings(c: &mut Case) -> Result<()> {
     std::fs::write(&cfg, "[wasm]\nfuel = 50\n")?;
     let cfg_s = cfg.display().to_string();
     let id = c.id("fuel");
-    let out = run_rm(
-        c,
-        &["--runtime-config-path", &cfg_s],
-        image,
-        &id,
-        &["/hello.wasm"],
-    )?
-    .expect_code(134)?;
-    anyhow::ensure!(out.stderr.contains("fuel"), "fuel trap: {}", out.describe());
+    let out = c
+        .run_rm_image(
+            &["--runtime-config-path", &cfg_s],
+            image,
+            &id,
+            &["/hello.wasm"],
+        )?
+        .expect_code(134)?;
+    out.expect_stderr("fuel", "fuel trap")?;
     // Two settings, one module: two cache entries (a unique module, so the count is ours).
     let nonce = format!("{}-{}", std::process::id(), c.cd.namespace);
     let src = c.cd.dir.join("unique-settings.wat");
@@ -888,14 +792,17 @@ fn settings(c: &mut Case) -> Result<()> {
     let img = format!("docker.io/amphi/wasm-settings:{}", c.cd.namespace);
     wasm_images::import_rootfs_files(&c.cd, &[(src.as_path(), "/u.wat")], &img, Some(&c.cd.dir))?;
     let limit = ["--memory-limit", "33554432"];
-    run_rm(c, &limit, &img, &c.id("s0"), &["/u.wat"])?.expect_code(42)?;
+    c.run_rm_image(&limit, &img, &c.id("s0"), &["/u.wat"])?
+        .expect_code(42)?;
     let mut with_fuel = limit.to_vec();
     with_fuel.extend(["--annotation", "io.amphi.wasm.fuel=100000000000"]);
-    run_rm(c, &with_fuel, &img, &c.id("s1"), &["/u.wat"])?.expect_code(42)?;
+    c.run_rm_image(&with_fuel, &img, &c.id("s1"), &["/u.wat"])?
+        .expect_code(42)?;
     // A setting that does not change code reuses the first entry.
     let mut with_log = limit.to_vec();
     with_log.extend(["--annotation", "io.amphi.wasm.http.access_log=true"]);
-    run_rm(c, &with_log, &img, &c.id("s2"), &["/u.wat"])?.expect_code(42)?;
+    c.run_rm_image(&with_log, &img, &c.id("s2"), &["/u.wat"])?
+        .expect_code(42)?;
     let entries = cache_entries(&sha256_hex(&src)?);
     for e in &entries {
         let _ = std::fs::remove_file(cache_dir().join(e));
@@ -913,37 +820,17 @@ fn mixed_group(c: &mut Case) -> Result<()> {
     let w = c.id("w");
     let n = c.id("n");
     let ann = format!("io.containerd.runc.v2.group={}-mixed", c.cd.namespace);
-    run_detached(c, &["--annotation", &ann], image, &w, &["/sleeper.wasm"])?;
-    run_detached(c, &["--annotation", &ann], image, &n, &["sleep", "1000"])?;
-    let all = c.shim_processes();
-    let top = procs::top_level(&all);
-    anyhow::ensure!(
-        top.len() == 1,
-        "expected one shim serving both, found {}:\n{}",
-        top.len(),
-        all.iter()
-            .map(|p| format!("  pid {} ppid {}: {}", p.pid, p.ppid, p.cmdline_str()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    c.run_detached_image(&["--annotation", &ann], image, &w, &["/sleeper.wasm"])?;
+    c.run_detached_image(&["--annotation", &ann], image, &n, &["sleep", "1000"])?;
+    procs::expect_one_top_level(&c.shim_processes(), "shim serving both")?;
     let out = c
         .ctr(&["task", "exec", "--exec-id", "h", &n, "/hello.wasm"])?
         .ok()?;
-    anyhow::ensure!(
-        out.stdout.contains("hello from wasm"),
-        "wasm exec in the native container: {}",
-        out.describe()
-    );
+    out.expect_stdout("hello from wasm", "wasm exec in the native container")?;
     c.ctr(&["task", "exec", "--exec-id", "t", &w, "true"])?
         .ok()?;
     c.remove(&w)?;
-    let (_, st) = c
-        .task(&n)?
-        .ok_or_else(|| anyhow::anyhow!("native task vanished with the wasm one"))?;
-    anyhow::ensure!(
-        st == "RUNNING",
-        "native task is {st} after removing the wasm one"
-    );
+    c.expect_running(&n, "after removing the wasm one")?;
     c.remove(&n)
 }
 
@@ -960,7 +847,7 @@ fn bad_input(c: &mut Case) -> Result<()> {
     ];
     for (tag, entry, needles) in cases {
         let id = c.id(tag);
-        let out = run_rm(c, &[], image, &id, &[entry])?.failed()?;
+        let out = c.run_rm_image(&[], image, &id, &[entry])?.failed()?;
         for n in needles {
             anyhow::ensure!(
                 out.all().contains(n),
@@ -974,12 +861,10 @@ fn bad_input(c: &mut Case) -> Result<()> {
     }
     // The export that does exist runs.
     let id = c.id("export-ok");
-    let out = run_rm(c, &[], image, &id, &["/hello.wasm#_start"])?.ok()?;
-    anyhow::ensure!(
-        out.stdout.contains("hello from wasm"),
-        "hello.wasm#_start: {}",
-        out.describe()
-    );
+    let out = c
+        .run_rm_image(&[], image, &id, &["/hello.wasm#_start"])?
+        .ok()?;
+    out.expect_stdout("hello from wasm", "hello.wasm#_start")?;
     Ok(())
 }
 
@@ -1065,8 +950,7 @@ fn cache(c: &mut Case) -> Result<()> {
     };
     // Miss.
     let id0 = c.id("run0");
-    run_rm(
-        c,
+    c.run_rm_image(
         &["--memory-limit", "33554432"],
         &image,
         &id0,
@@ -1085,14 +969,14 @@ fn cache(c: &mut Case) -> Result<()> {
     );
     // Hit.
     let id1 = c.id("run1");
-    let out = run_rm(
-        c,
-        &["--memory-limit", "33554432"],
-        &image,
-        &id1,
-        &["/unique.wat"],
-    )?
-    .expect_code(42)?;
+    let out = c
+        .run_rm_image(
+            &["--memory-limit", "33554432"],
+            &image,
+            &id1,
+            &["/unique.wat"],
+        )?
+        .expect_code(42)?;
     cmd::wait_for(
         Duration::from_secs(5),
         "a `wasm /unique.wat: ... (cache hit)` line of the second run in the containerd log",
@@ -1121,30 +1005,15 @@ fn hello_module(c: &mut Case) -> Result<()> {
     let image =
         wasm_images::import_rootfs_module(&c.cd, &module, "docker.io/amphi/hello-wasm:e2e")?;
     let id = c.id("hello");
-    let out = c
-        .ctr(&["run", "--rm", "--runtime", c.runtime.name(), &image, &id])?
-        .ok()?;
-    anyhow::ensure!(
-        out.stdout.contains("hello from wasm"),
-        "wasm output: {}",
-        out.describe()
-    );
+    let out = c.run_rm_image(&[], &image, &id, &[])?.ok()?;
+    out.expect_stdout("hello from wasm", "wasm output")?;
     let module = wasm_images::module("exit-code", Target::P1)?;
     let image =
         wasm_images::import_rootfs_module(&c.cd, &module, "docker.io/amphi/exit-code-wasm:e2e")?;
     let id = c.id("exit");
     // ctr's args replace the image's entrypoint, so the module is named again.
-    c.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        c.runtime.name(),
-        &image,
-        &id,
-        "/exit-code.wasm",
-        "7",
-    ])?
-    .expect_code(7)?;
+    c.run_rm_image(&[], &image, &id, &["/exit-code.wasm", "7"])?
+        .expect_code(7)?;
     Ok(())
 }
 
@@ -1181,7 +1050,9 @@ fn layer_images(c: &mut Case) -> Result<()> {
         match wasm_images::import_layer_image(&c.cd, &[&hello], Default::default(), image) {
             Err(e) => anyhow::ensure!(refused(&format!("{e:#}")), "import: {e:#}"),
             Ok(_) => {
-                let out = run_rm(c, &[], image, &c.id("l16"), &["/hello.wasm"])?.failed()?;
+                let out = c
+                    .run_rm_image(&[], image, &c.id("l16"), &["/hello.wasm"])?
+                    .failed()?;
                 anyhow::ensure!(refused(&out.all()), "1.6 run: {}", out.describe());
             }
         }
@@ -1202,7 +1073,9 @@ fn layer_images(c: &mut Case) -> Result<()> {
         };
         wasm_images::import_layer_image(&c.cd, &[module], opts, &image)?;
         let id = c.id(tag);
-        let out = run_rm(c, &[], &image, &id, &["/hello.wasm", "a", "b"])?.ok()?;
+        let out = c
+            .run_rm_image(&[], &image, &id, &["/hello.wasm", "a", "b"])?
+            .ok()?;
         anyhow::ensure!(
             out.stdout.contains("hello from wasm") && out.stdout.contains("arg[2]=b"),
             "{tag}: {}",
@@ -1223,15 +1096,12 @@ fn layer_images(c: &mut Case) -> Result<()> {
     // Two modules in one image: the image's entrypoint, or the one ctr's args name.
     let image = "docker.io/amphi/two-layers:e2e";
     wasm_images::import_layer_image(&c.cd, &[&hello, &exit_code], Default::default(), image)?;
-    let out = run_rm(c, &[], image, &c.id("first"), &[])?.ok()?;
-    anyhow::ensure!(
-        out.stdout.contains("hello from wasm"),
-        "entrypoint: {}",
-        out.describe()
-    );
-    run_rm(c, &[], image, &c.id("second"), &["/exit-code.wasm", "7"])?.expect_code(7)?;
+    let out = c.run_rm_image(&[], image, &c.id("first"), &[])?.ok()?;
+    out.expect_stdout("hello from wasm", "entrypoint")?;
+    c.run_rm_image(&[], image, &c.id("second"), &["/exit-code.wasm", "7"])?
+        .expect_code(7)?;
     let id = c.id("none");
-    let out = run_rm(c, &[], image, &id, &["/nope.wasm"])?.failed()?;
+    let out = c.run_rm_image(&[], image, &id, &["/nope.wasm"])?.failed()?;
     anyhow::ensure!(
         out.all().contains("nope.wasm") && out.all().contains("2 wasm layers"),
         "an unnamed module: {}",
@@ -1243,7 +1113,7 @@ fn layer_images(c: &mut Case) -> Result<()> {
     let image = "docker.io/amphi/sleeper-hello-layers:e2e";
     wasm_images::import_layer_image(&c.cd, &[&sleeper, &hello], Default::default(), image)?;
     let id = c.id("exec");
-    run_detached(c, &[], image, &id, &[])?;
+    c.run_detached_image(&[], image, &id, &[])?;
     let out = c
         .ctr(&["task", "exec", "--exec-id", "e1", &id, "/hello.wasm", "x"])?
         .ok()?;

@@ -81,18 +81,8 @@ fn mknod_or_bind(
             // E.g. in a user namespace: bind the host's node instead, onto a new empty file.
             let host = find_host_device(kind, major, minor)
                 .ok_or_else(|| format!("mknod {shown}: operation not permitted"))?;
-            let target = nix::fcntl::openat(
-                dir,
-                name,
-                OFlag::O_RDONLY
-                    | OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_NOFOLLOW
-                    | OFlag::O_NONBLOCK
-                    | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| format!("create {shown}: {}", etext(e)))?;
+            let target = nix::fcntl::openat(dir, name, inroot::NEW_FILE, Mode::empty())
+                .map_err(|e| format!("create {shown}: {}", etext(e)))?;
             let src = nix::fcntl::open(&host, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
                 .map_err(|e| format!("open {}: {}", host.display(), etext(e)))?;
             bind_fd(&src, &target, false)

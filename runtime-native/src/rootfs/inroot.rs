@@ -23,6 +23,15 @@ use nix::sys::stat::Mode;
 /// retried before giving up.
 const RETRIES: usize = 8;
 
+/// How a new regular file is made in a root: only if nothing is there (never an existing
+/// file, never through a link), without blocking (a fifo planted meanwhile), not inherited.
+pub(crate) const NEW_FILE: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_CREAT)
+    .union(OFlag::O_EXCL)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_CLOEXEC);
+
 /// Symlinks followed by hand (dangling ones, which the kernel cannot resolve), as for ELOOP.
 const MAX_HOPS: usize = 40;
 
@@ -241,12 +250,7 @@ impl Root {
                 Make::File => nix::fcntl::openat(
                     &dir,
                     name.as_os_str(),
-                    OFlag::O_RDONLY
-                        | OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_NONBLOCK
-                        | OFlag::O_CLOEXEC,
+                    NEW_FILE,
                     Mode::from_bits_truncate(0o644),
                 )
                 .map(drop),

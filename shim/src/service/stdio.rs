@@ -331,7 +331,7 @@ pub fn spawn_pty_copy(
 }
 
 async fn copy_fd_to_file(master: OwnedFd, mut out: File) {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let Some(afd) = register(master) else {
         return;
     };
@@ -344,23 +344,30 @@ async fn copy_fd_to_file(master: OwnedFd, mut out: File) {
             let mut f = unsafe_file_ref(fd.get_ref());
             f.read(&mut buf)
         });
-        match res {
-            Ok(Ok(0)) => return,
-            Ok(Ok(n)) => {
-                // The fifo write may block briefly if the reader is slow; that is back-pressure.
-                if out.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Ok(Err(_)) => return, // EIO: the slave side is closed
-            Err(_would_block) => continue,
+        if !forward(res, &buf, &mut out) {
+            return;
         }
     }
 }
 
+/// Writes what one readiness round of a copy loop read to `out`; false when the copy is over
+/// (EOF, a read error such as EIO once the pty's slave side is closed, or `out` refusing). A
+/// fifo write may block briefly if the reader is slow: that is back-pressure.
+fn forward(
+    res: Result<std::io::Result<usize>, tokio::io::unix::TryIoError>,
+    buf: &[u8],
+    out: &mut impl std::io::Write,
+) -> bool {
+    match res {
+        Ok(Ok(0)) => false,
+        Ok(Ok(n)) => out.write_all(&buf[..n]).is_ok(),
+        Ok(Err(e)) => e.kind() == std::io::ErrorKind::Interrupted,
+        Err(_would_block) => true,
+    }
+}
+
 async fn copy_file_to_fd(input: File, master: OwnedFd) {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let _ = set_nonblocking(&input);
     let Some(ain) = register(input) else { return };
     let mut out = File::from(master);
@@ -370,16 +377,8 @@ async fn copy_file_to_fd(input: File, master: OwnedFd) {
             return;
         };
         let res = guard.try_io(|f| f.get_ref().read(&mut buf));
-        match res {
-            Ok(Ok(0)) => return,
-            Ok(Ok(n)) => {
-                if out.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Ok(Err(_)) => return,
-            Err(_would_block) => continue,
+        if !forward(res, &buf, &mut out) {
+            return;
         }
     }
 }
@@ -401,6 +400,22 @@ fn unsafe_file_ref(fd: &OwnedFd) -> std::mem::ManuallyDrop<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+
+    /// A fifo `name` in a fresh directory (dropped with the guard).
+    fn fifo(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        (dir, path)
+    }
+
+    /// Everything `reader` yields up to EOF.
+    fn read_all(mut reader: File) -> String {
+        let mut s = String::new();
+        reader.read_to_string(&mut s).unwrap();
+        s
+    }
 
     #[test]
     fn addresses_are_parsed_by_scheme() {
@@ -420,11 +435,9 @@ mod tests {
 
     #[test]
     fn fifo_output_reaches_the_reader_and_eof_follows_the_holders() {
-        use std::io::{Read, Write};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out");
-        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let mut reader = OpenOptions::new()
+        use std::io::Write;
+        let (_dir, path) = fifo("out");
+        let reader = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(&path)
@@ -435,17 +448,13 @@ mod tests {
         drop(w);
         drop(holder);
         clear_nonblock(&reader);
-        let mut s = String::new();
-        reader.read_to_string(&mut s).unwrap();
-        assert_eq!(s, "hello");
+        assert_eq!(read_all(reader), "hello");
     }
 
     #[test]
     fn a_reader_that_opens_after_the_process_exited_still_gets_data_and_eof() {
-        use std::io::{Read, Write};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("late");
-        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        use std::io::Write;
+        let (_dir, path) = fifo("late");
         let (fd, holder) = open_output(path.to_str().unwrap()).unwrap();
         File::from(fd).write_all(b"early bird").unwrap(); // the process writes and exits
         let holders = StdioHolders {
@@ -455,10 +464,8 @@ mod tests {
         holders.release();
         std::thread::sleep(std::time::Duration::from_millis(100));
         // containerd opens its (blocking) read end only now.
-        let mut reader = File::open(&path).unwrap();
-        let mut s = String::new();
-        reader.read_to_string(&mut s).unwrap();
-        assert_eq!(s, "early bird");
+        let reader = File::open(&path).unwrap();
+        assert_eq!(read_all(reader), "early bird");
     }
 
     #[test]

@@ -90,18 +90,8 @@ struct Pod<'a> {
 impl Pod<'_> {
     /// Creates and starts a container; returns (id, init pid, cgroup dir).
     fn start(&self, config: v1::ContainerConfig) -> Result<(String, i32, PathBuf)> {
-        let name = config
-            .metadata
-            .as_ref()
-            .map(|m| m.name.clone())
-            .unwrap_or_default();
-        let id = self
-            .cri
-            .create_container(&self.id, &config, &self.config)
-            .with_context(|| format!("CreateContainer {name}"))?;
-        self.cri
-            .start_container(&id)
-            .with_context(|| format!("StartContainer {name}"))?;
+        let id = self.cri.create_and_start(&self.id, &config, &self.config)?;
+        let name = cri::container_name(&config);
         self.cri
             .wait_container_state(&id, v1::ContainerState::ContainerRunning, WAIT)?;
         let pid = self.cri.container_pid(&id)?;

@@ -33,6 +33,22 @@ fn profile(
         .unwrap()
 }
 
+/// Errno by default, `names` allowed.
+fn allow_list(names: &[&str]) -> LinuxSeccomp {
+    profile(
+        LinuxSeccompAction::ScmpActErrno,
+        vec![rule(names, LinuxSeccompAction::ScmpActAllow)],
+    )
+}
+
+/// x86 in its three modes and aarch64: a profile for both kinds of host.
+const X86_AND_AARCH64: [Arch; 4] = [
+    Arch::ScmpArchX86_64,
+    Arch::ScmpArchX86,
+    Arch::ScmpArchX32,
+    Arch::ScmpArchAarch64,
+];
+
 /// Runs `f` in a forked child with the filter loaded (no_new_privs set, so no privilege
 /// needed); returns the child's exit code. Only raw syscalls after the fork.
 fn run_filtered(bpf: &[u8], f: fn() -> i32) -> i32 {
@@ -106,19 +122,7 @@ fn deny_list_blocks_with_errno() {
 fn allow_list_with_default_errno_and_args() {
     // Default: ENOSYS... except what is allowed; personality only with arg0 == 0xffffffff
     // (a query), and dup3 only with arg2 masked-equal to 0.
-    let mut allowed = rule(
-        &[
-            "exit",
-            "exit_group",
-            "getpid",
-            "write",
-            "rt_sigreturn",
-            "brk",
-            "mmap",
-            "munmap",
-        ],
-        LinuxSeccompAction::ScmpActAllow,
-    );
+    let mut allowed = rule(BASICS, LinuxSeccompAction::ScmpActAllow);
     allowed.set_args(None);
     let mut pers = rule(&["personality"], LinuxSeccompAction::ScmpActAllow);
     pers.set_args(Some(vec![LinuxSeccompArgBuilder::default()
@@ -224,21 +228,13 @@ fn errors_are_clear() {
 
 #[test]
 fn flags_and_arches() {
-    let mut p = profile(
-        LinuxSeccompAction::ScmpActErrno,
-        vec![rule(&["read", "write"], LinuxSeccompAction::ScmpActAllow)],
-    );
+    let mut p = allow_list(&["read", "write"]);
     p.set_flags(Some(vec![
         LinuxSeccompFilterFlag::SeccompFilterFlagLog,
         LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow,
         LinuxSeccompFilterFlag::SeccompFilterFlagTsync,
     ]));
-    p.set_architectures(Some(vec![
-        Arch::ScmpArchX86_64,
-        Arch::ScmpArchX86,
-        Arch::ScmpArchX32,
-        Arch::ScmpArchAarch64,
-    ]));
+    p.set_architectures(Some(X86_AND_AARCH64.to_vec()));
     let f = compile(&p).unwrap();
     assert!(f.ctx.get_ctl_log().unwrap());
     assert!(f.ctx.get_ctl_ssb().unwrap());
@@ -362,10 +358,7 @@ fn newer_syscalls_get_enosys_known_ones_the_default() {
         ]),
         Some(vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86]),
     ] {
-        let mut p = profile(
-            LinuxSeccompAction::ScmpActErrno,
-            vec![rule(BASICS, LinuxSeccompAction::ScmpActAllow)],
-        );
+        let mut p = allow_list(BASICS);
         p.set_architectures(arches.clone());
         let f = compile(&p).unwrap();
         assert!(f.stub_len > 0, "{arches:?}");
@@ -419,13 +412,7 @@ fn stub_only_where_it_matters() {
     // No rules, or only names libseccomp does not know: no largest syscall.
     let p = profile(LinuxSeccompAction::ScmpActErrno, vec![]);
     assert_eq!(compile(&p).unwrap().stub_len, 0);
-    let p = profile(
-        LinuxSeccompAction::ScmpActErrno,
-        vec![rule(
-            &["no_such_syscall_xyz"],
-            LinuxSeccompAction::ScmpActAllow,
-        )],
-    );
+    let p = allow_list(&["no_such_syscall_xyz"]);
     assert_eq!(compile(&p).unwrap().stub_len, 0);
     // Default EPERM with rules: patched, the stub in front of libseccomp's program.
     let f = compile(&profile(LinuxSeccompAction::ScmpActErrno, allow())).unwrap();
@@ -446,16 +433,8 @@ fn stub_only_where_it_matters() {
 
 #[test]
 fn largest_syscall_per_architecture() {
-    let mut p = profile(
-        LinuxSeccompAction::ScmpActErrno,
-        vec![rule(&["read", "openat2"], LinuxSeccompAction::ScmpActAllow)],
-    );
-    p.set_architectures(Some(vec![
-        Arch::ScmpArchX86_64,
-        Arch::ScmpArchX86,
-        Arch::ScmpArchX32,
-        Arch::ScmpArchAarch64,
-    ]));
+    let mut p = allow_list(&["read", "openat2"]);
+    p.set_architectures(Some(X86_AND_AARCH64.to_vec()));
     let largest = largest_syscalls(&p);
     let get = |a: ScmpArch| largest.iter().find(|(x, _)| *x == a).map(|x| x.1);
     // openat2 is 437 everywhere (the unified numbering); x32 numbers carry the x32 bit.
@@ -482,10 +461,7 @@ fn large_allow_list_stays_small() {
         .filter_map(|n| libseccomp::ScmpSyscall::from(n).get_name().ok())
         .collect();
     let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-    let mut p = profile(
-        LinuxSeccompAction::ScmpActErrno,
-        vec![rule(&names, LinuxSeccompAction::ScmpActAllow)],
-    );
+    let mut p = allow_list(&names);
     p.set_architectures(Some(vec![
         Arch::ScmpArchX86_64,
         Arch::ScmpArchX86,
