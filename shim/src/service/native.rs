@@ -127,21 +127,17 @@ impl NativeLauncher {
     fn plan(
         &self,
         what: String,
-        container_id: &str,
-        rootfs: PathBuf,
-        limits: runtime_native::fs::tenant_file::Limits,
-        settings: workload::SettingsSource,
-        cgroup: Cgroup,
+        of: PlanOf,
         plan: impl FnOnce(&workload::PlanInput) -> ServiceResult<workload::Plan> + Send + 'static,
     ) -> ServiceResult<workload::Plan> {
-        let layers = self.layer_source(container_id);
+        let layers = self.layer_source(&of.container_id);
         workload::bounded(&what, move || {
             plan(&workload::PlanInput {
-                rootfs: &rootfs,
+                rootfs: &of.rootfs,
                 layers: Some(&layers),
-                limits,
-                settings,
-                cgroup: Some(cgroup),
+                limits: of.limits,
+                settings: of.settings,
+                cgroup: Some(of.cgroup),
             })
         })
     }
@@ -169,6 +165,15 @@ impl NativeLauncher {
         crate::network::teardown_record(record); // amphi network
         let _ = ContainerRecord::remove(&self.state_root, &record.namespace, &record.id);
     }
+}
+
+/// Whose workload [`NativeLauncher::plan`] plans, and with what: moved onto the blocking pool.
+struct PlanOf {
+    container_id: String,
+    rootfs: PathBuf,
+    limits: runtime_native::fs::tenant_file::Limits,
+    settings: workload::SettingsSource,
+    cgroup: Cgroup,
 }
 
 /// The shim's steps inside [`container::build`].
@@ -203,15 +208,16 @@ impl BuildSteps for CreateSteps<'_> {
             annotations: self.spec.annotations().clone(),
         };
         let spec = self.spec.clone();
-        let plan = launcher.plan(
-            format!("plan of task {}", req.id),
-            &req.id,
-            made.rootfs.clone(),
-            self.limits,
+        let of = PlanOf {
+            container_id: req.id.clone(),
+            rootfs: made.rootfs.clone(),
+            limits: self.limits,
             settings,
-            made.cgroup.clone(),
-            move |input| workload::plan_init(input, &spec),
-        )?;
+            cgroup: made.cgroup.clone(),
+        };
+        let plan = launcher.plan(format!("plan of task {}", req.id), of, move |input| {
+            workload::plan_init(input, &spec)
+        })?;
         let (mut stdio, holders) = launcher.open_stdio(&req.id, &req.stdio)?;
         stdio.extra_fds = plan.extra_fds;
         self.holders = Some(holders);
@@ -273,15 +279,15 @@ impl Launcher for NativeLauncher {
             annotations: req.spec.annotations().clone(),
         };
         let process = req.process.clone();
-        let plan = self.plan(
-            format!("plan of exec {} of task {}", req.exec_id, req.container_id),
-            &req.container_id,
-            req.rootfs.clone(),
-            req.limits,
+        let of = PlanOf {
+            container_id: req.container_id.clone(),
+            rootfs: req.rootfs.clone(),
+            limits: req.limits,
             settings,
-            req.cgroup.clone(),
-            move |input| workload::plan_exec(input, &process),
-        )?;
+            cgroup: req.cgroup.clone(),
+        };
+        let what = format!("plan of exec {} of task {}", req.exec_id, req.container_id);
+        let plan = self.plan(what, of, move |input| workload::plan_exec(input, &process))?;
         let (mut stdio, holders) = self.open_stdio(&req.container_id, &req.stdio)?;
         stdio.extra_fds = plan.extra_fds;
         let mut pending = self.spawner.spawn_exec(
