@@ -150,18 +150,10 @@ impl NativeLauncher {
             })
     }
 
-    /// Create's undo: what `record` names, in reverse.
-    fn undo(&self, record: &ContainerRecord) {
-        if let Some(cg) = &record.cgroup {
-            if let Err(e) = cg.destroy() {
-                log::warn!("cleanup of task {}: {e}", record.id);
-            }
-        }
-        if let Some(root) = &record.mounted_rootfs {
-            if let Err(e) = rootfs::unmount_all(root) {
-                log::warn!("cleanup of task {}: {e}", record.id);
-            }
-        }
+    /// Create's undo of the shim's own steps: the network the init got and the record. The
+    /// cgroup and the mounts the record names were undone by the builder (`Made::undo`), or
+    /// were never made: a cgroup that could not be made may be someone else's, and is left.
+    fn undo_own_steps(&self, record: &ContainerRecord) {
         crate::network::teardown_record(record); // amphi network
         let _ = ContainerRecord::remove(&self.state_root, &record.namespace, &record.id);
     }
@@ -266,7 +258,7 @@ impl Launcher for NativeLauncher {
         };
         let result = self.build(req, spec, &mut record);
         if result.is_err() {
-            self.undo(&record);
+            self.undo_own_steps(&record);
         }
         result
     }
