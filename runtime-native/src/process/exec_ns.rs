@@ -154,7 +154,7 @@ pub(crate) fn join(init: &Init, spec: &Spec) -> R {
 fn join_by_path(init: &Init, kinds: &[LinuxNamespaceType]) -> R {
     let mut join = Vec::new();
     for t in kinds {
-        let name = proc_name(*t);
+        let name = crate::ns::proc_name(*t);
         let p = PathBuf::from(format!("/proc/{}/ns/{name}", init.pid));
         let f = match open_ro(&p) {
             Ok(f) => f,
@@ -179,20 +179,6 @@ fn join_by_path(init: &Init, kinds: &[LinuxNamespaceType]) -> R {
             .map_err(|e| format!("join the container's {t} namespace: {}", etext(e)))?;
     }
     Ok(())
-}
-
-/// The namespace's name under `/proc/<pid>/ns/`.
-fn proc_name(t: LinuxNamespaceType) -> &'static str {
-    match t {
-        LinuxNamespaceType::Mount => "mnt",
-        LinuxNamespaceType::Cgroup => "cgroup",
-        LinuxNamespaceType::Uts => "uts",
-        LinuxNamespaceType::Ipc => "ipc",
-        LinuxNamespaceType::User => "user",
-        LinuxNamespaceType::Pid => "pid",
-        LinuxNamespaceType::Network => "net",
-        LinuxNamespaceType::Time => "time",
-    }
 }
 
 #[cfg(test)]

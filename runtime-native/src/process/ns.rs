@@ -17,17 +17,26 @@ pub(crate) fn ns_clone_flag(t: LinuxNamespaceType) -> CloneFlags {
     }
 }
 
-/// The file under `/proc/self/ns` naming the namespace of kind `t` that `setns` of a file of
-/// that kind changes: for pid and time namespaces the one of the children.
-pub(crate) fn ns_file_name(t: LinuxNamespaceType) -> &'static str {
+/// The namespace's name under `/proc/<pid>/ns/`.
+pub(crate) fn proc_name(t: LinuxNamespaceType) -> &'static str {
     match t {
         LinuxNamespaceType::Mount => "mnt",
         LinuxNamespaceType::Cgroup => "cgroup",
         LinuxNamespaceType::Uts => "uts",
         LinuxNamespaceType::Ipc => "ipc",
         LinuxNamespaceType::User => "user",
-        LinuxNamespaceType::Pid => "pid_for_children",
+        LinuxNamespaceType::Pid => "pid",
         LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
+/// The file under `/proc/self/ns` naming the namespace of kind `t` that `setns` of a file of
+/// that kind changes: for pid and time namespaces the one of the children.
+pub(crate) fn ns_file_name(t: LinuxNamespaceType) -> &'static str {
+    match t {
+        LinuxNamespaceType::Pid => "pid_for_children",
         LinuxNamespaceType::Time => "time_for_children",
+        t => proc_name(t),
     }
 }
