@@ -4,6 +4,15 @@ use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
+/// The spec's `linux.namespaces`, borrowed (empty when unset): the one way the crate reads
+/// the namespace list.
+pub fn namespaces(spec: &oci_spec::runtime::Spec) -> &[oci_spec::runtime::LinuxNamespace] {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_deref())
+        .unwrap_or(&[])
+}
+
 /// Reads `bundle/config.json`; an invalid spec is an error naming the file and the problem.
 pub fn load(bundle: &Path) -> Result<oci_spec::runtime::Spec> {
     let path = bundle.join("config.json");

@@ -124,11 +124,9 @@ pub enum NetnsKind {
 }
 
 pub fn netns_kind(spec: &Spec) -> NetnsKind {
-    let ns = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .and_then(|nss| nss.iter().find(|n| n.typ() == LinuxNamespaceType::Network));
+    let ns = crate::spec::namespaces(spec)
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::Network);
     match ns {
         None => NetnsKind::Host,
         Some(n) if n.path().is_some() => NetnsKind::Joined,

@@ -99,12 +99,8 @@ pub(crate) fn enter_pid_ns(init: &Init, own: &OwnedFd) -> R<bool> {
 /// pid (the spawner entered it for the clone) — the init shares the runtime's for the others.
 /// The user namespace only when it is not the caller's own (setns refuses that one).
 fn kinds_to_join(spec: &Spec) -> Vec<LinuxNamespaceType> {
-    let nss = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default();
-    nss.iter()
+    crate::spec::namespaces(spec)
+        .iter()
         .filter(|n| n.typ() != LinuxNamespaceType::Pid)
         .filter(|n| match (n.typ(), n.path()) {
             (LinuxNamespaceType::User, Some(p)) => !is_own_user_ns(p),

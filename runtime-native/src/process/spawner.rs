@@ -250,13 +250,7 @@ fn clone_plan(req: &Request) -> std::result::Result<(libc::c_int, Option<String>
         Request::Init(r) => {
             let mut flags = 0;
             let mut pidns = None;
-            let nss = r
-                .spec
-                .linux()
-                .as_ref()
-                .and_then(|l| l.namespaces().clone())
-                .unwrap_or_default();
-            for ns in &nss {
+            for ns in crate::spec::namespaces(&r.spec) {
                 let typ = ns.typ();
                 match (typ, ns.path()) {
                     (LinuxNamespaceType::Pid, Some(p)) => {

@@ -57,14 +57,9 @@ type R<T = ()> = std::result::Result<T, String>;
 
 /// The spec asks for a new user namespace.
 pub(crate) fn creates_userns(spec: &Spec) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .map(|nss| {
-            nss.iter()
-                .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none())
-        })
-        .unwrap_or(false)
+    crate::spec::namespaces(spec)
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none())
 }
 
 fn mappings(spec: &Spec) -> (Vec<LinuxIdMapping>, Vec<LinuxIdMapping>) {
@@ -78,12 +73,9 @@ fn mappings(spec: &Spec) -> (Vec<LinuxIdMapping>, Vec<LinuxIdMapping>) {
 /// uid/gid mappings only make sense with a user namespace (as runc checks).
 pub(crate) fn validate(spec: &Spec) -> R {
     let (uids, gids) = mappings(spec);
-    let has_userns = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .map(|nss| nss.iter().any(|n| n.typ() == LinuxNamespaceType::User))
-        .unwrap_or(false);
+    let has_userns = crate::spec::namespaces(spec)
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::User);
     if (!uids.is_empty() || !gids.is_empty()) && !has_userns {
         return Err(
             "linux.uidMappings/gidMappings are set but linux.namespaces has no user namespace"
@@ -92,10 +84,8 @@ pub(crate) fn validate(spec: &Spec) -> R {
     }
     if creates_userns(spec) {
         check(spec)?;
-        let nss = spec.linux().as_ref().and_then(|l| l.namespaces().clone());
-        if let Some(p) = nss
+        if let Some(p) = crate::spec::namespaces(spec)
             .iter()
-            .flatten()
             .find(|n| n.typ() == LinuxNamespaceType::Mount)
             .and_then(|n| n.path().clone())
         {
@@ -112,9 +102,8 @@ pub(crate) fn validate(spec: &Spec) -> R {
 
 /// Each namespace type at most once in `linux.namespaces` (as runc checks).
 pub(crate) fn validate_namespaces(spec: &Spec) -> R {
-    let nss = spec.linux().as_ref().and_then(|l| l.namespaces().clone());
     let mut seen = Vec::new();
-    for n in nss.iter().flatten() {
+    for n in crate::spec::namespaces(spec) {
         if seen.contains(&n.typ()) {
             return Err(format!(
                 "linux.namespaces: the {} namespace is listed more than once",
@@ -265,14 +254,8 @@ pub(crate) fn join_for_clone(req: &crate::request::Request) -> R<Option<Joined>>
     if !creates_userns(&r.spec) {
         return Ok(None);
     }
-    let nss = r
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default();
     let mut joined = Joined(Vec::new());
-    for ns in &nss {
+    for ns in crate::spec::namespaces(&r.spec) {
         let (Some(name), Some(path)) = (ns_name(ns.typ()), ns.path()) else {
             continue;
         };
@@ -326,16 +309,9 @@ pub(crate) fn proc_mount_fd(req: &crate::request::Request) -> R<Option<OwnedFd>>
     if !creates_userns(&r.spec) {
         return Ok(None);
     }
-    let joins_pid = r
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .map(|nss| {
-            nss.iter()
-                .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_some())
-        })
-        .unwrap_or(false);
+    let joins_pid = crate::spec::namespaces(&r.spec)
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_some());
     let Some(m) = r
         .spec
         .mounts()

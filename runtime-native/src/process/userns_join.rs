@@ -44,14 +44,9 @@ type R<T = ()> = std::result::Result<T, String>;
 
 /// The spec joins a user namespace by path.
 pub(crate) fn joins_userns(spec: &Spec) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .map(|nss| {
-            nss.iter()
-                .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_some())
-        })
-        .unwrap_or(false)
+    crate::spec::namespaces(spec)
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_some())
 }
 
 /// The socket pair on which the intermediate reports the container process: (spawner's end,
@@ -76,13 +71,8 @@ struct ByPath {
 
 /// The spec's namespaces given by path that this process is not already in.
 fn open_by_path(spec: &Spec) -> R<Vec<ByPath>> {
-    let nss = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default();
     let mut out = Vec::new();
-    for ns in &nss {
+    for ns in crate::spec::namespaces(spec) {
         let Some(path) = ns.path() else { continue };
         let typ = ns.typ();
         let fd = open_ro(path).map_err(|e| {

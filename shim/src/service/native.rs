@@ -264,8 +264,9 @@ impl Launcher for NativeLauncher {
     }
 
     fn exec(&self, req: ExecTask<Cgroup>) -> ServiceResult<LaunchedProcess<PendingProcess>> {
-        Cgroup::warm_attach_lock(); // see `build`
-                                    // An exec has no runtime options of its own: the container's annotations apply.
+        // The cgroup join's grace period starts now (runtime_native::container::build says why).
+        Cgroup::warm_attach_lock();
+        // An exec has no runtime options of its own: the container's annotations apply.
         let settings = workload::SettingsSource {
             options: None,
             annotations: req.spec.annotations().clone(),
@@ -398,10 +399,9 @@ fn process_io(
 
 /// Whether the spec asks for a new namespace of `kind` (not one joined by path).
 fn has_new_namespace(spec: &Spec, kind: LinuxNamespaceType) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|nss| nss.iter().any(|n| n.typ() == kind && n.path().is_none()))
+    spec::namespaces(spec)
+        .iter()
+        .any(|n| n.typ() == kind && n.path().is_none())
 }
 
 impl TaskCgroup for Cgroup {

@@ -72,11 +72,8 @@ pub(super) fn loopback_up() -> R {
 }
 
 pub(super) fn namespaces(spec: &Spec) -> Vec<(LinuxNamespaceType, Option<PathBuf>)> {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default()
-        .into_iter()
+    crate::spec::namespaces(spec)
+        .iter()
         .map(|n| (n.typ(), n.path().clone()))
         .collect()
 }
