@@ -83,8 +83,13 @@ pub struct Http {
     pub request_timeout_ms: u64,
     /// One line per request (method, path, status, duration) on the container's stdout.
     pub access_log: bool,
-    /// Tokio workers; 0 = the CPUs the container may use (its CPU quota and cpuset).
+    /// Server threads; 0 = the CPUs the container may use (its CPU quota and cpuset).
     pub workers: u32,
+    /// Requests one instance serves, one after another, before a fresh one replaces it. 1 (the
+    /// default) = a fresh instance per request, so nothing of one request's guest state (its
+    /// globals, its heap) reaches the next. More saves the instantiation and the slot reset per
+    /// request, for guests that keep no per-request state in globals.
+    pub instance_reuse: u32,
 }
 
 impl Default for Http {
@@ -95,6 +100,7 @@ impl Default for Http {
             request_timeout_ms: 60_000,
             access_log: false,
             workers: 0,
+            instance_reuse: 1,
         }
     }
 }
@@ -178,6 +184,11 @@ impl WasmSettings {
         }
         if self.http.workers > 256 {
             return bad("[wasm.http] workers is at most 256");
+        }
+        if self.http.instance_reuse == 0 {
+            return bad(
+                "[wasm.http] instance_reuse must be at least 1 (1 = a fresh instance per request)",
+            );
         }
         if self.fuel == Some(0) {
             return bad("fuel = 0 would trap at once; leave it out for unmetered");
@@ -275,6 +286,11 @@ mod tests {
                 "",
                 vec![("io.amphi.wasm.http.max_instances", "0")],
                 "max_instances",
+            ),
+            (
+                "",
+                vec![("io.amphi.wasm.http.instance_reuse", "0")],
+                "instance_reuse",
             ),
             ("", vec![("io.amphi.wasm.a..b", "0")], "a..b"),
             ("[wasm]\nfuel = 0\n", vec![], "fuel"),
