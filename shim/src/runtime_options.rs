@@ -77,7 +77,7 @@ pub fn decode(mut b: &[u8]) -> Result<RuntimeOptions, DecodeError> {
         }
         Err(DecodeError::VarintTooLong)
     }
-    fn skip<'a>(b: &'a [u8], n: usize) -> Result<(&'a [u8], &'a [u8]), DecodeError> {
+    fn skip(b: &[u8], n: usize) -> Result<(&[u8], &[u8]), DecodeError> {
         if b.len() < n {
             return Err(DecodeError::TruncatedField);
         }

@@ -136,7 +136,7 @@ pub enum LayerError {
         digest: String,
         entry: String,
         #[source]
-        source: ApiError,
+        source: Box<ApiError>,
     },
 }
 
@@ -248,7 +248,7 @@ async fn find_async(
             .map_err(|source| LayerError::Layer {
                 digest: layer.digest.clone(),
                 entry: entry_path.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         return Ok(Some(WasmLayer {
             image: image_name,

@@ -72,17 +72,17 @@ pub enum ServiceError {
     EntrypointLayer {
         path: String,
         #[source]
-        source: crate::wasm_layers::FindError,
+        source: Box<crate::wasm_layers::FindError>,
     },
     /// The Create's runtime options or a table of the config they carry (`[tenant_files]`).
     #[error(transparent)]
-    Config(#[from] crate::runtime_options::ConfigError),
+    Config(Box<crate::runtime_options::ConfigError>),
     /// The `[wasm]` settings of the module `module`.
     #[error("wasm module {module}: {source}")]
     WasmConfig {
         module: String,
         #[source]
-        source: crate::runtime_options::ConfigError,
+        source: Box<crate::runtime_options::ConfigError>,
     },
     /// A compile in the container's cgroup (`crate::compile_helper`); the tenant's module or
     /// limit, or the host.
@@ -116,6 +116,12 @@ pub enum ServiceError {
 }
 
 pub type ServiceResult<T> = std::result::Result<T, ServiceError>;
+
+impl From<crate::runtime_options::ConfigError> for ServiceError {
+    fn from(e: crate::runtime_options::ConfigError) -> ServiceError {
+        ServiceError::Config(Box::new(e))
+    }
+}
 
 /// Whether a wasm error is about what the caller sent (the module, its exports and imports,
 /// the settings) rather than the node's own cache, engine or artifact.
@@ -305,7 +311,7 @@ mod tests {
                 "plan task t1: not done after 120s (reading, fetching or compiling the entrypoint)",
             ),
             (
-                ServiceError::Config(crate::runtime_options::ConfigError::Options(
+                ServiceError::from(crate::runtime_options::ConfigError::Options(
                     crate::runtime_options::OptionsError::Decode(
                         crate::runtime_options::DecodeError::TruncatedField,
                     ),

@@ -152,7 +152,7 @@ fn plan_from_layer(
         Ok(None) => Ok(native()),
         Err(source) => Err(ServiceError::EntrypointLayer {
             path: path.to_string(),
-            source,
+            source: Box::new(source),
         }),
     }
 }
@@ -171,7 +171,7 @@ fn wasm_plan(
     let settings = wasm::settings(settings.options.as_ref(), settings.annotations.as_ref())
         .map_err(|source| ServiceError::WasmConfig {
             module: path.to_string(),
-            source,
+            source: Box::new(source),
         })?;
     let cache = wasm::cache().map_err(ServiceError::from)?;
     let compiled = match cache
