@@ -215,20 +215,29 @@ fn parse_scalar(v: &str) -> toml::Value {
     toml::Value::String(v.to_string())
 }
 
+/// An annotation that names no setting.
+#[derive(Debug, thiserror::Error)]
+enum BadName {
+    #[error("bad setting name {0:?}")]
+    Name(String),
+    #[error("{0} is not a table")]
+    NotATable(String),
+}
+
 fn set_path(
     root: &mut toml::Value,
     path: &str,
     value: toml::Value,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), BadName> {
     let parts: Vec<&str> = path.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) || parts.len() > 3 {
-        return Err(format!("bad setting name {path:?}"));
+        return Err(BadName::Name(path.to_string()));
     }
     let mut cur = root;
     for (i, p) in parts.iter().enumerate() {
         let table = cur
             .as_table_mut()
-            .ok_or_else(|| format!("{} is not a table", parts[..i].join(".")))?;
+            .ok_or_else(|| BadName::NotATable(parts[..i].join(".")))?;
         if i + 1 == parts.len() {
             table.insert(p.to_string(), value);
             return Ok(());
