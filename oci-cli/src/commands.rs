@@ -10,7 +10,7 @@ use std::time::Duration;
 use oci_spec::runtime::{Capability, Process};
 use runtime_native::container::{self, BuildSteps, ContainerSpec, InitIo, Made};
 use runtime_native::identity::Signalled;
-use runtime_native::{Cgroup, ExecRequest, PendingProcess, Spawner, Workload};
+use runtime_native::{Cgroup, ExecRequest, PathIoError, PendingProcess, Spawner, Workload};
 
 use crate::args::{Command, CreateOpts, ExecOpts, Format, Global};
 use crate::state::{self, State, Status};
@@ -92,7 +92,9 @@ fn load(g: &Global, id: &str) -> Result<(PathBuf, State), Error> {
     let dir = container_dir(g, id)?;
     match State::load(&dir) {
         Ok(s) => Ok((dir, s)),
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(Error::Io(PathIoError { source, .. }))
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
             Err(Error::NotExist(id.to_string()))
         }
         Err(e) => Err(e),

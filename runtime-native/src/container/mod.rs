@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 
 use crate::rootfs::{self, MountSpec};
-use crate::{idmap, spec, Cgroup, Error, InitRequest, PendingProcess, Spawner, Stdio, Workload};
+use crate::{
+    idmap, spec, Cgroup, Error, InitRequest, PathIoError, PendingProcess, Spawner, Stdio, Workload,
+};
 
 /// The container to build.
 pub struct ContainerSpec<'a> {
@@ -112,11 +114,9 @@ fn spawn<S: BuildSteps>(
     steps: &mut S,
 ) -> Result<PendingProcess, S::Error> {
     if let Some(dir) = &made.mounted_rootfs {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            op: "create",
-            path: dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(PathIoError::on("create", dir))
+            .map_err(Error::from)?;
         rootfs::mount_all(c.mounts, dir)?;
     }
     let io = steps.init_io(made)?;

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{Mode, NetworkConfig, PortMapping, Protocol, Subnet};
 
+use crate::PathIoError;
 use ipam::Ipam;
 use iptables::Iptables;
 use netlink::Netlink;
@@ -37,13 +38,8 @@ pub const CONTAINER_IFNAME: &str = "eth0";
 pub enum NetError {
     #[error("network config: {0}")]
     Config(String),
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("netlink: {what}: {source}")]
     Netlink {
         what: String,
@@ -308,7 +304,9 @@ fn setup_bridge_inner(
     ] {
         match files::write_in_rootfs(rootfs, name, &content) {
             // A read-only rootfs keeps the image's files.
-            Err(NetError::Io { source, .. }) if source.raw_os_error() == Some(libc::EROFS) => {
+            Err(NetError::Io(PathIoError { source, .. }))
+                if source.raw_os_error() == Some(libc::EROFS) =>
+            {
                 log::warn!("{}: read-only rootfs, /etc/{name} not written", lease.owner)
             }
             r => r?,
