@@ -26,6 +26,20 @@ pub struct ContainerSpec<'a> {
     pub rootfs: Option<&'a Path>,
 }
 
+impl<'a> ContainerSpec<'a> {
+    /// A bundle whose rootfs is in place already, at `rootfs` as the caller resolved it (how
+    /// amphi-oci builds, like runc).
+    pub fn in_place(id: &'a str, bundle: &'a Path, spec: &'a Spec, rootfs: &'a Path) -> Self {
+        ContainerSpec {
+            id,
+            bundle,
+            spec,
+            mounts: &[],
+            rootfs: Some(rootfs),
+        }
+    }
+}
+
 /// What a build makes, named before it exists: enough to undo it, now or after a crash.
 #[derive(Debug, Clone)]
 pub struct Made {
