@@ -894,11 +894,7 @@ fn bad_input(c: &mut Case) -> Result<()> {
         let id = c.id(tag);
         let out = c.run_rm_image(&[], image, &id, &[entry])?.failed()?;
         for n in needles {
-            anyhow::ensure!(
-                out.all().contains(n),
-                "{tag}: the error should name `{n}`: {}",
-                out.describe()
-            );
+            out.expect_output(n, &format!("{tag}: the error should name `{n}`"))?;
         }
         c.remove(&id)?;
         c.check_leaks()

@@ -73,11 +73,6 @@ impl WarmInstances {
         let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
         drop(idle);
     }
-
-    #[cfg(test)]
-    pub(crate) fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap().len()
-    }
 }
 
 /// Whether the table still holds a request, response, body or outgoing call: what a guest
