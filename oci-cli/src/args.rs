@@ -43,18 +43,25 @@ impl Default for Global {
     }
 }
 
+/// The flags `create`/`run` and `exec` share: where the new process's pty master and pid
+/// go, whether the command returns once it started, and the fds it inherits.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StartOpts {
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    /// `run` and `exec` (`create` always returns once the process exists).
+    pub detach: bool,
+    /// Pass fds 3 .. 3+N of this process on to the container (at the same numbers).
+    pub preserve_fds: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CreateOpts {
     pub id: String,
     pub bundle: Option<PathBuf>,
-    pub console_socket: Option<PathBuf>,
-    pub pid_file: Option<PathBuf>,
-    /// `run` only.
-    pub detach: bool,
     /// `run` only: keep the container's state after it exits.
     pub keep: bool,
-    /// Pass fds 3 .. 3+N of this process on to the container (at the same numbers).
-    pub preserve_fds: usize,
+    pub start: StartOpts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -63,9 +70,7 @@ pub struct ExecOpts {
     pub process: Option<PathBuf>,
     pub args: Vec<String>,
     pub tty: bool,
-    pub console_socket: Option<PathBuf>,
-    pub pid_file: Option<PathBuf>,
-    pub detach: bool,
+    pub start: StartOpts,
     pub cwd: Option<String>,
     pub env: Vec<String>,
     pub user: Option<String>,
@@ -73,7 +78,6 @@ pub struct ExecOpts {
     pub caps: Vec<String>,
     pub no_new_privs: bool,
     pub ignore_paused: bool,
-    pub preserve_fds: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,14 +134,14 @@ impl Command {
     /// Whether this invocation clones container processes itself (and so forks the spawner
     /// first thing in main). `create` and `run -d` do it in the monitor instead.
     pub fn spawns_here(&self) -> bool {
-        matches!(self, Command::Run(o) if !o.detach) || matches!(self, Command::Exec(_))
+        matches!(self, Command::Run(o) if !o.start.detach) || matches!(self, Command::Exec(_))
     }
 
     /// `--preserve-fds N`.
     pub fn preserve_fds(&self) -> usize {
         match self {
-            Command::Create(o) | Command::Run(o) => o.preserve_fds,
-            Command::Exec(o) => o.preserve_fds,
+            Command::Create(o) | Command::Run(o) => o.start.preserve_fds,
+            Command::Exec(o) => o.start.preserve_fds,
             _ => 0,
         }
     }
@@ -300,6 +304,17 @@ fn count_flag(f: &Flags, name: &str) -> Result<usize, Error> {
     }
 }
 
+impl StartOpts {
+    fn from_flags(f: &Flags) -> Result<StartOpts, Error> {
+        Ok(StartOpts {
+            console_socket: f.path("console-socket"),
+            pid_file: f.path("pid-file"),
+            detach: f.bool("detach"),
+            preserve_fds: count_flag(f, "preserve-fds")?,
+        })
+    }
+}
+
 fn format_flag(v: Option<String>) -> Result<Format, Error> {
     match v.as_deref() {
         None | Some("table") => Ok(Format::Table),
@@ -353,11 +368,8 @@ pub fn parse(args: &[String]) -> Result<Invocation, Error> {
             let o = CreateOpts {
                 id: one_id(cmd, rest)?,
                 bundle: f.path("bundle"),
-                console_socket: f.path("console-socket"),
-                pid_file: f.path("pid-file"),
-                detach: f.bool("detach"),
                 keep: f.bool("keep"),
-                preserve_fds: count_flag(&f, "preserve-fds")?,
+                start: StartOpts::from_flags(&f)?,
             };
             if is_run {
                 Command::Run(o)
@@ -415,9 +427,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, Error> {
                 process,
                 args: argv.to_vec(),
                 tty: f.bool("tty"),
-                console_socket: f.path("console-socket"),
-                pid_file: f.path("pid-file"),
-                detach: f.bool("detach"),
+                start: StartOpts::from_flags(&f)?,
                 cwd: f.value("cwd").filter(|c| !c.is_empty()),
                 env: f.values("env"),
                 user: f.value("user").filter(|u| !u.is_empty()),
@@ -425,7 +435,6 @@ pub fn parse(args: &[String]) -> Result<Invocation, Error> {
                 caps: f.values("cap"),
                 no_new_privs: f.bool("no-new-privs"),
                 ignore_paused: f.bool("ignore-paused"),
-                preserve_fds: count_flag(&f, "preserve-fds")?,
             })
         }
         "ps" => {
@@ -587,16 +596,19 @@ mod tests {
             Command::Create(CreateOpts {
                 id: "c1".into(),
                 bundle: Some("/b".into()),
-                console_socket: Some("/s".into()),
-                pid_file: Some("/p".into()),
+                start: StartOpts {
+                    console_socket: Some("/s".into()),
+                    pid_file: Some("/p".into()),
+                    ..Default::default()
+                },
                 ..Default::default()
             })
         );
         let Command::Run(o) = cmd("run -b=/b -d --keep --preserve-fds 2 c2") else {
             panic!()
         };
-        assert!(o.detach && o.keep);
-        assert_eq!(o.preserve_fds, 2);
+        assert!(o.start.detach && o.keep);
+        assert_eq!(o.start.preserve_fds, 2);
         assert!(p("run --preserve-fds x c").is_err());
         assert_eq!(o.bundle, Some("/b".into()));
         assert!(cmd("run c").spawns_here());
@@ -692,11 +704,11 @@ mod tests {
         };
         assert_eq!(o.id, "c");
         assert_eq!(o.args, vec!["sh", "-c", "x"]);
-        assert!(o.tty && o.detach);
+        assert!(o.tty && o.start.detach);
         assert_eq!(o.cwd.as_deref(), Some("/w"));
         assert_eq!(o.env, vec!["A=1", "B=2"]);
-        assert_eq!(o.console_socket, Some("/s".into()));
-        assert_eq!(o.pid_file, Some("/p".into()));
+        assert_eq!(o.start.console_socket, Some("/s".into()));
+        assert_eq!(o.start.pid_file, Some("/p".into()));
         // Flags after the id belong to the command.
         let Command::Exec(o) = cmd("exec c -- ls -l") else {
             panic!()

@@ -10,9 +10,9 @@ use std::time::Duration;
 use oci_spec::runtime::{Capability, Process};
 use runtime_native::container::{self, BuildSteps, ContainerSpec, InitIo, Made};
 use runtime_native::identity::Signalled;
-use runtime_native::{Cgroup, ExecRequest, PendingProcess, Spawner, Workload};
+use runtime_native::{Cgroup, ExecRequest, PathIoError, PendingProcess, Spawner, Workload};
 
-use crate::args::{Command, CreateOpts, ExecOpts, Format, Global};
+use crate::args::{Command, CreateOpts, ExecOpts, Format, Global, StartOpts};
 use crate::state::{self, State, Status};
 use crate::{monitor, term, Error};
 
@@ -47,7 +47,7 @@ GLOBAL OPTIONS:
 pub fn dispatch(g: &Global, cmd: Command, spawner: Option<Spawner>) -> Result<i32, Error> {
     match cmd {
         Command::Create(o) => create(g, &o, false),
-        Command::Run(o) if o.detach => create(g, &o, true),
+        Command::Run(o) if o.start.detach => create(g, &o, true),
         Command::Run(o) => run_foreground(
             g,
             &o,
@@ -92,7 +92,9 @@ fn load(g: &Global, id: &str) -> Result<(PathBuf, State), Error> {
     let dir = container_dir(g, id)?;
     match State::load(&dir) {
         Ok(s) => Ok((dir, s)),
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(Error::Io(PathIoError { source, .. }))
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
             Err(Error::NotExist(id.to_string()))
         }
         Err(e) => Err(e),
@@ -127,17 +129,7 @@ fn prepare(g: &Global, o: &CreateOpts, detached: bool) -> Result<Prepared, Error
     let spec = runtime_native::spec::load(&bundle)?;
     let rootfs = runtime_native::spec::root_path(&spec, &bundle);
     let rootfs = std::fs::canonicalize(&rootfs).map_err(|e| Error::io("rootfs", &rootfs, e))?;
-    let terminal = is_terminal(spec.process());
-    if terminal && detached && o.console_socket.is_none() {
-        return Err(Error::Usage(
-            "cannot allocate tty if runc will detach without setting console socket".into(),
-        ));
-    }
-    if !terminal && o.console_socket.is_some() {
-        return Err(Error::Usage(
-            "cannot use console socket if runc will not detach or allocate tty".into(),
-        ));
-    }
+    check_console(&o.start, is_terminal(spec.process()), detached)?;
     {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -171,9 +163,9 @@ fn create(g: &Global, o: &CreateOpts, autostart: bool) -> Result<i32, Error> {
         bundle: p.bundle,
         rootfs: p.rootfs,
         spec: p.spec,
-        console_socket: o.console_socket.clone(),
+        console_socket: o.start.console_socket.clone(),
         autostart,
-        preserve_fds: o.preserve_fds,
+        preserve_fds: o.start.preserve_fds,
     });
     let pid = match launched {
         Ok(pid) => pid,
@@ -182,10 +174,38 @@ fn create(g: &Global, o: &CreateOpts, autostart: bool) -> Result<i32, Error> {
             return Err(e);
         }
     };
+    // The monitor holds the pty master and sends it itself.
+    hand_over(&o.start, pid, &mut None)?;
+    Ok(0)
+}
+
+/// runc's rules for `--console-socket`: a process with a terminal that the command does not
+/// wait for needs one; a process without a terminal may not have one.
+fn check_console(o: &StartOpts, terminal: bool, detached: bool) -> Result<(), Error> {
+    if terminal && detached && o.console_socket.is_none() {
+        return Err(Error::Usage(
+            "cannot allocate tty if runc will detach without setting console socket".into(),
+        ));
+    }
+    if !terminal && o.console_socket.is_some() {
+        return Err(Error::Usage(
+            "cannot use console socket if runc will not detach or allocate tty".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Hands the created process `pid` over as the flags ask: its pty master to the console
+/// socket (`master` is then `None`), its pid into the pid file.
+fn hand_over(o: &StartOpts, pid: i32, master: &mut Option<OwnedFd>) -> Result<(), Error> {
+    if let (Some(cs), Some(m)) = (&o.console_socket, master.as_ref()) {
+        term::send_console(cs, m)?;
+        *master = None;
+    }
     if let Some(pf) = &o.pid_file {
         state::write_pid_file(pf, pid)?;
     }
-    Ok(0)
+    Ok(())
 }
 
 /// Signals the container's init only while its pid is still that process.
@@ -240,7 +260,7 @@ impl BuildSteps for ForegroundSteps<'_> {
 
     fn init_io(&mut self, _: &Made) -> Result<InitIo, Error> {
         Ok(InitIo {
-            stdio: term::container_stdio(self.terminal, self.o.preserve_fds)?,
+            stdio: term::container_stdio(self.terminal, self.o.start.preserve_fds)?,
             workload: Workload::Exec,
         })
     }
@@ -250,14 +270,7 @@ impl BuildSteps for ForegroundSteps<'_> {
         self.st.set_pid(init.pid);
         self.st.save(self.dir)?;
         self.master = init.pty_master.take();
-        if let (Some(cs), Some(m)) = (&self.o.console_socket, &self.master) {
-            term::send_console(cs, m)?;
-            self.master = None;
-        }
-        if let Some(pf) = &self.o.pid_file {
-            state::write_pid_file(pf, init.pid)?;
-        }
-        Ok(())
+        hand_over(&self.o.start, init.pid, &mut self.master)
     }
 }
 
@@ -274,13 +287,7 @@ fn run_foreground(g: &Global, o: &CreateOpts, spawner: Spawner) -> Result<i32, E
         terminal: is_terminal(p.spec.process()),
         master: None,
     };
-    let target = ContainerSpec {
-        id: &o.id,
-        bundle: &p.bundle,
-        spec: &p.spec,
-        mounts: &[],
-        rootfs: Some(&p.rootfs),
-    };
+    let target = ContainerSpec::in_place(&o.id, &p.bundle, &p.spec, &p.rootfs);
     let built = container::build(&spawner, target, &mut steps);
     let master = steps.master.take();
     let started = built.and_then(|b| {
@@ -505,17 +512,8 @@ fn exec(g: &Global, o: &ExecOpts, spawner: Spawner) -> Result<i32, Error> {
     }
     let process = exec_process(o, st.spec.process().as_ref())?;
     let terminal = process.terminal().unwrap_or(false);
-    if terminal && o.detach && o.console_socket.is_none() {
-        return Err(Error::Usage(
-            "cannot allocate tty if runc will detach without setting console socket".into(),
-        ));
-    }
-    if !terminal && o.console_socket.is_some() {
-        return Err(Error::Usage(
-            "cannot use console socket if runc will not detach or allocate tty".into(),
-        ));
-    }
-    let stdio = term::container_stdio(terminal, o.preserve_fds)?;
+    check_console(&o.start, terminal, o.start.detach)?;
+    let stdio = term::container_stdio(terminal, o.start.preserve_fds)?;
     let mut pending = spawner.spawn_exec(
         ExecRequest {
             container_id: o.id.clone(),
@@ -540,16 +538,10 @@ fn exec(g: &Global, o: &ExecOpts, spawner: Spawner) -> Result<i32, Error> {
         e
     };
     let mut master = pending.pty_master.take();
-    if let (Some(cs), Some(m)) = (&o.console_socket, &master) {
-        term::send_console(cs, m).map_err(kill_it)?;
-        master = None;
-    }
-    if let Some(pf) = &o.pid_file {
-        state::write_pid_file(pf, pid).map_err(kill_it)?;
-    }
+    hand_over(&o.start, pid, &mut master).map_err(kill_it)?;
     pending.start()?;
     drop(spawner);
-    if o.detach {
+    if o.start.detach {
         return Ok(0);
     }
     term::forward_signals(pid);

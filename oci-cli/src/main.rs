@@ -15,6 +15,8 @@ mod term;
 
 use std::path::Path;
 
+use runtime_native::PathIoError;
+
 /// Errors of the command line; the message is what the user reads (runc's wording).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -24,13 +26,8 @@ pub enum Error {
     Exists(String),
     #[error("{0}")]
     Usage(String),
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error(transparent)]
     Runtime(#[from] runtime_native::Error),
     #[error("{0}")]
@@ -39,11 +36,7 @@ pub enum Error {
 
 impl Error {
     pub fn io(op: &'static str, path: &Path, source: std::io::Error) -> Error {
-        Error::Io {
-            op,
-            path: path.display().to_string(),
-            source,
-        }
+        Error::Io(PathIoError::on(op, path)(source))
     }
 }
 

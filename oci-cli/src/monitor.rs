@@ -226,13 +226,7 @@ fn create(l: &Launch, spawner: &Spawner) -> Result<Created, Error> {
         st,
         listening: None,
     };
-    let target = ContainerSpec {
-        id: &l.id,
-        bundle: &l.bundle,
-        spec: &l.spec,
-        mounts: &[],
-        rootfs: Some(&l.rootfs),
-    };
+    let target = ContainerSpec::in_place(&l.id, &l.bundle, &l.spec, &l.rootfs);
     let built = container::build(spawner, target, &mut steps)?;
     let (listener, sock_dir) = steps.listening.take().expect("set by spawned");
     let pid = built.init.pid;

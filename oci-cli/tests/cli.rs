@@ -169,6 +169,14 @@ impl Env {
         o.stdout
     }
 
+    /// Runs the CLI, which must fail (exit code 1) with `says` in its error.
+    fn fails(&self, args: &[&str], says: &str) -> Out {
+        let o = self.oci(args);
+        assert_eq!(o.code, 1, "amphi-oci {args:?}: {}", o.stderr);
+        assert!(o.stderr.contains(says), "amphi-oci {args:?}: {}", o.stderr);
+        o
+    }
+
     fn state(&self, id: &str) -> Value {
         serde_json::from_str(&self.ok(&["state", id])).unwrap()
     }
@@ -298,14 +306,10 @@ fn create_start_state_kill_delete() {
     assert_eq!(s["status"], "running", "{s}");
     assert_eq!(s["pid"].as_i64().unwrap(), pid);
 
-    let o = env.oci(&["start", &id]);
-    assert_eq!(o.code, 1);
-    assert!(o.stderr.contains("already running"), "{}", o.stderr);
+    env.fails(&["start", &id], "already running");
 
     // A running container cannot be deleted without --force.
-    let o = env.oci(&["delete", &id]);
-    assert_eq!(o.code, 1);
-    assert!(o.stderr.contains("not stopped"), "{}", o.stderr);
+    env.fails(&["delete", &id], "not stopped");
 
     env.ok(&["kill", &id, "KILL"]);
     let s = env.wait_status(&id, "stopped");
@@ -322,9 +326,7 @@ fn create_start_state_kill_delete() {
     env.ok(&["delete", &id]);
     assert!(!env.root().join(&id).exists());
     assert!(!pid_alive(pid));
-    let o = env.oci(&["state", &id]);
-    assert_eq!(o.code, 1);
-    assert!(o.stderr.contains("does not exist"), "{}", o.stderr);
+    env.fails(&["state", &id], "does not exist");
 }
 
 #[test]
@@ -427,9 +429,10 @@ fn run_foreground_exit_code() {
 
     // A missing executable fails run with the reason and leaves nothing behind.
     let b = Bundle::new(&["/nonexistent"], false);
-    let o = env.oci(&["run", "-b", b.path().to_str().unwrap(), &id]);
-    assert_eq!(o.code, 1);
-    assert!(o.stderr.contains("nonexistent"), "{}", o.stderr);
+    env.fails(
+        &["run", "-b", b.path().to_str().unwrap(), &id],
+        "nonexistent",
+    );
     assert!(!env.root().join(&id).exists());
 }
 
@@ -504,9 +507,7 @@ fn exec_ps_pause_resume() {
     assert_eq!(o.code, 1);
     env.ok(&["resume", &id]);
     assert_eq!(env.state(&id)["status"], "running");
-    let o = env.oci(&["resume", &id]);
-    assert_eq!(o.code, 1);
-    assert!(o.stderr.contains("not paused"), "{}", o.stderr);
+    env.fails(&["resume", &id], "not paused");
 
     env.ok(&["kill", "--all", &id, "9"]);
     env.wait_status(&id, "stopped");
@@ -557,9 +558,7 @@ fn unknown_ids() {
     assert_eq!(o.code, 1);
     let o = env.oci(&["kill", "x", "NOSIG"]);
     assert_eq!(o.code, 1);
-    let o = env.oci(&["create", "-b", "/nonexistent", "x"]);
-    assert_eq!(o.code, 1);
-    assert!(o.stderr.contains("/nonexistent"), "{}", o.stderr);
+    env.fails(&["create", "-b", "/nonexistent", "x"], "/nonexistent");
     assert!(env.ok(&["--version"]).contains("amphi-oci version"));
     assert_eq!(env.ok(&["list", "-f", "json"]).trim(), "null");
     // --log json: containerd's runc shim reads the error from there.
@@ -695,9 +694,10 @@ fn console_socket_with_terminal() {
     let l = UnixListener::bind(&sock).unwrap();
     let t = std::thread::spawn(move || recv_console(&l));
     // Without a console socket a detached terminal is refused.
-    let o = env.oci(&["create", "-b", b.path().to_str().unwrap(), &id]);
-    assert_eq!(o.code, 1);
-    assert!(o.stderr.contains("console socket"), "{}", o.stderr);
+    env.fails(
+        &["create", "-b", b.path().to_str().unwrap(), &id],
+        "console socket",
+    );
     env.ok(&[
         "create",
         "-b",
@@ -950,14 +950,13 @@ fn hooks_run_with_the_state() {
         c["hooks"] = json!({"poststart": [{"path": "/bin/sh", "args": ["sh", "-c", "echo hook-broke >&2; exit 1"]}]})
     });
     env.ok(&["create", "-b", b.path().to_str().unwrap(), &id]);
-    let o = env.oci(&["start", &id]);
-    assert_eq!(o.code, 1);
-    assert!(o.stderr.contains("hook-broke"), "{}", o.stderr);
+    env.fails(&["start", &id], "hook-broke");
     env.wait_status(&id, "stopped");
     env.ok(&["delete", &id]);
-    let o = env.oci(&["run", "-b", b.path().to_str().unwrap(), &id]);
-    assert_eq!(o.code, 1);
-    assert!(o.stderr.contains("hook-broke"), "{}", o.stderr);
+    env.fails(
+        &["run", "-b", b.path().to_str().unwrap(), &id],
+        "hook-broke",
+    );
     assert!(!env.root().join(&id).exists());
 }
 

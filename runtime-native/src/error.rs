@@ -18,13 +18,8 @@ pub enum Error {
         #[source]
         source: crate::spec::Invalid,
     },
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("{syscall}: {source}")]
     Sys {
         syscall: String,
@@ -109,3 +104,23 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An I/O operation that failed on a path, "`op` `path`: `source`". One type for the `Io`
+/// variant of the error enums of runtime-native, its network module and the shim, so that
+/// `?` carries it into any of them.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {source}")]
+pub struct PathIoError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl PathIoError {
+    /// `map_err` helper: `.map_err(PathIoError::on("open", &path))?`.
+    pub fn on(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| PathIoError { op, path, source }
+    }
+}

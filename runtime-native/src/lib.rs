@@ -49,7 +49,7 @@ use rootfs::{idmap, mount_attr, mountopt};
 use security::{bpf, devices_bpf, lsm, seccomp};
 
 pub use cgroup::{Cgroup, CgroupStats};
-pub use error::{Error, Result};
+pub use error::{Error, PathIoError, Result};
 pub use fds::{private_dir, private_file};
 pub use mountopt::mount_points;
 /// The error types inside [`Error`]'s variants.

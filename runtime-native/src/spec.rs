@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result};
+use crate::{Error, PathIoError, Result};
 
 /// The spec's `linux.namespaces`, borrowed (empty when unset): the one way the crate reads
 /// the namespace list.
@@ -16,11 +16,7 @@ pub fn namespaces(spec: &oci_spec::runtime::Spec) -> &[oci_spec::runtime::LinuxN
 /// Reads `bundle/config.json`; an invalid spec is an error naming the file and the problem.
 pub fn load(bundle: &Path) -> Result<oci_spec::runtime::Spec> {
     let path = bundle.join("config.json");
-    let data = std::fs::read(&path).map_err(|e| Error::Io {
-        op: "read",
-        path: path.clone(),
-        source: e,
-    })?;
+    let data = std::fs::read(&path).map_err(PathIoError::on("read", &path))?;
     let spec: oci_spec::runtime::Spec =
         serde_json::from_slice(&data).map_err(|source| Error::SpecJson {
             path: path.clone(),

@@ -1,6 +1,7 @@
 //! A small seeded generator for the property tests of the parsers of untrusted input (this
 //! crate's and the shim's): xorshift64*, no dependency, the same cases on every run for a
-//! seed, so a failure names a seed and a case number that reproduce it.
+//! seed, so a failure names a seed and a case number that reproduce it. Also the one encoder
+//! those tests and the end-to-end ones build binary inputs with ([`uleb128`]).
 
 /// A deterministic pseudo-random source.
 pub struct Gen(u64);
@@ -60,9 +61,34 @@ impl Gen {
     }
 }
 
+/// Appends `n` as unsigned LEB128: a protobuf varint, and a wasm module's sizes and counts.
+pub fn uleb128(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        out.push(if n > 0 { b | 0x80 } else { b });
+        if n == 0 {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uleb128_encodes_seven_bits_a_byte() {
+        let enc = |n| {
+            let mut v = Vec::new();
+            uleb128(n, &mut v);
+            v
+        };
+        assert_eq!(enc(0), [0x00]);
+        assert_eq!(enc(127), [0x7f]);
+        assert_eq!(enc(150), [0x96, 0x01]);
+        assert_eq!(enc(624_485), [0xe5, 0x8e, 0x26]);
+    }
 
     #[test]
     fn the_same_seed_gives_the_same_cases() {

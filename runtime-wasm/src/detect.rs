@@ -121,55 +121,26 @@ pub(crate) fn wat_is_component(bytes: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// Binary modules and components by their magic, text by its extension or its first
+    /// form; ELF, scripts, garbage and empty files are native.
     #[test]
-    fn core_module() {
-        let b = b"\0asm\x01\0\0\0rest";
-        assert_eq!(
-            detect_bytes("m", b).unwrap(),
-            Entrypoint::Wasm(WasmFormat::CoreModule)
-        );
-    }
-
-    #[test]
-    fn component() {
-        let b = b"\0asm\x0d\0\x01\0rest";
-        assert_eq!(
-            detect_bytes("c", b).unwrap(),
-            Entrypoint::Wasm(WasmFormat::Component)
-        );
-    }
-
-    #[test]
-    fn wat_by_extension_and_content() {
-        assert_eq!(
-            detect_bytes("x.wat", b";; hi\n(module)").unwrap(),
-            Entrypoint::Wasm(WasmFormat::Text)
-        );
-        assert_eq!(
-            detect_bytes("app", b"  (; c ;) (component)").unwrap(),
-            Entrypoint::Wasm(WasmFormat::Text)
-        );
-        assert_eq!(
-            detect_bytes("app.txt", b"hello (module)").unwrap(),
-            Entrypoint::Native
-        );
-    }
-
-    #[test]
-    fn elf_shebang_garbage_are_native() {
-        assert_eq!(
-            detect_bytes("a", b"\x7fELF\x02\x01\x01").unwrap(),
-            Entrypoint::Native
-        );
-        assert_eq!(
-            detect_bytes("a.wat", b"#!/bin/sh\n").unwrap(),
-            Entrypoint::Native
-        );
-        assert_eq!(
-            detect_bytes("a", b"\x01\x02garbage").unwrap(),
-            Entrypoint::Native
-        );
-        assert_eq!(detect_bytes("a", b"").unwrap(), Entrypoint::Native);
+    fn formats_by_magic_extension_and_content() {
+        use Entrypoint::{Native, Wasm};
+        use WasmFormat::{Component, CoreModule, Text};
+        let cases: [(&str, &[u8], Entrypoint); 9] = [
+            ("m", b"\0asm\x01\0\0\0rest", Wasm(CoreModule)),
+            ("c", b"\0asm\x0d\0\x01\0rest", Wasm(Component)),
+            ("x.wat", b";; hi\n(module)", Wasm(Text)),
+            ("app", b"  (; c ;) (component)", Wasm(Text)),
+            ("app.txt", b"hello (module)", Native),
+            ("a", b"\x7fELF\x02\x01\x01", Native),
+            ("a.wat", b"#!/bin/sh\n", Native),
+            ("a", b"\x01\x02garbage", Native),
+            ("a", b"", Native),
+        ];
+        for (name, bytes, want) in cases {
+            assert_eq!(detect_bytes(name, bytes).unwrap(), want, "{name} {bytes:?}");
+        }
     }
 
     #[test]

@@ -8,9 +8,7 @@
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
-use crate::settings::{
-    Proposals, WasmSettings, DEFAULT_KEEP_RESIDENT, DEFAULT_TABLE_KEEP_RESIDENT,
-};
+use crate::settings::{WasmSettings, DEFAULT_KEEP_RESIDENT, DEFAULT_TABLE_KEEP_RESIDENT};
 use crate::{Error, Result};
 
 /// The engine configuration for compiling and running with default settings.
@@ -30,26 +28,9 @@ pub fn config_for(settings: &WasmSettings) -> Result<Config> {
     // every store sets up its concurrent state and every host call goes through its task
     // bookkeeping (measured: DESIGN.md "wasi:http: where a request's time went").
     c.concurrency_support(false);
-    apply_proposals(&mut c, &settings.proposals);
+    settings.proposals.apply(&mut c);
     // `memory.grow` beyond the StoreLimits returns -1 to the guest instead of trapping.
     Ok(c)
-}
-
-fn apply_proposals(c: &mut Config, p: &Proposals) {
-    let set = |c: &mut Config, v: Option<bool>, f: fn(&mut Config, bool) -> &mut Config| {
-        if let Some(v) = v {
-            f(c, v);
-        }
-    };
-    set(c, p.gc, Config::wasm_gc);
-    set(c, p.exceptions, Config::wasm_exceptions);
-    set(c, p.threads, Config::wasm_threads);
-    set(c, p.simd, Config::wasm_simd);
-    set(c, p.relaxed_simd, Config::wasm_relaxed_simd);
-    set(c, p.tail_call, Config::wasm_tail_call);
-    set(c, p.multi_memory, Config::wasm_multi_memory);
-    set(c, p.memory64, Config::wasm_memory64);
-    set(c, p.function_references, Config::wasm_function_references);
 }
 
 /// The serving configuration of an HTTP proxy: [`config_for`] plus a pooling allocator with one

@@ -132,24 +132,18 @@ pub(crate) fn prepare_component(
         module: name.to_string(),
         reason: crate::chain(&e),
     };
+    // Both kinds link against the same WASI p2 + wasi:http; they differ in the world checked.
     let mut linker = wasmtime::component::Linker::<CompState>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link_err)?;
+    let pre = linker.instantiate_pre(component).map_err(link_err)?;
     let program = match kind {
-        WasmKind::ComponentCommand => {
-            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
-            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link_err)?;
-            let pre = linker.instantiate_pre(component).map_err(link_err)?;
-            Program::Command {
-                pre: CommandPre::new(pre).map_err(link_err)?,
-            }
-        }
-        WasmKind::HttpProxy => {
-            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
-            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link_err)?;
-            let pre = linker.instantiate_pre(component).map_err(link_err)?;
-            Program::Http {
-                pre: ProxyPre::new(pre).map_err(link_err)?,
-            }
-        }
+        WasmKind::ComponentCommand => Program::Command {
+            pre: CommandPre::new(pre).map_err(link_err)?,
+        },
+        WasmKind::HttpProxy => Program::Http {
+            pre: ProxyPre::new(pre).map_err(link_err)?,
+        },
         WasmKind::CoreModule => unreachable!(),
     };
     Ok((kind, program))

@@ -13,19 +13,39 @@ use crate::{Error, Result};
 /// Annotation prefix: `io.amphi.wasm.http.access_log=true` sets `[wasm.http] access_log`.
 pub const ANNOTATION_PREFIX: &str = "io.amphi.wasm.";
 
-/// Wasm proposals, each `None` = wasmtime 48's default (all of these are on by default).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Proposals {
-    pub gc: Option<bool>,
-    pub exceptions: Option<bool>,
-    pub threads: Option<bool>,
-    pub simd: Option<bool>,
-    pub relaxed_simd: Option<bool>,
-    pub tail_call: Option<bool>,
-    pub multi_memory: Option<bool>,
-    pub memory64: Option<bool>,
-    pub function_references: Option<bool>,
+/// The wasm proposals a user may switch, one table: each line is a field of [`Proposals`] (its
+/// key in `[wasm.proposals]`) and the `wasmtime::Config` setter it drives, so a proposal is
+/// added in one place.
+macro_rules! proposals {
+    ($($field:ident => $setter:ident,)*) => {
+        /// Wasm proposals, each `None` = wasmtime 48's default (all of these are on by default).
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct Proposals {
+            $(pub $field: Option<bool>,)*
+        }
+
+        impl Proposals {
+            /// Sets on `c` each proposal that was chosen; the others keep wasmtime's default.
+            pub(crate) fn apply(&self, c: &mut wasmtime::Config) {
+                $(if let Some(on) = self.$field {
+                    c.$setter(on);
+                })*
+            }
+        }
+    };
+}
+
+proposals! {
+    gc => wasm_gc,
+    exceptions => wasm_exceptions,
+    threads => wasm_threads,
+    simd => wasm_simd,
+    relaxed_simd => wasm_relaxed_simd,
+    tail_call => wasm_tail_call,
+    multi_memory => wasm_multi_memory,
+    memory64 => wasm_memory64,
+    function_references => wasm_function_references,
 }
 
 /// `memory_keep_resident` where PAGEMAP_SCAN is there: more than the few pages a small guest

@@ -96,11 +96,17 @@ fn compile_and_run(
     export: Option<&str>,
     limit: Option<u64>,
 ) -> Out {
-    let compiled = cache.compile(name, src.as_bytes(), export).unwrap();
-    let loaded = load(compiled.file, &compiled.payload).unwrap();
+    let loaded = compile_and_load(cache, name, src.as_bytes(), export).unwrap();
     let (mut c, out_r, err_r) = ctx(&["prog"]);
     c.memory_limit = limit;
     run_loaded(loaded, c, out_r, err_r)
+}
+
+/// `hello.wat` compiled through `cache` (a hit or a miss: see its `cache_hit`).
+fn compile_hello(cache: &Cache) -> Compiled {
+    cache
+        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .unwrap()
 }
 
 fn cache() -> (tempfile::TempDir, Cache) {
@@ -154,8 +160,7 @@ fn memory_limit_makes_grow_fail() {
 #[test]
 fn interrupt_exits_128_plus_signal() {
     let (_d, cache) = cache();
-    let compiled = cache.compile("spin.wat", SPIN.as_bytes(), None).unwrap();
-    let loaded = load(compiled.file, &compiled.payload).unwrap();
+    let loaded = compile_and_load(&cache, "spin.wat", SPIN.as_bytes(), None).unwrap();
     let int = loaded.interrupter();
     let t = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(200));
@@ -174,8 +179,7 @@ fn interrupt_exits_128_plus_signal() {
 #[test]
 fn interrupt_reaches_a_guest_blocked_in_a_host_call() {
     let (_d, cache) = cache();
-    let compiled = cache.compile("sleep.wat", SLEEP.as_bytes(), None).unwrap();
-    let loaded = load(compiled.file, &compiled.payload).unwrap();
+    let loaded = compile_and_load(&cache, "sleep.wat", SLEEP.as_bytes(), None).unwrap();
     let int = loaded.interrupter();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let t = std::thread::spawn(move || {
@@ -196,13 +200,9 @@ fn interrupt_reaches_a_guest_blocked_in_a_host_call() {
 #[test]
 fn cache_miss_then_hit() {
     let (_d, cache) = cache();
-    let a = cache
-        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-        .unwrap();
+    let a = compile_hello(&cache);
     assert!(!a.cache_hit);
-    let b = cache
-        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-        .unwrap();
+    let b = compile_hello(&cache);
     assert!(b.cache_hit);
     assert_eq!(a.artifact, b.artifact);
     assert_eq!(a.payload, b.payload);
@@ -210,12 +210,7 @@ fn cache_miss_then_hit() {
     assert_eq!(a.payload.kind, WasmKind::CoreModule);
     // A second cache instance (another shim) sees the same entry.
     let other = Cache::open(cache.dir(), DEFAULT_CACHE_MAX_BYTES).unwrap();
-    assert!(
-        other
-            .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-            .unwrap()
-            .cache_hit
-    );
+    assert!(compile_hello(&other).cache_hit);
     // The payload survives serialization.
     assert_eq!(
         WasmPayload::from_bytes(&b.payload.to_bytes()).unwrap(),
@@ -226,14 +221,10 @@ fn cache_miss_then_hit() {
 #[test]
 fn corrupt_entry_is_recompiled() {
     let (_d, cache) = cache();
-    let a = cache
-        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-        .unwrap();
+    let a = compile_hello(&cache);
     drop(a.file);
     std::fs::write(&a.artifact, b"garbage, not an ELF artifact").unwrap();
-    let b = cache
-        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-        .unwrap();
+    let b = compile_hello(&cache);
     assert!(!b.cache_hit);
     let loaded = load(b.file, &b.payload).unwrap();
     let (c, out_r, err_r) = ctx(&["x"]);
@@ -245,12 +236,7 @@ fn corrupt_entry_is_recompiled() {
         .open(&b.artifact)
         .unwrap();
     f.set_len(len / 2).unwrap();
-    assert!(
-        !cache
-            .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-            .unwrap()
-            .cache_hit
-    );
+    assert!(!compile_hello(&cache).cache_hit);
 }
 
 #[test]
@@ -263,9 +249,7 @@ fn concurrent_compiles_of_the_same_module() {
             std::thread::spawn(move || {
                 // each thread its own Cache, like separate shims
                 let cache = Cache::open(path, DEFAULT_CACHE_MAX_BYTES).unwrap();
-                cache
-                    .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-                    .unwrap()
+                compile_hello(&cache)
             })
         })
         .collect();
@@ -378,9 +362,7 @@ fn cache_is_private_to_its_owner() {
     let path = dir.path().join("c");
     let cache = Cache::open(&path, DEFAULT_CACHE_MAX_BYTES).unwrap();
     assert_eq!(mode(&path), 0o700);
-    let a = cache
-        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-        .unwrap();
+    let a = compile_hello(&cache);
     assert_eq!(mode(&a.artifact), 0o600);
     let name = a
         .artifact
@@ -418,9 +400,7 @@ fn cache_is_private_to_its_owner() {
 #[test]
 fn untrusted_entries_are_recompiled() {
     let (_d, cache) = cache();
-    let a = cache
-        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-        .unwrap();
+    let a = compile_hello(&cache);
     let entry = a.artifact.clone();
     drop(a);
     let good = std::fs::read(&entry).unwrap();
@@ -429,9 +409,7 @@ fn untrusted_entries_are_recompiled() {
     // A symlink in place of the entry, even to a valid entry, is not followed.
     std::fs::remove_file(&entry).unwrap();
     std::os::unix::fs::symlink(&decoy, &entry).unwrap();
-    let b = cache
-        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-        .unwrap();
+    let b = compile_hello(&cache);
     assert!(!b.cache_hit);
     assert!(!std::fs::symlink_metadata(&entry)
         .unwrap()
@@ -439,38 +417,21 @@ fn untrusted_entries_are_recompiled() {
         .is_symlink());
     // An entry others may read or write.
     std::fs::set_permissions(&entry, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    assert!(
-        !cache
-            .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-            .unwrap()
-            .cache_hit
-    );
+    assert!(!compile_hello(&cache).cache_hit);
     assert_eq!(mode(&entry), 0o600);
     // An entry with a second name.
     let twin = cache.dir().join("twin");
     std::fs::hard_link(&entry, &twin).unwrap();
-    assert!(
-        !cache
-            .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-            .unwrap()
-            .cache_hit
-    );
+    assert!(!compile_hello(&cache).cache_hit);
     std::fs::remove_file(&twin).unwrap();
-    assert!(
-        cache
-            .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-            .unwrap()
-            .cache_hit
-    );
+    assert!(compile_hello(&cache).cache_hit);
 }
 
 #[test]
 fn a_changed_artifact_is_caught_by_its_digest() {
     use std::os::unix::fs::FileExt;
     let (_d, cache) = cache();
-    let a = cache
-        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-        .unwrap();
+    let a = compile_hello(&cache);
     drop(a.file);
     // Code bytes changed in place, size and mtime restored: only the digest tells.
     let f = std::fs::OpenOptions::new()
@@ -487,20 +448,13 @@ fn a_changed_artifact_is_caught_by_its_digest() {
     drop(f);
     // Another shim (a fresh cache on the same directory) checks the digest.
     let other = Cache::open(cache.dir(), DEFAULT_CACHE_MAX_BYTES).unwrap();
-    let b = other
-        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-        .unwrap();
+    let b = compile_hello(&other);
     assert!(!b.cache_hit, "a changed entry was trusted");
     let loaded = load(b.file, &b.payload).unwrap();
     let (c, out_r, err_r) = ctx(&["x"]);
     let out = run_loaded(loaded, c, out_r, err_r);
     assert_eq!((out.code, out.stdout.as_str()), (3, "hello from wasm\n"));
-    assert!(
-        other
-            .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-            .unwrap()
-            .cache_hit
-    );
+    assert!(compile_hello(&other).cache_hit);
 }
 
 #[test]
@@ -508,9 +462,7 @@ fn the_handed_over_artifact_cannot_be_reopened_for_writing() {
     use std::os::fd::AsRawFd;
     let (_d, cache) = cache();
     for hit in [false, true] {
-        let a = cache
-            .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-            .unwrap();
+        let a = compile_hello(&cache);
         assert_eq!(a.cache_hit, hit);
         let reopen = format!("/proc/self/fd/{}", a.file.as_raw_fd());
         let e = std::fs::OpenOptions::new()
@@ -566,15 +518,11 @@ fn a_cache_hit_does_not_compile() {
         v.sort();
         v
     };
-    let miss = cache
-        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-        .unwrap();
+    let miss = compile_hello(&cache);
     assert!(!miss.cache_hit);
     let after_miss = entries(&cache);
     assert_eq!(after_miss.len(), 1, "one entry: {after_miss:?}");
-    let hit = cache
-        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
-        .unwrap();
+    let hit = compile_hello(&cache);
     // A hit opens the entry the miss wrote and writes nothing: same inode, same mtime, no
     // temp file left, the same payload.
     assert!(hit.cache_hit);

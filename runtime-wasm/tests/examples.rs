@@ -90,57 +90,30 @@ fn hello_p1_and_p2_print_args_env_and_root() {
         let (k, out) = run_in_process(&cache, file, &["/hello", "a b", "c"], Some(root.clone()));
         assert_eq!(k, kind);
         assert_eq!(out.code, 0, "{file}: {}", out.stderr);
-        assert!(
-            out.stdout.contains("arg[0]=/hello\narg[1]=a b\narg[2]=c\n"),
-            "{file}: {}",
-            out.stdout
-        );
-        assert!(
-            out.stdout.contains("env GREETING=hi there\n"),
-            "{file}: {}",
-            out.stdout
-        );
-        assert!(
-            out.stdout.contains("env EMPTY=\n"),
-            "{file}: {}",
-            out.stdout
-        );
-        assert!(
-            out.stdout.contains("ls / : etc file.txt\n"),
-            "{file}: {}",
-            out.stdout
-        );
+        for want in [
+            "arg[0]=/hello\narg[1]=a b\narg[2]=c\n",
+            "env GREETING=hi there\n",
+            "env EMPTY=\n",
+            "ls / : etc file.txt\n",
+        ] {
+            assert!(out.stdout.contains(want), "{file}: {}", out.stdout);
+        }
     }
 }
 
 #[test]
 fn exit_codes() {
     let (_d, cache) = cache();
-    assert_eq!(
-        run_in_process(&cache, "exit-code.wasm", &["x", "7"], None)
-            .1
-            .code,
-        7
-    );
-    assert_eq!(
-        run_in_process(&cache, "exit-code.wasm", &["x", "0"], None)
-            .1
-            .code,
-        0
-    );
-    assert_eq!(
-        run_in_process(&cache, "exit-code-p2.wasm", &["x", "0"], None)
-            .1
-            .code,
-        0
-    );
-    // Rust std on wasip2 exits through `wasi:cli/exit.exit(err)`: any failure is 1.
-    assert_eq!(
-        run_in_process(&cache, "exit-code-p2.wasm", &["x", "9"], None)
-            .1
-            .code,
-        1
-    );
+    for (file, arg, code) in [
+        ("exit-code.wasm", "7", 7),
+        ("exit-code.wasm", "0", 0),
+        ("exit-code-p2.wasm", "0", 0),
+        // Rust std on wasip2 exits through `wasi:cli/exit.exit(err)`: any failure is 1.
+        ("exit-code-p2.wasm", "9", 1),
+    ] {
+        let out = run_in_process(&cache, file, &["x", arg], None).1;
+        assert_eq!(out.code, code, "{file} {arg}: {}", out.stderr);
+    }
 }
 
 #[test]

@@ -10,13 +10,8 @@ use std::path::PathBuf;
 pub enum ShimError {
     #[error("invalid arguments: {0}")]
     Args(String),
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] runtime_native::error::PathIoError),
     #[error("{0}")]
     Bootstrap(String),
     #[error("socket path {path} is {len} bytes long, longer than a unix socket address allows")]
@@ -59,8 +54,8 @@ impl ShimError {
         op: &'static str,
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> ShimError {
-        let path = path.into();
-        move |source| ShimError::Io { op, path, source }
+        let on = runtime_native::error::PathIoError::on(op, path);
+        move |source| ShimError::Io(on(source))
     }
 }
 

@@ -159,11 +159,9 @@ pub fn bind_or_reuse(path: &Path) -> Result<Option<UnixListener>> {
             Err(e) => return Err(ShimError::io("bind", path)(e)),
         }
     }
-    Err(ShimError::Io {
-        op: "bind",
-        path: path.to_path_buf(),
-        source: std::io::ErrorKind::AddrInUse.into(),
-    })
+    Err(ShimError::io("bind", path)(
+        std::io::ErrorKind::AddrInUse.into(),
+    ))
 }
 
 fn spawn_server(

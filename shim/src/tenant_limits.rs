@@ -74,15 +74,7 @@ mod tests {
         const CASES: usize = 5000;
         fn field(out: &mut Vec<u8>, tag: u8, data: &[u8]) {
             out.push(tag << 3 | 2);
-            let mut n = data.len();
-            loop {
-                let b = (n & 0x7f) as u8;
-                n >>= 7;
-                out.push(if n > 0 { b | 0x80 } else { b });
-                if n == 0 {
-                    break;
-                }
-            }
+            runtime_native::testgen::uleb128(data.len(), out);
             out.extend_from_slice(data);
         }
         let mut g = Gen::new(0x5eed_0201);

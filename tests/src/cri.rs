@@ -335,6 +335,7 @@ impl CriClient {
         Ok(())
     }
 
+    /// ContainerStats of `id` (read its counters with [`counter`]).
     pub fn container_stats(&self, id: &str) -> Result<cri::ContainerStats> {
         call!(
             self,
@@ -524,6 +525,11 @@ pub fn container_config(
     }
 }
 
+/// A busybox container named `name` that runs `sh -c script`.
+pub fn busybox_sh(name: &str, script: &str) -> cri::ContainerConfig {
+    container_config(name, crate::images::BUSYBOX, &["sh", "-c"], &[script])
+}
+
 /// One line of a CRI log file: `<RFC3339Nano time> <stdout|stderr> <F|P> <content>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
@@ -564,6 +570,12 @@ pub fn parse_cri_log(text: &str) -> Result<Vec<LogLine>> {
             })
         })
         .collect()
+}
+
+/// A counter of ContainerStats (`UInt64Value`, absent when the runtime reports none), 0 when
+/// absent: `st.memory.as_ref().map_or(0, |m| counter(&m.usage_bytes))`.
+pub fn counter(v: &Option<cri::UInt64Value>) -> u64 {
+    v.as_ref().map_or(0, |v| v.value)
 }
 
 #[cfg(test)]

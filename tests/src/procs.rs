@@ -2,6 +2,16 @@
 
 use std::path::Path;
 
+/// The first mapping of a `/proc/<pid>/uid_map` (or `gid_map`) text, as its three fields
+/// (inside id, outside id, count); empty when the text has none.
+pub fn first_id_mapping(map: &str) -> Vec<&str> {
+    map.lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct Proc {
     pub pid: i32,

@@ -7,11 +7,7 @@ use std::time::Duration;
 fn missing_entrypoint(c: &mut Case) -> Result<()> {
     let id = c.id("noent");
     let out = c.run_rm(&[], &id, &["/nope/missing"])?.failed()?;
-    anyhow::ensure!(
-        out.all().contains("/nope/missing"),
-        "error should name the path: {}",
-        out.describe()
-    );
+    out.expect_output("/nope/missing", "error should name the path")?;
     c.remove(&id)?;
     c.check_leaks()
 }
@@ -22,22 +18,14 @@ fn bad_cwd(c: &mut Case) -> Result<()> {
     let out = c
         .run_rm(&["--cwd", "/etc/passwd/sub"], &id, &["true"])?
         .failed()?;
-    anyhow::ensure!(
-        out.all().contains("/etc/passwd"),
-        "error should name the cwd: {}",
-        out.describe()
-    );
+    out.expect_output("/etc/passwd", "error should name the cwd")?;
     c.remove(&id)?;
     c.check_leaks()?;
     // A cwd that does not exist: amphi refuses it (runc creates it instead).
     if c.runtime == Runtime::Amphi {
         let id = c.id("cwdnope");
         let out = c.run_rm(&["--cwd", "/nope"], &id, &["true"])?.failed()?;
-        anyhow::ensure!(
-            out.all().contains("/nope"),
-            "error should name the cwd: {}",
-            out.describe()
-        );
+        out.expect_output("/nope", "error should name the cwd")?;
         c.remove(&id)?;
         c.check_leaks()?;
     }
@@ -62,11 +50,7 @@ fn invalid_spec(c: &mut Case) -> Result<()> {
     let id = c.id("noargs");
     let spec = c.spec_file(&id, |s| s["process"]["args"] = serde_json::json!([]))?;
     let out = c.run_config(&spec, &id)?.failed()?;
-    anyhow::ensure!(
-        out.all().contains("args"),
-        "error should say the args are missing: {}",
-        out.describe()
-    );
+    out.expect_output("args", "error should say the args are missing")?;
     c.remove(&id)?;
     c.check_leaks()?;
     // The same spec with args runs: the failure above was the args, nothing else.
@@ -116,11 +100,7 @@ fn refused_like_runc(c: &mut Case) -> Result<()> {
             edit(s)
         })?;
         let out = c.run_config(&spec, &id)?.failed()?;
-        anyhow::ensure!(
-            out.all().contains(words),
-            "{name}: the error should say {words:?}: {}",
-            out.describe()
-        );
+        out.expect_output(words, &format!("{name}: the error should say {words:?}"))?;
         c.remove(&id)?;
         c.check_leaks()?;
     }

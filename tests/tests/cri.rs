@@ -2,7 +2,7 @@
 //! the runtime handler `amphi` (what a RuntimeClass selects), native and wasm containers side by
 //! side in one pod, one shim per pod, and nothing left once the pod is removed.
 
-use amphi_tests::cri::{container_config, v1};
+use amphi_tests::cri::{busybox_sh, container_config, counter, v1};
 use amphi_tests::cri_case::{
     self, CriCase, BUSYBOX, WASM_EXIT, WASM_HELLO, WASM_HTTP, WASM_SLEEPER, WASM_WGET,
 };
@@ -122,11 +122,9 @@ fn pod_lifecycle(c: &mut CriCase) -> Result<()> {
     // A native container: logs on both streams, handles SIGTERM.
     let app = c.start_container(
         &pod,
-        &container_config(
+        &busybox_sh(
             "app",
-            BUSYBOX,
-            &["sh", "-c"],
-            &["echo native-out; echo native-err >&2; trap 'echo got-term; exit 0' TERM; while true; do sleep 0.1; done"],
+            "echo native-out; echo native-err >&2; trap 'echo got-term; exit 0' TERM; while true; do sleep 0.1; done",
         ),
     )?;
     // A wasm container that keeps running (exec target, stats).
@@ -262,15 +260,11 @@ fn pod_lifecycle(c: &mut CriCase) -> Result<()> {
         let mem = st
             .memory
             .as_ref()
-            .and_then(|m| m.working_set_bytes.as_ref())
-            .map(|v| v.value)
-            .unwrap_or(0);
+            .map_or(0, |m| counter(&m.working_set_bytes));
         let cpu = st
             .cpu
             .as_ref()
-            .and_then(|m| m.usage_core_nano_seconds.as_ref())
-            .map(|v| v.value)
-            .unwrap_or(0);
+            .map_or(0, |m| counter(&m.usage_core_nano_seconds));
         anyhow::ensure!(mem > 0, "ContainerStats {id}: no working set: {st:?}");
         anyhow::ensure!(cpu > 0, "ContainerStats {id}: no cpu usage: {st:?}");
     }
@@ -443,11 +437,9 @@ fn mixed_pod(c: &mut CriCase) -> Result<()> {
 /// A container over its memory limit is OOM-killed and ContainerStatus says so.
 fn oom(c: &mut CriCase) -> Result<()> {
     let pod = c.run_pod("oom")?;
-    let mut cfg = container_config(
+    let mut cfg = busybox_sh(
         "hog",
-        BUSYBOX,
-        &["sh", "-c"],
-        &["x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"],
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
     );
     cfg.linux
         .as_mut()

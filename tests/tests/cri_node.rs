@@ -14,7 +14,7 @@
 //! `mount_options.rs` checks `rro` through `ctr` on every version instead.
 //! Every case also runs against runc's handler with `--ignored`.
 
-use amphi_tests::cri::{container_config, v1};
+use amphi_tests::cri::{busybox_sh, container_config, v1};
 use amphi_tests::cri_case::{CriCase, Pod, BUSYBOX};
 use amphi_tests::cri_e2e;
 use amphi_tests::cri_env::AMPHI_HANDLER;
@@ -394,14 +394,10 @@ fn security_context(c: &mut CriCase) -> Result<()> {
 /// server, as `kubectl exec/attach/port-forward` reach them.
 fn streaming(c: &mut CriCase) -> Result<()> {
     let pod = c.run_pod("stream")?;
-    let mut cfg = container_config(
+    let mut cfg = busybox_sh(
         "web",
-        BUSYBOX,
-        &["sh", "-c"],
-        &[
-            "mkdir -p /www && echo forwarded-ok > /www/index.html && httpd -p 8090 -h /www && \
-           i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done",
-        ],
+        "mkdir -p /www && echo forwarded-ok > /www/index.html && httpd -p 8090 -h /www && \
+         i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done",
     );
     container_security(&mut cfg).privileged = false;
     let id = c.start_container(&pod, &cfg)?;
@@ -456,11 +452,9 @@ fn streaming(c: &mut CriCase) -> Result<()> {
 /// new file at the log path.
 fn reopen_log(c: &mut CriCase) -> Result<()> {
     let pod = c.run_pod("logs")?;
-    let cfg = container_config(
+    let cfg = busybox_sh(
         "ticker",
-        BUSYBOX,
-        &["sh", "-c"],
-        &["i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.1; done"],
+        "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.1; done",
     );
     let id = c.start_container(&pod, &cfg)?;
     c.wait_log(&pod, "ticker", "line-1")?;
@@ -504,7 +498,7 @@ fn mount_options_at<'a>(mountinfo: &'a str, dest: &str) -> Option<&'a str> {
 /// are 2.1's. 1.6's CRI server ignores `userns_options` (the field is in its CRI API, nothing
 /// reads it): such a pod would run with the host's users, so the case is not instantiated there.
 fn user_namespace(c: &mut CriCase) -> Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let mapping = vec![v1::IdMapping {
         host_id: 200_000,
         container_id: 0,
@@ -559,12 +553,7 @@ fn user_namespace(c: &mut CriCase) -> Result<()> {
         wants.extend(["volume=0:0", "vol-write=ok"]);
     }
     let out = sh(c, &id, &script)?;
-    let map: Vec<&str> = out
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
+    let map = amphi_tests::procs::first_id_mapping(&out);
     anyhow::ensure!(
         map == ["0", "200000", "65536"],
         "uid_map in the pod:\n{out}"
@@ -587,13 +576,11 @@ fn user_namespace(c: &mut CriCase) -> Result<()> {
             && status.contains("Gid:\t200000\t200000\t200000\t200000"),
         "root in the pod is not host uid/gid 200000:\n{status}"
     );
-    let made = std::fs::metadata(plain.join("made-inside"))?;
-    anyhow::ensure!(
-        (made.uid(), made.gid()) == (200_000, 200_000),
-        "a file root made in a plain volume is owned by {}:{} on the host, not 200000:200000",
-        made.uid(),
-        made.gid()
-    );
+    expect_host_owner(
+        &plain.join("made-inside"),
+        (200_000, 200_000),
+        "in a plain volume",
+    )?;
     if with_idmapped_volume {
         idmapped_volume_seen_from_host(pid, &idmapped)?;
     }
@@ -601,17 +588,23 @@ fn user_namespace(c: &mut CriCase) -> Result<()> {
     shared_pid_user_namespace(c, userns_for_shared_pid)
 }
 
+/// Fails unless the file root made `place` (at `path` on the host) is owned by `want`
+/// (uid, gid) on the host.
+fn expect_host_owner(path: &Path, want: (u32, u32), place: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let made = std::fs::metadata(path)?;
+    let owner = (made.uid(), made.gid());
+    anyhow::ensure!(
+        owner == want,
+        "a file root made {place} is owned by {owner:?} on the host, not {want:?}"
+    );
+    Ok(())
+}
+
 /// The idmapped volume `/vol` of the container `pid`, whose host directory is `dir`: root's
 /// new file is stored as host root's, and mountinfo marks the mount idmapped (not `/plain`).
 fn idmapped_volume_seen_from_host(pid: i32, dir: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let made = std::fs::metadata(dir.join("made-inside"))?;
-    anyhow::ensure!(
-        (made.uid(), made.gid()) == (0, 0),
-        "a file root made in the idmapped volume is owned by {}:{} on the host",
-        made.uid(),
-        made.gid()
-    );
+    expect_host_owner(&dir.join("made-inside"), (0, 0), "in the idmapped volume")?;
     let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
     let idmapped_opts = mount_options_at(&mountinfo, "/vol").unwrap_or_default();
     let plain_opts = mount_options_at(&mountinfo, "/plain").unwrap_or_default();
@@ -624,6 +617,14 @@ fn idmapped_volume_seen_from_host(pid: i32, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Namespace options (of a pod or of its container) for the pod's pid namespace, in the user
+/// namespace `userns`.
+fn share_pid_in_userns(ns: &mut Option<v1::NamespaceOption>, userns: v1::UserNamespace) {
+    let ns = ns.get_or_insert_with(Default::default);
+    ns.userns_options = Some(userns);
+    ns.pid = v1::NamespaceMode::Pod as i32;
+}
+
 /// A user-namespaced pod that shares its pid namespace (`shareProcessNamespace`): the
 /// container joins the sandbox's pid namespace by path together with the pod's user namespace,
 /// sees the pause process as pid 1 and may still mount its /proc (both belong to the pod's
@@ -631,27 +632,18 @@ fn idmapped_volume_seen_from_host(pid: i32, dir: &Path) -> Result<()> {
 fn shared_pid_user_namespace(c: &mut CriCase, userns: v1::UserNamespace) -> Result<()> {
     let pod_userns = userns.clone();
     let pod = c.run_pod_edited("userns-pid", c.handler, move |p| {
-        let ns = pod_security(p)
-            .namespace_options
-            .get_or_insert_with(Default::default);
-        ns.userns_options = Some(pod_userns);
-        ns.pid = v1::NamespaceMode::Pod as i32;
+        share_pid_in_userns(&mut pod_security(p).namespace_options, pod_userns)
     })?;
     let id = sleeper(c, &pod, "p", false, |cfg| {
-        let ns = container_security(cfg)
-            .namespace_options
-            .get_or_insert_with(Default::default);
-        ns.userns_options = Some(userns);
-        ns.pid = v1::NamespaceMode::Pod as i32;
+        share_pid_in_userns(&mut container_security(cfg).namespace_options, userns)
     })?;
     let out = sh(
         c,
         &id,
         "cat /proc/self/uid_map; tr '\\0' ' ' < /proc/1/cmdline; echo",
     )?;
-    let mut lines = out.lines();
-    let map: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
-    let init = lines.next().unwrap_or("");
+    let map = amphi_tests::procs::first_id_mapping(&out);
+    let init = out.lines().nth(1).unwrap_or("");
     anyhow::ensure!(
         map == ["0", "200000", "65536"] && init.contains("pause"),
         "shared pid namespace in a user-namespaced pod:\n{out}"

@@ -60,11 +60,7 @@ fn exec(c: &mut Case) -> Result<()> {
     let out = c
         .ctr(&["task", "exec", "--exec-id", "e4", &id, "/nope/missing"])?
         .failed()?;
-    anyhow::ensure!(
-        out.all().contains("/nope/missing"),
-        "exec error should name the path: {}",
-        out.describe()
-    );
+    out.expect_output("/nope/missing", "exec error should name the path")?;
     c.remove(&id)
 }
 

@@ -93,11 +93,10 @@ fn failing_hook(c: &mut Case) -> Result<()> {
         s["hooks"] = serde_json::json!({"createRuntime": [{"path": hook.display().to_string()}]});
     })?;
     let out = c.run_config(&spec, &id)?.failed()?;
-    anyhow::ensure!(
-        out.all().contains("createRuntime says no"),
-        "error should carry the hook's output: {}",
-        out.describe()
-    );
+    out.expect_output(
+        "createRuntime says no",
+        "error should carry the hook's output",
+    )?;
     c.remove(&id)?;
     c.check_leaks()
 }

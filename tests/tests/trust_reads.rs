@@ -7,6 +7,7 @@
 
 use amphi_tests::{cmd, e2e, wasm_e2e, wasm_images, Case, Output, Runtime};
 use anyhow::{Context, Result};
+use runtime_native::testgen::uleb128;
 use std::time::Duration;
 
 /// The most a shim process may ever have had resident (VmHWM) during these attacks.
@@ -286,17 +287,12 @@ fn compile_in_the_pod(c: &mut Case) -> Result<()> {
         Some(&c.cd.dir),
     )?;
     let id = c.id("tight");
-    let out = c.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        c.runtime.name(),
-        "--memory-limit",
-        TIGHT_LIMIT,
+    let out = c.run_rm_image(
+        &["--memory-limit", TIGHT_LIMIT],
         &image,
         &id,
-        "/hog.wasm",
-    ])?;
+        &["/hog.wasm"],
+    )?;
     let out = out.failed().context("Create with a tight memory limit")?;
     println!(
         "Create with memory limit {TIGHT_LIMIT}: {}",
@@ -307,26 +303,17 @@ fn compile_in_the_pod(c: &mut Case) -> Result<()> {
         "OOM killer",
         &format!("memory limit {TIGHT_LIMIT} bytes"),
     ] {
-        anyhow::ensure!(
-            out.all().contains(w),
-            "Create error should say {w:?}: {}",
-            out.describe()
-        );
+        out.expect_output(w, &format!("Create error should say {w:?}"))?;
     }
     let _ = c.ctr(&["container", "rm", &id]);
     c.check_leaks()?;
     let id = c.id("roomy");
-    c.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        c.runtime.name(),
-        "--memory-limit",
-        ROOMY_LIMIT,
+    c.run_rm_image(
+        &["--memory-limit", ROOMY_LIMIT],
         &image,
         &id,
-        "/hog.wasm",
-    ])?
+        &["/hog.wasm"],
+    )?
     .ok()
     .context("the same module with a roomy memory limit")?;
     c.check_leaks()?;
@@ -348,11 +335,7 @@ fn compile_in_the_pod(c: &mut Case) -> Result<()> {
             let out = out.failed()?;
             println!("exec with memory limit {limit}: {}", out.all().trim());
             for w in ["wasm module /hog.wasm", "OOM killer", TIGHT_LIMIT] {
-                anyhow::ensure!(
-                    out.all().contains(w),
-                    "exec error should say {w:?}: {}",
-                    out.describe()
-                );
+                out.expect_output(w, &format!("exec error should say {w:?}"))?;
             }
         } else {
             out.ok().context("exec of the module with a roomy limit")?;
@@ -386,19 +369,9 @@ wasm_e2e!(compile_in_pod, compile_in_the_pod);
 /// A valid core module of about `size` bytes: functions of `func_bytes` each, every one a
 /// straight run of `local.get 0; i32.const 1; i32.add; local.set 0`, and an empty `_start`.
 fn big_module(size: usize, func_bytes: usize) -> Vec<u8> {
-    fn uleb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            out.push(if n > 0 { b | 0x80 } else { b });
-            if n == 0 {
-                return;
-            }
-        }
-    }
     fn section(id: u8, payload: &[u8], out: &mut Vec<u8>) {
         out.push(id);
-        uleb(payload.len(), out);
+        uleb128(payload.len(), out);
         out.extend_from_slice(payload);
     }
     let step = [0x20, 0x00, 0x41, 0x01, 0x6a, 0x21, 0x00];
@@ -408,22 +381,22 @@ fn big_module(size: usize, func_bytes: usize) -> Vec<u8> {
     }
     code.push(0x0b);
     let mut body = Vec::new();
-    uleb(code.len(), &mut body);
+    uleb128(code.len(), &mut body);
     body.extend_from_slice(&code);
     let n = (size / body.len()).max(1);
     let mut out = b"\0asm\x01\0\0\0".to_vec();
     section(1, &[0x01, 0x60, 0x00, 0x00], &mut out);
     let mut funcs = Vec::new();
-    uleb(n + 1, &mut funcs);
+    uleb128(n + 1, &mut funcs);
     funcs.resize(funcs.len() + n + 1, 0);
     section(3, &funcs, &mut out);
     let mut exports = vec![0x01, 0x06];
     exports.extend_from_slice(b"_start");
     exports.push(0x00);
-    uleb(n, &mut exports);
+    uleb128(n, &mut exports);
     section(7, &exports, &mut out);
     let mut codes = Vec::new();
-    uleb(n + 1, &mut codes);
+    uleb128(n + 1, &mut codes);
     for _ in 0..n {
         codes.extend_from_slice(&body);
     }

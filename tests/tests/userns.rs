@@ -21,13 +21,7 @@ fn mapped_root(c: &mut Case) -> Result<()> {
         host_uid.split_whitespace().nth(1) == Some("100000"),
         "host view of the container process: {host_uid:?}"
     );
-    let first: Vec<&str> = out
-        .stdout
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
+    let first = amphi_tests::procs::first_id_mapping(&out.stdout);
     anyhow::ensure!(
         first == ["0", "100000", "65536"],
         "uid_map: {}",

@@ -45,16 +45,7 @@ fn probe_image(c: &Case, image: &str) -> Result<String> {
 
 /// `ctr run --rm` of the probe (no arguments) in `image`.
 fn run_probe(c: &Case, image: &str, id: &str) -> Result<Output> {
-    c.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        c.runtime.name(),
-        image,
-        id,
-        PROBE,
-    ])?
-    .ok()
+    c.run_rm_image(&[], image, id, &[PROBE])?.ok()
 }
 
 /// What every probe run must show: each escape attempt DENIED (none REACHED), `/proc` without
@@ -230,20 +221,12 @@ fn sealed_artifact(c: &mut Case) -> Result<()> {
     let image = probe_image(c, "docker.io/amphi/sandbox-probe:e2e")?;
     let twin = probe_image(c, "docker.io/amphi/sandbox-probe-twin:e2e")?;
     let id = c.id("sealed");
-    c.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
-        c.runtime.name(),
-        "--cap-add",
-        "CAP_SYS_PTRACE",
+    c.run_detached_image(
+        &["--cap-add", "CAP_SYS_PTRACE"],
         &image,
         &id,
-        PROBE,
-        "wait",
-    ])?
-    .ok()?;
-    c.wait_status(&id, "RUNNING", Duration::from_secs(30))?;
+        &[PROBE, "wait"],
+    )?;
     let entry = cache_entry(&cache)?;
     let before = std::fs::read(&entry)?;
     let out = c

@@ -46,7 +46,8 @@ trait Version {
     fn dir(&self, cg: &Cgroup, ctrl: &str) -> Option<PathBuf>;
     /// Creates the cgroup's directories (and what they need to accept processes).
     fn make_dirs(&self, cg: &Cgroup) -> Result<()>;
-    /// Writes the OCI resources into the version's files.
+    /// Writes the OCI resources whose files differ between the versions (memory, cpu, block
+    /// I/O, hugetlb, devices, and v2's unified map, last so that it overrides).
     fn apply(&self, cg: &Cgroup, res: &LinuxResources) -> Result<()>;
     fn stats(&self, cg: &Cgroup) -> Result<CgroupStats>;
     /// The memory controller's file whose `oom_kill` line counts OOM kills.
@@ -197,7 +198,13 @@ impl Cgroup {
         }
     }
 
+    /// The resources whose files have the same names and formats on v1 and v2 first (cpuset,
+    /// pids), then the version's own.
     fn apply(&self, res: &LinuxResources) -> Result<()> {
+        if let Some(c) = res.cpu() {
+            self.apply_cpuset(c)?;
+        }
+        self.apply_pids(res)?;
         self.version().apply(self, res)
     }
 
@@ -221,6 +228,16 @@ impl Cgroup {
                 "max".into()
             };
             self.write("pids", "pids.max", &v)?;
+        }
+        Ok(())
+    }
+
+    /// The hugetlb limits: `hugetlb.<pagesize>.<limit_file>`, where v1 names the limit file
+    /// `limit_in_bytes` and v2 `max`; skipped where the kernel has no such page size.
+    fn apply_hugetlb(&self, res: &LinuxResources, limit_file: &str) -> Result<()> {
+        for h in res.hugepage_limits().iter().flatten() {
+            let file = format!("hugetlb.{}.{limit_file}", h.page_size());
+            self.write_opt("hugetlb", &file, &h.limit().to_string())?;
         }
         Ok(())
     }

@@ -175,30 +175,32 @@ pub(super) fn read_v1(dir: impl Fn(&str) -> Option<PathBuf>) -> CgroupStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroup::tests::fake_files;
 
-    fn write(d: &Path, name: &str, text: &str) {
-        std::fs::write(d.join(name), text).unwrap();
+    /// The v2 stats of a cgroup directory holding `files` (name, content).
+    fn v2_stats_of(files: &[(&str, &str)]) -> CgroupStats {
+        let d = tempfile::tempdir().unwrap();
+        fake_files(d.path(), files);
+        read_v2(d.path())
     }
 
     /// A v2 directory as the kernel shows it for a container without limits: every limit
     /// `max`, swap accounting present, I/O on two devices.
     #[test]
     fn v2_unlimited_limits_read_as_u64_max() {
-        let d = tempfile::tempdir().unwrap();
-        let d = d.path();
-        write(d, "pids.current", "2\n");
-        write(d, "pids.max", "max\n");
-        write(d, "memory.current", "8192\n");
-        write(d, "memory.max", "max\n");
-        write(d, "memory.swap.current", "0\n");
-        write(d, "memory.swap.max", "max\n");
-        write(
-            d,
-            "io.stat",
-            "254:0 rbytes=4096 wbytes=8388608 rios=1 wios=64 dbytes=0 dios=0\n\
-             7:1 rbytes=512 wbytes=0 rios=2 wios=0 dbytes=0 dios=0\n",
-        );
-        let s = read_v2(d);
+        let s = v2_stats_of(&[
+            ("pids.current", "2\n"),
+            ("pids.max", "max\n"),
+            ("memory.current", "8192\n"),
+            ("memory.max", "max\n"),
+            ("memory.swap.current", "0\n"),
+            ("memory.swap.max", "max\n"),
+            (
+                "io.stat",
+                "254:0 rbytes=4096 wbytes=8388608 rios=1 wios=64 dbytes=0 dios=0\n\
+                 7:1 rbytes=512 wbytes=0 rios=2 wios=0 dbytes=0 dios=0\n",
+            ),
+        ]);
         assert!(s.v2);
         assert_eq!((s.pids_current, s.pids_limit), (2, u64::MAX));
         assert_eq!(s.pids_limit, 18446744073709551615);
@@ -228,18 +230,13 @@ mod tests {
 
     #[test]
     fn v2_set_limits_read_as_numbers() {
-        let d = tempfile::tempdir().unwrap();
-        let d = d.path();
-        write(d, "pids.max", "64\n");
-        write(d, "memory.max", "67108864\n");
-        write(d, "memory.swap.max", "0\n");
-        write(d, "memory.swap.peak", "4096\n");
-        write(
-            d,
-            "memory.events",
-            "low 0\nhigh 1\nmax 5\noom 2\noom_kill 1\n",
-        );
-        let s = read_v2(d);
+        let s = v2_stats_of(&[
+            ("pids.max", "64\n"),
+            ("memory.max", "67108864\n"),
+            ("memory.swap.max", "0\n"),
+            ("memory.swap.peak", "4096\n"),
+            ("memory.events", "low 0\nhigh 1\nmax 5\noom 2\noom_kill 1\n"),
+        ]);
         assert_eq!(s.pids_limit, 64);
         assert_eq!(s.memory_limit, 64 << 20);
         assert_eq!((s.memory_swap_limit, s.memory_swap_max_usage), (0, 4096));
@@ -251,8 +248,7 @@ mod tests {
     /// No swap accounting, no io controller, no pids controller: zeros, not errors.
     #[test]
     fn v2_missing_files_read_as_zero() {
-        let d = tempfile::tempdir().unwrap();
-        let s = read_v2(d.path());
+        let s = v2_stats_of(&[]);
         assert_eq!(
             (s.pids_limit, s.memory_swap_limit, s.memory_limit),
             (0, 0, 0)
@@ -263,8 +259,7 @@ mod tests {
     #[test]
     fn v1_unlimited_pids_read_as_zero() {
         let d = tempfile::tempdir().unwrap();
-        write(d.path(), "pids.current", "3\n");
-        write(d.path(), "pids.max", "max\n");
+        fake_files(d.path(), &[("pids.current", "3\n"), ("pids.max", "max\n")]);
         let dir = d.path().to_path_buf();
         let s = read_v1(|c| (c == "pids").then(|| dir.clone()));
         assert!(!s.v2);

@@ -7,6 +7,20 @@ use oci_spec::runtime::{
     LinuxResourcesBuilder,
 };
 
+/// Writes a fake cgroupfs's files into `dir`: each (path below `dir`, content).
+pub(super) fn fake_files(dir: &Path, files: &[(&str, &str)]) {
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+}
+
+/// Checks what the cgroup wrote: each (path below `dir`, content without the newline).
+fn expect_files(dir: &Path, files: &[(&str, &str)]) {
+    for (name, want) in files {
+        assert_eq!(rd(dir.join(name)), *want, "{name}");
+    }
+}
+
 fn spec(path: Option<&str>, res: LinuxResources) -> Spec {
     let mut s = Spec::default();
     let mut l = s.linux().clone().unwrap();
@@ -69,14 +83,15 @@ fn v1_layout_and_resources() {
         std::fs::create_dir(root.join(h)).unwrap();
     }
     std::os::unix::fs::symlink("cpu,cpuacct", root.join("cpu")).unwrap();
-    std::fs::write(root.join("cpuset/cpuset.cpus"), "0-3\n").unwrap();
-    std::fs::write(root.join("cpuset/cpuset.mems"), "0\n").unwrap();
     std::fs::create_dir_all(root.join("memory/default/c1")).unwrap();
-    std::fs::write(
-        root.join("memory/default/c1/memory.memsw.limit_in_bytes"),
-        "",
-    )
-    .unwrap();
+    fake_files(
+        root,
+        &[
+            ("cpuset/cpuset.cpus", "0-3\n"),
+            ("cpuset/cpuset.mems", "0\n"),
+            ("memory/default/c1/memory.memsw.limit_in_bytes", ""),
+        ],
+    );
 
     let cg = Cgroup::create_in(root, false, "c1", &spec(Some("/default/c1"), resources())).unwrap();
     assert_eq!(
@@ -96,43 +111,53 @@ fn v1_layout_and_resources() {
         .procs_files()
         .contains(&root.join("memory/default/c1/cgroup.procs")));
     let m = root.join("memory/default/c1");
-    assert_eq!(rd(m.join("memory.limit_in_bytes")), "268435456");
-    assert_eq!(rd(m.join("memory.memsw.limit_in_bytes")), "536870912");
-    assert_eq!(rd(m.join("memory.soft_limit_in_bytes")), "134217728");
     let c = root.join("cpu,cpuacct/default/c1");
-    assert_eq!(rd(c.join("cpu.shares")), "1024");
-    assert_eq!(rd(c.join("cpu.cfs_quota_us")), "50000");
-    assert_eq!(rd(c.join("cpu.cfs_period_us")), "100000");
-    // cpus copied down to the intermediate level, then set
-    assert_eq!(rd(root.join("cpuset/default/cpuset.cpus")), "0-3");
-    assert_eq!(rd(root.join("cpuset/default/c1/cpuset.cpus")), "0-1");
-    assert_eq!(rd(root.join("cpuset/default/c1/cpuset.mems")), "0");
-    assert_eq!(rd(root.join("pids/default/c1/pids.max")), "100");
-    // the last write wins in a plain file: the last default allow rule
-    assert_eq!(
-        rd(root.join("devices/default/c1/devices.allow")),
-        "c 10:200 rwm"
+    expect_files(
+        root,
+        &[
+            ("memory/default/c1/memory.limit_in_bytes", "268435456"),
+            ("memory/default/c1/memory.memsw.limit_in_bytes", "536870912"),
+            ("memory/default/c1/memory.soft_limit_in_bytes", "134217728"),
+            ("cpu,cpuacct/default/c1/cpu.shares", "1024"),
+            ("cpu,cpuacct/default/c1/cpu.cfs_quota_us", "50000"),
+            ("cpu,cpuacct/default/c1/cpu.cfs_period_us", "100000"),
+            // cpus copied down to the intermediate level, then set
+            ("cpuset/default/cpuset.cpus", "0-3"),
+            ("cpuset/default/c1/cpuset.cpus", "0-1"),
+            ("cpuset/default/c1/cpuset.mems", "0"),
+            ("pids/default/c1/pids.max", "100"),
+            // the last write wins in a plain file: the last default allow rule
+            ("devices/default/c1/devices.allow", "c 10:200 rwm"),
+            ("devices/default/c1/devices.deny", "a"),
+        ],
     );
-    assert_eq!(rd(root.join("devices/default/c1/devices.deny")), "a");
 
     // stats
-    std::fs::write(c.join("cpuacct.usage"), "123456789\n").unwrap();
-    std::fs::write(c.join("cpuacct.stat"), "user 10\nsystem 5\n").unwrap();
-    std::fs::write(
-        c.join("cpu.stat"),
-        "nr_periods 7\nnr_throttled 2\nthrottled_time 999\n",
-    )
-    .unwrap();
-    std::fs::write(m.join("memory.usage_in_bytes"), "1000\n").unwrap();
-    std::fs::write(m.join("memory.max_usage_in_bytes"), "2000\n").unwrap();
-    std::fs::write(m.join("memory.memsw.usage_in_bytes"), "1500\n").unwrap();
-    std::fs::write(m.join("memory.stat"), "cache 11\nrss 22\ntotal_rss 22\n").unwrap();
-    std::fs::write(
-        m.join("memory.oom_control"),
-        "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("pids/default/c1/pids.current"), "4\n").unwrap();
+    fake_files(
+        &c,
+        &[
+            ("cpuacct.usage", "123456789\n"),
+            ("cpuacct.stat", "user 10\nsystem 5\n"),
+            (
+                "cpu.stat",
+                "nr_periods 7\nnr_throttled 2\nthrottled_time 999\n",
+            ),
+        ],
+    );
+    fake_files(
+        &m,
+        &[
+            ("memory.usage_in_bytes", "1000\n"),
+            ("memory.max_usage_in_bytes", "2000\n"),
+            ("memory.memsw.usage_in_bytes", "1500\n"),
+            ("memory.stat", "cache 11\nrss 22\ntotal_rss 22\n"),
+            (
+                "memory.oom_control",
+                "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+            ),
+        ],
+    );
+    fake_files(root, &[("pids/default/c1/pids.current", "4\n")]);
     let s = cg.stats().unwrap();
     assert!(!s.v2);
     assert_eq!(s.cpu_usage_ns, 123456789);
@@ -172,12 +197,13 @@ fn v1_layout_and_resources() {
 fn v2_layout_and_resources() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
-    std::fs::write(
-        root.join("cgroup.controllers"),
-        "cpuset cpu io memory pids\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("cgroup.subtree_control"), "memory\n").unwrap();
+    fake_files(
+        root,
+        &[
+            ("cgroup.controllers", "cpuset cpu io memory pids\n"),
+            ("cgroup.subtree_control", "memory\n"),
+        ],
+    );
     let mut res = resources();
     // Device rules need a real cgroup v2 directory (v2_device_rules_need_a_real_cgroup).
     res.set_devices(None);
@@ -189,13 +215,18 @@ fn v2_layout_and_resources() {
     assert_eq!(cg.procs_files(), vec![dir.join("cgroup.procs")]);
     // controllers enabled in the root (the fake file keeps the last write)
     assert_eq!(rd(root.join("cgroup.subtree_control")), "+pids");
-    assert_eq!(rd(dir.join("memory.max")), "268435456");
-    assert_eq!(rd(dir.join("memory.low")), "134217728");
-    assert_eq!(rd(dir.join("memory.high")), "200000000");
-    assert_eq!(rd(dir.join("cpu.weight")), "39");
-    assert_eq!(rd(dir.join("cpu.max")), "50000 100000");
-    assert_eq!(rd(dir.join("cpuset.cpus")), "0-1");
-    assert_eq!(rd(dir.join("pids.max")), "100");
+    expect_files(
+        &dir,
+        &[
+            ("memory.max", "268435456"),
+            ("memory.low", "134217728"),
+            ("memory.high", "200000000"),
+            ("cpu.weight", "39"),
+            ("cpu.max", "50000 100000"),
+            ("cpuset.cpus", "0-1"),
+            ("pids.max", "100"),
+        ],
+    );
     // swap.max not present in the fake tree: skipped, not an error
     assert!(!dir.join("memory.swap.max").exists());
 
@@ -213,16 +244,21 @@ fn v2_layout_and_resources() {
     cg.update(&upd).unwrap();
     assert_eq!(rd(dir.join("memory.swap.max")), "200");
 
-    std::fs::write(dir.join("cpu.stat"), "usage_usec 5\nuser_usec 3\nsystem_usec 2\nnr_periods 1\nnr_throttled 1\nthrottled_usec 4\n").unwrap();
-    std::fs::write(dir.join("memory.current"), "4096\n").unwrap();
-    std::fs::write(dir.join("memory.max"), "max\n").unwrap();
-    std::fs::write(dir.join("memory.stat"), "anon 10\nfile 20\n").unwrap();
-    std::fs::write(
-        dir.join("memory.events"),
-        "low 0\nhigh 0\nmax 1\noom 1\noom_kill 2\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("pids.current"), "3\n").unwrap();
+    fake_files(
+        &dir,
+        &[
+            (
+                "cpu.stat",
+                "usage_usec 5\nuser_usec 3\nsystem_usec 2\nnr_periods 1\nnr_throttled 1\n\
+                 throttled_usec 4\n",
+            ),
+            ("memory.current", "4096\n"),
+            ("memory.max", "max\n"),
+            ("memory.stat", "anon 10\nfile 20\n"),
+            ("memory.events", "low 0\nhigh 0\nmax 1\noom 1\noom_kill 2\n"),
+            ("pids.current", "3\n"),
+        ],
+    );
     let s = cg.stats().unwrap();
     assert!(s.v2);
     assert_eq!(

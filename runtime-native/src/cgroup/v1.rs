@@ -119,21 +119,13 @@ impl Version for V1 {
             if let Some(r) = c.realtime_runtime().filter(|r| *r != 0) {
                 cg.write_opt("cpu", "cpu.rt_runtime_us", &r.to_string())?;
             }
-            cg.apply_cpuset(c)?;
         }
-        cg.apply_pids(res)?;
         if let Some(b) = res.block_io() {
             if let Some(w) = b.weight() {
                 cg.write_opt("blkio", "blkio.weight", &w.to_string())?;
             }
         }
-        for h in res.hugepage_limits().iter().flatten() {
-            cg.write_opt(
-                "hugetlb",
-                &format!("hugetlb.{}.limit_in_bytes", h.page_size()),
-                &h.limit().to_string(),
-            )?;
-        }
+        cg.apply_hugetlb(res, "limit_in_bytes")?;
         if let Some(rules) = res.devices() {
             if cg.dir("devices").is_some() && !rules.is_empty() {
                 for r in rules {

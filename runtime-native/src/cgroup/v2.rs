@@ -90,9 +90,7 @@ impl Version for V2 {
             if let Some(i) = c.idle().filter(|i| *i != 0) {
                 cg.write_opt("cpu", "cpu.idle", &i.to_string())?;
             }
-            cg.apply_cpuset(c)?;
         }
-        cg.apply_pids(res)?;
         if let Some(b) = res.block_io() {
             if let Some(w) = b.weight() {
                 // blkio weight 10..1000 -> io weight 1..10000
@@ -100,13 +98,7 @@ impl Version for V2 {
                 cg.write_opt("io", "io.weight", &v.to_string())?;
             }
         }
-        for h in res.hugepage_limits().iter().flatten() {
-            cg.write_opt(
-                "hugetlb",
-                &format!("hugetlb.{}.max", h.page_size()),
-                &h.limit().to_string(),
-            )?;
-        }
+        cg.apply_hugetlb(res, "max")?;
         if let Some(rules) = res.devices().as_ref().filter(|r| !r.is_empty()) {
             // No devices controller on v2: the same list (spec rules, then the defaults, as on
             // v1) becomes an eBPF program attached to the cgroup.

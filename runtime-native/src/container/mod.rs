@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 
 use crate::rootfs::{self, MountSpec};
-use crate::{idmap, spec, Cgroup, Error, InitRequest, PendingProcess, Spawner, Stdio, Workload};
+use crate::{
+    idmap, spec, Cgroup, Error, InitRequest, PathIoError, PendingProcess, Spawner, Stdio, Workload,
+};
 
 /// The container to build.
 pub struct ContainerSpec<'a> {
@@ -22,6 +24,20 @@ pub struct ContainerSpec<'a> {
     /// The rootfs when the caller resolved it already (amphi-oci canonicalizes it, as runc
     /// does); `None`: the spec's root ([`spec::root_path`]).
     pub rootfs: Option<&'a Path>,
+}
+
+impl<'a> ContainerSpec<'a> {
+    /// A bundle whose rootfs is in place already, at `rootfs` as the caller resolved it (how
+    /// amphi-oci builds, like runc).
+    pub fn in_place(id: &'a str, bundle: &'a Path, spec: &'a Spec, rootfs: &'a Path) -> Self {
+        ContainerSpec {
+            id,
+            bundle,
+            spec,
+            mounts: &[],
+            rootfs: Some(rootfs),
+        }
+    }
 }
 
 /// What a build makes, named before it exists: enough to undo it, now or after a crash.
@@ -112,11 +128,9 @@ fn spawn<S: BuildSteps>(
     steps: &mut S,
 ) -> Result<PendingProcess, S::Error> {
     if let Some(dir) = &made.mounted_rootfs {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            op: "create",
-            path: dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(PathIoError::on("create", dir))
+            .map_err(Error::from)?;
         rootfs::mount_all(c.mounts, dir)?;
     }
     let io = steps.init_io(made)?;

@@ -12,6 +12,7 @@ use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use super::NetError;
+use crate::PathIoError;
 
 pub fn hosts_content(hostname: &str, ip: Ipv4Addr) -> String {
     format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n")
@@ -59,10 +60,12 @@ pub fn resolv_content(dns: &[Ipv4Addr], host_resolv: &str) -> String {
 
 fn sys(what: &str, path: &Path) -> impl FnOnce(Errno) -> NetError {
     let what = format!("{what} {}", path.display());
-    move |e| NetError::Io {
-        op: "write container file",
-        path: what.into(),
-        source: e.into(),
+    move |e| {
+        NetError::from(PathIoError {
+            op: "write container file",
+            path: what.into(),
+            source: e.into(),
+        })
     }
 }
 
@@ -97,11 +100,8 @@ pub fn write_in_rootfs(rootfs: &Path, name: &str, content: &str) -> Result<(), N
     // SAFETY: we own the fd and hand its ownership to the File.
     let mut f = unsafe { std::fs::File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
     f.write_all(content.as_bytes())
-        .map_err(|source| NetError::Io {
-            op: "write",
-            path: path.clone(),
-            source,
-        })
+        .map_err(PathIoError::on("write", &path))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use super::config::Subnet;
 use super::NetError;
+use crate::PathIoError;
 
 pub struct Ipam {
     dir: PathBuf,
@@ -38,8 +39,8 @@ impl Ipam {
     }
 
     fn io(&self, op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> NetError {
-        let path = path.to_path_buf();
-        move |source| NetError::Io { op, path, source }
+        let on = PathIoError::on(op, path.to_path_buf());
+        move |source| on(source).into()
     }
 
     /// Takes the directory's lock (blocking), creating the directory (0700: the leases name
@@ -56,11 +57,8 @@ impl Ipam {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(self.io("open", &path))?;
-        let lock = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| NetError::Io {
-            op: "flock",
-            path: path.clone(),
-            source: e.into(),
-        })?;
+        let lock = Flock::lock(f, FlockArg::LockExclusive)
+            .map_err(|(_, e)| PathIoError::on("flock", &path)(e.into()))?;
         Ok(IpamLock { _lock: lock })
     }
 

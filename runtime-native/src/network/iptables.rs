@@ -9,6 +9,7 @@ use std::process::Command;
 
 use super::config::{PortMapping, Subnet};
 use super::NetError;
+use crate::PathIoError;
 
 pub struct Iptables {
     bin: PathBuf,
@@ -51,11 +52,7 @@ impl Iptables {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .map_err(|source| NetError::Io {
-                op: "run",
-                path: self.bin.clone(),
-                source,
-            })?;
+            .map_err(PathIoError::on("run", &self.bin))?;
         let mut out = String::new();
         let read = child
             .stdout
@@ -63,11 +60,7 @@ impl Iptables {
             .map(|mut o| o.read_to_string(&mut out))
             .transpose();
         let _ = child.wait(); // may fail with ECHILD under the shim's reaper: see above
-        read.map_err(|source| NetError::Io {
-            op: "read output of",
-            path: self.bin.clone(),
-            source,
-        })?;
+        read.map_err(PathIoError::on("read output of", &self.bin))?;
         let (body, code) = split_rc(&out);
         match code {
             Some(0) => Ok(body.to_string()),
@@ -258,11 +251,8 @@ pub fn enable_ip_forward() -> Result<(), NetError> {
     {
         return Ok(());
     }
-    std::fs::write(p, "1").map_err(|source| NetError::Io {
-        op: "write",
-        path: p.to_path_buf(),
-        source,
-    })
+    std::fs::write(p, "1").map_err(PathIoError::on("write", p))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{Mode, NetworkConfig, PortMapping, Protocol, Subnet};
 
+use crate::PathIoError;
 use ipam::Ipam;
 use iptables::Iptables;
 use netlink::Netlink;
@@ -37,13 +38,8 @@ pub const CONTAINER_IFNAME: &str = "eth0";
 pub enum NetError {
     #[error("network config: {0}")]
     Config(String),
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("netlink: {what}: {source}")]
     Netlink {
         what: String,
@@ -206,7 +202,10 @@ pub fn setup_bridge(
     rootfs: &Path,
     hostname: &str,
 ) -> Result<(), NetError> {
-    let r = setup_bridge_inner(cfg, lease, pid, rootfs, hostname);
+    let r = connect(cfg, lease, pid).and_then(|ip| {
+        open_firewall(cfg, &lease.owner, ip)?;
+        write_etc_files(cfg, &lease.owner, ip, rootfs, hostname)
+    });
     if r.is_err() {
         for e in teardown(lease) {
             log::warn!("network cleanup of {}: {e}", lease.owner);
@@ -215,13 +214,9 @@ pub fn setup_bridge(
     r
 }
 
-fn setup_bridge_inner(
-    cfg: &NetworkConfig,
-    lease: &mut NetworkLease,
-    pid: i32,
-    rootfs: &Path,
-    hostname: &str,
-) -> Result<(), NetError> {
+/// The container's link to the bridge: its address (into `lease`), the veth pair, and in the
+/// container's netns loopback, eth0 and the default route. Returns the address.
+fn connect(cfg: &NetworkConfig, lease: &mut NetworkLease, pid: i32) -> Result<Ipv4Addr, NetError> {
     let subnet = cfg.subnet;
     let gateway = subnet.gateway();
     let mut nl = Netlink::open()?;
@@ -268,13 +263,15 @@ fn setup_bridge_inner(
         nl.set_up(eth, None)?;
         nl.add_default_route(gateway, eth)
     })?;
+    Ok(ip)
+}
 
+/// Forwarding, masquerade and the published ports of the container `owner` at `ip`, when the
+/// config asks for any (without iptables: a warning, the container runs unpublished).
+fn open_firewall(cfg: &NetworkConfig, owner: &str, ip: Ipv4Addr) -> Result<(), NetError> {
     if cfg.masquerade || !cfg.ports.is_empty() {
         match Iptables::find() {
-            None => log::warn!(
-                "iptables not found: no masquerade / published ports for {}",
-                lease.owner
-            ),
+            None => log::warn!("iptables not found: no masquerade / published ports for {owner}"),
             Some(ipt) => {
                 iptables::enable_ip_forward()?;
                 for rule in iptables::forward_rules(&cfg.bridge) {
@@ -284,11 +281,11 @@ fn setup_bridge_inner(
                     ipt.ensure(
                         "nat",
                         "POSTROUTING",
-                        &iptables::masquerade_rule(subnet, &cfg.bridge),
+                        &iptables::masquerade_rule(cfg.subnet, &cfg.bridge),
                         false,
                     )?;
                 }
-                let tag = iptables::tag(&lease.owner);
+                let tag = iptables::tag(owner);
                 if !cfg.ports.is_empty() {
                     ipt.delete_tagged("nat", &tag)?; // leftovers of an earlier container of this id
                 }
@@ -300,7 +297,18 @@ fn setup_bridge_inner(
             }
         }
     }
+    Ok(())
+}
 
+/// The container's /etc/hosts and /etc/resolv.conf under `rootfs`; a read-only rootfs keeps
+/// the image's.
+fn write_etc_files(
+    cfg: &NetworkConfig,
+    owner: &str,
+    ip: Ipv4Addr,
+    rootfs: &Path,
+    hostname: &str,
+) -> Result<(), NetError> {
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     for (name, content) in [
         ("hosts", files::hosts_content(hostname, ip)),
@@ -308,8 +316,10 @@ fn setup_bridge_inner(
     ] {
         match files::write_in_rootfs(rootfs, name, &content) {
             // A read-only rootfs keeps the image's files.
-            Err(NetError::Io { source, .. }) if source.raw_os_error() == Some(libc::EROFS) => {
-                log::warn!("{}: read-only rootfs, /etc/{name} not written", lease.owner)
+            Err(NetError::Io(PathIoError { source, .. }))
+                if source.raw_os_error() == Some(libc::EROFS) =>
+            {
+                log::warn!("{owner}: read-only rootfs, /etc/{name} not written")
             }
             r => r?,
         }

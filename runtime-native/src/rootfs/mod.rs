@@ -48,7 +48,7 @@ pub(crate) fn setup(c: &impl Container, spec: &Spec, rootfs: &Path) -> R {
         mountopt::propagation(&prop_name)
             .ok_or_else(|| format!("invalid rootfsPropagation {prop_name:?}"))?
     };
-    mounts::do_mount(None, Path::new("/"), None, prop, None)
+    mounts::change_mount_at(Path::new("/"), prop)
         .map_err(|e| format!("set mount propagation of / to {prop_name:?}: {}", etext(e)))?;
     // As runc: the mount the rootfs is on (the rootfs itself when it is a mount point, as the
     // snapshotter's overlay is) is never shared: pivot_root refuses a shared parent of the new
@@ -60,16 +60,10 @@ pub(crate) fn setup(c: &impl Container, spec: &Spec, rootfs: &Path) -> R {
         } else {
             MsFlags::MS_PRIVATE
         };
-        let _ = mounts::do_mount(None, &parent, None, f, None);
+        let _ = mounts::change_mount_at(&parent, f);
     }
-    mounts::do_mount(
-        rootfs.to_str(),
-        rootfs,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )
-    .map_err(|e| {
+    let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+    nix::mount::mount(Some(rootfs), rootfs, None::<&str>, bind, None::<&str>).map_err(|e| {
         format!(
             "bind mount rootfs {} on itself: {}",
             rootfs.display(),
@@ -114,7 +108,7 @@ pub(crate) fn setup(c: &impl Container, spec: &Spec, rootfs: &Path) -> R {
     // A shared or unbindable root propagation is for the new "/" (set before the pivot it
     // would only have reached the old root); private and slave were set above.
     if !prop.intersects(MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE) {
-        mounts::do_mount(None, Path::new("/"), None, prop, None).map_err(|e| {
+        mounts::change_mount_at(Path::new("/"), prop).map_err(|e| {
             format!(
                 "set mount propagation of the new root to {prop_name:?}: {}",
                 etext(e)
@@ -147,7 +141,7 @@ pub(crate) fn finalize(spec: &Spec) -> R {
     {
         let flags =
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | mounts::locked_flags("/");
-        mounts::do_mount(None, Path::new("/"), None, flags, None)
+        mounts::change_mount_at(Path::new("/"), flags)
             .map_err(|e| format!("make the root filesystem read-only: {}", etext(e)))?;
     }
     Ok(())

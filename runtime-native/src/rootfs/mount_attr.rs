@@ -13,30 +13,15 @@ use std::path::Path;
 
 use nix::errno::Errno;
 
-const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
-const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
-const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
-const MOUNT_ATTR_NOEXEC: u64 = 0x0000_0008;
-/// The access-time mode is a 3-bit field, not a set of flags: relatime is 0.
-const MOUNT_ATTR_ATIME: u64 = 0x0000_0070;
-const MOUNT_ATTR_RELATIME: u64 = 0x0000_0000;
-const MOUNT_ATTR_NOATIME: u64 = 0x0000_0010;
-const MOUNT_ATTR_STRICTATIME: u64 = 0x0000_0020;
-const MOUNT_ATTR_NODIRATIME: u64 = 0x0000_0080;
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
-
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-
-/// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
-#[repr(C)]
-#[derive(Default)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
+// The attribute bits and `struct mount_attr` (MOUNT_ATTR_SIZE_VER0) are the kernel's, from
+// libc. The access-time mode is a 3-bit field (`MOUNT_ATTR__ATIME`), not a set of flags:
+// relatime is 0.
+use libc::{
+    mount_attr as MountAttr, MOUNT_ATTR_IDMAP, MOUNT_ATTR_NOATIME, MOUNT_ATTR_NODEV,
+    MOUNT_ATTR_NODIRATIME, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NOSYMFOLLOW,
+    MOUNT_ATTR_RDONLY, MOUNT_ATTR_RELATIME, MOUNT_ATTR_STRICTATIME, MOUNT_ATTR__ATIME,
+    OPEN_TREE_CLONE,
+};
 
 /// The recursive mount options runtime-native understands, each with the attribute it sets
 /// (`false`) or clears (`true`). The access-time modes (`rnoatime`, `rstrictatime`,
@@ -84,10 +69,10 @@ impl RecursiveAttrs {
         else {
             return false;
         };
-        if attr & MOUNT_ATTR_ATIME == attr && !clear {
+        if attr & MOUNT_ATTR__ATIME == attr && !clear {
             // An atime mode: clear the whole field, then set the mode (the kernel wants both).
-            self.set = (self.set & !MOUNT_ATTR_ATIME) | attr;
-            self.clear |= MOUNT_ATTR_ATIME;
+            self.set = (self.set & !MOUNT_ATTR__ATIME) | attr;
+            self.clear |= MOUNT_ATTR__ATIME;
         } else if clear {
             self.clear |= attr;
             self.set &= !attr;
@@ -105,11 +90,7 @@ impl RecursiveAttrs {
         if self.is_empty() {
             return Ok(());
         }
-        let attr = MountAttr {
-            attr_set: self.set,
-            attr_clr: self.clear,
-            ..Default::default()
-        };
+        let attr = mount_attr(self.set, self.clear, 0);
         let flags = libc::AT_RECURSIVE | libc::AT_EMPTY_PATH;
         setattr_fd(mount.as_raw_fd(), flags, &attr).map_err(|source| {
             let options = self.names.join(",");
@@ -137,6 +118,18 @@ pub(crate) enum RecursiveError {
     },
 }
 
+/// A `struct mount_attr` that sets `set`, clears `clear` and idmaps through the user namespace
+/// open as `userns_fd` (0 without `MOUNT_ATTR_IDMAP`); propagation is left alone.
+fn mount_attr(set: u64, clear: u64, userns_fd: u64) -> MountAttr {
+    MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd,
+    }
+}
+
+/// mount_setattr(2) on the mount open as `fd` (`AT_EMPTY_PATH` is the caller's to pass).
 fn setattr_fd(fd: RawFd, flags: libc::c_int, attr: &MountAttr) -> Result<(), Errno> {
     // SAFETY: an fd open for the call, an empty path (AT_EMPTY_PATH), a mount_attr that
     // outlives the call.
@@ -162,26 +155,9 @@ fn setattr_fd(fd: RawFd, flags: libc::c_int, attr: &MountAttr) -> Result<(), Err
 /// namespace it keeps owner `k`. Attach it with [`attach`].
 pub fn idmapped_clone(source: &Path, userns: RawFd, recursive: bool) -> Result<OwnedFd, Errno> {
     let tree = clone_tree(source, recursive)?;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        userns_fd: userns as u64,
-        ..Default::default()
-    };
+    let attr = mount_attr(MOUNT_ATTR_IDMAP, 0, userns as u64);
     let at = if recursive { libc::AT_RECURSIVE } else { 0 };
-    // SAFETY: an fd we own, an empty path with AT_EMPTY_PATH, a mount_attr outliving the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH | at,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(Errno::last());
-    }
+    setattr_fd(tree.as_raw_fd(), libc::AT_EMPTY_PATH | at, &attr)?;
     Ok(tree)
 }
 
@@ -205,7 +181,6 @@ pub fn clone_tree(source: &Path, recursive: bool) -> Result<OwnedFd, Errno> {
 
 /// Attaches the detached mount `fd` at `target` (`move_mount(MOVE_MOUNT_F_EMPTY_PATH)`).
 pub fn attach(fd: RawFd, target: &Path) -> Result<(), Errno> {
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
     let t =
         std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
     // SAFETY: NUL-terminated strings that outlive the call.
@@ -216,7 +191,7 @@ pub fn attach(fd: RawFd, target: &Path) -> Result<(), Errno> {
             c"".as_ptr(),
             libc::AT_FDCWD,
             t.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
         )
     };
     if r < 0 {
@@ -248,9 +223,9 @@ mod tests {
         assert_eq!(a.names, ["rro", "rrw"]);
         // An atime mode clears the whole field and sets one value.
         let a = attrs(&["rstrictatime", "rnoatime"]);
-        assert_eq!((a.set, a.clear), (MOUNT_ATTR_NOATIME, MOUNT_ATTR_ATIME));
+        assert_eq!((a.set, a.clear), (MOUNT_ATTR_NOATIME, MOUNT_ATTR__ATIME));
         let a = attrs(&["rrelatime"]);
-        assert_eq!((a.set, a.clear), (0, MOUNT_ATTR_ATIME));
+        assert_eq!((a.set, a.clear), (0, MOUNT_ATTR__ATIME));
         assert!(!a.is_empty());
         let mut a = RecursiveAttrs::default();
         assert!(!a.add("ro") && !a.add("ratime") && !a.add("idmap"));

@@ -18,15 +18,10 @@ use super::{inroot, Container};
 use crate::child::{etext, ioerr, R};
 use crate::{mountopt, procfs};
 
-/// mount(2) on a path the runtime chose itself (never one inside the rootfs).
-pub(super) fn do_mount(
-    src: Option<&str>,
-    target: &Path,
-    fstype: Option<&str>,
-    flags: MsFlags,
-    data: Option<&str>,
-) -> std::result::Result<(), Errno> {
-    mount(src, target, fstype, flags, data)
+/// A remount or propagation change of the mount at `target`, a path the runtime chose itself
+/// (never one inside the rootfs: those go through [`change_mount`] on a file descriptor).
+pub(super) fn change_mount_at(target: &Path, flags: MsFlags) -> std::result::Result<(), Errno> {
+    mount(None::<&Path>, target, None::<&str>, flags, None::<&str>)
 }
 
 pub(super) fn mount_point_of(p: &Path) -> Option<PathBuf> {

@@ -5,7 +5,7 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::mount::{umount2, MntFlags, MsFlags};
 
-use super::mounts::do_mount;
+use super::mounts::change_mount_at;
 use crate::child::{etext, ioerr, R};
 use crate::fds::open_ro;
 
@@ -24,14 +24,8 @@ pub(super) fn pivot_root(rootfs: &Path) -> R {
         ));
     }
     nix::unistd::fchdir(&oldroot).map_err(|e| format!("chdir to old root: {}", etext(e)))?;
-    do_mount(
-        None,
-        Path::new("."),
-        None,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None,
-    )
-    .map_err(|e| format!("make old root rslave: {}", etext(e)))?;
+    change_mount_at(Path::new("."), MsFlags::MS_SLAVE | MsFlags::MS_REC)
+        .map_err(|e| format!("make old root rslave: {}", etext(e)))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("unmount old root: {}", etext(e)))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {}", ioerr(&e)))?;
     Ok(())

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::idmap::{self, IdmapOptions, IdmappedLowers};
 use crate::mountopt;
-use crate::{Error, Result};
+use crate::{Error, PathIoError, Result};
 
 /// One mount as containerd describes it (`containerd.types.Mount`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,10 +30,9 @@ fn sys(syscall: String) -> impl FnOnce(Errno) -> Error {
 /// (symlinks of the image stay inside). No container runs on this rootfs yet, so nothing can
 /// swap the path before the mount below uses it.
 fn in_rootfs(rootfs: &Path, target: &str) -> Result<PathBuf> {
-    let err = |source| Error::Io {
-        op: "resolve mount point",
-        path: rootfs.join(target.trim_start_matches('/')),
-        source,
+    let err = |source| {
+        let path = rootfs.join(target.trim_start_matches('/'));
+        Error::from(PathIoError::on("resolve mount point", path)(source))
     };
     let root = super::inroot::Root::open(rootfs).map_err(err)?;
     let fd = root.mkdir_all(Path::new(target), 0o755).map_err(err)?;
@@ -80,11 +79,7 @@ fn mount_one(m: &MountSpec, rootfs: &Path) -> Result<PathBuf> {
         target.display(),
         m.options.join(",")
     );
-    std::fs::create_dir_all(&target).map_err(|e| Error::Io {
-        op: "create mount point",
-        path: target.clone(),
-        source: e,
-    })?;
+    std::fs::create_dir_all(&target).map_err(PathIoError::on("create mount point", &target))?;
     let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
     if opts.is_bind() {
         mount(
@@ -170,13 +165,7 @@ pub fn unmount_all(rootfs: &Path) -> Result<()> {
     let root = match std::fs::canonicalize(rootfs) {
         Ok(p) => p,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(Error::Io {
-                op: "resolve",
-                path: rootfs.to_path_buf(),
-                source: e,
-            })
-        }
+        Err(e) => return Err(PathIoError::on("resolve", rootfs)(e).into()),
     };
     for _ in 0..64 {
         let list = mounts_under(&root);

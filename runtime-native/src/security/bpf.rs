@@ -197,14 +197,7 @@ pub(crate) fn prog_attach(
     attach_type: u32,
     flags: u32,
 ) -> io::Result<()> {
-    let mut attr = AttachAttr {
-        target_fd: cgroup.as_raw_fd() as u32,
-        attach_bpf_fd: prog.as_raw_fd() as u32,
-        attach_type,
-        attach_flags: flags,
-        ..Default::default()
-    };
-    bpf(BPF_PROG_ATTACH, &mut attr).map(drop)
+    attach_cmd(BPF_PROG_ATTACH, cgroup, prog, attach_type, flags)
 }
 
 /// BPF_PROG_DETACH of the attached program `prog` from the cgroup open as `cgroup`.
@@ -213,13 +206,26 @@ pub(crate) fn prog_detach(
     prog: BorrowedFd,
     attach_type: u32,
 ) -> io::Result<()> {
+    attach_cmd(BPF_PROG_DETACH, cgroup, prog, attach_type, 0)
+}
+
+/// BPF_PROG_ATTACH or BPF_PROG_DETACH: both take the same attr, which names the cgroup, the
+/// program and the attach type (`flags` only matter to an attach).
+fn attach_cmd(
+    cmd: libc::c_int,
+    cgroup: BorrowedFd,
+    prog: BorrowedFd,
+    attach_type: u32,
+    flags: u32,
+) -> io::Result<()> {
     let mut attr = AttachAttr {
         target_fd: cgroup.as_raw_fd() as u32,
         attach_bpf_fd: prog.as_raw_fd() as u32,
         attach_type,
+        attach_flags: flags,
         ..Default::default()
     };
-    bpf(BPF_PROG_DETACH, &mut attr).map(drop)
+    bpf(cmd, &mut attr).map(drop)
 }
 
 /// BPF_PROG_QUERY: the ids of the programs attached to this cgroup itself (not inherited).

@@ -45,13 +45,19 @@ pub const JNE_K: u8 = 0x55; // if dst != imm: pc += off
 pub const JSET_K: u8 = 0x45; // if dst & imm: pc += off
 pub const EXIT: u8 = 0x95; // return r0
 
-// Registers: r1 holds the context on entry and is free after the prologue.
-const R0: u8 = 0;
-const R1: u8 = 1;
-const R_TYPE: u8 = 2;
-const R_ACCESS: u8 = 3;
-const R_MAJOR: u8 = 4;
-const R_MINOR: u8 = 5;
+/// The registers the program uses, in register-number order (r0..r5): r0 holds the verdict,
+/// r1 the context on entry (free after the prologue), r2..r5 what the prologue loads from it.
+/// An instruction that uses no register names r0.
+#[derive(Clone, Copy)]
+enum Reg {
+    R0,
+    Ctx,
+    Type,
+    Access,
+    Major,
+    Minor,
+}
+use Reg::{Access, Ctx, Major, Minor, Type, R0};
 
 /// One rule in the program's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,10 +153,10 @@ struct Asm {
 }
 
 impl Asm {
-    fn emit(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
+    fn emit(&mut self, code: u8, dst: Reg, src: Reg, off: i16, imm: i32) {
         self.insns.push(Insn {
             code,
-            regs: (src << 4) | dst,
+            regs: ((src as u8) << 4) | dst as u8,
             off,
             imm,
         });
@@ -162,13 +168,13 @@ impl Asm {
     fn bind(&mut self, l: Label) {
         self.labels[l.0] = Some(self.insns.len());
     }
-    fn jump(&mut self, code: u8, dst: u8, imm: i32, to: Label) {
+    fn jump(&mut self, code: u8, dst: Reg, imm: i32, to: Label) {
         self.fixups.push((self.insns.len(), to));
-        self.emit(code, dst, 0, 0, imm);
+        self.emit(code, dst, R0, 0, imm);
     }
     fn ret(&mut self, v: bool) {
-        self.emit(MOV32_K, R0, 0, 0, v as i32);
-        self.emit(EXIT, 0, 0, 0, 0);
+        self.emit(MOV32_K, R0, R0, 0, v as i32);
+        self.emit(EXIT, R0, R0, 0, 0);
     }
     fn finish(mut self) -> ProgramResult<Vec<Insn>> {
         for (at, l) in &self.fixups {
@@ -191,7 +197,7 @@ enum OnAllow {
 /// Tests `rules` newest first; the first match decides, none matching denies.
 fn chain<'a>(a: &mut Asm, rules: impl DoubleEndedIterator<Item = &'a Rule>, on_allow: OnAllow) {
     let decide = |a: &mut Asm, allow: bool| match (allow, on_allow) {
-        (true, OnAllow::Goto(l)) => a.jump(JA, 0, 0, l),
+        (true, OnAllow::Goto(l)) => a.jump(JA, R0, 0, l),
         (v, _) => a.ret(v),
     };
     for r in rules.rev() {
@@ -202,13 +208,13 @@ fn chain<'a>(a: &mut Asm, rules: impl DoubleEndedIterator<Item = &'a Rule>, on_a
         }
         let next = a.label();
         if let Some(t) = r.typ {
-            a.jump(JNE_K, R_TYPE, t as i32, next);
+            a.jump(JNE_K, Type, t as i32, next);
         }
         if let Some(m) = r.major {
-            a.jump(JNE_K, R_MAJOR, m as i32, next);
+            a.jump(JNE_K, Major, m as i32, next);
         }
         if let Some(m) = r.minor {
-            a.jump(JNE_K, R_MINOR, m as i32, next);
+            a.jump(JNE_K, Minor, m as i32, next);
         }
         decide(a, r.allow);
         a.bind(next);
@@ -225,20 +231,20 @@ pub fn program(rules: &[LinuxDeviceCgroup]) -> ProgramResult<Vec<Insn>> {
         .collect::<std::result::Result<_, _>>()?;
     let mut a = Asm::default();
     // r2 = device type, r3 = requested access, r4 = major, r5 = minor.
-    a.emit(LDX_W, R_TYPE, R1, 0, 0);
-    a.emit(AND32_K, R_TYPE, 0, 0, 0xffff);
-    a.emit(LDX_W, R_ACCESS, R1, 0, 0);
-    a.emit(RSH32_K, R_ACCESS, 0, 0, 16);
-    a.emit(LDX_W, R_MAJOR, R1, 4, 0);
-    a.emit(LDX_W, R_MINOR, R1, 8, 0);
+    a.emit(LDX_W, Type, Ctx, 0, 0);
+    a.emit(AND32_K, Type, R0, 0, 0xffff);
+    a.emit(LDX_W, Access, Ctx, 0, 0);
+    a.emit(RSH32_K, Access, R0, 0, 16);
+    a.emit(LDX_W, Major, Ctx, 4, 0);
+    a.emit(LDX_W, Minor, Ctx, 8, 0);
     if rules.iter().all(|r| r.access == ACC_ALL) {
         chain(&mut a, rules.iter(), OnAllow::Exit);
     } else {
         for bit in [ACC_READ, ACC_WRITE, ACC_MKNOD] {
             let next = a.label();
             let check = a.label();
-            a.jump(JSET_K, R_ACCESS, bit as i32, check);
-            a.jump(JA, 0, 0, next);
+            a.jump(JSET_K, Access, bit as i32, check);
+            a.jump(JA, R0, 0, next);
             a.bind(check);
             chain(
                 &mut a,

@@ -9,7 +9,7 @@ use containerd_shim_protos::topics;
 use super::error::{ServiceError, ServiceResult};
 use super::launcher::{Launcher, TaskCgroup};
 use super::state::Exit;
-use super::{blocking, stats, stdio, Inner};
+use super::{blocking, from_any_json, stats, stdio, Inner};
 
 impl<L: Launcher> Inner<L> {
     // ---- State, Wait, Pids ----------------------------------------------------------------
@@ -144,15 +144,8 @@ impl<L: Launcher> Inner<L> {
     }
 
     pub(super) async fn update(&self, req: &api::UpdateTaskRequest) -> ServiceResult<()> {
-        let data = req
-            .resources
-            .as_ref()
-            .map(|a| a.value.clone())
-            .unwrap_or_default();
-        let resources: oci_spec::runtime::LinuxResources =
-            serde_json::from_slice(&data).map_err(|e| {
-                ServiceError::InvalidArgument(format!("update task {}: resources: {e}", req.id))
-            })?;
+        let what = format!("update task {}: resources", req.id);
+        let resources: oci_spec::runtime::LinuxResources = from_any_json(&req.resources, &what)?;
         let cg = self.cgroup_of(&req.id)?;
         blocking(move || cg.update(&resources)).await??;
         Ok(())

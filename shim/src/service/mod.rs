@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use containerd_shim_protos::api;
 use containerd_shim_protos::events::task as ev;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::topics;
 use runtime_native::rootfs;
@@ -72,6 +73,17 @@ struct Inner<L: Launcher> {
 /// Runs a launcher call (or any blocking work) on the blocking pool.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
     Ok(tokio::task::spawn_blocking(f).await?)
+}
+
+/// The JSON document a request carries in an `Any` (containerd sends OCI structs that way),
+/// or InvalidArgument with `what` before the parse error. An absent field is empty input and
+/// fails the same way.
+fn from_any_json<T: serde::de::DeserializeOwned>(
+    any: &MessageField<Any>,
+    what: &str,
+) -> ServiceResult<T> {
+    let data = any.as_ref().map(|a| a.value.as_slice()).unwrap_or_default();
+    serde_json::from_slice(data).map_err(|e| ServiceError::InvalidArgument(format!("{what}: {e}")))
 }
 
 impl TaskService<NativeLauncher> {
@@ -342,15 +354,8 @@ impl<L: Launcher> Inner<L> {
     // ---- Exec ---------------------------------------------------------------------------
 
     fn exec(&self, req: api::ExecProcessRequest) -> ServiceResult<()> {
-        let spec_json = req
-            .spec
-            .as_ref()
-            .map(|a| a.value.clone())
-            .unwrap_or_default();
-        let process: oci_spec::runtime::Process =
-            serde_json::from_slice(&spec_json).map_err(|e| {
-                ServiceError::InvalidArgument(format!("exec {} process spec: {e}", req.exec_id))
-            })?;
+        let what = format!("exec {} process spec", req.exec_id);
+        let process: oci_spec::runtime::Process = from_any_json(&req.spec, &what)?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),

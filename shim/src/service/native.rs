@@ -167,6 +167,26 @@ struct PlanOf {
     cgroup: Cgroup,
 }
 
+impl PlanOf {
+    /// A process of the container `container_id` whose entrypoints are under `rootfs` and
+    /// whose compile helper joins `cgroup`.
+    fn new(
+        container_id: &str,
+        rootfs: &Path,
+        cgroup: &Cgroup,
+        limits: runtime_native::fs::tenant_file::Limits,
+        settings: workload::SettingsSource,
+    ) -> PlanOf {
+        PlanOf {
+            container_id: container_id.to_string(),
+            rootfs: rootfs.to_path_buf(),
+            limits,
+            settings,
+            cgroup: cgroup.clone(),
+        }
+    }
+}
+
 /// The shim's steps inside [`container::build`].
 struct CreateSteps<'a> {
     launcher: &'a NativeLauncher,
@@ -194,18 +214,9 @@ impl BuildSteps for CreateSteps<'_> {
     /// The workload planned from the rootfs (bounded, off the async workers) and the stdio.
     fn init_io(&mut self, made: &Made) -> ServiceResult<InitIo> {
         let (req, launcher) = (self.req, self.launcher);
-        let settings = workload::SettingsSource {
-            options: req.options.clone(),
-            annotations: self.spec.annotations().clone(),
-        };
+        let settings = workload::SettingsSource::new(req.options.clone(), self.spec);
+        let of = PlanOf::new(&req.id, &made.rootfs, &made.cgroup, self.limits, settings);
         let spec = self.spec.clone();
-        let of = PlanOf {
-            container_id: req.id.clone(),
-            rootfs: made.rootfs.clone(),
-            limits: self.limits,
-            settings,
-            cgroup: made.cgroup.clone(),
-        };
         let plan = launcher.plan(format!("plan of task {}", req.id), of, move |input| {
             workload::plan_init(input, &spec)
         })?;
@@ -262,18 +273,15 @@ impl Launcher for NativeLauncher {
         // The cgroup join's grace period starts now (runtime_native::container::build says why).
         Cgroup::warm_attach_lock();
         // An exec has no runtime options of its own: the container's annotations apply.
-        let settings = workload::SettingsSource {
-            options: None,
-            annotations: req.spec.annotations().clone(),
-        };
-        let process = req.process.clone();
-        let of = PlanOf {
-            container_id: req.container_id.clone(),
-            rootfs: req.rootfs.clone(),
-            limits: req.limits,
+        let settings = workload::SettingsSource::new(None, &req.spec);
+        let of = PlanOf::new(
+            &req.container_id,
+            &req.rootfs,
+            &req.cgroup,
+            req.limits,
             settings,
-            cgroup: req.cgroup.clone(),
-        };
+        );
+        let process = req.process.clone();
         let what = format!("plan of exec {} of task {}", req.exec_id, req.container_id);
         let plan = self.plan(what, of, move |input| workload::plan_exec(input, &process))?;
         let (mut stdio, holders) = self.open_stdio(&req.container_id, &req.stdio)?;

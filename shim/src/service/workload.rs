@@ -34,6 +34,19 @@ pub struct SettingsSource {
     pub annotations: Option<std::collections::HashMap<String, String>>,
 }
 
+impl SettingsSource {
+    /// The runtime `options` of a Create (an exec has none) and the annotations of `spec`.
+    pub fn new(
+        options: Option<containerd_shim_protos::protobuf::well_known_types::any::Any>,
+        spec: &oci_spec::runtime::Spec,
+    ) -> SettingsSource {
+        SettingsSource {
+            options,
+            annotations: spec.annotations().clone(),
+        }
+    }
+}
+
 /// How long Create or Exec waits for a plan (a lookup, a read, maybe a compile). Kubelet gives
 /// a runtime request two minutes. A compile helper is killed at this bound after its start, or
 /// earlier when a failed Create removes the cgroup it runs in.

@@ -191,9 +191,7 @@ fn run(args: &[String]) -> Result<()> {
     let usage = stats
         .memory
         .as_ref()
-        .and_then(|m| m.usage_bytes.as_ref())
-        .map(|v| v.value)
-        .unwrap_or(0);
+        .map_or(0, |m| cri::counter(&m.usage_bytes));
     anyhow::ensure!(
         usage > 0,
         "ContainerStats reports no memory usage: {stats:?}"
