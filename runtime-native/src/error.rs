@@ -124,3 +124,45 @@ impl PathIoError {
         move |source| PathIoError { op, path, source }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn the_spec_is_at_fault_by_variant_not_by_text() {
+        let path = PathBuf::from("/b/config.json");
+        let spec = Error::InvalidSpec {
+            path: path.clone(),
+            source: crate::userns::Error::MapsMissing.into(),
+        };
+        assert!(spec.is_invalid_spec());
+        assert_eq!(
+            spec.to_string(),
+            "invalid spec /b/config.json: a new user namespace needs linux.uidMappings and \
+             linux.gidMappings"
+        );
+        // The chain is kept: the spec's problem, then the user namespace's.
+        assert!(spec.source().unwrap().source().is_none());
+        let volumes = |source| Error::IdmappedVolumes {
+            path: path.clone(),
+            source,
+        };
+        let callers = volumes(crate::idmap::Error::OneSided);
+        assert!(callers.is_invalid_spec());
+        assert!(callers
+            .to_string()
+            .starts_with("invalid spec /b/config.json: "));
+        let host = volumes(crate::idmap::Error::CloneUserNs(nix::errno::Errno::EPERM));
+        assert!(!host.is_invalid_spec());
+        assert_eq!(
+            host.to_string(),
+            "stage the idmapped volumes of /b/config.json: clone a user namespace for an \
+             idmapped mount: Operation not permitted"
+        );
+        assert!(
+            !Error::Container("exec: \"x\": executable file not found".into()).is_invalid_spec()
+        );
+    }
+}

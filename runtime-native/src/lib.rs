@@ -43,7 +43,7 @@ mod parser_props;
 // Crate-wide short names for modules that moved into the folders above, so the code inside
 // the crate reads `crate::child::...` as before; outside the crate the folder paths are used.
 use fs::{fds, procfs, resolve};
-use process::{child, exec_ns, ns, personality, sync, userns, userns_join};
+use process::{child, exec_ns, ns, personality, proc_mount, sync, userns, userns_join};
 pub use process::{child_wait, hooks, identity, spawner};
 use rootfs::{idmap, mount_attr, mountopt};
 use security::{bpf, devices_bpf, lsm, seccomp};

@@ -60,7 +60,7 @@ pub(crate) struct ChildFds {
     pub stderr: Option<OwnedFd>,
     pub extra: Vec<OwnedFd>,
     /// A detached procfs mount of the container's pid namespace, made by the spawner when the
-    /// process's own user namespace may not mount it (userns.rs [`crate::userns::proc_mount_fd`]).
+    /// process's own user namespace may not mount it ([`crate::proc_mount::proc_mount_fd`]).
     pub proc_mnt: Option<OwnedFd>,
     /// An exec's: the container init's pidfd ([`ExecRequest::init_pidfd`]).
     pub init_pidfd: Option<OwnedFd>,

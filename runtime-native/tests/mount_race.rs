@@ -321,9 +321,8 @@ fn main() {
     let Some(spawner) = common::spawner("mount_race", RUNNERS) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, root) = common::bundle();
     let bundle = dir.path();
-    let root = rootfs(bundle);
     race_case(&spawner, &root, bundle);
     masked_null_cases(&spawner, bundle);
     assert_nothing_mounted(bundle);

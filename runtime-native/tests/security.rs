@@ -11,8 +11,8 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use common::{
-    assert_nothing_mounted, exec_request, init_request, pipe, read_all, reap_all, rootfs, run,
-    sh_process, spec, stdio_to, wait,
+    assert_nothing_mounted, exec_request, init_request, pipe, read_all, reap_all, run, sh_process,
+    spec, stdio_to, wait,
 };
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -849,11 +849,8 @@ fn main() {
     let Some(spawner) = common::spawner("security", RUNNERS) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, root) = common::bundle();
     let bundle = dir.path();
-    // The mapped root of a user namespace must be able to reach the rootfs.
-    std::fs::set_permissions(bundle, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let root = rootfs(bundle);
 
     seccomp_cases(&spawner, &root, bundle);
     procfs_redirect_cases(&spawner, &root, bundle);

@@ -6,8 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{
-    assert_nothing_mounted, exec_request, init_request, pipe, read_all, reap_all, rootfs, run,
-    sh_process, stdio_to, wait,
+    assert_nothing_mounted, exec_request, init_request, pipe, read_all, reap_all, run, sh_process,
+    stdio_to, wait,
 };
 use oci_spec::runtime::Spec;
 use runtime_native::{
@@ -86,9 +86,8 @@ fn main() {
     let Some(spawner) = common::spawner("spawn", RUNNERS) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, root) = common::bundle();
     let bundle = dir.path();
-    let root = rootfs(bundle);
 
     // A cgroup with a memory limit.
     let mut cspec = spec(&root, &["true"]);

@@ -636,35 +636,36 @@ fn http_serving(c: &mut Case) -> Result<()> {
         st == 200 && body.contains("Get /hi)"),
         "GET /hi: {st} {body}"
     );
-    let (st, _) = curl_in(pid, &[&url("/trap")])?;
-    anyhow::ensure!(st == 500, "a trapping guest answered {st}");
-    let (st, _) = curl_in(pid, &[&url("/after-trap")])?;
-    anyhow::ensure!(st == 200, "after a trap the server answered {st}");
+    // `curl ARGS` must answer `want`; `who` names the case.
+    let expect_status = |args: &[&str], want: u16, who: &str| -> Result<()> {
+        let (st, _) = curl_in(pid, args)?;
+        anyhow::ensure!(st == want, "{who} answered {st}");
+        Ok(())
+    };
+    expect_status(&[&url("/trap")], 500, "a trapping guest")?;
+    expect_status(&[&url("/after-trap")], 200, "after a trap the server")?;
     let big = c.cd.dir.join("two-mib");
     std::fs::write(&big, vec![b'a'; 2 << 20])?;
     let big_arg = format!("@{}", big.display());
-    let (st, _) = curl_in(pid, &["--data-binary", &big_arg, &url("/count")])?;
-    anyhow::ensure!(st == 413, "a 2 MiB body with a 1 MiB limit answered {st}");
-    let (st, _) = curl_in(
-        pid,
-        &[
-            "-H",
-            "Transfer-Encoding: chunked",
-            "--data-binary",
-            &big_arg,
-            &url("/count"),
-        ],
+    let post_big = ["--data-binary", &big_arg, &url("/count")];
+    expect_status(&post_big, 413, "a 2 MiB body with a 1 MiB limit")?;
+    let chunked = ["-H", "Transfer-Encoding: chunked"];
+    expect_status(
+        &[&chunked[..], &post_big].concat(),
+        413,
+        "a chunked 2 MiB body",
     )?;
-    anyhow::ensure!(st == 413, "a chunked 2 MiB body answered {st}");
     let (st, body) = curl_in(pid, &["--data-binary", "small", &url("/count")])?;
     anyhow::ensure!(
         st == 200 && body.contains("count 5"),
         "small body: {st} {body}"
     );
-    let (st, _) = curl_in(pid, &[&url("/slow?ms=20000")])?;
-    anyhow::ensure!(st == 503, "a guest sleeping past the limit answered {st}");
-    let (st, _) = curl_in(pid, &[&url("/spin")])?;
-    anyhow::ensure!(st == 503, "a guest computing past the limit answered {st}");
+    expect_status(
+        &[&url("/slow?ms=20000")],
+        503,
+        "a guest sleeping past the limit",
+    )?;
+    expect_status(&[&url("/spin")], 503, "a guest computing past the limit")?;
     let port = server_in_netns(pid, "from the server in the test")?;
     let (st, body) = curl_in(
         pid,

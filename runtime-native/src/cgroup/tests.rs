@@ -14,6 +14,13 @@ pub(super) fn fake_files(dir: &Path, files: &[(&str, &str)]) {
     }
 }
 
+/// Checks what the cgroup wrote: each (path below `dir`, content without the newline).
+fn expect_files(dir: &Path, files: &[(&str, &str)]) {
+    for (name, want) in files {
+        assert_eq!(rd(dir.join(name)), *want, "{name}");
+    }
+}
+
 fn spec(path: Option<&str>, res: LinuxResources) -> Spec {
     let mut s = Spec::default();
     let mut l = s.linux().clone().unwrap();
@@ -104,24 +111,26 @@ fn v1_layout_and_resources() {
         .procs_files()
         .contains(&root.join("memory/default/c1/cgroup.procs")));
     let m = root.join("memory/default/c1");
-    assert_eq!(rd(m.join("memory.limit_in_bytes")), "268435456");
-    assert_eq!(rd(m.join("memory.memsw.limit_in_bytes")), "536870912");
-    assert_eq!(rd(m.join("memory.soft_limit_in_bytes")), "134217728");
     let c = root.join("cpu,cpuacct/default/c1");
-    assert_eq!(rd(c.join("cpu.shares")), "1024");
-    assert_eq!(rd(c.join("cpu.cfs_quota_us")), "50000");
-    assert_eq!(rd(c.join("cpu.cfs_period_us")), "100000");
-    // cpus copied down to the intermediate level, then set
-    assert_eq!(rd(root.join("cpuset/default/cpuset.cpus")), "0-3");
-    assert_eq!(rd(root.join("cpuset/default/c1/cpuset.cpus")), "0-1");
-    assert_eq!(rd(root.join("cpuset/default/c1/cpuset.mems")), "0");
-    assert_eq!(rd(root.join("pids/default/c1/pids.max")), "100");
-    // the last write wins in a plain file: the last default allow rule
-    assert_eq!(
-        rd(root.join("devices/default/c1/devices.allow")),
-        "c 10:200 rwm"
+    expect_files(
+        root,
+        &[
+            ("memory/default/c1/memory.limit_in_bytes", "268435456"),
+            ("memory/default/c1/memory.memsw.limit_in_bytes", "536870912"),
+            ("memory/default/c1/memory.soft_limit_in_bytes", "134217728"),
+            ("cpu,cpuacct/default/c1/cpu.shares", "1024"),
+            ("cpu,cpuacct/default/c1/cpu.cfs_quota_us", "50000"),
+            ("cpu,cpuacct/default/c1/cpu.cfs_period_us", "100000"),
+            // cpus copied down to the intermediate level, then set
+            ("cpuset/default/cpuset.cpus", "0-3"),
+            ("cpuset/default/c1/cpuset.cpus", "0-1"),
+            ("cpuset/default/c1/cpuset.mems", "0"),
+            ("pids/default/c1/pids.max", "100"),
+            // the last write wins in a plain file: the last default allow rule
+            ("devices/default/c1/devices.allow", "c 10:200 rwm"),
+            ("devices/default/c1/devices.deny", "a"),
+        ],
     );
-    assert_eq!(rd(root.join("devices/default/c1/devices.deny")), "a");
 
     // stats
     fake_files(
@@ -206,13 +215,18 @@ fn v2_layout_and_resources() {
     assert_eq!(cg.procs_files(), vec![dir.join("cgroup.procs")]);
     // controllers enabled in the root (the fake file keeps the last write)
     assert_eq!(rd(root.join("cgroup.subtree_control")), "+pids");
-    assert_eq!(rd(dir.join("memory.max")), "268435456");
-    assert_eq!(rd(dir.join("memory.low")), "134217728");
-    assert_eq!(rd(dir.join("memory.high")), "200000000");
-    assert_eq!(rd(dir.join("cpu.weight")), "39");
-    assert_eq!(rd(dir.join("cpu.max")), "50000 100000");
-    assert_eq!(rd(dir.join("cpuset.cpus")), "0-1");
-    assert_eq!(rd(dir.join("pids.max")), "100");
+    expect_files(
+        &dir,
+        &[
+            ("memory.max", "268435456"),
+            ("memory.low", "134217728"),
+            ("memory.high", "200000000"),
+            ("cpu.weight", "39"),
+            ("cpu.max", "50000 100000"),
+            ("cpuset.cpus", "0-1"),
+            ("pids.max", "100"),
+        ],
+    );
     // swap.max not present in the fake tree: skipped, not an error
     assert!(!dir.join("memory.swap.max").exists());
 

@@ -10,6 +10,7 @@ pub mod hooks;
 pub mod identity;
 pub(crate) mod ns;
 pub(crate) mod personality;
+pub(crate) mod proc_mount;
 pub mod spawner;
 pub(crate) mod sync;
 pub(crate) mod userns;

@@ -36,10 +36,9 @@
 //! user namespace. Its /proc cannot be mounted by the new user namespace's root (procfs asks
 //! for CAP_SYS_ADMIN over the pid namespace's owner, the host's user namespace): the spawner
 //! has a short-lived helper, forked in that pid namespace as host root, make a detached procfs
-//! mount (`fsopen`/`fsmount`) that the process attaches with `move_mount`
-//! ([`proc_mount_fd`]). A time namespace changes both `time` and `time_for_children` on
-//! `setns`; the spawner refuses to enter one when its own two differ (it could not return to
-//! both). A mount namespace given by path cannot be combined with a new user namespace: the
+//! mount (`fsopen`/`fsmount`) that the process attaches with `move_mount` (proc_mount.rs).
+//! A time namespace changes both `time` and `time_for_children` on `setns`; the spawner
+//! refuses to enter one when its own two differ (it could not return to both). A mount namespace given by path cannot be combined with a new user namespace: the
 //! rootfs would be set up in a mount namespace the host's user namespace owns, where the new
 //! namespace's root may not mount; [`validate`] refuses such a spec before anything is created.
 //! With a user namespace, an exec joins the container's other namespaces as host root first
@@ -119,25 +118,6 @@ pub enum Error {
     JoinNs {
         name: &'static str,
         path: PathBuf,
-        #[source]
-        source: Errno,
-    },
-    /// The helper forked in the container's pid namespace to make its procfs mount.
-    #[error("proc mount helper: {step}: {source}")]
-    ProcHelper {
-        step: &'static str,
-        #[source]
-        source: Errno,
-    },
-    #[error("proc mount helper: exited without an answer")]
-    ProcHelperSilent,
-    /// The helper's own failure (a [`FsCall`](Error::FsCall)), as text: it comes from the
-    /// helper's process.
-    #[error("mount proc of the container's pid namespace: {0}")]
-    ProcMount(String),
-    #[error("{call} proc: {}", .source.desc())]
-    FsCall {
-        call: &'static str,
         #[source]
         source: Errno,
     },
@@ -395,134 +375,6 @@ pub(crate) fn join_for_clone(req: &crate::request::Request) -> R<Option<Joined>>
         }
     }
     Ok((!joined.0.is_empty()).then_some(joined))
-}
-
-/// A spec that creates a user namespace and joins a pid namespace by path, and mounts a proc:
-/// the spawner — after entering that pid namespace for the clone — has a helper forked there
-/// (as host root, in the host's user namespace) make a detached procfs mount of it, with the
-/// mount's nosuid/nodev/noexec/ro options. The process attaches it where the spec mounts proc
-/// (child.rs), since its own mount of procfs fails with EPERM. `None` when not needed.
-pub(crate) fn proc_mount_fd(req: &crate::request::Request) -> R<Option<OwnedFd>> {
-    let crate::request::Request::Init(r) = req else {
-        return Ok(None);
-    };
-    if !creates_userns(&r.spec) {
-        return Ok(None);
-    }
-    let joins_pid = crate::spec::namespaces(&r.spec)
-        .iter()
-        .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_some());
-    let Some(m) = r
-        .spec
-        .mounts()
-        .iter()
-        .flatten()
-        .find(|m| m.typ().as_deref() == Some("proc"))
-    else {
-        return Ok(None);
-    };
-    if !joins_pid {
-        return Ok(None);
-    }
-    let opts = crate::mountopt::parse(&m.options().clone().unwrap_or_default());
-    use nix::mount::MsFlags;
-    let mut attrs: u64 = 0;
-    for (ms, attr) in [
-        (MsFlags::MS_RDONLY, 0x1u64), // MOUNT_ATTR_RDONLY
-        (MsFlags::MS_NOSUID, 0x2),    // MOUNT_ATTR_NOSUID
-        (MsFlags::MS_NODEV, 0x4),     // MOUNT_ATTR_NODEV
-        (MsFlags::MS_NOEXEC, 0x8),    // MOUNT_ATTR_NOEXEC
-    ] {
-        if opts.flags.contains(ms) {
-            attrs |= attr;
-        }
-    }
-    let (ours, theirs) = nix::sys::socket::socketpair(
-        nix::sys::socket::AddressFamily::Unix,
-        nix::sys::socket::SockType::SeqPacket,
-        None,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|source| Error::ProcHelper {
-        step: "socketpair",
-        source,
-    })?;
-    // SAFETY: the spawner is single-threaded; the helper only makes syscalls and exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(Error::ProcHelper {
-            step: "fork in the container's pid namespace",
-            source: Errno::last(),
-        });
-    }
-    if pid == 0 {
-        // The helper's failure goes to the spawner as text: another process.
-        let (data, fds) = match detached_proc(attrs) {
-            Ok(fd) => (Vec::new(), vec![fd]),
-            Err(e) => (e.to_string().into_bytes(), vec![]),
-        };
-        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-        let _ = sync::send_raw(theirs.as_raw_fd(), &data, &raw);
-        // SAFETY: leaving the helper without running the spawner's destructors.
-        unsafe { libc::_exit(0) };
-    }
-    drop(theirs);
-    let got = sync::recv_raw(ours.as_raw_fd());
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-    match got {
-        Ok(Some((data, mut fds))) if data.is_empty() && fds.len() == 1 => Ok(fds.pop()),
-        Ok(Some((data, _))) => Err(Error::ProcMount(
-            String::from_utf8_lossy(&data).into_owned(),
-        )),
-        Ok(None) => Err(Error::ProcHelperSilent),
-        Err(source) => Err(Error::ProcHelper {
-            step: "receive",
-            source,
-        }),
-    }
-}
-
-/// fsopen("proc") + fsmount in the caller's active pid namespace: a mount not yet attached.
-fn detached_proc(attrs: u64) -> R<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    const FSOPEN_CLOEXEC: libc::c_uint = 1;
-    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-    // Right after the call that failed: its errno.
-    let failed = |call| Error::FsCall {
-        call,
-        source: Errno::last(),
-    };
-    // SAFETY: plain syscalls on a NUL-terminated name and fds we own.
-    unsafe {
-        let fs = libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC);
-        if fs < 0 {
-            return Err(failed("fsopen"));
-        }
-        let fs = OwnedFd::from_raw_fd(fs as RawFd);
-        let no: *const libc::c_char = std::ptr::null();
-        if libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            no,
-            no,
-            0,
-        ) < 0
-        {
-            return Err(failed("fsconfig"));
-        }
-        let mnt = libc::syscall(
-            libc::SYS_fsmount,
-            fs.as_raw_fd(),
-            FSMOUNT_CLOEXEC,
-            attrs as libc::c_uint,
-        );
-        if mnt < 0 {
-            return Err(failed("fsmount"));
-        }
-        Ok(OwnedFd::from_raw_fd(mnt as RawFd))
-    }
 }
 
 #[cfg(test)]

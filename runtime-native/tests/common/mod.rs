@@ -49,6 +49,16 @@ pub fn rootfs(dir: &Path) -> PathBuf {
     root
 }
 
+/// A bundle directory holding a [`rootfs`], removed when the guard drops; 0755, so that the
+/// mapped root of a user namespace can reach the rootfs. Returns the guard and the rootfs.
+pub fn bundle() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = rootfs(dir.path());
+    (dir, root)
+}
+
 /// The default spec with `root` as its rootfs and `args` as the process (PATH=/bin, HOME=/).
 pub fn spec(root: &Path, args: &[&str]) -> Spec {
     let mut spec = Spec::default();

@@ -57,8 +57,8 @@ pub enum ServiceError {
         source: std::io::Error,
     },
     /// A `binary://` log driver that could not be started.
-    #[error("{0}")]
-    LogDriver(String),
+    #[error(transparent)]
+    LogDriver(#[from] crate::service::logger::LogDriverError),
     /// Networking in Create of task `id` (`crate::network`); the user's config or
     /// annotations are at fault when `NetError::is_config`.
     #[error("network of task {id}: {source}")]
@@ -67,6 +67,10 @@ pub enum ServiceError {
         #[source]
         source: runtime_native::network::NetError,
     },
+    /// The entrypoint in the rootfs could not be opened or read (a special file, too large,
+    /// an unreadable path): the image's fault.
+    #[error("entrypoint: {0}")]
+    Entrypoint(#[source] runtime_native::fs::tenant_file::TenantFileError),
     /// An entrypoint missing from the rootfs, looked up among the image's wasm layers.
     #[error("entrypoint {path} is not in the rootfs, and {source}")]
     EntrypointLayer {
@@ -152,6 +156,7 @@ impl ServiceError {
             ServiceError::Network { source, .. } if source.is_config() => Code::INVALID_ARGUMENT,
             ServiceError::Config(_)
             | ServiceError::WasmConfig { .. }
+            | ServiceError::Entrypoint(_)
             | ServiceError::EntrypointLayer { .. } => Code::INVALID_ARGUMENT,
             ServiceError::Compile(e) if e.is_invalid_input() => Code::INVALID_ARGUMENT,
             ServiceError::Runtime(_)
@@ -274,9 +279,12 @@ mod tests {
                 "resize pty: invalid input parameter",
             ),
             (
-                ServiceError::LogDriver("log driver /bin/x did not become ready".into()),
+                ServiceError::LogDriver(crate::service::logger::LogDriverError::NotReady {
+                    program: "/bin/x".into(),
+                    seconds: 10,
+                }),
                 Code::UNKNOWN,
-                "log driver /bin/x did not become ready",
+                "log driver /bin/x did not become ready within 10s",
             ),
             (
                 ServiceError::Network {

@@ -67,9 +67,23 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A `binary://` log driver that could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum LogDriverError {
+    #[error("log driver pipe: {0}")]
+    Pipe(#[source] nix::errno::Errno),
+    #[error("start log driver {program}: {source}")]
+    Start {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("log driver {program} did not become ready within {seconds}s")]
+    NotReady { program: String, seconds: u64 },
+}
+
 fn pipe() -> ServiceResult<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| ServiceError::LogDriver(format!("log driver pipe: {e}")))
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(LogDriverError::Pipe)?)
 }
 
 /// Starts the driver; returns the write ends the container gets as stdout and stderr.
@@ -101,8 +115,10 @@ pub fn start(url: &str, owner: &Owner) -> ServiceResult<(OwnedFd, OwnedFd)> {
             Ok(())
         });
     }
-    cmd.spawn()
-        .map_err(|e| ServiceError::LogDriver(format!("start log driver {program}: {e}")))?;
+    cmd.spawn().map_err(|source| LogDriverError::Start {
+        program: program.to_string(),
+        source,
+    })?;
     // The driver holds its own copies now; ours must go so that EOF and readiness work.
     drop((out_r, err_r, ready_w));
     wait_ready(ready_r, &program)?;
@@ -119,10 +135,11 @@ fn wait_ready(ready: OwnedFd, program: &str) -> ServiceResult<()> {
     });
     match rx.recv_timeout(READY_TIMEOUT) {
         Ok(_) => Ok(()),
-        Err(_) => Err(ServiceError::LogDriver(format!(
-            "log driver {program} did not become ready within {}s",
-            READY_TIMEOUT.as_secs()
-        ))),
+        Err(_) => Err(LogDriverError::NotReady {
+            program: program.to_string(),
+            seconds: READY_TIMEOUT.as_secs(),
+        }
+        .into()),
     }
 }
 

@@ -11,7 +11,7 @@ mod control;
 pub(crate) mod error;
 mod exits;
 mod launcher;
-mod logger;
+pub(crate) mod logger;
 mod native;
 mod reaper;
 mod rpc;

@@ -224,7 +224,7 @@ fn wasm_plan(
 }
 
 fn refused(e: TenantFileError) -> ServiceError {
-    ServiceError::InvalidArgument(format!("entrypoint: {e}"))
+    ServiceError::Entrypoint(e)
 }
 
 /// Opens the entrypoint inside `rootfs`: an absolute or relative path as is, a bare name

@@ -43,7 +43,7 @@ struct Child {
     seccomp: std::cell::Cell<Option<crate::seccomp::Seccomp>>,
     /// The spec's hooks that involve this process (hooks.rs); `None` when there are none.
     hooks: Option<crate::hooks::ChildHooks>,
-    /// A detached procfs mount of our pid namespace made by the spawner (userns.rs
+    /// A detached procfs mount of our pid namespace made by the spawner (proc_mount.rs
     /// `proc_mount_fd`), attached where the spec mounts proc; closed once the rootfs is set.
     proc_mnt: std::cell::Cell<Option<RawFd>>,
     /// The host's LSMs, read before the container's root or mount namespace is entered.

@@ -50,6 +50,9 @@ pub(super) enum Error {
     /// An exec's way into its init's pid namespace.
     #[error(transparent)]
     ExecNs(#[from] crate::exec_ns::Error),
+    /// The procfs of a joined pid namespace, made for a new user namespace.
+    #[error(transparent)]
+    ProcMount(#[from] crate::proc_mount::Error),
     /// The intermediate for a joined user namespace.
     #[error(transparent)]
     UserNsJoin(#[from] crate::userns_join::Error),
@@ -165,8 +168,8 @@ fn handle(st: &SpawnerState, env: Envelope, fds: Vec<OwnedFd>) -> Result<Spawned
 
     let entered = enter(&st.own_pidns, &env.req, &child_fds, pidns_path.as_deref())?;
     // In the container's pid namespace, before the clone: its /proc, made as host root when a
-    // new user namespace could not (userns.rs).
-    match crate::userns::proc_mount_fd(&env.req) {
+    // new user namespace could not (proc_mount.rs).
+    match crate::proc_mount::proc_mount_fd(&env.req) {
         Ok(f) => child_fds.proc_mnt = f,
         Err(e) => {
             entered.leave();

@@ -88,3 +88,30 @@ pub(super) enum Reply {
     /// sent, `serve.rs`).
     Err(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fds(n: usize) -> Vec<OwnedFd> {
+        (0..n)
+            .map(|_| std::fs::File::open("/dev/null").unwrap().into())
+            .collect()
+    }
+
+    #[test]
+    fn the_fds_land_where_the_layout_says_and_a_wrong_count_is_refused() {
+        let layout = StdioLayout {
+            stdin: false,
+            stdout: true,
+            stderr: true,
+            extra: 2,
+            init_pidfd: true,
+        };
+        let got = layout.split(fds(5)).unwrap();
+        assert!(got.stdin.is_none() && got.stdout.is_some() && got.stderr.is_some());
+        assert_eq!(got.extra.len(), 2);
+        assert!(got.init_pidfd.is_some() && got.join.is_none() && got.proc_mnt.is_none());
+        assert_eq!(layout.split(fds(4)).err(), Some((4, 5)));
+    }
+}
