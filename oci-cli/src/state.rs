@@ -164,7 +164,7 @@ impl State {
             |m| {
                 // SAFETY: kill with plain integers.
                 unsafe { libc::kill(self.pid, libc::SIGKILL) };
-                Error::Other(m)
+                runtime_native::Error::Hook(m).into()
             },
         )
     }

@@ -14,8 +14,9 @@
 
 // The tree by phase and concern (each folder opens with what it holds):
 //   container/  the create flow: cgroup -> rootfs -> spawn init, undo on error
-//   process/    the spawner, and what happens between clone and exec (namespaces, user
-//               namespaces, identity, hooks, helper processes)
+//   process/    what happens between clone and exec (namespaces, user namespaces,
+//               identity, hooks, helper processes); spawner/ the process that clones,
+//               by job (the caller's side, wire, serve, enter, clone, cgroup_join)
 //   rootfs/     mounts, devices, masking, pivot, idmapped and recursive mount options
 //   cgroup/     v1 and v2 behind one interface, stats
 //   security/   seccomp, the device filter, LSMs
@@ -51,8 +52,12 @@ pub use cgroup::{Cgroup, CgroupStats};
 pub use error::{Error, PathIoError, Result};
 pub use fds::{private_dir, private_file};
 pub use mountopt::mount_points;
+/// The error types inside [`Error`]'s variants.
+pub use process::sync::Error as ChannelError;
+pub use process::userns::{Error as UserNsError, MapWriteError};
 pub use request::{ExecRequest, InitRequest};
 pub use spawner::{PendingProcess, Spawner, Stdio};
 pub use workload::{
-    PreparedWorkload, ProcessContext, SetupFds, Workload, WorkloadRunner, WorkloadTable,
+    PreparedWorkload, ProcessContext, RunnerError, SetupFds, Workload, WorkloadRunner,
+    WorkloadTable,
 };

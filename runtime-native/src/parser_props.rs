@@ -76,7 +76,7 @@ fn oci_spec_bad_fields_are_refused_by_name() {
             }
         };
         let s: oci_spec::runtime::Spec = serde_json::from_value(v).unwrap();
-        let e = crate::spec::validate(&s).expect_err("refused");
+        let e = crate::spec::validate(&s).expect_err("refused").to_string();
         assert!(e.contains(expect), "case {case}: {e}");
     }
     report("OCI spec (bad fields)", CASES, CASES);

@@ -64,7 +64,7 @@ pub(crate) struct ChildFds {
     pub proc_mnt: Option<OwnedFd>,
     /// An exec's: the container init's pidfd ([`ExecRequest::init_pidfd`]).
     pub init_pidfd: Option<OwnedFd>,
-    /// The socket on which the spawner reports the cgroup join (see [`crate::spawner::join_cgroup`]);
+    /// The socket on which the spawner reports the cgroup join (`process/spawner/cgroup_join.rs`);
     /// `None` when the process has no cgroup to join.
     pub join: Option<OwnedFd>,
 }

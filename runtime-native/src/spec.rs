@@ -18,11 +18,11 @@ pub fn load(bundle: &Path) -> Result<oci_spec::runtime::Spec> {
     let path = bundle.join("config.json");
     let data = std::fs::read(&path).map_err(PathIoError::on("read", &path))?;
     let spec: oci_spec::runtime::Spec =
-        serde_json::from_slice(&data).map_err(|e| Error::InvalidSpec {
+        serde_json::from_slice(&data).map_err(|source| Error::SpecJson {
             path: path.clone(),
-            reason: e.to_string(),
+            source,
         })?;
-    validate(&spec).map_err(|reason| Error::InvalidSpec { path, reason })?;
+    validate(&spec).map_err(|source| Error::InvalidSpec { path, source })?;
     Ok(spec)
 }
 
@@ -37,38 +37,65 @@ pub fn root_path(spec: &oci_spec::runtime::Spec, bundle: &Path) -> PathBuf {
     }
 }
 
+/// What makes a spec unusable, in the spec's terms.
+#[derive(Debug, thiserror::Error)]
+pub enum Invalid {
+    #[error("root is missing")]
+    NoRoot,
+    #[error("root.path is empty")]
+    EmptyRoot,
+    #[error("process is missing")]
+    NoProcess,
+    #[error("process.args must not be empty")]
+    NoArgs,
+    #[error("process.cwd {:?} is not an absolute path", cwd.display())]
+    RelativeCwd { cwd: PathBuf },
+    /// `linux.namespaces` and the id mappings.
+    #[error(transparent)]
+    Namespaces(#[from] crate::userns::Error),
+    #[error("unable to restrict sys entries without a private MNT namespace")]
+    RestrictWithoutMountNs,
+    #[error(
+        "linux.namespaces has no mount namespace: the container would only be chrooted, \
+         which a process with CAP_SYS_CHROOT can leave; add {{\"type\": \"mount\"}}"
+    )]
+    NoMountNs,
+    #[error("mount destination {:?} is not an absolute path", dest.display())]
+    RelativeMountDest { dest: PathBuf },
+}
+
 /// Basic checks of a container spec: a root, and a process with args.
-pub fn validate(spec: &oci_spec::runtime::Spec) -> std::result::Result<(), String> {
+pub fn validate(spec: &oci_spec::runtime::Spec) -> std::result::Result<(), Invalid> {
     match spec.root() {
-        None => return Err("root is missing".into()),
-        Some(r) if r.path().as_os_str().is_empty() => return Err("root.path is empty".into()),
+        None => return Err(Invalid::NoRoot),
+        Some(r) if r.path().as_os_str().is_empty() => return Err(Invalid::EmptyRoot),
         _ => {}
     }
     let Some(p) = spec.process() else {
-        return Err("process is missing".into());
+        return Err(Invalid::NoProcess);
     };
     if p.args().as_ref().map(|a| a.is_empty()).unwrap_or(true) {
-        return Err("process.args must not be empty".into());
+        return Err(Invalid::NoArgs);
     }
     if !p.cwd().as_os_str().is_empty() && !p.cwd().is_absolute() {
-        return Err(format!(
-            "process.cwd {:?} is not an absolute path",
-            p.cwd().display()
-        ));
+        return Err(Invalid::RelativeCwd {
+            cwd: p.cwd().clone(),
+        });
     }
     crate::userns::validate_namespaces(spec)?;
     crate::userns::validate(spec)?;
     mount_namespace(spec)?;
-    if let Some(l) = spec.linux() {
-        for m in spec.mounts().iter().flatten() {
-            if !m.destination().is_absolute() {
-                return Err(format!(
-                    "mount destination {:?} is not an absolute path",
-                    m.destination().display()
-                ));
-            }
+    if spec.linux().is_some() {
+        if let Some(m) = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .find(|m| !m.destination().is_absolute())
+        {
+            return Err(Invalid::RelativeMountDest {
+                dest: m.destination().clone(),
+            });
         }
-        let _ = l;
     }
     Ok(())
 }
@@ -78,7 +105,7 @@ pub fn validate(spec: &oci_spec::runtime::Spec) -> std::result::Result<(), Strin
 /// because a chroot can be left by any process with CAP_SYS_CHROOT (in the default set) and
 /// the spec's mounts would be made in the shim's own mount namespace. A mount namespace joined
 /// by path is the spec's choice and stays allowed.
-fn mount_namespace(spec: &oci_spec::runtime::Spec) -> std::result::Result<(), String> {
+fn mount_namespace(spec: &oci_spec::runtime::Spec) -> std::result::Result<(), Invalid> {
     let linux = spec.linux().clone().unwrap_or_default();
     let has = linux
         .namespaces()
@@ -92,13 +119,9 @@ fn mount_namespace(spec: &oci_spec::runtime::Spec) -> std::result::Result<(), St
         .into_iter()
         .any(|p| p.as_ref().is_some_and(|p| !p.is_empty()));
     if restricts {
-        return Err("unable to restrict sys entries without a private MNT namespace".into());
+        return Err(Invalid::RestrictWithoutMountNs);
     }
-    Err(
-        "linux.namespaces has no mount namespace: the container would only be chrooted, \
-         which a process with CAP_SYS_CHROOT can leave; add {\"type\": \"mount\"}"
-            .into(),
-    )
+    Err(Invalid::NoMountNs)
 }
 
 #[cfg(test)]
@@ -143,9 +166,9 @@ mod tests {
         let mut p = spec.process().clone().unwrap();
         p.set_args(Some(vec![]));
         spec.set_process(Some(p));
-        assert!(validate(&spec).unwrap_err().contains("args"));
+        assert!(validate(&spec).unwrap_err().to_string().contains("args"));
         spec.set_process(None);
-        assert!(validate(&spec).unwrap_err().contains("process"));
+        assert!(validate(&spec).unwrap_err().to_string().contains("process"));
     }
 
     #[test]
@@ -164,7 +187,7 @@ mod tests {
                 l.set_readonly_paths(Some(vec![]));
             }
             spec.set_linux(Some(l));
-            validate(&spec).unwrap_err()
+            validate(&spec).unwrap_err().to_string()
         };
         // runc's words where runc refuses it too.
         assert_eq!(

@@ -46,13 +46,17 @@ pub trait PreparedWorkload {
 /// container process closes every other fd, and are handed to [`WorkloadRunner::prepare`].
 pub type SetupFds = Vec<(String, OwnedFd)>;
 
+/// A runner's failure. runtime-native knows no runner's error types, so any error, kept whole
+/// (with its sources) until the container process reports it to the caller as text.
+pub type RunnerError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Prepares a custom workload inside the container (after pivot_root, before Create returns),
 /// so that bad input fails Create with a clear message rather than a mysterious exit.
 pub trait WorkloadRunner: Sync {
     /// Runs in the container process once its mounts are made (an exec: once it joined the
     /// container), before it gives up its privileges (identity, capabilities, seccomp): for a
     /// runner that must take hold of the container's files while it still can.
-    fn setup(&self, _spec: &oci_spec::runtime::Spec) -> std::result::Result<SetupFds, String> {
+    fn setup(&self, _spec: &oci_spec::runtime::Spec) -> Result<SetupFds, RunnerError> {
         Ok(Vec::new())
     }
 
@@ -61,7 +65,7 @@ pub trait WorkloadRunner: Sync {
         ctx: &ProcessContext,
         payload: &[u8],
         setup: SetupFds,
-    ) -> std::result::Result<Box<dyn PreparedWorkload>, String>;
+    ) -> Result<Box<dyn PreparedWorkload>, RunnerError>;
 }
 
 /// The runners the binary registers, by name.

@@ -33,7 +33,7 @@ impl WorkloadRunner for Swapper {
         _: &ProcessContext,
         payload: &[u8],
         _: runtime_native::SetupFds,
-    ) -> Result<Box<dyn PreparedWorkload>, String> {
+    ) -> Result<Box<dyn PreparedWorkload>, runtime_native::RunnerError> {
         let canary = PathBuf::from(String::from_utf8_lossy(payload).into_owned());
         Ok(Box::new(SwapLoop(canary)))
     }

@@ -32,7 +32,7 @@ impl WorkloadRunner for ProbeRunner {
         _: &ProcessContext,
         _: &[u8],
         _: runtime_native::SetupFds,
-    ) -> Result<Box<dyn PreparedWorkload>, String> {
+    ) -> Result<Box<dyn PreparedWorkload>, runtime_native::RunnerError> {
         Ok(Box::new(ProbePrepared))
     }
 }
@@ -837,7 +837,9 @@ fn hooks_under_a_reaper(root: &Path, bundle: &Path) {
     };
     for _ in 0..20 {
         runtime_native::hooks::run_poststop(&with(&ok), "sec", bundle).expect("ok hook");
-        let e = runtime_native::hooks::run_poststop(&with(&bad), "sec", bundle).unwrap_err();
+        let e = runtime_native::hooks::run_poststop(&with(&bad), "sec", bundle)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("exit status: 3") && e.contains("out-3"), "{e}");
     }
     println!("hooks under a reaper: ok");

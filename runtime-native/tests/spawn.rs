@@ -24,12 +24,12 @@ impl WorkloadRunner for EchoRunner {
         ctx: &ProcessContext,
         payload: &[u8],
         _: runtime_native::SetupFds,
-    ) -> Result<Box<dyn PreparedWorkload>, String> {
+    ) -> Result<Box<dyn PreparedWorkload>, runtime_native::RunnerError> {
         if payload == b"bad" {
             return Err("invalid payload: bad".into());
         }
         if ctx.extra_fds.len() != 1 {
-            return Err(format!("expected one extra fd, got {:?}", ctx.extra_fds));
+            return Err(format!("expected one extra fd, got {:?}", ctx.extra_fds).into());
         }
         Ok(Box::new(EchoPrepared(payload.to_vec())))
     }

@@ -92,9 +92,10 @@ impl RunContext {
             .map(|(_, v)| v)
     }
 
-    /// A fresh WASI context builder configured from this run context.
+    /// A fresh WASI context builder configured from this run context. Text, for what its
+    /// callers report to the guest's stderr (run.rs, and the HTTP server's set-up in http/).
     pub(crate) fn wasi_builder(&self) -> std::result::Result<WasiCtxBuilder, String> {
-        self.wasi_builder_with(true)
+        self.wasi_builder_with(true).map_err(|e| e.to_string())
     }
 
     /// The same, for a server that makes a context per request: without `preopens` the
@@ -103,7 +104,7 @@ impl RunContext {
     pub(crate) fn wasi_builder_with(
         &self,
         preopens: bool,
-    ) -> std::result::Result<WasiCtxBuilder, String> {
+    ) -> std::result::Result<WasiCtxBuilder, ContextError> {
         let mut b = WasiCtxBuilder::new();
         match &self.stdio {
             Stdio::Inherit => {
@@ -114,7 +115,7 @@ impl RunContext {
                 stdout,
                 stderr,
             } => {
-                let dup = |f: &File| f.try_clone().map_err(|e| format!("dup stdio: {e}"));
+                let dup = |f: &File| f.try_clone().map_err(ContextError::DupStdio);
                 b.stdin(InputFile::new(dup(stdin)?));
                 b.stdout(OutputFile::new(dup(stdout)?));
                 b.stderr(OutputFile::new(dup(stderr)?));
@@ -128,12 +129,10 @@ impl RunContext {
                 GuestDirs::Paths(dirs) => {
                     for (guest, host) in dirs {
                         b.preopened_dir(host, guest, FsPerms::ReadWrite)
-                            .map_err(|e| {
-                                format!(
-                                    "preopen {} as {guest}: {}",
-                                    host.display(),
-                                    crate::chain(&e)
-                                )
+                            .map_err(|e| ContextError::PreopenPath {
+                                host: host.clone(),
+                                guest: guest.clone(),
+                                error: crate::chain(&e),
                             })?;
                     }
                 }
@@ -176,20 +175,53 @@ impl RunContext {
 /// preopens by path only, so the process changes into `dir` and preopens `.`, then changes
 /// back; the lock keeps concurrent builders (an HTTP proxy's requests) from racing on the
 /// process's working directory, which nothing else in the runner uses.
-fn preopen_fd(b: &mut WasiCtxBuilder, dir: &OwnedFd, guest: &str) -> Result<(), String> {
+/// Why a guest's WASI context could not be built.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ContextError {
+    #[error("dup stdio: {0}")]
+    DupStdio(#[source] std::io::Error),
+    /// `error`: wasmtime's error with its cause chain, on one line.
+    #[error("preopen {} as {guest}: {error}", host.display())]
+    PreopenPath {
+        host: std::path::PathBuf,
+        guest: String,
+        error: String,
+    },
+    #[error("preopen {guest}: {step}: {source}")]
+    Enter {
+        guest: String,
+        step: &'static str,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    #[error("preopen {guest}: {error}")]
+    Preopen { guest: String, error: String },
+}
+
+fn preopen_fd(b: &mut WasiCtxBuilder, dir: &OwnedFd, guest: &str) -> Result<(), ContextError> {
     static CWD: Mutex<()> = Mutex::new(());
     let _held = CWD.lock().unwrap_or_else(|p| p.into_inner());
+    let enter = |step| {
+        move |source| ContextError::Enter {
+            guest: guest.to_string(),
+            step,
+            source,
+        }
+    };
     let here = nix::fcntl::open(
         ".",
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| format!("preopen {guest}: open the working directory: {e}"))?;
-    nix::unistd::fchdir(dir.as_fd()).map_err(|e| format!("preopen {guest}: enter it: {e}"))?;
+    .map_err(enter("open the working directory"))?;
+    nix::unistd::fchdir(dir.as_fd()).map_err(enter("enter it"))?;
     let r = b
         .preopened_dir(".", guest, FsPerms::ReadWrite)
         .map(|_| ())
-        .map_err(|e| format!("preopen {guest}: {}", crate::chain(&e)));
+        .map_err(|e| ContextError::Preopen {
+            guest: guest.to_string(),
+            error: crate::chain(&e),
+        });
     if let Err(e) = nix::unistd::fchdir(here.as_fd()) {
         // Continuing in the guest's directory would make relative host paths resolve there.
         panic!("preopen {guest}: cannot return to the working directory: {e}");

@@ -42,47 +42,57 @@ pub struct Loaded {
     pub(crate) program: Program,
     pub(crate) shared: Arc<Shared>,
     pub(crate) settings: crate::WasmSettings,
-    /// Called once the runner's threads have been idle for [`IDLE_QUIET`] (see [`watch_idle`]).
+    /// Called once the runner's threads have been idle for [`IDLE_QUIET`] (see [`IdleWatch`]).
     pub(crate) idle_hook: Option<fn()>,
 }
 
 /// Quiet time (no wake-up of the runner's runtime) before the idle hook runs.
 pub(crate) const IDLE_QUIET: Duration = Duration::from_secs(1);
 
-/// Calls `hook` once per quiet period of the runtime `b` builds: each wake-up of one of its
-/// threads counts as activity, and a small watcher thread calls the hook when a whole
+/// Calls a hook once per quiet period of the runtimes it is attached to: each wake-up of one
+/// of their threads counts as activity, and a small watcher thread calls the hook when a whole
 /// [`IDLE_QUIET`] passed without one (and not again until the next activity). So a guest that
 /// sleeps for good is trimmed within two periods of falling asleep, and a server under load is
 /// never trimmed (a trim there would fault its hot text back in at every call). The watcher
-/// ends when the runtime is dropped.
-pub(crate) fn watch_idle(b: &mut tokio::runtime::Builder, hook: fn()) {
-    let activity = Arc::new(AtomicU64::new(0));
-    let watched = Arc::downgrade(&activity);
-    b.on_thread_unpark(move || {
-        activity.fetch_add(1, Ordering::Relaxed);
-    });
-    let spawned = std::thread::Builder::new()
-        .name("amphi-idle".into())
-        .stack_size(64 << 10)
-        .spawn(move || {
-            let mut seen = u64::MAX;
-            let mut trimmed = false;
-            loop {
-                std::thread::sleep(IDLE_QUIET);
-                let Some(activity) = watched.upgrade() else {
-                    return;
-                };
-                let now = activity.load(Ordering::Relaxed);
-                if now != seen {
-                    (seen, trimmed) = (now, false);
-                } else if !trimmed {
-                    hook();
-                    trimmed = true;
+/// ends when the watch and every runtime attached to it are dropped.
+pub(crate) struct IdleWatch(Arc<AtomicU64>);
+
+impl IdleWatch {
+    pub(crate) fn start(hook: impl Fn() + Send + 'static) -> IdleWatch {
+        let activity = Arc::new(AtomicU64::new(0));
+        let watched = Arc::downgrade(&activity);
+        let spawned = std::thread::Builder::new()
+            .name("amphi-idle".into())
+            .stack_size(64 << 10)
+            .spawn(move || {
+                let mut seen = u64::MAX;
+                let mut trimmed = false;
+                loop {
+                    std::thread::sleep(IDLE_QUIET);
+                    let Some(activity) = watched.upgrade() else {
+                        return;
+                    };
+                    let now = activity.load(Ordering::Relaxed);
+                    if now != seen {
+                        (seen, trimmed) = (now, false);
+                    } else if !trimmed {
+                        hook();
+                        trimmed = true;
+                    }
                 }
-            }
+            });
+        if let Err(e) = spawned {
+            log::warn!("wasm: cannot start the idle watcher: {e}");
+        }
+        IdleWatch(activity)
+    }
+
+    /// Counts the wake-ups of the runtime `b` builds.
+    pub(crate) fn attach(&self, b: &mut tokio::runtime::Builder) {
+        let activity = self.0.clone();
+        b.on_thread_unpark(move || {
+            activity.fetch_add(1, Ordering::Relaxed);
         });
-    if let Err(e) = spawned {
-        log::warn!("wasm: cannot start the idle watcher: {e}");
     }
 }
 
@@ -149,7 +159,7 @@ impl Loaded {
     ) -> wasmtime::Result<i32> {
         let mut b = tokio::runtime::Builder::new_current_thread();
         if let Some(hook) = self.idle_hook {
-            watch_idle(&mut b, hook);
+            IdleWatch::start(hook).attach(&mut b);
         }
         let rt = b
             .enable_all()

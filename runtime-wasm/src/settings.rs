@@ -103,8 +103,13 @@ pub struct Http {
     pub request_timeout_ms: u64,
     /// One line per request (method, path, status, duration) on the container's stdout.
     pub access_log: bool,
-    /// Tokio workers; 0 = the CPUs the container may use (its CPU quota and cpuset).
+    /// Server threads; 0 = the CPUs the container may use (its CPU quota and cpuset).
     pub workers: u32,
+    /// Requests one instance serves, one after another, before a fresh one replaces it. 1 (the
+    /// default) = a fresh instance per request, so nothing of one request's guest state (its
+    /// globals, its heap) reaches the next. More saves the instantiation and the slot reset per
+    /// request, for guests that keep no per-request state in globals.
+    pub instance_reuse: u32,
 }
 
 impl Default for Http {
@@ -115,6 +120,7 @@ impl Default for Http {
             request_timeout_ms: 60_000,
             access_log: false,
             workers: 0,
+            instance_reuse: 1,
         }
     }
 }
@@ -199,6 +205,11 @@ impl WasmSettings {
         if self.http.workers > 256 {
             return bad("[wasm.http] workers is at most 256");
         }
+        if self.http.instance_reuse == 0 {
+            return bad(
+                "[wasm.http] instance_reuse must be at least 1 (1 = a fresh instance per request)",
+            );
+        }
         if self.fuel == Some(0) {
             return bad("fuel = 0 would trap at once; leave it out for unmetered");
         }
@@ -224,20 +235,29 @@ fn parse_scalar(v: &str) -> toml::Value {
     toml::Value::String(v.to_string())
 }
 
+/// An annotation that names no setting.
+#[derive(Debug, thiserror::Error)]
+enum BadName {
+    #[error("bad setting name {0:?}")]
+    Name(String),
+    #[error("{0} is not a table")]
+    NotATable(String),
+}
+
 fn set_path(
     root: &mut toml::Value,
     path: &str,
     value: toml::Value,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), BadName> {
     let parts: Vec<&str> = path.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) || parts.len() > 3 {
-        return Err(format!("bad setting name {path:?}"));
+        return Err(BadName::Name(path.to_string()));
     }
     let mut cur = root;
     for (i, p) in parts.iter().enumerate() {
         let table = cur
             .as_table_mut()
-            .ok_or_else(|| format!("{} is not a table", parts[..i].join(".")))?;
+            .ok_or_else(|| BadName::NotATable(parts[..i].join(".")))?;
         if i + 1 == parts.len() {
             table.insert(p.to_string(), value);
             return Ok(());
@@ -295,6 +315,11 @@ mod tests {
                 "",
                 vec![("io.amphi.wasm.http.max_instances", "0")],
                 "max_instances",
+            ),
+            (
+                "",
+                vec![("io.amphi.wasm.http.instance_reuse", "0")],
+                "instance_reuse",
             ),
             ("", vec![("io.amphi.wasm.a..b", "0")], "a..b"),
             ("[wasm]\nfuel = 0\n", vec![], "fuel"),

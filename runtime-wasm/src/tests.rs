@@ -641,7 +641,7 @@ fn count_idle() {
 fn idle_hook_runs_once_the_runtime_is_quiet() {
     use std::sync::atomic::Ordering;
     let mut b = tokio::runtime::Builder::new_current_thread();
-    crate::loaded::watch_idle(&mut b, count_idle);
+    crate::loaded::IdleWatch::start(count_idle).attach(&mut b);
     let rt = b.enable_all().build().unwrap();
     let called = rt.block_on(async {
         // Long sleeps, each one park: the watcher must call the hook while we sleep. A bound

@@ -86,6 +86,12 @@ pub enum CompileError {
     TimedOut { module: String, after: Duration },
     #[error("wasm module {module}: compile helper: {reason}")]
     Protocol { module: String, reason: String },
+    #[error("wasm module {module}: compile helper: {source}")]
+    Wait {
+        module: String,
+        #[source]
+        source: runtime_native::child_wait::Error,
+    },
 }
 
 impl CompileError {
@@ -170,12 +176,12 @@ pub fn compile(
     let left = deadline.saturating_duration_since(Instant::now());
     let exit = match sent {
         Sent::TimedOut => None,
-        _ => child_wait::wait_child(&mut child, Some(left)).map_err(|reason| {
-            CompileError::Protocol {
+        _ => {
+            child_wait::wait_child(&mut child, Some(left)).map_err(|source| CompileError::Wait {
                 module: module.clone(),
-                reason,
-            }
-        })?,
+                source,
+            })?
+        }
     };
     let Some(exit) = exit else {
         match &pidfd {
@@ -346,7 +352,9 @@ pub fn run() -> ! {
 fn serve(input: &mut impl Read, output: &mut impl Write) -> i32 {
     let reply = match handle(input) {
         Ok(kind) => Reply::Compiled(kind),
-        Err(mut why) => {
+        Err(e) => {
+            // Text from here on: the shim is another process.
+            let mut why = e.to_string();
             if why.len() > MAX_ERROR {
                 let mut end = MAX_ERROR;
                 while !why.is_char_boundary(end) {
@@ -370,40 +378,75 @@ fn serve(input: &mut impl Read, output: &mut impl Write) -> i32 {
     code
 }
 
-fn handle(input: &mut impl Read) -> Result<WasmKind, String> {
+/// Why the helper wrote no entry. It reaches the shim as text in [`Reply::Failed`] (another
+/// process), formatted in `serve`.
+#[derive(Debug, thiserror::Error)]
+enum HelperError {
+    #[error("compile helper: read the request: {0}")]
+    ReadRequest(#[source] std::io::Error),
+    #[error("compile helper: a request of {0} bytes (at most {MAX_HEADER})")]
+    RequestTooLarge(u32),
+    #[error("compile helper: unreadable request: {0}")]
+    BadRequest(#[source] serde_json::Error),
+    #[error("wasm module {module}: {source}")]
+    Reserve {
+        module: String,
+        #[source]
+        source: std::collections::TryReserveError,
+    },
+    #[error("wasm module {module}: read it: {source}")]
+    ReadModule {
+        module: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("wasm module {module}: {got} of its {want} bytes arrived")]
+    ShortModule { module: String, got: u64, want: u64 },
+    #[error(transparent)]
+    Compile(#[from] runtime_wasm::Error),
+}
+
+fn handle(input: &mut impl Read) -> Result<WasmKind, HelperError> {
     let mut len = [0u8; 4];
     input
         .read_exact(&mut len)
-        .map_err(|e| format!("compile helper: read the request: {e}"))?;
+        .map_err(HelperError::ReadRequest)?;
     let len = u32::from_le_bytes(len);
     if len > MAX_HEADER {
-        return Err(format!(
-            "compile helper: a request of {len} bytes (at most {MAX_HEADER})"
-        ));
+        return Err(HelperError::RequestTooLarge(len));
     }
     let mut header = vec![0u8; len as usize];
     input
         .read_exact(&mut header)
-        .map_err(|e| format!("compile helper: read the request: {e}"))?;
-    let req: Request = serde_json::from_slice(&header)
-        .map_err(|e| format!("compile helper: unreadable request: {e}"))?;
+        .map_err(HelperError::ReadRequest)?;
+    let req: Request = serde_json::from_slice(&header).map_err(HelperError::BadRequest)?;
+    let module = || req.job.name.clone();
     let mut bytes = Vec::new();
     bytes
         .try_reserve_exact(usize::try_from(req.module_len).unwrap_or(usize::MAX))
-        .map_err(|e| format!("wasm module {}: {e}", req.job.name))?;
+        .map_err(|source| HelperError::Reserve {
+            module: module(),
+            source,
+        })?;
     input
         .take(req.module_len)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("wasm module {}: read it: {e}", req.job.name))?;
+        .map_err(|source| HelperError::ReadModule {
+            module: module(),
+            source,
+        })?;
     if bytes.len() as u64 != req.module_len {
-        return Err(format!(
-            "wasm module {}: {} of its {} bytes arrived",
-            req.job.name,
-            bytes.len(),
-            req.module_len
-        ));
+        return Err(HelperError::ShortModule {
+            module: module(),
+            got: bytes.len() as u64,
+            want: req.module_len,
+        });
     }
-    runtime_wasm::compile_entry(&req.cache_dir, &req.job, &bytes).map_err(|e| e.to_string())
+    Ok(runtime_wasm::compile_entry(
+        &req.cache_dir,
+        &req.job,
+        &bytes,
+    )?)
 }
 
 #[cfg(test)]

@@ -258,6 +258,27 @@ impl Client {
     }
 }
 
+/// A blob refused by its size, or a stream that does not add up to it.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob {digest}: its descriptor gives a negative size {declared}")]
+    NegativeSize { digest: String, declared: i64 },
+    #[error("blob {digest} is {declared} bytes, more than the limit of {limit} bytes")]
+    OverLimit {
+        digest: String,
+        declared: u64,
+        limit: u64,
+    },
+    #[error("chunk at offset {offset} after {have} bytes")]
+    Gap { offset: i64, have: usize },
+    #[error("streamed {total} bytes or more of a blob its descriptor says is {declared} bytes")]
+    LongerThanDeclared { total: u64, declared: u64 },
+    #[error("blob larger than the limit of {limit} bytes")]
+    LargerThanLimit { limit: u64 },
+    #[error("the blob ended after {have} of its {declared} bytes")]
+    Short { have: usize, declared: u64 },
+}
+
 /// The bytes of one blob as they stream in, never more than its cap: the declared size when
 /// there is one, and never more than the limit.
 pub struct BlobBuffer {
@@ -268,14 +289,18 @@ pub struct BlobBuffer {
 
 impl BlobBuffer {
     /// Refuses a blob whose descriptor already says it is over `limit`.
-    pub fn new(digest: &str, declared: i64, limit: u64) -> Result<BlobBuffer, String> {
-        let declared = u64::try_from(declared).map_err(|_| {
-            format!("blob {digest}: its descriptor gives a negative size {declared}")
+    pub fn new(digest: &str, declared: i64, limit: u64) -> Result<BlobBuffer, BlobError> {
+        let digest = || digest.to_string();
+        let declared = u64::try_from(declared).map_err(|_| BlobError::NegativeSize {
+            digest: digest(),
+            declared,
         })?;
         if declared > limit {
-            return Err(format!(
-                "blob {digest} is {declared} bytes, more than the limit of {limit} bytes"
-            ));
+            return Err(BlobError::OverLimit {
+                digest: digest(),
+                declared,
+                limit,
+            });
         }
         // The capacity is at most the limit, and only what the descriptor promised.
         Ok(BlobBuffer {
@@ -295,22 +320,22 @@ impl BlobBuffer {
     }
 
     /// Appends a chunk that must start where the data so far ends.
-    pub fn push(&mut self, offset: i64, chunk: &[u8]) -> Result<(), String> {
+    pub fn push(&mut self, offset: i64, chunk: &[u8]) -> Result<(), BlobError> {
         if offset != self.data.len() as i64 {
-            return Err(format!(
-                "chunk at offset {offset} after {} bytes",
-                self.data.len()
-            ));
+            return Err(BlobError::Gap {
+                offset,
+                have: self.data.len(),
+            });
         }
         let total = self.data.len() as u64 + chunk.len() as u64;
         if total > self.cap() {
             return Err(if self.declared > 0 {
-                format!(
-                    "streamed {total} bytes or more of a blob its descriptor says is {} bytes",
-                    self.declared
-                )
+                BlobError::LongerThanDeclared {
+                    total,
+                    declared: self.declared,
+                }
             } else {
-                format!("blob larger than the limit of {} bytes", self.limit)
+                BlobError::LargerThanLimit { limit: self.limit }
             });
         }
         self.data.extend_from_slice(chunk);
@@ -318,13 +343,12 @@ impl BlobBuffer {
     }
 
     /// The whole blob; short of its declared size is an error.
-    pub fn finish(self) -> Result<Vec<u8>, String> {
+    pub fn finish(self) -> Result<Vec<u8>, BlobError> {
         if self.declared > 0 && (self.data.len() as u64) < self.declared {
-            return Err(format!(
-                "the blob ended after {} of its {} bytes",
-                self.data.len(),
-                self.declared
-            ));
+            return Err(BlobError::Short {
+                have: self.data.len(),
+                declared: self.declared,
+            });
         }
         Ok(self.data)
     }
@@ -365,7 +389,8 @@ mod tests {
         // Declared over the limit: refused before a byte is read.
         let e = BlobBuffer::new("sha256:big", 3 << 30, 256 << 20)
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(
             e.contains("3221225472 bytes") && e.contains("268435456"),
             "{e}"
@@ -374,18 +399,34 @@ mod tests {
         // Declared 4: a fifth byte is refused, the exact four are fine, three are short.
         let mut b = BlobBuffer::new("d", 4, 10).unwrap();
         b.push(0, b"ab").unwrap();
-        assert!(b.push(2, b"cde").unwrap_err().contains("says is 4 bytes"));
+        assert!(b
+            .push(2, b"cde")
+            .unwrap_err()
+            .to_string()
+            .contains("says is 4 bytes"));
         b.push(2, b"cd").unwrap();
         assert_eq!(b.finish().unwrap(), b"abcd");
         let mut short = BlobBuffer::new("d", 4, 10).unwrap();
         short.push(0, b"abc").unwrap();
-        assert!(short.finish().unwrap_err().contains("3 of its 4"));
+        assert!(short
+            .finish()
+            .unwrap_err()
+            .to_string()
+            .contains("3 of its 4"));
         // Size unknown: the limit caps what streams in.
         let mut open = BlobBuffer::new("d", 0, 3).unwrap();
         open.push(0, b"abc").unwrap();
-        assert!(open.push(3, b"d").unwrap_err().contains("limit of 3"));
+        assert!(open
+            .push(3, b"d")
+            .unwrap_err()
+            .to_string()
+            .contains("limit of 3"));
         // Chunks must follow each other.
         let mut gap = BlobBuffer::new("d", 0, 10).unwrap();
-        assert!(gap.push(1, b"a").unwrap_err().contains("offset 1"));
+        assert!(gap
+            .push(1, b"a")
+            .unwrap_err()
+            .to_string()
+            .contains("offset 1"));
     }
 }

@@ -116,11 +116,13 @@ impl Publisher {
     }
 }
 
-fn envelope(namespace: &str, topic: &str, event: &dyn MessageDyn) -> Result<Envelope, String> {
+fn envelope(
+    namespace: &str,
+    topic: &str,
+    event: &dyn MessageDyn,
+) -> Result<Envelope, containerd_shim_protos::protobuf::Error> {
     let mut value = Vec::new();
-    event
-        .write_to_vec_dyn(&mut value)
-        .map_err(|e| e.to_string())?;
+    event.write_to_vec_dyn(&mut value)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

@@ -17,6 +17,7 @@ mod info;
 mod logger;
 mod network;
 mod record;
+mod runtime_options;
 mod server;
 mod service;
 mod start;

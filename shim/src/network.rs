@@ -9,7 +9,6 @@
 //! - the lease is saved in the container's record before anything is set up, so Delete, Create's
 //!   own failure path and the `delete` action after a crash can all undo it from disk.
 
-use std::fmt;
 use std::path::Path;
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
@@ -17,130 +16,47 @@ use oci_spec::runtime::Spec;
 use runtime_native::network::{self, Mode, NetError, NetnsKind, NetworkConfig, NetworkLease};
 
 use crate::record::ContainerRecord;
+use crate::service::error::{ServiceError, ServiceResult};
 
-/// Why networking failed in Create; `invalid_input` when the user's config or annotations are
-/// at fault (InvalidArgument), else the host failed (Internal).
-#[derive(Debug)]
-pub struct SetupError {
-    pub invalid_input: bool,
-    pub message: String,
-}
-
-impl fmt::Display for SetupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+/// Networking in Create failed for task `id`.
+fn net_err(id: &str) -> impl FnOnce(NetError) -> ServiceError + '_ {
+    move |source| ServiceError::Network {
+        id: id.to_string(),
+        source,
     }
-}
-
-impl SetupError {
-    fn new(id: &str, e: NetError) -> SetupError {
-        SetupError {
-            invalid_input: e.is_config(),
-            message: format!("network of task {id}: {e}"),
-        }
-    }
-}
-
-/// The fields of containerd's `runtimeoptions.v1.Options`.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct RuntimeOptions {
-    pub type_url: String,
-    pub config_path: String,
-    pub config_body: Vec<u8>,
-}
-
-/// Decodes `runtimeoptions.v1.Options { string type_url = 1; string config_path = 2;
-/// bytes config_body = 3; }` from protobuf wire bytes (unknown fields skipped).
-pub fn decode_runtime_options(mut b: &[u8]) -> Result<RuntimeOptions, String> {
-    fn varint(b: &mut &[u8]) -> Result<u64, String> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = b.split_first().ok_or("truncated varint")?;
-            *b = rest;
-            v |= ((byte & 0x7f) as u64) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err("varint too long".into())
-    }
-    let mut o = RuntimeOptions::default();
-    while !b.is_empty() {
-        let key = varint(&mut b)?;
-        let (field, wire) = (key >> 3, key & 7);
-        match wire {
-            0 => {
-                varint(&mut b)?;
-            }
-            1 | 5 => {
-                let n = if wire == 1 { 8 } else { 4 };
-                if b.len() < n {
-                    return Err("truncated field".into());
-                }
-                b = &b[n..];
-            }
-            2 => {
-                let n = varint(&mut b)? as usize;
-                if b.len() < n {
-                    return Err("truncated field".into());
-                }
-                let (v, rest) = b.split_at(n);
-                b = rest;
-                match field {
-                    1 => o.type_url = String::from_utf8_lossy(v).into_owned(),
-                    2 => o.config_path = String::from_utf8_lossy(v).into_owned(),
-                    3 => o.config_body = v.to_vec(),
-                    _ => {}
-                }
-            }
-            w => return Err(format!("unsupported wire type {w}")),
-        }
-    }
-    Ok(o)
 }
 
 /// The shim-wide network config from the Create request's options: the TOML in `config_body`,
 /// or the file at `config_path`; defaults without either (or with other option types, such as
 /// runc's).
 pub fn config_from_options(options: Option<&Any>) -> Result<NetworkConfig, NetError> {
-    let Some(any) = options else {
-        return Ok(NetworkConfig::default());
-    };
-    if !any.type_url.ends_with("runtimeoptions.v1.Options") {
-        log::debug!("runtime options of type {:?} ignored", any.type_url);
-        return Ok(NetworkConfig::default());
+    // NetError::Config takes text: the options' error is formatted here, once.
+    let config = crate::runtime_options::config_text(options)
+        .map_err(|e| NetError::Config(e.to_string()))?;
+    match config {
+        None => Ok(NetworkConfig::default()),
+        Some(c) => NetworkConfig::from_toml(&c.text).map_err(|e| match c.path {
+            Some(path) => NetError::Config(format!("{path}: {e}")),
+            None => e,
+        }),
     }
-    let o = decode_runtime_options(&any.value)
-        .map_err(|e| NetError::Config(format!("runtime options: {e}")))?;
-    if !o.config_body.is_empty() {
-        let text = String::from_utf8(o.config_body)
-            .map_err(|_| NetError::Config("config_body is not UTF-8".into()))?;
-        return NetworkConfig::from_toml(&text);
-    }
-    if !o.config_path.is_empty() {
-        let text = std::fs::read_to_string(&o.config_path)
-            .map_err(|e| NetError::Config(format!("read config file {}: {e}", o.config_path)))?;
-        return NetworkConfig::from_toml(&text)
-            .map_err(|e| NetError::Config(format!("{}: {e}", o.config_path)));
-    }
-    Ok(NetworkConfig::default())
 }
 
 /// Create's network step, once `record.init_pid` exists and before Start. Bridge mode saves
 /// the planned lease (via `save`) before touching anything, then the completed one.
-pub fn setup<E: fmt::Display>(
+pub fn setup(
     record: &mut ContainerRecord,
     spec: &Spec,
     options: Option<&Any>,
-    save: impl Fn(&ContainerRecord) -> Result<(), E>,
-) -> Result<(), SetupError> {
+    save: impl Fn(&ContainerRecord) -> ServiceResult<()>,
+) -> ServiceResult<()> {
     let id = record.id.clone();
     if network::netns_kind(spec) != NetnsKind::New || record.init_pid <= 0 {
         return Ok(());
     }
     let cfg = config_from_options(options)
         .and_then(|c| c.with_annotations(spec.annotations().as_ref()))
-        .map_err(|e| SetupError::new(&id, e))?;
+        .map_err(net_err(&id))?;
     let pid = record.init_pid;
     match cfg.mode {
         // The container process set `lo` up itself (runtime-native child.rs), in parallel
@@ -149,10 +65,7 @@ pub fn setup<E: fmt::Display>(
         Mode::Bridge => {
             let mut lease = network::plan(&cfg, &network::owner(&record.namespace, &id));
             record.network = Some(lease.clone());
-            save(record).map_err(|e| SetupError {
-                invalid_input: false,
-                message: e.to_string(),
-            })?;
+            save(record)?;
             let hostname = spec
                 .hostname()
                 .clone()
@@ -160,7 +73,7 @@ pub fn setup<E: fmt::Display>(
                 .unwrap_or_else(|| id.chars().take(63).collect());
             let rootfs = runtime_native::spec::root_path(spec, &record.bundle);
             network::setup_bridge(&cfg, &mut lease, pid, &rootfs, &hostname)
-                .map_err(|e| SetupError::new(&id, e))?;
+                .map_err(net_err(&id))?;
             log::info!(
                 "task {id}: {} on {} ({}), veth {}",
                 lease.address.map(|a| a.to_string()).unwrap_or_default(),
@@ -169,10 +82,7 @@ pub fn setup<E: fmt::Display>(
                 lease.host_veth
             );
             record.network = Some(lease);
-            save(record).map_err(|e| SetupError {
-                invalid_input: false,
-                message: e.to_string(),
-            })
+            save(record)
         }
     }
 }
@@ -205,28 +115,7 @@ pub fn teardown_recorded(state_root: &Path, namespace: &str, id: &str) {
 mod tests {
     use super::*;
 
-    fn encode(fields: &[(u8, &[u8])]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (f, v) in fields {
-            out.push((f << 3) | 2);
-            assert!(v.len() < 128);
-            out.push(v.len() as u8);
-            out.extend_from_slice(v);
-        }
-        out
-    }
-
-    #[test]
-    fn decodes_runtime_options() {
-        let mut b = encode(&[(1, b"x"), (2, b"/etc/amphi.toml")]);
-        b.extend_from_slice(&[0x20, 0x96, 0x01]); // field 4 varint 150: skipped
-        b.extend(encode(&[(3, b"[network]")]));
-        let o = decode_runtime_options(&b).unwrap();
-        assert_eq!(o.type_url, "x");
-        assert_eq!(o.config_path, "/etc/amphi.toml");
-        assert_eq!(o.config_body, b"[network]");
-        assert!(decode_runtime_options(&[0x12, 0x05, b'a']).is_err());
-    }
+    use crate::runtime_options::tests::encode;
 
     fn any(type_url: &str, value: Vec<u8>) -> Any {
         let mut a = Any::new();

@@ -6,29 +6,17 @@
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use runtime_native::fs::tenant_file::Limits;
 
-use crate::network::decode_runtime_options;
+use crate::runtime_options::{config_text, ConfigError};
 
 /// The limits for a container created with `options`.
-pub fn from_options(options: Option<&Any>) -> Result<Limits, String> {
-    let Some(any) = options else {
+pub fn from_options(options: Option<&Any>) -> Result<Limits, ConfigError> {
+    let Some(c) = config_text(options)? else {
         return Ok(Limits::default());
     };
-    if !any.type_url.ends_with("runtimeoptions.v1.Options") {
-        return Ok(Limits::default());
-    }
-    let o = decode_runtime_options(&any.value).map_err(|e| format!("runtime options: {e}"))?;
-    if !o.config_body.is_empty() {
-        let text = std::str::from_utf8(&o.config_body)
-            .map_err(|_| "runtime options: config_body is not UTF-8".to_string())?;
-        return Limits::from_toml(text).map_err(|e| format!("runtime options: {e}"));
-    }
-    if !o.config_path.is_empty() {
-        // The file is the node admin's (containerd's config names it), not a tenant's.
-        let text = std::fs::read_to_string(&o.config_path)
-            .map_err(|e| format!("read config file {}: {e}", o.config_path))?;
-        return Limits::from_toml(&text).map_err(|e| format!("{}: {e}", o.config_path));
-    }
-    Ok(Limits::default())
+    Limits::from_toml(&c.text).map_err(|source| ConfigError::TenantFiles {
+        origin: c.path.unwrap_or_else(|| "runtime options".into()),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -57,7 +45,7 @@ mod tests {
         let o = options_with_body("[tenant_files]\nmax_bytes = 4096\n");
         assert_eq!(from_options(Some(&o)).unwrap().max_bytes, 4096);
         let bad = options_with_body("[tenant_files]\nmax_bytes = 0\n");
-        let e = from_options(Some(&bad)).unwrap_err();
+        let e = from_options(Some(&bad)).unwrap_err().to_string();
         assert!(e.contains("max_bytes"), "{e}");
     }
 
@@ -101,19 +89,20 @@ mod tests {
             field(&mut wire, 2, path.as_bytes());
             field(&mut wire, 9, &g.bytes(20)); // unknown field
             field(&mut wire, 3, &body);
-            let o = decode_runtime_options(&wire).unwrap_or_else(|e| panic!("case {case}: {e}"));
+            let o = crate::runtime_options::decode(&wire)
+                .unwrap_or_else(|e| panic!("case {case}: {e}"));
             assert_eq!(
                 (o.config_path.as_str(), &o.config_body[..]),
                 (path.as_str(), &body[..])
             );
             // Cut short anywhere inside the last field: refused, not misread.
             let cut = wire.len() - 1 - g.below(body.len().max(1).min(wire.len() - 1));
-            if let Ok(o) = decode_runtime_options(&wire[..cut]) {
+            if let Ok(o) = crate::runtime_options::decode(&wire[..cut]) {
                 assert_ne!(o.config_body, body, "case {case}: truncated body accepted");
             } else {
                 refused += 1;
             }
-            if decode_runtime_options(&g.bytes(64)).is_err() {
+            if crate::runtime_options::decode(&g.bytes(64)).is_err() {
                 refused += 1;
             }
         }

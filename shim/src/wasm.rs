@@ -7,7 +7,7 @@ use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use runtime_native::{PreparedWorkload, ProcessContext, SetupFds, WorkloadRunner};
+use runtime_native::{PreparedWorkload, ProcessContext, RunnerError, SetupFds, WorkloadRunner};
 use runtime_wasm::{Cache, DataMount, GuestDir, GuestDirs, Loaded, RunContext, WasmPayload};
 
 /// The `[wasm]` settings of a container: the runtime options' TOML (`ConfigBody`, or the file
@@ -16,29 +16,11 @@ use runtime_wasm::{Cache, DataMount, GuestDir, GuestDirs, Loaded, RunContext, Wa
 pub fn settings(
     options: Option<&containerd_shim_protos::protobuf::well_known_types::any::Any>,
     annotations: Option<&std::collections::HashMap<String, String>>,
-) -> Result<runtime_wasm::WasmSettings, String> {
-    let text = match options {
-        Some(any) if any.type_url.ends_with("runtimeoptions.v1.Options") => {
-            let o = crate::network::decode_runtime_options(&any.value)
-                .map_err(|e| format!("runtime options: {e}"))?;
-            if !o.config_body.is_empty() {
-                Some(
-                    String::from_utf8(o.config_body)
-                        .map_err(|_| "runtime options: config_body is not UTF-8".to_string())?,
-                )
-            } else if !o.config_path.is_empty() {
-                Some(std::fs::read_to_string(&o.config_path).map_err(|e| {
-                    format!("runtime options: read config file {}: {e}", o.config_path)
-                })?)
-            } else {
-                None
-            }
-        }
-        _ => None,
-    };
+) -> Result<runtime_wasm::WasmSettings, crate::runtime_options::ConfigError> {
+    let text = crate::runtime_options::config_text(options)?.map(|c| c.text);
     let empty = std::collections::HashMap::new();
     runtime_wasm::WasmSettings::from_options(text.as_deref(), annotations.unwrap_or(&empty))
-        .map_err(|e| e.to_string())
+        .map_err(crate::runtime_options::ConfigError::Wasm)
 }
 
 /// The name the service puts in `Workload::Custom` and `main` registers.
@@ -71,7 +53,7 @@ struct PreparedWasm(Loaded, Vec<GuestDir>);
 impl WorkloadRunner for WasmRunner {
     /// The guest's directories: copies of the container's root and data mounts, taken while
     /// the process can still make them (runtime_wasm::take_guest_dirs).
-    fn setup(&self, spec: &oci_spec::runtime::Spec) -> Result<SetupFds, String> {
+    fn setup(&self, spec: &oci_spec::runtime::Spec) -> Result<SetupFds, RunnerError> {
         let mounts = spec.mounts().clone().unwrap_or_default();
         let data: Vec<DataMount> = mounts
             .iter()
@@ -86,7 +68,7 @@ impl WorkloadRunner for WasmRunner {
                         .any(|o| o == "bind" || o == "rbind"),
             })
             .collect();
-        let dirs = runtime_wasm::take_guest_dirs(&data).map_err(|e| e.to_string())?;
+        let dirs = runtime_wasm::take_guest_dirs(&data)?;
         Ok(dirs.into_iter().map(|d| (d.guest, d.dir)).collect())
     }
 
@@ -95,14 +77,15 @@ impl WorkloadRunner for WasmRunner {
         ctx: &ProcessContext,
         payload: &[u8],
         setup: SetupFds,
-    ) -> Result<Box<dyn PreparedWorkload>, String> {
-        let payload = WasmPayload::from_bytes(payload).map_err(|e| e.to_string())?;
-        let fd = *ctx.extra_fds.first().ok_or_else(|| {
-            format!(
-                "wasm module {}: no compiled artifact was handed over",
-                payload.name
-            )
-        })?;
+    ) -> Result<Box<dyn PreparedWorkload>, RunnerError> {
+        let payload = WasmPayload::from_bytes(payload)?;
+        let fd = *ctx
+            .extra_fds
+            .first()
+            .ok_or_else(|| runtime_wasm::Error::Artifact {
+                module: payload.name.clone(),
+                reason: "no compiled artifact was handed over".into(),
+            })?;
         // The host creates errors in the normal course of a guest's I/O (a closed stream at
         // the end of every HTTP body); with RUST_BACKTRACE in the shim's environment each one
         // would capture a stack backtrace (5% of a request's time). A trap's wasm backtrace is
@@ -110,7 +93,7 @@ impl WorkloadRunner for WasmRunner {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
         // SAFETY: the spawner handed this fd to this process for the runner to own.
         let artifact = unsafe { File::from_raw_fd(fd) };
-        let mut loaded = runtime_wasm::load(artifact, &payload).map_err(|e| e.to_string())?;
+        let mut loaded = runtime_wasm::load(artifact, &payload)?;
         // As the idle shim does: a guest that waits does not keep the binary's text mapped.
         loaded.set_idle_hook(runtime_native::memory::trim_idle);
         let dirs = setup

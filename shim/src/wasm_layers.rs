@@ -110,9 +110,48 @@ fn manifest_order(index: &Index) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// Why the wasm layer of a container's image could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("parse {what} {digest}: {source}")]
+    Parse {
+        what: &'static str,
+        digest: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// `layers`: each one's digest and title.
+    #[error("the image has {count} wasm layers ({layers}) and none is titled {file_name:?}")]
+    Ambiguous {
+        count: usize,
+        layers: String,
+        file_name: String,
+    },
+    #[error("containerd did not answer within {}s", LOOKUP_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("wasm layer {digest} ({entry}): {source}")]
+    Layer {
+        digest: String,
+        entry: String,
+        #[source]
+        source: Box<ApiError>,
+    },
+}
+
+/// [`LayerError`] for the container `container`.
+#[derive(Debug, thiserror::Error)]
+#[error("wasm layers of container {container}: {source}")]
+pub struct FindError {
+    container: String,
+    #[source]
+    source: LayerError,
+}
+
 /// The wasm layer of a manifest that the entrypoint means: the only one, or, among several,
 /// the one whose title annotation is the entrypoint's file name. `Ok(None)`: no wasm layer.
-fn pick_layer(manifest: &Manifest, entry_path: &str) -> Result<Option<Entry>, String> {
+fn pick_layer(manifest: &Manifest, entry_path: &str) -> Result<Option<Entry>, LayerError> {
     let wasm: Vec<&Entry> = manifest
         .layers
         .iter()
@@ -125,21 +164,29 @@ fn pick_layer(manifest: &Manifest, entry_path: &str) -> Result<Option<Entry>, St
         [only] => Ok(Some((*only).clone())),
         several => match several.iter().find(|l| title(l) == file_name) {
             Some(l) => Ok(Some((*l).clone())),
-            None => Err(format!(
-                "the image has {} wasm layers ({}) and none is titled {file_name:?}",
-                several.len(),
-                several
+            None => Err(LayerError::Ambiguous {
+                count: several.len(),
+                layers: several
                     .iter()
                     .map(|l| format!("{} {:?}", l.digest, title(l)))
                     .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+                    .join(", "),
+                file_name: file_name.to_string(),
+            }),
         },
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(what: &str, digest: &str, data: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(data).map_err(|e| format!("parse {what} {digest}: {e}"))
+fn parse<T: for<'de> Deserialize<'de>>(
+    what: &'static str,
+    digest: &str,
+    data: &[u8],
+) -> Result<T, LayerError> {
+    serde_json::from_slice(data).map_err(|source| LayerError::Parse {
+        what,
+        digest: digest.to_string(),
+        source,
+    })
 }
 
 /// Looks up the module for `entry_path` among the wasm layers of the container's image; a
@@ -149,57 +196,48 @@ pub fn find(
     source: &LayerSource,
     entry_path: &str,
     max_bytes: u64,
-) -> Result<Option<WasmLayer>, String> {
+) -> Result<Option<WasmLayer>, FindError> {
     let lookup = async {
         tokio::time::timeout(LOOKUP_TIMEOUT, find_async(source, entry_path, max_bytes))
             .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "containerd did not answer within {}s",
-                    LOOKUP_TIMEOUT.as_secs()
-                ))
-            })
+            .unwrap_or(Err(LayerError::Timeout))
     };
     // Called on the shim's blocking pool (Create and Exec run there), inside the runtime.
     tokio::runtime::Handle::current()
         .block_on(lookup)
-        .map_err(|e| format!("wasm layers of container {}: {e}", source.container_id))
+        .map_err(|e| FindError {
+            container: source.container_id.clone(),
+            source: e,
+        })
 }
 
 async fn find_async(
     source: &LayerSource,
     entry_path: &str,
     max_bytes: u64,
-) -> Result<Option<WasmLayer>, String> {
-    let text = |e: ApiError| e.to_string();
-    let mut client = Client::connect(&source.address, &source.namespace)
-        .await
-        .map_err(text)?;
+) -> Result<Option<WasmLayer>, LayerError> {
+    let mut client = Client::connect(&source.address, &source.namespace).await?;
     let image_name = match client.container_image(&source.container_id).await {
         Ok(name) if !name.is_empty() => name,
         Ok(_) => return Ok(None),
         Err(e) if e.not_found => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     let target = match client.image_target(&image_name).await {
         Ok(t) => t,
         Err(e) if e.not_found => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     let manifests = if INDEX_TYPES.contains(&target.media_type.as_str()) {
         let data = client
             .read_blob(&target.digest, target.size, MANIFEST_LIMIT)
-            .await
-            .map_err(text)?;
+            .await?;
         manifest_order(&parse::<Index>("image index", &target.digest, &data)?)
     } else {
         vec![(target.digest, target.size)]
     };
     for (digest, size) in manifests {
-        let data = client
-            .read_blob(&digest, size, MANIFEST_LIMIT)
-            .await
-            .map_err(text)?;
+        let data = client.read_blob(&digest, size, MANIFEST_LIMIT).await?;
         let manifest: Manifest = parse("image manifest", &digest, &data)?;
         let Some(layer) = pick_layer(&manifest, entry_path)? else {
             continue;
@@ -207,7 +245,11 @@ async fn find_async(
         let bytes = client
             .read_blob(&layer.digest, layer.size, max_bytes)
             .await
-            .map_err(|e| format!("wasm layer {} ({entry_path}): {e}", layer.digest))?;
+            .map_err(|source| LayerError::Layer {
+                digest: layer.digest.clone(),
+                entry: entry_path.to_string(),
+                source: Box::new(source),
+            })?;
         return Ok(Some(WasmLayer {
             image: image_name,
             digest: layer.digest,
@@ -241,7 +283,7 @@ mod tests {
         assert_eq!(pick("b.wasm"), "sha256:b");
         assert_eq!(pick("/x/a.wasm"), "sha256:a");
         // Several layers and none named: an error listing them, never a guess.
-        let err = pick_layer(&m, "/app.wasm").unwrap_err();
+        let err = pick_layer(&m, "/app.wasm").unwrap_err().to_string();
         assert!(
             err.contains("2 wasm layers") && err.contains("\"app.wasm\""),
             "{err}"
@@ -282,7 +324,9 @@ mod tests {
 
     #[test]
     fn bad_json_names_the_document() {
-        let err = parse::<Manifest>("image manifest", "sha256:z", b"{").unwrap_err();
+        let err = parse::<Manifest>("image manifest", "sha256:z", b"{")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("image manifest sha256:z"), "{err}");
     }
 
@@ -350,7 +394,7 @@ mod tests {
                 }
                 Err(e) => {
                     mutated_refused += 1;
-                    assert!(e.contains("image manifest sha256:m"), "{e}");
+                    assert!(e.to_string().contains("image manifest sha256:m"), "{e}");
                 }
             }
             let _ = parse::<Index>("image index", "sha256:i", &bad).map(|i| manifest_order(&i));

@@ -756,6 +756,51 @@ fn http_serving(c: &mut Case) -> Result<()> {
     Ok(())
 }
 
+/// `[wasm.http] instance_reuse`: by default every request gets a fresh instance (the guest's
+/// request counter reads 1 each time); with `instance_reuse=4` one instance serves four
+/// requests in a row, then a fresh one takes over; an instance whose guest trapped is never
+/// kept (the next request finds a fresh one).
+fn http_instance_reuse(c: &mut Case) -> Result<()> {
+    let image = apps_image(c)?;
+    let url = "http://127.0.0.1:8080/served";
+    let served = |pid: u32| -> Result<String> {
+        let (st, body) = curl_in(pid, &[url])?;
+        anyhow::ensure!(st == 200, "GET /served answered {st}: {body}");
+        Ok(body.trim().to_string())
+    };
+    let id = c.id("fresh");
+    c.run_detached_image(&[], image, &id, &["/http-hello.wasm"])?;
+    let pid = wait_serving(c, &id, 8080)?;
+    for _ in 0..3 {
+        let got = served(pid)?;
+        anyhow::ensure!(
+            got == "served 1",
+            "default settings: {got}, not a fresh instance"
+        );
+    }
+    c.remove(&id)?;
+
+    let id = c.id("reuse");
+    let opts = ["--annotation", "io.amphi.wasm.http.instance_reuse=4"];
+    c.run_detached_image(&opts, image, &id, &["/http-hello.wasm"])?;
+    let pid = wait_serving(c, &id, 8080)?;
+    // wait_serving's request left an instance that served 1: three more, then a fresh one.
+    let got: Vec<String> = (0..5).map(|_| served(pid)).collect::<Result<_>>()?;
+    anyhow::ensure!(
+        got == ["served 2", "served 3", "served 4", "served 1", "served 2"],
+        "instance_reuse=4: {got:?}"
+    );
+    // The instance that served 2 traps on its third: it is dropped, not kept.
+    let (st, _) = curl_in(pid, &["http://127.0.0.1:8080/trap"])?;
+    anyhow::ensure!(st == 500, "a trapping guest answered {st}");
+    let got = served(pid)?;
+    anyhow::ensure!(
+        got == "served 1",
+        "after a trap: {got}, the trapped instance was kept"
+    );
+    c.remove(&id)
+}
+
 /// `[wasm]` settings: from the runtime options file and from annotations; one that changes
 /// compiled code gives the module a second cache entry; an unknown one fails Create naming it.
 fn settings(c: &mut Case) -> Result<()> {
@@ -1021,6 +1066,7 @@ wasm_e2e!(wasm_trap, trap);
 wasm_e2e!(wasm_signals, signals);
 wasm_e2e!(wasm_process_names, process_names);
 wasm_e2e!(wasm_http_serving, http_serving);
+wasm_e2e!(wasm_http_instance_reuse, http_instance_reuse);
 wasm_e2e!(wasm_settings, settings);
 wasm_e2e!(wasm_pause_metrics, pause_metrics);
 wasm_e2e!(wasm_memory_limit, memory_limit);

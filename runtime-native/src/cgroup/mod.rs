@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 mod device_rules;
-mod path;
+pub mod path;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -123,8 +123,12 @@ impl Cgroup {
 
     pub(crate) fn plan_in(root: &Path, v2: bool, id: &str, spec: &Spec) -> Result<Cgroup> {
         let linux = spec.linux().clone().unwrap_or_default();
-        let rel =
-            path::rel_path(id, linux.cgroups_path().as_deref()).map_err(|e| cg_err(root, e))?;
+        let rel = path::rel_path(id, linux.cgroups_path().as_deref()).map_err(|source| {
+            Error::CgroupPath {
+                root: root.to_path_buf(),
+                source,
+            }
+        })?;
         let hierarchies = if v2 {
             Vec::new()
         } else {

@@ -2,11 +2,26 @@
 //! the systemd form `slice:prefix:name` (`slice/prefix-name.scope` in the cgroupfs tree),
 //! turned into the path below every hierarchy root.
 
+/// A `linux.cgroupsPath` that names no cgroup.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidPath {
+    #[error("invalid slice name {slice:?}: must end in .slice")]
+    NotASlice { slice: String },
+    #[error("invalid slice name {slice:?}")]
+    SliceName { slice: String },
+    #[error("invalid systemd cgroupsPath {path:?}: empty name")]
+    EmptyUnitName { path: String },
+    #[error("invalid cgroupsPath {path:?}")]
+    Empty { path: String },
+}
+
 /// `a-b-c.slice` -> `a.slice/a-b.slice/a-b-c.slice`; `-.slice` -> ``.
-pub(super) fn expand_slice(slice: &str) -> std::result::Result<String, String> {
+pub(super) fn expand_slice(slice: &str) -> Result<String, InvalidPath> {
     let name = slice
         .strip_suffix(".slice")
-        .ok_or_else(|| format!("invalid slice name {slice:?}: must end in .slice"))?;
+        .ok_or_else(|| InvalidPath::NotASlice {
+            slice: slice.to_string(),
+        })?;
     if name == "-" {
         return Ok(String::new());
     }
@@ -16,7 +31,9 @@ pub(super) fn expand_slice(slice: &str) -> std::result::Result<String, String> {
         || name.ends_with('-')
         || name.contains("--")
     {
-        return Err(format!("invalid slice name {slice:?}"));
+        return Err(InvalidPath::SliceName {
+            slice: slice.to_string(),
+        });
     }
     let mut out = Vec::new();
     let mut prefix = String::new();
@@ -34,7 +51,7 @@ pub(super) fn expand_slice(slice: &str) -> std::result::Result<String, String> {
 pub(super) fn rel_path(
     id: &str,
     cgroups_path: Option<&std::path::Path>,
-) -> std::result::Result<String, String> {
+) -> Result<String, InvalidPath> {
     let raw = cgroups_path
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -51,7 +68,7 @@ pub(super) fn rel_path(
         };
         let (prefix, name) = (parts[1], parts[2]);
         if name.is_empty() {
-            return Err(format!("invalid systemd cgroupsPath {raw:?}: empty name"));
+            return Err(InvalidPath::EmptyUnitName { path: raw });
         }
         let base = expand_slice(slice)?;
         let unit = if name.ends_with(".slice") {
@@ -78,7 +95,7 @@ pub(super) fn rel_path(
         }
     }
     if comps.is_empty() {
-        return Err(format!("invalid cgroupsPath {raw:?}"));
+        return Err(InvalidPath::Empty { path: raw });
     }
     Ok(comps.join("/"))
 }

@@ -138,9 +138,9 @@ fn spawn<S: BuildSteps>(
     // detached again once it reported ready (its mount namespace holds its copies).
     let mut init_spec = c.spec.clone();
     let volumes = idmap::StagedVolumes::stage(&mut init_spec, &c.bundle.join("idmapped-volumes"))
-        .map_err(|reason| Error::InvalidSpec {
+        .map_err(|source| Error::IdmappedVolumes {
         path: c.bundle.join("config.json"),
-        reason,
+        source,
     })?;
     let init = spawner.spawn_init(
         InitRequest {

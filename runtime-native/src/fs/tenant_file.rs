@@ -68,8 +68,8 @@ struct RawLimits {
 impl Limits {
     /// Parses the `[tenant_files]` table of `text` (other tables are ignored; a file without
     /// it gives the defaults; unknown keys inside it are errors, so a typo is not silent).
-    pub fn from_toml(text: &str) -> Result<Limits, String> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| format!("config: {e}"))?;
+    pub fn from_toml(text: &str) -> Result<Limits, LimitsError> {
+        let raw: RawConfig = toml::from_str(text).map_err(LimitsError::Toml)?;
         let mut limits = Limits::default();
         let Some(t) = raw.tenant_files else {
             return Ok(limits);
@@ -83,13 +83,22 @@ impl Limits {
             ),
         ] {
             match value {
-                Some(0) => return Err(format!("config: tenant_files.{key} must be more than 0")),
+                Some(0) => return Err(LimitsError::Zero { key }),
                 Some(v) => *into = v,
                 None => {}
             }
         }
         Ok(limits)
     }
+}
+
+/// A `[tenant_files]` table that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitsError {
+    #[error("config: {0}")]
+    Toml(#[source] toml::de::Error),
+    #[error("config: tenant_files.{key} must be more than 0")]
+    Zero { key: &'static str },
 }
 
 /// Why a tenant file was not opened or read; each names the file.

@@ -10,6 +10,19 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+/// Why a helper's exit or output could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("wait: the exit status was collected by another waiter")]
+    CollectedElsewhere,
+    #[error("wait: the exit status was reaped elsewhere and not reported")]
+    NotReported,
+    #[error("wait: {0}")]
+    Wait(#[source] std::io::Error),
+    #[error("memfd_create: {0}")]
+    Memfd(#[source] std::io::Error),
+}
+
 /// How a helper ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChildExit {
@@ -75,7 +88,7 @@ const REAPED_GRACE: Duration = Duration::from_secs(10);
 pub fn wait_child(
     child: &mut std::process::Child,
     timeout: Option<Duration>,
-) -> Result<Option<ChildExit>, String> {
+) -> Result<Option<ChildExit>, Error> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let pid = child.id() as i32;
     // A pidfd tells when the child exits without polling; fall back to short sleeps.
@@ -91,21 +104,19 @@ pub fn wait_child(
             Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
                 // Reaped by the caller's reaper: its status comes through the lookup.
                 let Some(lookup) = REAPED.get() else {
-                    return Err("wait: the exit status was collected by another waiter".into());
+                    return Err(Error::CollectedElsewhere);
                 };
                 if let Some(code) = lookup(pid) {
                     return Ok(Some(ChildExit::from_book(code)));
                 }
                 let since = *lost_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > REAPED_GRACE {
-                    return Err(
-                        "wait: the exit status was reaped elsewhere and not reported".into(),
-                    );
+                    return Err(Error::NotReported);
                 }
                 std::thread::sleep(Duration::from_millis(2));
                 continue;
             }
-            Err(e) => return Err(format!("wait: {e}")),
+            Err(e) => return Err(Error::Wait(e)),
         }
         let left = match deadline {
             Some(d) => {
@@ -139,11 +150,11 @@ pub fn wait_child(
 }
 
 /// A memfd (close-on-exec) to hand a helper as its output.
-pub fn output_file(name: &std::ffi::CStr) -> Result<std::fs::File, String> {
+pub fn output_file(name: &std::ffi::CStr) -> Result<std::fs::File, Error> {
     // SAFETY: memfd_create with a valid C string.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
-        return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+        return Err(Error::Memfd(std::io::Error::last_os_error()));
     }
     // SAFETY: a new fd we own.
     Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))

@@ -23,7 +23,42 @@ use crate::child::etext;
 use crate::fds::{open_ro, same_file};
 use crate::ns::ns_clone_flag;
 
-type R<T = ()> = std::result::Result<T, String>;
+/// Why an exec could not enter its container; the exec's process reports it to the caller as
+/// text over its sync socket (child.rs), the spawner's half in its reply.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    #[error("container init (pid {pid}) is not running")]
+    InitGone { pid: i32 },
+    #[error("join {} of the container init (pid {pid}) through its pidfd: {}", what(kinds), etext(*source))]
+    JoinThroughPidfd {
+        pid: i32,
+        kinds: Vec<LinuxNamespaceType>,
+        #[source]
+        source: Errno,
+    },
+    #[error("open {}: {}", path.display(), etext(*source))]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("join the container's {kind} namespace: {}", etext(*source))]
+    Join {
+        kind: LinuxNamespaceType,
+        #[source]
+        source: Errno,
+    },
+}
+
+/// "the pid namespace", or "the namespaces ([Mount, Network])".
+fn what(kinds: &[LinuxNamespaceType]) -> String {
+    match kinds {
+        [LinuxNamespaceType::Pid] => "the pid namespace".to_string(),
+        _ => format!("the namespaces ({kinds:?})"),
+    }
+}
+
+type R<T = ()> = std::result::Result<T, Error>;
 
 /// The container's init, as the exec knows it.
 pub(crate) struct Init<'a> {
@@ -32,8 +67,8 @@ pub(crate) struct Init<'a> {
 }
 
 impl Init<'_> {
-    fn gone(&self) -> String {
-        format!("container init (pid {}) is not running", self.pid)
+    fn gone(&self) -> Error {
+        Error::InitGone { pid: self.pid }
     }
 
     /// With a pidfd: fails once the init has exited (whoever has its pid now).
@@ -64,34 +99,54 @@ fn setns_pidfd(pidfd: &OwnedFd, flags: CloneFlags) -> Result<(), Errno> {
     Errno::result(r).map(drop)
 }
 
+/// `setns(pidfd, kinds)` on the init: `Ok(true)` once joined, `Ok(false)` on a kernel whose
+/// setns takes no pidfd (the caller falls back to the paths).
+fn join_through_pidfd(init: &Init, fd: &OwnedFd, kinds: &[LinuxNamespaceType]) -> R<bool> {
+    let flags = kinds
+        .iter()
+        .fold(CloneFlags::empty(), |f, t| f | ns_clone_flag(*t));
+    match setns_pidfd(fd, flags) {
+        Ok(()) => Ok(true),
+        Err(Errno::ESRCH) => Err(init.gone()),
+        Err(Errno::EINVAL) if !kernel_has_pidfd_setns() => Ok(false),
+        Err(source) => Err(Error::JoinThroughPidfd {
+            pid: init.pid,
+            kinds: kinds.to_vec(),
+            source,
+        }),
+    }
+}
+
+/// `/proc/<init pid>/ns/<kind>`, opened: a missing one means the init is gone.
+fn open_of_init(init: &Init, kind: LinuxNamespaceType) -> R<OwnedFd> {
+    let path = PathBuf::from(format!(
+        "/proc/{}/ns/{}",
+        init.pid,
+        crate::ns::proc_name(kind)
+    ));
+    open_ro(&path).map_err(|source| match source {
+        Errno::ENOENT | Errno::ESRCH => init.gone(),
+        source => Error::Open { path, source },
+    })
+}
+
 /// The spawner's half: its `pid_for_children` becomes the init's pid namespace, for the clone.
 /// `own` is the spawner's own; returns whether it changed (the caller goes back after).
 pub(crate) fn enter_pid_ns(init: &Init, own: &OwnedFd) -> R<bool> {
     if let Some(fd) = init.pidfd {
-        match setns_pidfd(fd, CloneFlags::CLONE_NEWPID) {
-            Ok(()) => return Ok(true),
-            Err(Errno::ESRCH) => return Err(init.gone()),
-            Err(Errno::EINVAL) if !kernel_has_pidfd_setns() => {}
-            Err(e) => {
-                return Err(format!(
-                    "join the pid namespace of the container init (pid {}) through its pidfd: {}",
-                    init.pid,
-                    etext(e)
-                ))
-            }
+        if join_through_pidfd(init, fd, &[LinuxNamespaceType::Pid])? {
+            return Ok(true);
         }
     }
-    let p = format!("/proc/{}/ns/pid", init.pid);
-    let f = open_ro(Path::new(&p)).map_err(|e| match e {
-        Errno::ENOENT | Errno::ESRCH => init.gone(),
-        e => format!("open pid namespace {p}: {e}"),
-    })?;
+    let f = open_of_init(init, LinuxNamespaceType::Pid)?;
     init.still_alive()?;
     if same_file(&f, own) {
         return Ok(false);
     }
-    nix::sched::setns(&f, CloneFlags::CLONE_NEWPID)
-        .map_err(|e| format!("join pid namespace {p}: {e}"))?;
+    nix::sched::setns(&f, CloneFlags::CLONE_NEWPID).map_err(|source| Error::Join {
+        kind: LinuxNamespaceType::Pid,
+        source,
+    })?;
     Ok(true)
 }
 
@@ -124,20 +179,8 @@ pub(crate) fn join(init: &Init, spec: &Spec) -> R {
         return init.still_alive();
     }
     if let Some(fd) = init.pidfd {
-        let flags = kinds
-            .iter()
-            .fold(CloneFlags::empty(), |f, t| f | ns_clone_flag(*t));
-        match setns_pidfd(fd, flags) {
-            Ok(()) => return Ok(()),
-            Err(Errno::ESRCH) => return Err(init.gone()),
-            Err(Errno::EINVAL) if !kernel_has_pidfd_setns() => {}
-            Err(e) => {
-                return Err(format!(
-                    "join the namespaces ({kinds:?}) of the container init (pid {}) through its pidfd: {}",
-                    init.pid,
-                    etext(e)
-                ))
-            }
+        if join_through_pidfd(init, fd, &kinds)? {
+            return Ok(());
         }
     }
     join_by_path(init, &kinds)
@@ -150,14 +193,9 @@ pub(crate) fn join(init: &Init, spec: &Spec) -> R {
 fn join_by_path(init: &Init, kinds: &[LinuxNamespaceType]) -> R {
     let mut join = Vec::new();
     for t in kinds {
-        let name = crate::ns::proc_name(*t);
-        let p = PathBuf::from(format!("/proc/{}/ns/{name}", init.pid));
-        let f = match open_ro(&p) {
-            Ok(f) => f,
-            Err(Errno::ENOENT | Errno::ESRCH) => return Err(init.gone()),
-            Err(e) => return Err(format!("open {}: {}", p.display(), etext(e))),
-        };
-        if let Ok(own) = open_ro(Path::new(&format!("/proc/self/ns/{name}"))) {
+        let f = open_of_init(init, *t)?;
+        let own = format!("/proc/self/ns/{}", crate::ns::proc_name(*t));
+        if let Ok(own) = open_ro(Path::new(&own)) {
             if same_file(&f, &own) {
                 continue;
             }
@@ -172,7 +210,7 @@ fn join_by_path(init: &Init, kinds: &[LinuxNamespaceType]) -> R {
     });
     for (t, f) in &join {
         nix::sched::setns(f, ns_clone_flag(*t))
-            .map_err(|e| format!("join the container's {t} namespace: {}", etext(e)))?;
+            .map_err(|source| Error::Join { kind: *t, source })?;
     }
     Ok(())
 }
@@ -234,7 +272,7 @@ mod tests {
         let s = spec(&[(LinuxNamespaceType::Network, None)]);
         // Through the pidfd: ESRCH, whatever has the pid now; never another's namespaces.
         assert_eq!(
-            join(&init, &s).unwrap_err(),
+            join(&init, &s).unwrap_err().to_string(),
             format!("container init (pid {pid}) is not running")
         );
     }

@@ -36,7 +36,55 @@ pub use crate::child_wait::set_reaped_exit_lookup;
 use crate::child_wait::{output_file as memfd, wait_child};
 use crate::sync::{self, ChildMsg, ParentMsg};
 
-type R<T = ()> = std::result::Result<T, String>;
+/// Why a hook failed: which one (its kind, its place in the list, its path) and how, with
+/// the tail of its output. Inside the container process it is reported to the caller as text
+/// over the sync socket (child.rs).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{kind} hook #{index} {source}")]
+    Hook {
+        kind: String,
+        index: usize,
+        #[source]
+        source: Box<Error>,
+    },
+    #[error("encode state: {0}")]
+    EncodeState(#[source] serde_json::Error),
+    #[error("{}: the path is not absolute", hook.display())]
+    NotAbsolute { hook: PathBuf },
+    #[error("{}: invalid timeout {timeout} (must be > 0)", hook.display())]
+    InvalidTimeout { hook: PathBuf, timeout: i64 },
+    #[error("{}: {what}: {source}", hook.display())]
+    Io {
+        hook: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", hook.display())]
+    Helper {
+        hook: PathBuf,
+        #[source]
+        source: crate::child_wait::Error,
+    },
+    #[error("{} timed out after {seconds}s (killed); output: {output}", hook.display())]
+    TimedOut {
+        hook: PathBuf,
+        seconds: u64,
+        output: String,
+    },
+    #[error("{} failed ({exit}): {output}", hook.display())]
+    Failed {
+        hook: PathBuf,
+        exit: crate::child_wait::ChildExit,
+        output: String,
+    },
+    /// The container process's round trip to the caller for the runtime hooks.
+    #[error("runtime hooks: {0}")]
+    Sync(#[source] crate::sync::Error),
+}
+
+type R<T = ()> = std::result::Result<T, Error>;
 
 /// How much of a failing hook's output goes into the error.
 const OUTPUT_TAIL: usize = 2048;
@@ -113,9 +161,13 @@ pub fn run_kind(spec: &Spec, kind: &str, state: &State) -> R {
     if hooks.is_empty() {
         return Ok(());
     }
-    let json = serde_json::to_vec(state).map_err(|e| format!("encode state: {e}"))?;
-    for (i, h) in hooks.iter().enumerate() {
-        run_hook(h, &json).map_err(|e| format!("{kind} hook #{i} {e}"))?;
+    let json = serde_json::to_vec(state).map_err(Error::EncodeState)?;
+    for (index, h) in hooks.iter().enumerate() {
+        run_hook(h, &json).map_err(|e| Error::Hook {
+            kind: kind.to_string(),
+            index,
+            source: Box::new(e),
+        })?;
     }
     Ok(())
 }
@@ -147,24 +199,38 @@ pub fn run_poststop(spec: &Spec, id: &str, bundle: &Path) -> R {
 /// Runs one hook with `state` on stdin; the error says what went wrong, with its output.
 pub fn run_hook(h: &Hook, state: &[u8]) -> R {
     let path = h.path();
-    let name = path.display().to_string();
+    let hook = || path.clone();
     if !path.is_absolute() {
-        return Err(format!("{name}: the path is not absolute"));
+        return Err(Error::NotAbsolute { hook: hook() });
     }
     let timeout = match h.timeout() {
         None => None,
         Some(t) if t > 0 => Some(Duration::from_secs(t as u64)),
-        Some(t) => return Err(format!("{name}: invalid timeout {t} (must be > 0)")),
+        Some(t) => {
+            return Err(Error::InvalidTimeout {
+                hook: hook(),
+                timeout: t,
+            })
+        }
     };
-    let mut stdin = memfd(c"hook-state")?;
+    let io = |what| {
+        move |source| Error::Io {
+            hook: hook(),
+            what,
+            source,
+        }
+    };
+    let helper = |source| Error::Helper {
+        hook: hook(),
+        source,
+    };
+    let mut stdin = memfd(c"hook-state").map_err(helper)?;
     stdin
         .write_all(state)
         .and_then(|_| stdin.seek(SeekFrom::Start(0)).map(|_| ()))
-        .map_err(|e| format!("{name}: write state: {e}"))?;
-    let mut out = memfd(c"hook-output")?;
-    let out2 = out
-        .try_clone()
-        .map_err(|e| format!("{name}: dup output: {e}"))?;
+        .map_err(io("write state"))?;
+    let mut out = memfd(c"hook-output").map_err(helper)?;
+    let out2 = out.try_clone().map_err(io("dup output"))?;
     let mut cmd = std::process::Command::new(path);
     let args = h.args().clone().unwrap_or_default();
     if let Some((a0, rest)) = args.split_first() {
@@ -178,31 +244,35 @@ pub fn run_hook(h: &Hook, state: &[u8]) -> R {
         }
     }
     cmd.stdin(stdin)
-        .stdout(out2.try_clone().map_err(|e| format!("{name}: {e}"))?)
+        .stdout(out2.try_clone().map_err(io("dup output"))?)
         .stderr(out2)
         .current_dir("/");
-    let mut child = cmd.spawn().map_err(|e| format!("{name}: start: {e}"))?;
-    let (ok, status) = match wait_child(&mut child, timeout) {
-        Ok(Some(exit)) => (exit.success(), exit.to_string()),
+    let mut child = cmd.spawn().map_err(io("start"))?;
+    let exit = match wait_child(&mut child, timeout) {
+        Ok(Some(exit)) => exit,
         Ok(None) => {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!(
-                "{name} timed out after {}s (killed); output: {}",
-                timeout.map(|t| t.as_secs()).unwrap_or(0),
-                tail(&mut out)
-            ));
+            return Err(Error::TimedOut {
+                hook: hook(),
+                seconds: timeout.map(|t| t.as_secs()).unwrap_or(0),
+                output: tail(&mut out),
+            });
         }
         Err(e) => {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("{name}: {e}"));
+            return Err(helper(e));
         }
     };
-    if ok {
+    if exit.success() {
         return Ok(());
     }
-    Err(format!("{name} failed ({status}): {}", tail(&mut out)))
+    Err(Error::Failed {
+        hook: hook(),
+        exit,
+        output: tail(&mut out),
+    })
 }
 
 // ---- the container process's side (child.rs) ----------------------------------------------
@@ -210,41 +280,59 @@ pub fn run_hook(h: &Hook, state: &[u8]) -> R {
 /// What the container process needs to run and request hooks; `None` when the spec has no
 /// hooks that involve it (so the common case costs nothing).
 pub(crate) struct ChildHooks {
-    spec: Spec,
-    id: String,
-    bundle: PathBuf,
+    of: Container,
     runtime: bool,
     /// This process's pid as the runtime sees it (read while /proc is still the runtime's).
     host_pid: i32,
 }
 
-impl ChildHooks {
-    pub(crate) fn for_request(req: &crate::request::Request) -> Option<ChildHooks> {
+/// The container an init request's hooks are run for.
+struct Container {
+    spec: Spec,
+    id: String,
+    bundle: PathBuf,
+}
+
+impl Container {
+    /// An init's container when its spec has hooks of one of `kinds` (hooks never run for
+    /// an exec).
+    fn of(req: &crate::request::Request, kinds: &[&str]) -> Option<Container> {
         let crate::request::Request::Init(r) = req else {
             return None;
         };
-        let s = &r.spec;
-        let runtime = has(s, "prestart") || has(s, "createRuntime");
-        if !runtime && !has(s, "createContainer") && !has(s, "startContainer") {
-            return None;
-        }
-        Some(ChildHooks {
-            spec: s.clone(),
+        kinds.iter().any(|k| has(&r.spec, k)).then(|| Container {
+            spec: r.spec.clone(),
             id: r.id.clone(),
             bundle: r.bundle.clone(),
-            runtime,
+        })
+    }
+
+    fn state(&self, status: &str, pid: i32) -> State {
+        State::new(&self.spec, &self.id, &self.bundle, status, Some(pid))
+    }
+}
+
+/// The kinds the caller runs when the container process asks (`RuntimeHooks`).
+const RUNTIME_KINDS: [&str; 2] = ["prestart", "createRuntime"];
+
+impl ChildHooks {
+    pub(crate) fn for_request(req: &crate::request::Request) -> Option<ChildHooks> {
+        let kinds = [
+            RUNTIME_KINDS[0],
+            RUNTIME_KINDS[1],
+            "createContainer",
+            "startContainer",
+        ];
+        let of = Container::of(req, &kinds)?;
+        Some(ChildHooks {
+            runtime: RUNTIME_KINDS.iter().any(|k| has(&of.spec, k)),
+            of,
             host_pid: crate::seccomp::host_pid(),
         })
     }
 
     fn state(&self, status: &str) -> State {
-        State::new(
-            &self.spec,
-            &self.id,
-            &self.bundle,
-            status,
-            Some(self.host_pid),
-        )
+        self.of.state(status, self.host_pid)
     }
 
     /// Before pivot_root: the caller runs `prestart`/`createRuntime`, then this process runs
@@ -253,44 +341,30 @@ impl ChildHooks {
         // SAFETY: the sync socket stays open for the whole setup.
         let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(sync_fd) };
         if self.runtime {
-            sync::send(&sock, &ChildMsg::RuntimeHooks, &[])?;
-            match sync::recv::<ParentMsg>(&sock)? {
+            sync::send(&sock, &ChildMsg::RuntimeHooks, &[]).map_err(Error::Sync)?;
+            match sync::recv::<ParentMsg>(&sock).map_err(Error::Sync)? {
                 Some((ParentMsg::HooksDone, _)) => {}
                 // The caller reports the hook's failure and gives up on this process.
                 _ => unsafe { libc::_exit(1) },
             }
         }
-        run_kind(&self.spec, "createContainer", &self.state("creating"))
+        run_kind(&self.of.spec, "createContainer", &self.state("creating"))
     }
 
     /// After Start, before the workload: `startContainer`.
     pub(crate) fn start_container(&self) -> R {
-        run_kind(&self.spec, "startContainer", &self.state("created"))
+        run_kind(&self.of.spec, "startContainer", &self.state("created"))
     }
 }
 
-// ---- the caller's side (spawner.rs) ---------------------------------------------------------
+// ---- the caller's side (spawner/mod.rs) ------------------------------------------------------
 
 /// What the caller keeps of an init request to answer `RuntimeHooks`.
-pub(crate) struct RuntimeHooks {
-    spec: Spec,
-    id: String,
-    bundle: PathBuf,
-}
+pub(crate) struct RuntimeHooks(Container);
 
 impl RuntimeHooks {
     pub(crate) fn for_request(req: &crate::request::Request) -> Option<RuntimeHooks> {
-        let crate::request::Request::Init(r) = req else {
-            return None;
-        };
-        if !has(&r.spec, "prestart") && !has(&r.spec, "createRuntime") {
-            return None;
-        }
-        Some(RuntimeHooks {
-            spec: r.spec.clone(),
-            id: r.id.clone(),
-            bundle: r.bundle.clone(),
-        })
+        Container::of(req, &RUNTIME_KINDS).map(RuntimeHooks)
     }
 }
 
@@ -302,12 +376,14 @@ pub(crate) fn answer_runtime_hooks(
     hooks: Option<&RuntimeHooks>,
     pid: i32,
 ) -> crate::Result<()> {
-    if let Some(h) = hooks {
-        let state = State::new(&h.spec, &h.id, &h.bundle, "creating", Some(pid));
-        run_create_runtime(&h.spec, &state).map_err(crate::Error::Container)?;
+    if let Some(RuntimeHooks(c)) = hooks {
+        run_create_runtime(&c.spec, &c.state("creating", pid))?;
     }
-    sync::send(sock, &ParentMsg::HooksDone, &[])
-        .map_err(|e| crate::Error::Container(format!("container process {pid}: {e}")))
+    sync::send(sock, &ParentMsg::HooksDone, &[]).map_err(|source| crate::Error::ContainerSync {
+        step: "run the runtime hooks of",
+        pid,
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -404,7 +480,7 @@ mod tests {
             vec![HookBuilder::default().path(p).build().unwrap()],
         );
         let st = State::new(&spec, "c", Path::new("/b"), "creating", Some(1));
-        let e = run_create_runtime(&spec, &st).unwrap_err();
+        let e = run_create_runtime(&spec, &st).unwrap_err().to_string();
         assert!(e.starts_with("createRuntime hook #0 "), "{e}");
         assert!(e.contains("exit status: 3"), "{e}");
         assert!(
@@ -419,13 +495,15 @@ mod tests {
                 .unwrap(),
             b"{}",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("/no/such/hook") && e.contains("start"), "{e}");
         let e = run_hook(
             &HookBuilder::default().path("rel/hook").build().unwrap(),
             b"{}",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("not absolute"), "{e}");
     }
 
@@ -435,7 +513,7 @@ mod tests {
         let p = script(d.path(), "slow", "echo started; exec sleep 30");
         let h = HookBuilder::default().path(p).timeout(1).build().unwrap();
         let t = Instant::now();
-        let e = run_hook(&h, b"{}").unwrap_err();
+        let e = run_hook(&h, b"{}").unwrap_err().to_string();
         assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
         assert!(
             e.contains("timed out after 1s") && e.contains("started"),
@@ -446,6 +524,9 @@ mod tests {
             .timeout(0)
             .build()
             .unwrap();
-        assert!(run_hook(&h, b"{}").unwrap_err().contains("invalid timeout"));
+        assert!(run_hook(&h, b"{}")
+            .unwrap_err()
+            .to_string()
+            .contains("invalid timeout"));
     }
 }

@@ -6,14 +6,29 @@ use oci_spec::runtime::{LinuxPersonalityDomain, Spec};
 const PER_LINUX: libc::c_ulong = 0x0000;
 const PER_LINUX32: libc::c_ulong = 0x0008;
 
+/// A personality the spec asks for that cannot be set.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    #[error("personality flags {flags:?} are not supported")]
+    Flags { flags: Vec<String> },
+    #[error("set personality {value:#x}: {source}")]
+    Set {
+        value: libc::c_ulong,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The `personality(2)` value for the spec, if it sets one. Flags are not part of the OCI
 /// spec's defined values and are refused, as runc does.
-pub(crate) fn persona(spec: &Spec) -> Result<Option<libc::c_ulong>, String> {
+pub(crate) fn persona(spec: &Spec) -> Result<Option<libc::c_ulong>, Error> {
     let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) else {
         return Ok(None);
     };
     if let Some(flags) = p.flags().as_ref().filter(|f| !f.is_empty()) {
-        return Err(format!("personality flags {flags:?} are not supported"));
+        return Err(Error::Flags {
+            flags: flags.clone(),
+        });
     }
     Ok(Some(match p.domain() {
         LinuxPersonalityDomain::PerLinux => PER_LINUX,
@@ -22,16 +37,14 @@ pub(crate) fn persona(spec: &Spec) -> Result<Option<libc::c_ulong>, String> {
 }
 
 /// Sets the spec's personality in the calling process (inherited across execve).
-pub(crate) fn apply(spec: &Spec) -> Result<(), String> {
-    let Some(v) = persona(spec)? else {
+pub(crate) fn apply(spec: &Spec) -> Result<(), Error> {
+    let Some(value) = persona(spec)? else {
         return Ok(());
     };
     // SAFETY: personality(2) with an integer argument.
-    if unsafe { libc::personality(v) } == -1 {
-        return Err(format!(
-            "set personality {v:#x}: {}",
-            std::io::Error::last_os_error()
-        ));
+    if unsafe { libc::personality(value) } == -1 {
+        let source = std::io::Error::last_os_error();
+        return Err(Error::Set { value, source });
     }
     Ok(())
 }
@@ -54,7 +67,7 @@ mod tests {
             serde_json::from_str(r#"{"domain":"LINUX","flags":["x"]}"#).unwrap();
         l.set_personality(Some(p));
         spec.set_linux(Some(l));
-        assert!(persona(&spec).unwrap_err().contains("flags"));
+        assert!(persona(&spec).unwrap_err().to_string().contains("flags"));
         assert!(serde_json::from_str::<oci_spec::runtime::LinuxPersonality>(
             r#"{"domain":"LINUX64"}"#
         )

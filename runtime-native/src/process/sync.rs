@@ -139,16 +139,29 @@ pub fn recv_raw(fd: RawFd) -> Result<Option<Received>, Errno> {
     Ok(Some((data, fds)))
 }
 
-pub fn send<T: Serialize>(fd: &impl AsRawFd, msg: &T, fds: &[RawFd]) -> Result<(), String> {
-    let data = serde_json::to_vec(msg).map_err(|e| format!("encode message: {e}"))?;
-    send_raw(fd.as_raw_fd(), &data, fds).map_err(|e| format!("send message: {e}"))
+/// A framed JSON message that could not be sent or received.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("encode message: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("send message: {0}")]
+    Send(#[source] Errno),
+    #[error("receive message: {0}")]
+    Receive(#[source] Errno),
+    #[error("decode message: {0}")]
+    Decode(#[source] serde_json::Error),
 }
 
-pub fn recv<T: DeserializeOwned>(fd: &impl AsRawFd) -> Result<Option<(T, Vec<OwnedFd>)>, String> {
-    match recv_raw(fd.as_raw_fd()).map_err(|e| format!("receive message: {e}"))? {
+pub fn send<T: Serialize>(fd: &impl AsRawFd, msg: &T, fds: &[RawFd]) -> Result<(), Error> {
+    let data = serde_json::to_vec(msg).map_err(Error::Encode)?;
+    send_raw(fd.as_raw_fd(), &data, fds).map_err(Error::Send)
+}
+
+pub fn recv<T: DeserializeOwned>(fd: &impl AsRawFd) -> Result<Option<(T, Vec<OwnedFd>)>, Error> {
+    match recv_raw(fd.as_raw_fd()).map_err(Error::Receive)? {
         None => Ok(None),
         Some((data, fds)) => {
-            let msg = serde_json::from_slice(&data).map_err(|e| format!("decode message: {e}"))?;
+            let msg = serde_json::from_slice(&data).map_err(Error::Decode)?;
             Ok(Some((msg, fds)))
         }
     }

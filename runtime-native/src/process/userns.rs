@@ -31,7 +31,7 @@
 //! joins them before it unshares the user namespace, the spawner enters the network, IPC, UTS,
 //! cgroup and time namespaces given by path just for the clone ([`join_for_clone`]) and returns
 //! to its own right after; the process then skips them (already in). A pid namespace given by
-//! path is entered by the spawner for every init (spawner.rs; `setns(CLONE_NEWPID)` changes
+//! path is entered by the spawner for every init (spawner/enter.rs; `setns(CLONE_NEWPID)` changes
 //! only its `pid_for_children`, saved and restored), so the process is born in it whatever its
 //! user namespace. Its /proc cannot be mounted by the new user namespace's root (procfs asks
 //! for CAP_SYS_ADMIN over the pid namespace's owner, the host's user namespace): the spawner
@@ -46,6 +46,7 @@
 //! and its user namespace last (child.rs `exec_namespaces`), so namespaces the host owns
 //! stay joinable.
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 
 use nix::errno::Errno;
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
@@ -53,7 +54,120 @@ use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 use crate::fds::{open_ro, same_file};
 use crate::sync::{self, ParentMsg};
 
-type R<T = ()> = std::result::Result<T, String>;
+/// What is wrong with a spec's user namespace, or what failed while the spawner made or the
+/// process entered it. The spawner's and the process's errors reach the caller as text (in
+/// the spawner's reply, on the sync socket), formatted right before they are sent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("linux.uidMappings/gidMappings are set but linux.namespaces has no user namespace")]
+    MappingsWithoutUserNs,
+    #[error(
+        "mount namespace joined by path cannot be combined with a new user namespace: {} \
+         belongs to another user namespace, where the container's root could not mount its \
+         rootfs",
+        path.display()
+    )]
+    MountNsByPath { path: PathBuf },
+    #[error("linux.namespaces: the {kind} namespace is listed more than once")]
+    ListedTwice { kind: LinuxNamespaceType },
+    #[error("a new user namespace needs linux.uidMappings and linux.gidMappings")]
+    MapsMissing,
+    #[error("linux.{what}: too many entries ({entries})")]
+    TooManyEntries { what: &'static str, entries: usize },
+    #[error("linux.{what}: an entry has size 0")]
+    EmptyEntry { what: &'static str },
+    #[error(transparent)]
+    WriteMap(#[from] MapWriteError),
+    #[error("tell the container process its id maps are written: {0}")]
+    NotifyMapped(#[source] sync::Error),
+    #[error("user namespace: wait for the id maps: {0}")]
+    WaitMapped(#[source] sync::Error),
+    #[error("user namespace: the runtime did not write the id maps")]
+    NotMapped,
+    #[error("become root ({id} 0) of the user namespace: {}", crate::child::etext(*source))]
+    BecomeRoot {
+        id: &'static str,
+        #[source]
+        source: Errno,
+    },
+    #[error("return to own namespace (fd {fd}): {source}")]
+    Restore {
+        fd: RawFd,
+        #[source]
+        source: Errno,
+    },
+    #[error("open {name} namespace {}: {source}", path.display())]
+    OpenNs {
+        name: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("open own {name} namespace: {source}")]
+    OpenOwnNs {
+        name: &'static str,
+        #[source]
+        source: Errno,
+    },
+    #[error(
+        "join time namespace {}: the runtime's time and time_for_children namespaces \
+         differ, it could not return to both",
+        path.display()
+    )]
+    TimeNsDiffer { path: PathBuf },
+    #[error("join {name} namespace {}: {source}", path.display())]
+    JoinNs {
+        name: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    /// The helper forked in the container's pid namespace to make its procfs mount.
+    #[error("proc mount helper: {step}: {source}")]
+    ProcHelper {
+        step: &'static str,
+        #[source]
+        source: Errno,
+    },
+    #[error("proc mount helper: exited without an answer")]
+    ProcHelperSilent,
+    /// The helper's own failure (a [`FsCall`](Error::FsCall)), as text: it comes from the
+    /// helper's process.
+    #[error("mount proc of the container's pid namespace: {0}")]
+    ProcMount(String),
+    #[error("{call} proc: {}", .source.desc())]
+    FsCall {
+        call: &'static str,
+        #[source]
+        source: Errno,
+    },
+}
+
+type R<T = ()> = std::result::Result<T, Error>;
+
+/// An id map (`uid_map`/`gid_map` of `pid`) that could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("write /proc/{pid}/{file} ({text:?}): {source}")]
+pub struct MapWriteError {
+    pid: i32,
+    file: &'static str,
+    text: String,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Writes the id map `text` into `/proc/<pid>/<file>` through the verified procfs handle
+/// (procfs.rs): a /proc the runtime's mount namespace sees with something mounted or linked
+/// over `<pid>/uid_map` cannot take the map elsewhere. One write(2): the kernel accepts a map
+/// only once, whole.
+pub(crate) fn write_map(pid: i32, file: &'static str, text: &str) -> Result<(), MapWriteError> {
+    crate::procfs::write_pid(pid, file, text.as_bytes()).map_err(|source| MapWriteError {
+        pid,
+        file,
+        text: text.trim_end().to_string(),
+        source,
+    })
+}
 
 /// The spec asks for a new user namespace.
 pub(crate) fn creates_userns(spec: &Spec) -> bool {
@@ -77,10 +191,7 @@ pub(crate) fn validate(spec: &Spec) -> R {
         .iter()
         .any(|n| n.typ() == LinuxNamespaceType::User);
     if (!uids.is_empty() || !gids.is_empty()) && !has_userns {
-        return Err(
-            "linux.uidMappings/gidMappings are set but linux.namespaces has no user namespace"
-                .into(),
-        );
+        return Err(Error::MappingsWithoutUserNs);
     }
     if creates_userns(spec) {
         check(spec)?;
@@ -89,12 +200,7 @@ pub(crate) fn validate(spec: &Spec) -> R {
             .find(|n| n.typ() == LinuxNamespaceType::Mount)
             .and_then(|n| n.path().clone())
         {
-            return Err(format!(
-                "mount namespace joined by path cannot be combined with a new user namespace: \
-                 {} belongs to another user namespace, where the container's root could not \
-                 mount its rootfs",
-                p.display()
-            ));
+            return Err(Error::MountNsByPath { path: p });
         }
     }
     Ok(())
@@ -105,10 +211,7 @@ pub(crate) fn validate_namespaces(spec: &Spec) -> R {
     let mut seen = Vec::new();
     for n in crate::spec::namespaces(spec) {
         if seen.contains(&n.typ()) {
-            return Err(format!(
-                "linux.namespaces: the {} namespace is listed more than once",
-                n.typ()
-            ));
+            return Err(Error::ListedTwice { kind: n.typ() });
         }
         seen.push(n.typ());
     }
@@ -119,18 +222,17 @@ pub(crate) fn validate_namespaces(spec: &Spec) -> R {
 pub(crate) fn check(spec: &Spec) -> R {
     let (uids, gids) = mappings(spec);
     if uids.is_empty() || gids.is_empty() {
-        return Err(
-            "a new user namespace needs linux.uidMappings and linux.gidMappings".to_string(),
-        );
+        return Err(Error::MapsMissing);
     }
     for (what, m) in [("uidMappings", &uids), ("gidMappings", &gids)] {
         if m.len() > 340 {
-            return Err(format!("linux.{what}: too many entries ({})", m.len()));
+            return Err(Error::TooManyEntries {
+                what,
+                entries: m.len(),
+            });
         }
-        for e in m.iter() {
-            if e.size() == 0 {
-                return Err(format!("linux.{what}: an entry has size 0"));
-            }
+        if m.iter().any(|e| e.size() == 0) {
+            return Err(Error::EmptyEntry { what });
         }
     }
     Ok(())
@@ -143,14 +245,6 @@ pub(crate) fn map_text(m: &[LinuxIdMapping]) -> String {
         .collect()
 }
 
-/// Through the verified procfs handle (procfs.rs): a /proc the runtime's mount namespace sees
-/// with something mounted or linked over `<pid>/uid_map` cannot take the map elsewhere.
-fn write_proc(pid: i32, file: &str, text: &str) -> R {
-    // One write(2): the kernel accepts a map only once, whole.
-    crate::procfs::write_pid(pid, file, text.as_bytes())
-        .map_err(|e| format!("write /proc/{pid}/{file} ({:?}): {e}", text.trim_end()))
-}
-
 /// The spawner's part, right after cloning `pid` for `req`: writes the maps and lets the
 /// process go on. Nothing to do when the request creates no user namespace.
 pub(crate) fn after_clone(req: &crate::request::Request, pid: i32, sock: &OwnedFd) -> R {
@@ -161,9 +255,9 @@ pub(crate) fn after_clone(req: &crate::request::Request, pid: i32, sock: &OwnedF
         return Ok(());
     }
     let (uids, gids) = mappings(&r.spec);
-    write_proc(pid, "uid_map", &map_text(&uids))?;
-    write_proc(pid, "gid_map", &map_text(&gids))?;
-    sync::send(sock, &ParentMsg::UserNsMapped, &[])
+    write_map(pid, "uid_map", &map_text(&uids))?;
+    write_map(pid, "gid_map", &map_text(&gids))?;
+    sync::send(sock, &ParentMsg::UserNsMapped, &[]).map_err(Error::NotifyMapped)
 }
 
 /// The container process's part: waits for the maps, then becomes the namespace's root.
@@ -173,30 +267,31 @@ pub(crate) fn wait_mapped(sync_fd: RawFd, spec: &Spec) -> R {
     }
     // SAFETY: the sync socket stays open for the whole setup.
     let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(sync_fd) };
-    match sync::recv::<ParentMsg>(&sock.as_fd())? {
+    match sync::recv::<ParentMsg>(&sock.as_fd()).map_err(Error::WaitMapped)? {
         Some((ParentMsg::UserNsMapped, _)) => {}
-        _ => return Err("user namespace: the runtime did not write the id maps".into()),
+        _ => return Err(Error::NotMapped),
     }
+    become_root()
+}
+
+/// Becomes uid and gid 0 of the user namespace this process is in (created or joined).
+pub(crate) fn become_root() -> R {
     // SAFETY: plain id syscalls.
     if unsafe { libc::setresgid(0, 0, 0) } != 0 {
-        return Err(format!(
-            "become root (gid 0) of the user namespace: {}",
-            Errno::last().desc()
-        ));
+        let source = Errno::last();
+        return Err(Error::BecomeRoot { id: "gid", source });
     }
     // SAFETY: as above.
     if unsafe { libc::setresuid(0, 0, 0) } != 0 {
-        return Err(format!(
-            "become root (uid 0) of the user namespace: {}",
-            Errno::last().desc()
-        ));
+        let source = Errno::last();
+        return Err(Error::BecomeRoot { id: "uid", source });
     }
     Ok(())
 }
 
 /// Namespaces the spawner joins by path for the clone of a process that creates a user
 /// namespace, with their names under /proc/self/ns. (A pid namespace by path is entered by
-/// the spawner for every init: spawner.rs.)
+/// the spawner for every init: spawner/enter.rs.)
 const PRE_JOIN: [(LinuxNamespaceType, &str); 5] = [
     (LinuxNamespaceType::Network, "net"),
     (LinuxNamespaceType::Ipc, "ipc"),
@@ -210,7 +305,7 @@ fn ns_name(t: LinuxNamespaceType) -> Option<&'static str> {
 }
 
 /// A namespace of type `t` given by path was entered before the process was cloned — by the
-/// spawner for a new user namespace ([`join_for_clone`], or spawner.rs for a pid namespace),
+/// spawner for a new user namespace ([`join_for_clone`], or spawner/enter.rs for a pid namespace),
 /// by the intermediate for a joined one (every type: userns_join.rs) — so the process must
 /// not join it again.
 pub(crate) fn joined_by_spawner(spec: &Spec, t: LinuxNamespaceType) -> bool {
@@ -238,8 +333,10 @@ impl Joined {
     /// namespaces: the caller must not go on.
     pub(crate) fn restore(self) -> R {
         for (flag, own) in self.0.iter().rev() {
-            nix::sched::setns(own, *flag)
-                .map_err(|e| format!("return to own namespace (fd {}): {e}", own.as_raw_fd()))?;
+            nix::sched::setns(own, *flag).map_err(|source| Error::Restore {
+                fd: own.as_raw_fd(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -261,28 +358,31 @@ pub(crate) fn join_for_clone(req: &crate::request::Request) -> R<Option<Joined>>
         };
         let flag = crate::ns::ns_clone_flag(ns.typ());
         let res = (|| -> R<Option<OwnedFd>> {
-            let target = open_ro(path)
-                .map_err(|e| format!("open {name} namespace {}: {e}", path.display()))?;
-            let own = open_ro(std::path::Path::new(&format!("/proc/self/ns/{name}")))
-                .map_err(|e| format!("open own {name} namespace: {e}"))?;
+            let target = open_ro(path).map_err(|source| Error::OpenNs {
+                name,
+                path: path.clone(),
+                source,
+            })?;
+            let open_own = |name: &'static str| {
+                open_ro(std::path::Path::new(&format!("/proc/self/ns/{name}")))
+                    .map_err(|source| Error::OpenOwnNs { name, source })
+            };
+            let own = open_own(name)?;
             if same_file(&target, &own) {
                 return Ok(None);
             }
-            if ns.typ() == LinuxNamespaceType::Time {
-                // setns moves both `time` and `time_for_children`; returning to `own` is
-                // exact only when they were the same.
-                let own_children = open_ro(std::path::Path::new("/proc/self/ns/time_for_children"))
-                    .map_err(|e| format!("open own time_for_children namespace: {e}"))?;
-                if !same_file(&own, &own_children) {
-                    return Err(format!(
-                        "join time namespace {}: the runtime's time and time_for_children \
-                         namespaces differ, it could not return to both",
-                        path.display()
-                    ));
-                }
+            // setns moves both `time` and `time_for_children`; returning to `own` is exact
+            // only when they were the same.
+            if ns.typ() == LinuxNamespaceType::Time
+                && !same_file(&own, &open_own("time_for_children")?)
+            {
+                return Err(Error::TimeNsDiffer { path: path.clone() });
             }
-            nix::sched::setns(&target, flag)
-                .map_err(|e| format!("join {name} namespace {}: {e}", path.display()))?;
+            nix::sched::setns(&target, flag).map_err(|source| Error::JoinNs {
+                name,
+                path: path.clone(),
+                source,
+            })?;
             Ok(Some(own))
         })();
         match res {
@@ -343,19 +443,23 @@ pub(crate) fn proc_mount_fd(req: &crate::request::Request) -> R<Option<OwnedFd>>
         None,
         nix::sys::socket::SockFlag::SOCK_CLOEXEC,
     )
-    .map_err(|e| format!("proc mount helper: socketpair: {e}"))?;
+    .map_err(|source| Error::ProcHelper {
+        step: "socketpair",
+        source,
+    })?;
     // SAFETY: the spawner is single-threaded; the helper only makes syscalls and exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(format!(
-            "proc mount helper: fork in the container's pid namespace: {}",
-            Errno::last().desc()
-        ));
+        return Err(Error::ProcHelper {
+            step: "fork in the container's pid namespace",
+            source: Errno::last(),
+        });
     }
     if pid == 0 {
+        // The helper's failure goes to the spawner as text: another process.
         let (data, fds) = match detached_proc(attrs) {
             Ok(fd) => (Vec::new(), vec![fd]),
-            Err(e) => (e.into_bytes(), vec![]),
+            Err(e) => (e.to_string().into_bytes(), vec![]),
         };
         let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
         let _ = sync::send_raw(theirs.as_raw_fd(), &data, &raw);
@@ -367,12 +471,14 @@ pub(crate) fn proc_mount_fd(req: &crate::request::Request) -> R<Option<OwnedFd>>
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     match got {
         Ok(Some((data, mut fds))) if data.is_empty() && fds.len() == 1 => Ok(fds.pop()),
-        Ok(Some((data, _))) => Err(format!(
-            "mount proc of the container's pid namespace: {}",
-            String::from_utf8_lossy(&data)
+        Ok(Some((data, _))) => Err(Error::ProcMount(
+            String::from_utf8_lossy(&data).into_owned(),
         )),
-        Ok(None) => Err("proc mount helper: exited without an answer".into()),
-        Err(e) => Err(format!("proc mount helper: {e}")),
+        Ok(None) => Err(Error::ProcHelperSilent),
+        Err(source) => Err(Error::ProcHelper {
+            step: "receive",
+            source,
+        }),
     }
 }
 
@@ -382,11 +488,16 @@ fn detached_proc(attrs: u64) -> R<OwnedFd> {
     const FSOPEN_CLOEXEC: libc::c_uint = 1;
     const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
     const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    // Right after the call that failed: its errno.
+    let failed = |call| Error::FsCall {
+        call,
+        source: Errno::last(),
+    };
     // SAFETY: plain syscalls on a NUL-terminated name and fds we own.
     unsafe {
         let fs = libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC);
         if fs < 0 {
-            return Err(format!("fsopen proc: {}", Errno::last().desc()));
+            return Err(failed("fsopen"));
         }
         let fs = OwnedFd::from_raw_fd(fs as RawFd);
         let no: *const libc::c_char = std::ptr::null();
@@ -399,7 +510,7 @@ fn detached_proc(attrs: u64) -> R<OwnedFd> {
             0,
         ) < 0
         {
-            return Err(format!("fsconfig proc: {}", Errno::last().desc()));
+            return Err(failed("fsconfig"));
         }
         let mnt = libc::syscall(
             libc::SYS_fsmount,
@@ -408,7 +519,7 @@ fn detached_proc(attrs: u64) -> R<OwnedFd> {
             attrs as libc::c_uint,
         );
         if mnt < 0 {
-            return Err(format!("fsmount proc: {}", Errno::last().desc()));
+            return Err(failed("fsmount"));
         }
         Ok(OwnedFd::from_raw_fd(mnt as RawFd))
     }
@@ -447,12 +558,18 @@ mod tests {
         l.set_namespaces(Some(nss));
         spec.set_linux(Some(l.clone()));
         assert!(creates_userns(&spec));
-        assert!(check(&spec).unwrap_err().contains("uidMappings"));
-        assert!(validate(&spec).unwrap_err().contains("uidMappings"));
+        assert!(check(&spec)
+            .unwrap_err()
+            .to_string()
+            .contains("uidMappings"));
+        assert!(validate(&spec)
+            .unwrap_err()
+            .to_string()
+            .contains("uidMappings"));
         l.set_uid_mappings(Some(vec![m(0, 100000, 65536)]));
         l.set_gid_mappings(Some(vec![m(0, 100000, 0)]));
         spec.set_linux(Some(l.clone()));
-        assert!(check(&spec).unwrap_err().contains("size 0"));
+        assert!(check(&spec).unwrap_err().to_string().contains("size 0"));
         l.set_gid_mappings(Some(vec![m(0, 100000, 65536)]));
         spec.set_linux(Some(l.clone()));
         check(&spec).unwrap();
@@ -471,7 +588,7 @@ mod tests {
         with_mnt.set_namespaces(Some(nss.clone()));
         let mut s2 = spec.clone();
         s2.set_linux(Some(with_mnt.clone()));
-        let e = validate(&s2).unwrap_err();
+        let e = validate(&s2).unwrap_err().to_string();
         assert!(
             e.starts_with("mount namespace joined by path cannot be combined with a new user")
                 && e.contains("/proc/1/ns/mnt"),
@@ -486,7 +603,7 @@ mod tests {
         );
         with_mnt.set_namespaces(Some(nss));
         s2.set_linux(Some(with_mnt));
-        let e = validate_namespaces(&s2).unwrap_err();
+        let e = validate_namespaces(&s2).unwrap_err().to_string();
         assert!(
             e.contains("the mnt namespace is listed more than once"),
             "{e}"
@@ -497,6 +614,9 @@ mod tests {
         // Mappings without a user namespace.
         l.set_namespaces(Some(vec![]));
         spec.set_linux(Some(l));
-        assert!(validate(&spec).unwrap_err().contains("no user namespace"));
+        assert!(validate(&spec)
+            .unwrap_err()
+            .to_string()
+            .contains("no user namespace"));
     }
 }

@@ -37,28 +37,50 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+use crate::child::etext;
 use crate::fds::{open_ro, same_file};
 use crate::ns::{ns_clone_flag, ns_file_name};
 
-type R<T = ()> = std::result::Result<T, String>;
+/// What failed on the way into a joined user namespace. The intermediate reports its own
+/// failure to the spawner as text (another process), formatted right before it is sent;
+/// the spawner's reply carries it on to the caller as text too.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    #[error(transparent)]
+    Namespace(#[from] crate::ns::PathError),
+    #[error("clear supplementary groups: {}", .0.desc())]
+    ClearGroups(#[source] Errno),
+    /// Becoming root of the joined user namespace.
+    #[error(transparent)]
+    UserNs(#[from] crate::userns::Error),
+    #[error(transparent)]
+    OomScoreAdj(#[from] crate::child::limits::OomScoreAdjError),
+    #[error("clone container process in the joined user namespace: {}", etext(*source))]
+    Clone {
+        #[source]
+        source: Errno,
+    },
+    #[error("user namespace intermediate exited without reporting the container process")]
+    IntermediateSilent,
+    #[error("user namespace intermediate: {}", etext(*source))]
+    IntermediateReceive {
+        #[source]
+        source: Errno,
+    },
+    #[error("user namespace intermediate: malformed report")]
+    IntermediateMalformed,
+    /// The intermediate's own error, as it reported it.
+    #[error("{0}")]
+    Intermediate(String),
+}
+
+type R<T = ()> = std::result::Result<T, Error>;
 
 /// The spec joins a user namespace by path.
 pub(crate) fn joins_userns(spec: &Spec) -> bool {
     crate::spec::namespaces(spec)
         .iter()
         .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_some())
-}
-
-/// The socket pair on which the intermediate reports the container process: (spawner's end,
-/// intermediate's end).
-pub(crate) fn report_pair() -> R<(OwnedFd, OwnedFd)> {
-    nix::sys::socket::socketpair(
-        nix::sys::socket::AddressFamily::Unix,
-        nix::sys::socket::SockType::SeqPacket,
-        None,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| format!("socketpair for the user namespace intermediate: {e}"))
 }
 
 /// A namespace the spec gives by path, opened while the paths still resolve (joining the mount
@@ -75,13 +97,7 @@ fn open_by_path(spec: &Spec) -> R<Vec<ByPath>> {
     for ns in crate::spec::namespaces(spec) {
         let Some(path) = ns.path() else { continue };
         let typ = ns.typ();
-        let fd = open_ro(path).map_err(|e| {
-            format!(
-                "open {typ} namespace {}: {}",
-                path.display(),
-                crate::child::etext(e)
-            )
-        })?;
+        let fd = crate::ns::open_path(typ, path)?;
         // Already in it (a user namespace: joining one's own is EINVAL).
         let own = format!("/proc/self/ns/{}", ns_file_name(typ));
         if let Ok(own) = open_ro(Path::new(&own)) {
@@ -123,14 +139,7 @@ fn join_pass(left: &mut Vec<ByPath>, pass: Pass) -> R {
                 left.remove(i);
             }
             Err(Errno::EPERM) => i += 1,
-            Err(e) => {
-                return Err(format!(
-                    "join {} namespace {}: {}",
-                    ns.typ,
-                    ns.path.display(),
-                    crate::child::etext(e)
-                ))
-            }
+            Err(source) => return Err(crate::ns::join_error(ns.typ, &ns.path, source).into()),
         }
     }
     Ok(())
@@ -145,11 +154,7 @@ fn join_all(spec: &Spec) -> R {
     join_pass(&mut left, Pass::AllButUser)?;
     match left.first() {
         None => Ok(()),
-        Some(ns) => Err(format!(
-            "join {} namespace {}: operation not permitted",
-            ns.typ,
-            ns.path.display()
-        )),
+        Some(ns) => Err(crate::ns::join_error(ns.typ, &ns.path, Errno::EPERM).into()),
     }
 }
 
@@ -160,23 +165,9 @@ fn become_root() -> R {
     // "deny" refuses this, and then the process keeps them until its own identity is set.
     match nix::unistd::setgroups(&[]) {
         Ok(()) | Err(Errno::EPERM) => {}
-        Err(e) => return Err(format!("clear supplementary groups: {}", e.desc())),
+        Err(e) => return Err(Error::ClearGroups(e)),
     }
-    // SAFETY: plain id syscalls.
-    if unsafe { libc::setresgid(0, 0, 0) } != 0 {
-        return Err(format!(
-            "become root (gid 0) of the joined user namespace: {}",
-            crate::child::etext(Errno::last())
-        ));
-    }
-    // SAFETY: as above.
-    if unsafe { libc::setresuid(0, 0, 0) } != 0 {
-        return Err(format!(
-            "become root (uid 0) of the joined user namespace: {}",
-            crate::child::etext(Errno::last())
-        ));
-    }
-    Ok(())
+    Ok(crate::userns::become_root()?)
 }
 
 /// The intermediate's clone of the container process: a fork-like clone3 (legacy clone where
@@ -192,36 +183,18 @@ fn clone_container(ns_flags: u64) -> R<Option<(i32, Option<OwnedFd>)>> {
     };
     // SAFETY: clone3 without CLONE_VM and without a stack is fork-like; this process is a
     // single-threaded copy of the spawner.
-    let mut pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const crate::spawner::CloneArgs,
-            std::mem::size_of::<crate::spawner::CloneArgs>(),
-        )
-    };
-    if pid < 0 && Errno::last() == Errno::ENOSYS && ns_flags & libc::CLONE_NEWTIME as u64 == 0 {
+    let mut res = unsafe { crate::spawner::clone3(&args) };
+    if res == Err(Errno::ENOSYS) && ns_flags & libc::CLONE_NEWTIME as u64 == 0 {
         pidfd = -1;
+        let flags = (ns_flags | libc::SIGCHLD as u64) as libc::c_ulong;
         // SAFETY: as above; the legacy clone with the same flags and no pidfd.
-        pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                (ns_flags | libc::SIGCHLD as u64) as libc::c_ulong,
-                std::ptr::null_mut::<libc::c_void>(),
-                std::ptr::null_mut::<libc::c_int>(),
-                std::ptr::null_mut::<libc::c_void>(),
-                0usize,
-            )
-        };
+        res = unsafe { crate::spawner::clone_legacy(flags, None) };
     }
-    match pid {
+    match res.map_err(|source| Error::Clone { source })? {
         0 => Ok(None),
-        p if p < 0 => Err(format!(
-            "clone container process in the joined user namespace: {}",
-            crate::child::etext(Errno::last())
-        )),
         // SAFETY: the clone gave us this new fd (or none: -1).
         p => Ok(Some((
-            p as i32,
+            p,
             (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) }),
         ))),
     }
@@ -238,8 +211,7 @@ pub(crate) fn intermediate(spec: &Spec, ns_flags: u64, report: OwnedFd) {
         // As host root: in the pod's user namespace the container process may neither lower
         // it nor write the file, which belongs to host root (it finds it set: child.rs).
         if let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
-            crate::procfs::write("self/oom_score_adj", adj.to_string().as_bytes())
-                .map_err(|e| format!("set oom_score_adj to {adj}: {}", crate::child::ioerr(&e)))?;
+            crate::child::limits::set_oom_score_adj(adj)?;
         }
         join_all(spec)?;
         clone_container(ns_flags)
@@ -253,7 +225,11 @@ pub(crate) fn intermediate(spec: &Spec, ns_flags: u64, report: OwnedFd) {
             [b"P".as_slice(), &pid.to_le_bytes()].concat(),
             pidfd.iter().map(|f| f.as_raw_fd()).collect(),
         ),
-        Err(e) => ([b"E".as_slice(), e.as_bytes()].concat(), Vec::new()),
+        // Text from here on: the spawner is another process.
+        Err(e) => (
+            [b"E".as_slice(), e.to_string().as_bytes()].concat(),
+            Vec::new(),
+        ),
     };
     let sent = crate::sync::send_raw(report.as_raw_fd(), &data, &fds);
     if sent.is_err() {
@@ -279,27 +255,18 @@ pub(crate) fn await_container(report: OwnedFd, pid: i32) -> R<(i32, Option<Owned
     }
     let (data, mut fds) = match got {
         Ok(Some(m)) => m,
-        Ok(None) => {
-            return Err(
-                "user namespace intermediate exited without reporting the container \
-                        process"
-                    .into(),
-            )
-        }
-        Err(e) => {
-            return Err(format!(
-                "user namespace intermediate: {}",
-                crate::child::etext(e)
-            ))
-        }
+        Ok(None) => return Err(Error::IntermediateSilent),
+        Err(source) => return Err(Error::IntermediateReceive { source }),
     };
     match data.split_first() {
         Some((b'P', n)) if n.len() == 4 => {
             let pid = i32::from_le_bytes([n[0], n[1], n[2], n[3]]);
             Ok((pid, fds.pop()))
         }
-        Some((b'E', why)) => Err(String::from_utf8_lossy(why).into_owned()),
-        _ => Err("user namespace intermediate: malformed report".into()),
+        Some((b'E', why)) => Err(Error::Intermediate(
+            String::from_utf8_lossy(why).into_owned(),
+        )),
+        _ => Err(Error::IntermediateMalformed),
     }
 }
 
@@ -357,7 +324,7 @@ mod tests {
             ns(LinuxNamespaceType::Network, Some("/nonexistent/netns")),
             ns(LinuxNamespaceType::User, Some("/nonexistent/user")),
         ]);
-        let e = join_all(&spec).unwrap_err();
+        let e = join_all(&spec).unwrap_err().to_string();
         assert_eq!(
             e,
             "open net namespace /nonexistent/netns: no such file or directory"

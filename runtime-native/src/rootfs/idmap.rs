@@ -10,8 +10,93 @@
 //! shim's `waitpid(-1)` reaper can mix it up with a container process.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+
+/// What is wrong with an id mapping, or which step of making an idmapped mount failed, on
+/// what.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("id mapping {range:?}: {field:?} is not a number")]
+    NotANumber { range: String, field: String },
+    #[error("id mapping {range:?} is not <container id>:<host id>:<size>")]
+    NotARange { range: String },
+    #[error("id mapping {}:{}:{} is empty or overflows", .0.container, .0.host, .0.size)]
+    EmptyOrOverflows(IdRange),
+    #[error("{ranges} id mapping ranges (at most 340)")]
+    TooManyRanges { ranges: usize },
+    #[error("a mount with uidmap= needs gidmap= too, and the other way round")]
+    OneSided,
+    #[error("clone a user namespace for an idmapped mount: {}", .0.desc())]
+    CloneUserNs(#[source] Errno),
+    #[error("{0} for an idmapped mount")]
+    WriteMap(#[source] crate::userns::MapWriteError),
+    #[error("open /proc/{pid}/ns/user: {}", .source.desc())]
+    OpenUserNs {
+        pid: i32,
+        #[source]
+        source: Errno,
+    },
+    #[error("create {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `what` names the mount: "the layer /x", "/rootfs", "/vol for /data".
+    #[error("{}clone of {what}: {}", if *idmapped { "idmapped " } else { "" }, .source.desc())]
+    Clone {
+        idmapped: bool,
+        what: String,
+        #[source]
+        source: Errno,
+    },
+    /// `what` as for [`Error::Clone`].
+    #[error("attach the {what}: {}", .source.desc())]
+    Attach {
+        what: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("idmapped mount {}: needs both uidMappings and gidMappings", dest.display())]
+    NeedsBothMaps { dest: PathBuf },
+    #[error("idmapped mount {}: only bind mounts can be idmapped", dest.display())]
+    NotABind { dest: PathBuf },
+    #[error("idmapped mount {}: no source", dest.display())]
+    NoSource { dest: PathBuf },
+    #[error("idmapped mount source {}: {source}", path.display())]
+    VolumeSource {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The spec or the mount's options are at fault, not the host.
+    pub fn is_callers(&self) -> bool {
+        matches!(
+            self,
+            Error::NotANumber { .. }
+                | Error::NotARange { .. }
+                | Error::EmptyOrOverflows(_)
+                | Error::TooManyRanges { .. }
+                | Error::OneSided
+                | Error::NeedsBothMaps { .. }
+                | Error::NotABind { .. }
+                | Error::NoSource { .. }
+                | Error::VolumeSource { .. }
+        )
+    }
+}
+
+fn create(path: &Path, made: std::io::Result<()>) -> Result<(), Error> {
+    made.map_err(|source| Error::Create {
+        path: path.to_path_buf(),
+        source,
+    })
+}
 
 /// One mapping range: `size` ids from `container` inside map to `host` outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,14 +107,16 @@ pub struct IdRange {
 }
 
 /// Parses `0:200000:65536` or several ranges separated by `,`.
-pub fn parse_ranges(text: &str) -> Result<Vec<IdRange>, String> {
+pub fn parse_ranges(text: &str) -> Result<Vec<IdRange>, Error> {
     let ranges = text
         .split(',')
         .map(|r| {
             let n: Vec<&str> = r.split(':').collect();
             let num = |s: &str| {
-                s.parse::<u32>()
-                    .map_err(|_| format!("id mapping {r:?}: {s:?} is not a number"))
+                s.parse::<u32>().map_err(|_| Error::NotANumber {
+                    range: r.to_string(),
+                    field: s.to_string(),
+                })
             };
             match n[..] {
                 [c, h, s] => Ok(IdRange {
@@ -37,26 +124,24 @@ pub fn parse_ranges(text: &str) -> Result<Vec<IdRange>, String> {
                     host: num(h)?,
                     size: num(s)?,
                 }),
-                _ => Err(format!(
-                    "id mapping {r:?} is not <container id>:<host id>:<size>"
-                )),
+                _ => Err(Error::NotARange {
+                    range: r.to_string(),
+                }),
             }
         })
-        .collect::<Result<Vec<_>, String>>()?;
-    for r in &ranges {
-        if r.size == 0
+        .collect::<Result<Vec<_>, Error>>()?;
+    if let Some(r) = ranges.iter().find(|r| {
+        r.size == 0
             || r.container.checked_add(r.size).is_none()
             || r.host.checked_add(r.size).is_none()
-        {
-            return Err(format!(
-                "id mapping {}:{}:{} is empty or overflows",
-                r.container, r.host, r.size
-            ));
-        }
+    }) {
+        return Err(Error::EmptyOrOverflows(*r));
     }
     // The kernel takes at most 340 lines in a map.
     if ranges.len() > 340 {
-        return Err(format!("{} id mapping ranges (at most 340)", ranges.len()));
+        return Err(Error::TooManyRanges {
+            ranges: ranges.len(),
+        });
     }
     Ok(ranges)
 }
@@ -70,7 +155,7 @@ fn map_text(ranges: &[IdRange]) -> String {
 }
 
 /// A new user namespace with these mappings, as an open `ns/user` fd.
-pub fn userns_fd(uids: &[IdRange], gids: &[IdRange]) -> Result<OwnedFd, String> {
+pub fn userns_fd(uids: &[IdRange], gids: &[IdRange]) -> Result<OwnedFd, Error> {
     let mut pidfd: libc::c_int = -1;
     let flags = (libc::CLONE_NEWUSER | libc::CLONE_PIDFD | libc::SIGCHLD) as libc::c_ulong;
     // SAFETY: a fork-like clone (no CLONE_VM, no new stack). The child only calls pause(2)
@@ -92,25 +177,17 @@ pub fn userns_fd(uids: &[IdRange], gids: &[IdRange]) -> Result<OwnedFd, String> 
         }
     }
     if pid < 0 {
-        return Err(format!(
-            "clone a user namespace for an idmapped mount: {}",
-            Errno::last().desc()
-        ));
+        return Err(Error::CloneUserNs(Errno::last()));
     }
     // SAFETY: CLONE_PIDFD stored a new fd that we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let pid = pid as i32;
     let result = (|| {
         for (file, ranges) in [("uid_map", uids), ("gid_map", gids)] {
-            crate::procfs::write_pid(pid, file, map_text(ranges).as_bytes()).map_err(|e| {
-                format!(
-                    "write /proc/{pid}/{file} ({:?}) for an idmapped mount: {e}",
-                    map_text(ranges).trim_end()
-                )
-            })?;
+            crate::userns::write_map(pid, file, &map_text(ranges)).map_err(Error::WriteMap)?;
         }
-        crate::fds::open_ro(std::path::Path::new(&format!("/proc/{pid}/ns/user")))
-            .map_err(|e| format!("open /proc/{pid}/ns/user: {}", e.desc()))
+        crate::fds::open_ro(Path::new(&format!("/proc/{pid}/ns/user")))
+            .map_err(|source| Error::OpenUserNs { pid, source })
     })();
     // Through the pidfd: the signal reaches this child even if its pid were reused.
     // SAFETY: pidfd_send_signal on an fd we own, no siginfo.
@@ -152,7 +229,7 @@ pub struct IdmapOptions {
 impl IdmapOptions {
     /// Splits `options` into the id mappings (if both are given) and the rest. Only one of the
     /// two is an error: containerd maps both or none.
-    pub fn take(options: &[String]) -> Result<(Option<IdmapOptions>, Vec<String>), String> {
+    pub fn take(options: &[String]) -> Result<(Option<IdmapOptions>, Vec<String>), Error> {
         let (mut uid, mut gid, mut rest) = (None, None, Vec::new());
         for o in options {
             if let Some(v) = o.strip_prefix("uidmap=") {
@@ -166,7 +243,7 @@ impl IdmapOptions {
         match (uid, gid) {
             (None, None) => Ok((None, rest)),
             (Some(uids), Some(gids)) => Ok((Some(IdmapOptions { uids, gids }), rest)),
-            _ => Err("a mount with uidmap= needs gidmap= too, and the other way round".into()),
+            _ => Err(Error::OneSided),
         }
     }
 }
@@ -186,16 +263,15 @@ impl IdmappedLowers {
     pub fn stage(
         map: &IdmapOptions,
         options: &[String],
-        staging: &std::path::Path,
-    ) -> Result<IdmappedLowers, String> {
+        staging: &Path,
+    ) -> Result<IdmappedLowers, Error> {
         let userns = userns_fd(&map.uids, &map.gids)?;
         let mut staged = IdmappedLowers {
             staging: staging.to_path_buf(),
             attached: Vec::new(),
             options: Vec::with_capacity(options.len()),
         };
-        std::fs::create_dir_all(staging)
-            .map_err(|e| format!("create {}: {e}", staging.display()))?;
+        create(staging, std::fs::create_dir_all(staging))?;
         for o in options {
             let Some(lowers) = o.strip_prefix("lowerdir=") else {
                 staged.options.push(o.clone());
@@ -204,15 +280,21 @@ impl IdmappedLowers {
             let mut new = Vec::new();
             for lower in lowers.split(':') {
                 let at = staging.join(staged.attached.len().to_string());
-                std::fs::create_dir(&at).map_err(|e| format!("create {}: {e}", at.display()))?;
-                let tree = crate::mount_attr::idmapped_clone(
-                    std::path::Path::new(lower),
-                    userns.as_raw_fd(),
-                    true,
-                )
-                .map_err(|e| format!("idmapped clone of the layer {lower}: {}", e.desc()))?;
-                crate::mount_attr::attach(tree.as_raw_fd(), &at)
-                    .map_err(|e| format!("attach the idmapped layer {lower}: {}", e.desc()))?;
+                create(&at, std::fs::create_dir(&at))?;
+                let what = || format!("the layer {lower}");
+                let tree =
+                    crate::mount_attr::idmapped_clone(Path::new(lower), userns.as_raw_fd(), true)
+                        .map_err(|source| Error::Clone {
+                        idmapped: true,
+                        what: what(),
+                        source,
+                    })?;
+                crate::mount_attr::attach(tree.as_raw_fd(), &at).map_err(|source| {
+                    Error::Attach {
+                        what: format!("idmapped {}", what()),
+                        source,
+                    }
+                })?;
                 staged.attached.push(at.clone());
                 new.push(at.display().to_string());
             }
@@ -234,12 +316,20 @@ impl Drop for IdmappedLowers {
 
 /// Idmaps the mount at `target` in place: an idmapped clone of it attached on top (what a
 /// single-layer rootfs, a plain bind of the snapshot, needs).
-pub fn idmap_in_place(map: &IdmapOptions, target: &std::path::Path) -> Result<(), String> {
+pub fn idmap_in_place(map: &IdmapOptions, target: &Path) -> Result<(), Error> {
     let userns = userns_fd(&map.uids, &map.gids)?;
-    let tree = crate::mount_attr::idmapped_clone(target, userns.as_raw_fd(), true)
-        .map_err(|e| format!("idmapped clone of {}: {}", target.display(), e.desc()))?;
-    crate::mount_attr::attach(tree.as_raw_fd(), target)
-        .map_err(|e| format!("attach the idmapped {}: {}", target.display(), e.desc()))
+    let tree =
+        crate::mount_attr::idmapped_clone(target, userns.as_raw_fd(), true).map_err(|source| {
+            Error::Clone {
+                idmapped: true,
+                what: target.display().to_string(),
+                source,
+            }
+        })?;
+    crate::mount_attr::attach(tree.as_raw_fd(), target).map_err(|source| Error::Attach {
+        what: format!("idmapped {}", target.display()),
+        source,
+    })
 }
 
 /// The spec's idmapped bind mounts (`uidMappings`/`gidMappings` on a mount, or the `idmap`
@@ -262,7 +352,7 @@ pub struct StagedVolumes {
 fn mount_mappings(
     spec: &oci_spec::runtime::Spec,
     m: &oci_spec::runtime::Mount,
-) -> Result<Option<IdmapOptions>, String> {
+) -> Result<Option<IdmapOptions>, Error> {
     let conv = |v: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Vec<IdRange> {
         v.iter()
             .flatten()
@@ -284,17 +374,12 @@ fn mount_mappings(
         uids = conv(l.uid_mappings());
         gids = conv(l.gid_mappings());
     }
+    let dest = || m.destination().clone();
     if uids.is_empty() || gids.is_empty() {
-        return Err(format!(
-            "idmapped mount {}: needs both uidMappings and gidMappings",
-            m.destination().display()
-        ));
+        return Err(Error::NeedsBothMaps { dest: dest() });
     }
     if !is_bind(m) {
-        return Err(format!(
-            "idmapped mount {}: only bind mounts can be idmapped",
-            m.destination().display()
-        ));
+        return Err(Error::NotABind { dest: dest() });
     }
     Ok(Some(IdmapOptions { uids, gids }))
 }
@@ -311,8 +396,8 @@ impl StagedVolumes {
     /// Stages every idmapped mount of `spec` and rewrites it to bind the staged mount.
     pub fn stage(
         spec: &mut oci_spec::runtime::Spec,
-        staging: &std::path::Path,
-    ) -> Result<StagedVolumes, String> {
+        staging: &Path,
+    ) -> Result<StagedVolumes, Error> {
         let mut staged = StagedVolumes {
             staging: staging.to_path_buf(),
             attached: Vec::new(),
@@ -329,28 +414,29 @@ impl StagedVolumes {
                 continue;
             }
             let Some(source) = m.source().clone() else {
-                return Err(format!(
-                    "idmapped mount {}: no source",
-                    m.destination().display()
-                ));
+                return Err(Error::NoSource {
+                    dest: m.destination().clone(),
+                });
             };
             let opts = m.options().clone().unwrap_or_default();
             let recursive = opts.iter().any(|o| o == "rbind" || o == "ridmap")
                 || m.typ().as_deref() == Some("rbind");
             if staged.attached.is_empty() {
-                std::fs::create_dir_all(staging)
-                    .map_err(|e| format!("create {}: {e}", staging.display()))?;
+                create(staging, std::fs::create_dir_all(staging))?;
             }
             let at = staging.join(staged.attached.len().to_string());
             let is_dir = std::fs::metadata(&source)
-                .map_err(|e| format!("idmapped mount source {}: {e}", source.display()))?
+                .map_err(|e| Error::VolumeSource {
+                    path: source.clone(),
+                    source: e,
+                })?
                 .is_dir();
             let made = if is_dir {
                 std::fs::create_dir(&at)
             } else {
                 std::fs::File::create(&at).map(|_| ())
             };
-            made.map_err(|e| format!("create {}: {e}", at.display()))?;
+            create(&at, made)?;
             let tree = match &map {
                 Some(map) => {
                     let userns = userns_fd(&map.uids, &map.gids)?;
@@ -358,14 +444,10 @@ impl StagedVolumes {
                 }
                 None => crate::mount_attr::clone_tree(&source, recursive),
             };
-            let tree = tree.map_err(|e| {
-                format!(
-                    "{}clone of {} for {}: {}",
-                    if map.is_some() { "idmapped " } else { "" },
-                    source.display(),
-                    m.destination().display(),
-                    e.desc()
-                )
+            let tree = tree.map_err(|e| Error::Clone {
+                idmapped: map.is_some(),
+                what: format!("{} for {}", source.display(), m.destination().display()),
+                source: e,
             });
             let tree = match tree {
                 Ok(t) => t,
@@ -376,12 +458,10 @@ impl StagedVolumes {
             };
             if let Err(e) = crate::mount_attr::attach(tree.as_raw_fd(), &at) {
                 let _ = std::fs::remove_file(&at).or_else(|_| std::fs::remove_dir(&at));
-                return Err(format!(
-                    "attach the staged {} at {}: {}",
-                    source.display(),
-                    at.display(),
-                    e.desc()
-                ));
+                return Err(Error::Attach {
+                    what: format!("staged {} at {}", source.display(), at.display()),
+                    source: e,
+                });
             }
             staged.attached.push(at.clone());
             m.set_source(Some(at));

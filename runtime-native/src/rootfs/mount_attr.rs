@@ -86,24 +86,36 @@ impl RecursiveAttrs {
     }
 
     /// Applies the attributes to the mount `mount` (an fd opened on it) and every mount below.
-    pub(crate) fn apply(&self, mount: &impl AsRawFd) -> Result<(), String> {
+    pub(crate) fn apply(&self, mount: &impl AsRawFd) -> Result<(), RecursiveError> {
         if self.is_empty() {
             return Ok(());
         }
         let attr = mount_attr(self.set, self.clear, 0);
         let flags = libc::AT_RECURSIVE | libc::AT_EMPTY_PATH;
-        setattr_fd(mount.as_raw_fd(), flags, &attr).map_err(|e| {
-            let opts = self.names.join(",");
-            if e == Errno::ENOSYS {
-                format!(
-                    "recursive mount options ({opts}) need mount_setattr(2), which this kernel \
-                     does not have (Linux 5.12 or newer): ENOSYS"
-                )
-            } else {
-                format!("mount_setattr({opts}, AT_RECURSIVE): {}", e.desc())
+        setattr_fd(mount.as_raw_fd(), flags, &attr).map_err(|source| {
+            let options = self.names.join(",");
+            match source {
+                Errno::ENOSYS => RecursiveError::Unsupported { options },
+                source => RecursiveError::SetAttr { options, source },
             }
         })
     }
+}
+
+/// Recursive mount options that could not be applied (`options`: their names, as given).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RecursiveError {
+    #[error(
+        "recursive mount options ({options}) need mount_setattr(2), which this kernel does \
+         not have (Linux 5.12 or newer): ENOSYS"
+    )]
+    Unsupported { options: String },
+    #[error("mount_setattr({options}, AT_RECURSIVE): {}", .source.desc())]
+    SetAttr {
+        options: String,
+        #[source]
+        source: Errno,
+    },
 }
 
 /// A `struct mount_attr` that sets `set`, clears `clear` and idmaps through the user namespace
@@ -226,7 +238,7 @@ mod tests {
     fn apply_names_the_options_on_failure() {
         // Not the root of a mount: EINVAL (or EPERM without CAP_SYS_ADMIN).
         let not_a_mount = std::fs::File::open("/proc/self").unwrap();
-        let e = attrs(&["rro"]).apply(&not_a_mount).unwrap_err();
+        let e = attrs(&["rro"]).apply(&not_a_mount).unwrap_err().to_string();
         assert!(e.contains("rro"), "{e}");
     }
 }

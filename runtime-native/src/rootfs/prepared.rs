@@ -48,17 +48,17 @@ fn mount_one(m: &MountSpec, rootfs: &Path) -> Result<PathBuf> {
     };
     // A user-namespaced pod's layers come with `uidmap=`/`gidmap=` (idmap.rs), which no
     // filesystem takes: an overlay gets idmapped lower layers, a bind is idmapped in place.
-    let (idmap, options) = IdmapOptions::take(&m.options).map_err(|reason| Error::Mount {
+    let (idmap, options) = IdmapOptions::take(&m.options).map_err(|source| Error::Idmap {
         what: format!("mount {} {} on {}", m.kind, m.source, target.display()),
-        reason,
+        source,
     })?;
     let staged = match &idmap {
         Some(map) if m.kind == "overlay" => {
             let staging = rootfs.with_extension("idmapped-layers");
             Some(
-                IdmappedLowers::stage(map, &options, &staging).map_err(|reason| Error::Mount {
+                IdmappedLowers::stage(map, &options, &staging).map_err(|source| Error::Idmap {
                     what: format!("mount overlay on {}", target.display()),
-                    reason,
+                    source,
                 })?,
             )
         }
@@ -116,9 +116,9 @@ fn mount_one(m: &MountSpec, rootfs: &Path) -> Result<PathBuf> {
     }
     drop(staged);
     if let (Some(map), true) = (&idmap, opts.is_bind()) {
-        if let Err(reason) = idmap::idmap_in_place(map, &target) {
+        if let Err(source) = idmap::idmap_in_place(map, &target) {
             let _ = umount2(&target, MntFlags::MNT_DETACH);
-            return Err(Error::Mount { what, reason });
+            return Err(Error::Idmap { what, source });
         }
     }
     for p in &opts.propagation {

@@ -78,21 +78,45 @@ impl Rule {
     }
 }
 
-fn number(n: Option<i64>, what: &str) -> std::result::Result<Option<u32>, String> {
+/// Why the device rules could not become a filter on a cgroup.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceFilterError {
+    #[error("invalid device {what} {number}")]
+    Number { what: &'static str, number: i64 },
+    #[error("device rules cannot name fifos (type p)")]
+    Fifo,
+    #[error("invalid device access {access:?}")]
+    Access { access: Option<String> },
+    #[error("internal: unbound label")]
+    UnboundLabel,
+    #[error("too many device rules for one program")]
+    TooManyRules,
+    /// A bpf(2) step: `step` names the command and its object.
+    #[error("{step}: {source}")]
+    Bpf {
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type ProgramResult<T> = std::result::Result<T, DeviceFilterError>;
+
+fn number(n: Option<i64>, what: &'static str) -> ProgramResult<Option<u32>> {
     match n {
         None | Some(-1) => Ok(None),
         // 64-bit compares sign-extend the immediate: keep it positive.
         Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => Ok(Some(n as u32)),
-        Some(n) => Err(format!("invalid device {what} {n}")),
+        Some(number) => Err(DeviceFilterError::Number { what, number }),
     }
 }
 
-fn rule(r: &LinuxDeviceCgroup) -> std::result::Result<Rule, String> {
+fn rule(r: &LinuxDeviceCgroup) -> ProgramResult<Rule> {
     let typ = match r.typ().unwrap_or(LinuxDeviceType::A) {
         LinuxDeviceType::A => None,
         LinuxDeviceType::B => Some(DEV_BLOCK),
         LinuxDeviceType::C | LinuxDeviceType::U => Some(DEV_CHAR),
-        LinuxDeviceType::P => return Err("device rules cannot name fifos (type p)".into()),
+        LinuxDeviceType::P => return Err(DeviceFilterError::Fifo),
     };
     let mut access = 0;
     for c in r.access().as_deref().unwrap_or("rwm").chars() {
@@ -100,7 +124,11 @@ fn rule(r: &LinuxDeviceCgroup) -> std::result::Result<Rule, String> {
             'r' => ACC_READ,
             'w' => ACC_WRITE,
             'm' => ACC_MKNOD,
-            _ => return Err(format!("invalid device access {:?}", r.access())),
+            _ => {
+                return Err(DeviceFilterError::Access {
+                    access: r.access().clone(),
+                })
+            }
         };
     }
     Ok(Rule {
@@ -148,12 +176,12 @@ impl Asm {
         self.emit(MOV32_K, R0, R0, 0, v as i32);
         self.emit(EXIT, R0, R0, 0, 0);
     }
-    fn finish(mut self) -> std::result::Result<Vec<Insn>, String> {
+    fn finish(mut self) -> ProgramResult<Vec<Insn>> {
         for (at, l) in &self.fixups {
-            let target = self.labels[l.0].ok_or("internal: unbound label")?;
+            let target = self.labels[l.0].ok_or(DeviceFilterError::UnboundLabel)?;
             let off = target as i64 - *at as i64 - 1;
             self.insns[*at].off =
-                i16::try_from(off).map_err(|_| "too many device rules for one program")?;
+                i16::try_from(off).map_err(|_| DeviceFilterError::TooManyRules)?;
         }
         Ok(self.insns)
     }
@@ -195,7 +223,7 @@ fn chain<'a>(a: &mut Asm, rules: impl DoubleEndedIterator<Item = &'a Rule>, on_a
 }
 
 /// The device program for an ordered rule list (OCI order: later rules override earlier).
-pub fn program(rules: &[LinuxDeviceCgroup]) -> std::result::Result<Vec<Insn>, String> {
+pub fn program(rules: &[LinuxDeviceCgroup]) -> ProgramResult<Vec<Insn>> {
     let rules: Vec<Rule> = rules
         .iter()
         .map(rule)
@@ -230,11 +258,17 @@ pub fn program(rules: &[LinuxDeviceCgroup]) -> std::result::Result<Vec<Insn>, St
     a.finish()
 }
 
-fn err(dir: &Path, reason: String) -> Error {
-    Error::Cgroup {
-        path: dir.display().to_string(),
-        reason,
+fn err(dir: &Path, source: DeviceFilterError) -> Error {
+    Error::DeviceFilter {
+        dir: dir.to_path_buf(),
+        source,
     }
+}
+
+/// `map_err` for a bpf(2) step on `dir`.
+fn bpf_err(dir: &Path, step: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    let step = step.into();
+    move |source| err(dir, DeviceFilterError::Bpf { step, source })
 }
 
 /// Enforces `rules` on the cgroup v2 directory `dir`: loads their program and attaches it,
@@ -246,34 +280,36 @@ pub fn apply(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
     }
     let insns = program(rules).map_err(|e| err(dir, e))?;
     let prog = bpf::prog_load(bpf::BPF_PROG_TYPE_CGROUP_DEVICE, &insns, PROG_NAME)
-        .map_err(|e| err(dir, format!("BPF_PROG_LOAD of the device program: {e}")))?;
+        .map_err(bpf_err(dir, "BPF_PROG_LOAD of the device program"))?;
     let cg: OwnedFd = std::fs::File::open(dir)
-        .map_err(|e| err(dir, format!("open: {e}")))?
+        .map_err(bpf_err(dir, "open"))?
         .into();
     let old = bpf::prog_query(cg.as_fd(), bpf::BPF_CGROUP_DEVICE)
-        .map_err(|e| err(dir, format!("BPF_PROG_QUERY: {e}")))?;
+        .map_err(bpf_err(dir, "BPF_PROG_QUERY"))?;
     bpf::prog_attach(
         cg.as_fd(),
         prog.as_fd(),
         bpf::BPF_CGROUP_DEVICE,
         bpf::BPF_F_ALLOW_MULTI,
     )
-    .map_err(|e| err(dir, format!("BPF_PROG_ATTACH of the device program: {e}")))?;
+    .map_err(bpf_err(dir, "BPF_PROG_ATTACH of the device program"))?;
     for id in old {
         let p = match bpf::prog_fd_by_id(id) {
             Ok(p) => p,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue, // gone meanwhile
-            Err(e) => return Err(err(dir, format!("BPF_PROG_GET_FD_BY_ID {id}: {e}"))),
+            Err(e) => return Err(bpf_err(dir, format!("BPF_PROG_GET_FD_BY_ID {id}"))(e)),
         };
-        let name = bpf::prog_name(p.as_fd())
-            .map_err(|e| err(dir, format!("BPF_OBJ_GET_INFO_BY_FD of program {id}: {e}")))?;
+        let name = bpf::prog_name(p.as_fd()).map_err(bpf_err(
+            dir,
+            format!("BPF_OBJ_GET_INFO_BY_FD of program {id}"),
+        ))?;
         if name != PROG_NAME {
             continue; // someone else's filter: it keeps applying
         }
         match bpf::prog_detach(cg.as_fd(), p.as_fd(), bpf::BPF_CGROUP_DEVICE) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(err(dir, format!("BPF_PROG_DETACH of program {id}: {e}"))),
+            Err(e) => return Err(bpf_err(dir, format!("BPF_PROG_DETACH of program {id}"))(e)),
         }
     }
     Ok(())
@@ -282,10 +318,9 @@ pub fn apply(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
 /// The ids of the device programs attached to the cgroup directory `dir` itself.
 pub fn attached(dir: &Path) -> Result<Vec<u32>> {
     let cg: OwnedFd = std::fs::File::open(dir)
-        .map_err(|e| err(dir, format!("open: {e}")))?
+        .map_err(bpf_err(dir, "open"))?
         .into();
-    bpf::prog_query(cg.as_fd(), bpf::BPF_CGROUP_DEVICE)
-        .map_err(|e| err(dir, format!("BPF_PROG_QUERY: {e}")))
+    bpf::prog_query(cg.as_fd(), bpf::BPF_CGROUP_DEVICE).map_err(bpf_err(dir, "BPF_PROG_QUERY"))
 }
 
 /// One line per instruction, for tests and debugging (`jne r4, 1, +3`).
@@ -569,15 +604,19 @@ mod tests {
         assert!(allowed(&p, DEV_CHAR, ACC_READ, 4, 1));
         assert!(program(&[r(true, "p", None, None, "rwm")])
             .unwrap_err()
+            .to_string()
             .contains("fifo"));
         assert!(program(&[r(true, "c", Some(1), Some(3), "rx")])
             .unwrap_err()
+            .to_string()
             .contains("access"));
         assert!(program(&[r(true, "c", Some(-2), Some(3), "r")])
             .unwrap_err()
+            .to_string()
             .contains("major"));
         assert!(program(&[r(true, "c", Some(1), Some(1 << 40), "r")])
             .unwrap_err()
+            .to_string()
             .contains("minor"));
         // empty access grants nothing: the rule is dropped
         let p = program(&[r(true, "c", Some(1), Some(3), "")]).unwrap();

@@ -66,8 +66,33 @@ pub(crate) struct AttrWrite {
     pub data: Vec<u8>,
 }
 
+/// Why the process's LSM settings cannot be applied, in runc's words.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    #[error("selinux label is specified in config, but selinux is disabled or not supported")]
+    NoSeLinux,
+    #[error(
+        "unable to apply apparmor profile: apparmor failed to apply profile: write /proc/{rel}: {}",
+        crate::child::ioerr(source)
+    )]
+    AppArmor {
+        rel: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "can't set process label: write /proc/{rel}: {}",
+        crate::child::ioerr(source)
+    )]
+    SeLinux {
+        rel: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The writes `process` asks for on `host`, or why it cannot run there.
-pub(crate) fn plan(process: &Process, host: &Host) -> Result<Vec<AttrWrite>, String> {
+pub(crate) fn plan(process: &Process, host: &Host) -> Result<Vec<AttrWrite>, Error> {
     let mut out = Vec::new();
     if let Some(p) = process
         .apparmor_profile()
@@ -87,10 +112,7 @@ pub(crate) fn plan(process: &Process, host: &Host) -> Result<Vec<AttrWrite>, Str
     }
     if let Some(l) = process.selinux_label().as_deref().filter(|l| !l.is_empty()) {
         if !host.selinux {
-            return Err(
-                "selinux label is specified in config, but selinux is disabled or not supported"
-                    .into(),
-            );
+            return Err(Error::NoSeLinux);
         }
         out.push(AttrWrite {
             module: Module::SeLinux,
@@ -107,19 +129,13 @@ pub(crate) fn apply(
     process: &Process,
     host: &Host,
     mut write: impl FnMut(&str, &[u8]) -> std::io::Result<()>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     for w in plan(process, host)? {
-        write(&w.rel, &w.data).map_err(|e| {
-            let e = crate::child::ioerr(&e);
+        write(&w.rel, &w.data).map_err(|source| {
+            let rel = w.rel.clone();
             match w.module {
-                Module::AppArmor => format!(
-                    "unable to apply apparmor profile: apparmor failed to apply profile: \
-                     write /proc/{}: {e}",
-                    w.rel
-                ),
-                Module::SeLinux => {
-                    format!("can't set process label: write /proc/{}: {e}", w.rel)
-                }
+                Module::AppArmor => Error::AppArmor { rel, source },
+                Module::SeLinux => Error::SeLinux { rel, source },
             }
         })?;
     }
@@ -163,7 +179,7 @@ mod tests {
     }
 
     /// Runs `apply` with writes landing in the fake tree's proc directory.
-    fn apply_in(root: &Path, p: &Process) -> Result<(), String> {
+    fn apply_in(root: &Path, p: &Process) -> Result<(), Error> {
         let host = Host::detect(root);
         apply(p, &host, |rel, data| {
             let f = root.join("proc").join(rel);
@@ -228,7 +244,7 @@ mod tests {
         let (_d, r) = fake_host(true, None);
         let e = apply_in(&r, &process(None, Some(label))).unwrap_err();
         assert_eq!(
-            e,
+            e.to_string(),
             "selinux label is specified in config, but selinux is disabled or not supported"
         );
         // Nothing was written before the refusal.
@@ -265,7 +281,7 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(
-            e,
+            e.to_string(),
             "unable to apply apparmor profile: apparmor failed to apply profile: \
              write /proc/self/attr/exec: invalid argument"
         );

@@ -49,37 +49,62 @@ pub(crate) fn trailer(artifact: &[u8], kind: WasmKind) -> [u8; TRAILER_LEN] {
     t
 }
 
+/// Why a cache entry is not to be trusted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum Untrusted {
+    #[error("{0} bytes is too short for an entry")]
+    TooShort(u64),
+    #[error("read trailer: {0}")]
+    ReadTrailer(String),
+    #[error("no amphi trailer")]
+    NoTrailer,
+    #[error("trailer says {trailer} artifact bytes, the file has {file}")]
+    Length { trailer: u64, file: u64 },
+    #[error("unknown kind {0}")]
+    Kind(u8),
+    #[error("read at {offset}: {error}")]
+    Read { offset: u64, error: String },
+    #[error("sha256 of the artifact does not match its trailer")]
+    Digest,
+}
+
 /// Checks the entry `file` of `size` bytes: a well-formed trailer whose digest matches the
 /// artifact. Returns the kind, or why the entry is not to be trusted.
-pub(crate) fn verify(file: &File, size: u64) -> Result<WasmKind, String> {
+pub(crate) fn verify(file: &File, size: u64) -> Result<WasmKind, Untrusted> {
     let body = size
         .checked_sub(TRAILER_LEN as u64)
-        .ok_or_else(|| format!("{size} bytes is too short for an entry"))?;
+        .ok_or(Untrusted::TooShort(size))?;
     let mut t = [0u8; TRAILER_LEN];
+    // The read errors are kept as text: an entry that fails is discarded with a log line,
+    // and the variants stay comparable in the tests.
     file.read_exact_at(&mut t, body)
-        .map_err(|e| format!("read trailer: {e}"))?;
+        .map_err(|e| Untrusted::ReadTrailer(e.to_string()))?;
     if &t[TRAILER_LEN - 8..] != MAGIC || t[41..TRAILER_LEN - 8].iter().any(|b| *b != 0) {
-        return Err("no amphi trailer".into());
+        return Err(Untrusted::NoTrailer);
     }
     let len = u64::from_le_bytes(t[32..40].try_into().expect("8 bytes"));
     if len != body {
-        return Err(format!(
-            "trailer says {len} artifact bytes, the file has {body}"
-        ));
+        return Err(Untrusted::Length {
+            trailer: len,
+            file: body,
+        });
     }
-    let kind = byte_kind(t[40]).ok_or_else(|| format!("unknown kind {}", t[40]))?;
+    let kind = byte_kind(t[40]).ok_or(Untrusted::Kind(t[40]))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut off = 0u64;
     while off < body {
         let n = CHUNK.min((body - off) as usize);
         file.read_exact_at(&mut buf[..n], off)
-            .map_err(|e| format!("read at {off}: {e}"))?;
+            .map_err(|e| Untrusted::Read {
+                offset: off,
+                error: e.to_string(),
+            })?;
         h.update(&buf[..n]);
         off += n as u64;
     }
     if h.finalize()[..] != t[..32] {
-        return Err("sha256 of the artifact does not match its trailer".into());
+        return Err(Untrusted::Digest);
     }
     Ok(kind)
 }
@@ -133,7 +158,7 @@ mod tests {
         g.write_all(b"\x7fELF plain wasmtime artifact without a trailer, long enough")
             .unwrap();
         let len = g.as_file().metadata().unwrap().len();
-        let e = verify(g.as_file(), len).unwrap_err();
+        let e = verify(g.as_file(), len).unwrap_err().to_string();
         assert!(e.contains("trailer"), "{e}");
         assert!(verify(g.as_file(), 3).is_err());
     }

@@ -266,7 +266,7 @@ impl Cache {
                     self.remember(version, k);
                     k
                 }
-                Err(why) => return discard(why),
+                Err(why) => return discard(why.to_string()),
             },
         };
         if (kind != WasmKind::CoreModule) != is_component {

@@ -2,12 +2,14 @@
 //!
 //! Port from `PORT` in the container env (default 8080), bound on 0.0.0.0. Every request gets
 //! a fresh instance from the `ProxyPre`, in a slot of the serving engine's pooling allocator
-//! (`crate::engine::serving_config`); what one request may use is in [`request`]. On
+//! (`crate::engine::serving_config`), unless `[wasm.http] instance_reuse` lets it take one an
+//! earlier request left ([`warm`]); what one request may use is in [`request`]. On
 //! SIGTERM/SIGINT: stop accepting, let in-flight requests and their guest tasks finish, exit 0.
 
 mod access_log;
 mod body;
 mod request;
+mod warm;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::context::{CompState, RunContext};
-use crate::loaded::Loaded;
+use crate::loaded::{IdleWatch, Loaded};
 use access_log::AccessLog;
 use request::Server;
 
@@ -32,9 +34,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// A client that sends no complete request head within this time is disconnected.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Tokio workers: the setting, else the CPUs this process may use. `available_parallelism`
-/// reads the cgroup CPU quota and the affinity mask, so a container limited to one CPU gets one
-/// worker instead of fighting its own threads for the quota.
+/// Server threads ([`Worker`]s): the setting, else the CPUs this process may use.
+/// `available_parallelism` reads the cgroup CPU quota and the affinity mask, so a container
+/// limited to one CPU gets one worker instead of fighting its own threads for the quota.
 fn worker_count(setting: u32) -> usize {
     if setting > 0 {
         return setting as usize;
@@ -57,19 +59,6 @@ pub(crate) fn serve(loaded: &Loaded, pre: ProxyPre<CompState>, ctx: RunContext) 
         },
     };
     let settings = loaded.settings.clone();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(hook) = loaded.idle_hook {
-        crate::loaded::watch_idle(&mut builder, hook);
-    }
-    let rt = match builder
-        .worker_threads(worker_count(settings.http.workers))
-        .thread_name("amphi-http")
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(&ctx, format!("tokio runtime: {e}")),
-    };
     let access_log = if settings.http.access_log {
         match AccessLog::start(&ctx) {
             Ok(l) => Some(l),
@@ -78,86 +67,180 @@ pub(crate) fn serve(loaded: &Loaded, pre: ProxyPre<CompState>, ctx: RunContext) 
     } else {
         None
     };
-    let shared = loaded.shared.clone();
-    let inflight = Arc::new(AtomicUsize::new(0));
-    if settings.http.request_timeout_ms > 0 {
-        start_epoch_ticker(loaded.shared.engine.clone(), inflight.clone());
-    }
     // Opened once: a request's context shares these handles instead of opening the
     // directories again (an openat per preopen per request).
     let preopens = match ctx.wasi_builder() {
         Ok(mut b) => b.build().filesystem().clone(),
         Err(e) => return fail(&ctx, e),
     };
+    let listener = match std::net::TcpListener::bind(("0.0.0.0", port))
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+    {
+        Ok(l) => l,
+        Err(e) => return fail(&ctx, format!("bind 0.0.0.0:{port}: {e}")),
+    };
     let server = Arc::new(Server::new(
         loaded.name.clone(),
         pre,
         ctx,
         &settings,
-        inflight.clone(),
         access_log,
         preopens,
     ));
-    let mut drain = shared.drain.subscribe();
-    rt.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
-            Ok(l) => l,
+    if settings.http.request_timeout_ms > 0 {
+        start_epoch_ticker(loaded.shared.engine.clone(), server.inflight_counter());
+    }
+    let warm = server.warm();
+    let idle = (warm.enabled() || loaded.idle_hook.is_some()).then(|| {
+        // Kept instances go first, so that the trim after them finds their memory free.
+        let (warm, trim) = (warm.clone(), loaded.idle_hook);
+        IdleWatch::start(move || {
+            warm.clear();
+            if let Some(trim) = trim {
+                trim();
+            }
+        })
+    });
+    server.report(&format!(
+        "serving wasi:http/incoming-handler on http://0.0.0.0:{port}"
+    ));
+    let workers = worker_count(settings.http.workers);
+    let mut threads = Vec::with_capacity(workers - 1);
+    for i in 1..workers {
+        let worker = Worker::new(&listener, &server, loaded, idle.as_ref());
+        let spawned = std::thread::Builder::new()
+            .name(format!("amphi-http-{i}"))
+            .spawn(move || worker.and_then(Worker::run));
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => log::warn!("wasm http: cannot start worker {i}: {e}"),
+        }
+    }
+    // The calling thread is worker 0.
+    let mut code =
+        match Worker::new(&listener, &server, loaded, idle.as_ref()).and_then(Worker::run) {
+            Ok(()) => 0,
             Err(e) => {
-                server.report(&format!("bind 0.0.0.0:{port}: {e}"));
-                return 1;
+                server.report(&e);
+                1
             }
         };
-        server.report(&format!(
-            "serving wasi:http/incoming-handler on http://0.0.0.0:{port}"
-        ));
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                _ = drain.wait_for(|d| *d) => break,
-                accepted = listener.accept() => {
-                    let (stream, _) = match accepted {
-                        Ok(a) => a,
+    for t in threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                server.report(&e);
+                code = 1;
+            }
+            Err(_) => code = 1,
+        }
+    }
+    code
+}
+
+/// One server thread: a current-thread runtime that accepts on the shared listener and runs
+/// the connections it accepted and their guests. A request never leaves the thread that read
+/// it, so no wake-up crosses threads (on a multi-threaded runtime, handing the guest task and
+/// its response between workers cost a futex wake and a context switch per request); an idle
+/// worker takes the next connection, since every worker waits on the same listener.
+struct Worker {
+    rt: tokio::runtime::Runtime,
+    listener: std::net::TcpListener,
+    server: Arc<Server>,
+    drain: tokio::sync::watch::Receiver<bool>,
+    shared: Arc<crate::signals::Shared>,
+}
+
+impl Worker {
+    fn new(
+        listener: &std::net::TcpListener,
+        server: &Arc<Server>,
+        loaded: &Loaded,
+        idle: Option<&IdleWatch>,
+    ) -> Result<Worker, String> {
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        if let Some(idle) = idle {
+            idle.attach(&mut b);
+        }
+        let rt = b
+            .enable_all()
+            .build()
+            .map_err(|e| format!("tokio runtime: {e}"))?;
+        let listener = listener.try_clone().map_err(|e| format!("listener: {e}"))?;
+        Ok(Worker {
+            rt,
+            listener,
+            server: server.clone(),
+            drain: loaded.shared.drain.subscribe(),
+            shared: loaded.shared.clone(),
+        })
+    }
+
+    /// Accepts until the drain signal, then waits for its connections and for every guest task
+    /// of the server (some may run on this runtime) to finish.
+    fn run(self) -> Result<(), String> {
+        let Worker {
+            rt,
+            listener,
+            server,
+            mut drain,
+            shared,
+        } = self;
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .map_err(|e| format!("listener: {e}"))?;
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = drain.wait_for(|d| *d) => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => {
+                            conns.spawn(serve_connection(stream, server.clone(), shared.drain.subscribe()));
+                        }
                         Err(e) => {
                             // EMFILE and friends: back off instead of spinning.
                             log::warn!("wasm http: accept: {e}");
                             tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
                         }
-                    };
-                    // Responses are written as head + body chunks: without NODELAY a small
-                    // second write waits for the client's delayed ACK.
-                    let _ = stream.set_nodelay(true);
-                    let server = server.clone();
-                    let mut drain = shared.drain.subscribe();
-                    conns.spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            let server = server.clone();
-                            async move { Ok::<_, Infallible>(server.handle(req).await) }
-                        });
-                        let conn = http1::Builder::new()
-                            .keep_alive(true)
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_READ_TIMEOUT)
-                            .serve_connection(TokioIo::new(stream), svc);
-                        tokio::pin!(conn);
-                        tokio::select! {
-                            _ = conn.as_mut() => return,
-                            _ = drain.wait_for(|d| *d) => conn.as_mut().graceful_shutdown(),
-                        }
-                        let _ = conn.await;
-                    });
+                    },
                 }
             }
-        }
-        drop(listener);
-        while conns.join_next().await.is_some() {}
-        // Guest tasks that outlive their connection (a response still streaming when the
-        // client went away) finish too.
-        while inflight.load(Ordering::SeqCst) > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        0
-    })
+            drop(listener);
+            while conns.join_next().await.is_some() {}
+            // Guest tasks that outlive their connection (a response still streaming when the
+            // client went away) finish too.
+            while server.inflight() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// HTTP/1.1 with keep-alive on one accepted connection, until it closes or the server drains.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    server: Arc<Server>,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+) {
+    // Responses are written as head + body chunks: without NODELAY a small second write waits
+    // for the client's delayed ACK.
+    let _ = stream.set_nodelay(true);
+    let svc = hyper::service::service_fn(move |req| {
+        let server = server.clone();
+        async move { Ok::<_, Infallible>(server.handle(req).await) }
+    });
+    let conn = http1::Builder::new()
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = drain.wait_for(|d| *d) => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
 }
 
 /// Moves the epoch every [`EPOCH_TICK`] while a request runs; each request's store decides at

@@ -1,5 +1,5 @@
-//! One request: a store and a fresh instance from the serving engine's pool, within the
-//! limits of `[wasm.http]`:
+//! One request: a store and a fresh instance from the serving engine's pool (or an instance
+//! kept from an earlier request, [`super::warm`]), within the limits of `[wasm.http]`:
 //! - at most `max_instances` run at once (the pool's size); more wait for a slot;
 //! - a body larger than `max_body_bytes` answers 413 (at once when Content-Length says so,
 //!   else when the stream passes the limit);
@@ -27,6 +27,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use super::access_log::AccessLog;
 use super::body::LimitedBody;
+use super::warm::{Warm, WarmInstances};
 use crate::context::{CompState, RunContext};
 use crate::settings::WasmSettings;
 
@@ -43,6 +44,7 @@ pub(crate) struct Server {
     /// Guest tasks running (drain waits for 0; the epoch ticker only ticks above 0).
     inflight: Arc<AtomicUsize>,
     access_log: Option<AccessLog>,
+    warm: Arc<WarmInstances>,
 }
 
 /// How a guest task ended.
@@ -75,7 +77,6 @@ impl Server {
         pre: ProxyPre<CompState>,
         ctx: RunContext,
         settings: &WasmSettings,
-        inflight: Arc<AtomicUsize>,
         access_log: Option<AccessLog>,
         preopens: WasiFilesystemCtx,
     ) -> Server {
@@ -90,9 +91,25 @@ impl Server {
             timeout: (h.request_timeout_ms > 0)
                 .then(|| Duration::from_millis(h.request_timeout_ms)),
             fuel: settings.fuel,
-            inflight,
+            inflight: Arc::new(AtomicUsize::new(0)),
             access_log,
+            warm: Arc::new(WarmInstances::new(h.instance_reuse)),
         }
+    }
+
+    /// The instances kept between requests (the idle watcher empties them).
+    pub(crate) fn warm(&self) -> &Arc<WarmInstances> {
+        &self.warm
+    }
+
+    /// The count of guest tasks running, for the epoch ticker.
+    pub(crate) fn inflight_counter(&self) -> Arc<AtomicUsize> {
+        self.inflight.clone()
+    }
+
+    /// Guest tasks running now.
+    pub(crate) fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::SeqCst)
     }
 
     pub(crate) fn report(&self, msg: &str) {
@@ -165,6 +182,11 @@ impl Server {
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
+        Ok(store)
+    }
+
+    /// A request's fuel and run-time limit, set on a fresh store or a kept one alike.
+    fn arm(&self, store: &mut Store<CompState>) -> wasmtime::Result<()> {
         if let Some(f) = self.fuel {
             store.set_fuel(f)?;
         }
@@ -184,7 +206,7 @@ impl Server {
             }
             None => store.epoch_deadline_trap(),
         }
-        Ok(store)
+        Ok(())
     }
 
     /// Runs the guest on its own task; returns its response head, or the status to answer.
@@ -199,7 +221,11 @@ impl Server {
                 format!("failed: {}", crate::chain(&e)),
             )
         };
-        let mut store = self.new_store().map_err(internal)?;
+        let (mut store, kept, served) = match self.warm.take() {
+            Some(w) => (w.store, Some(w.proxy), w.served),
+            None => (self.new_store().map_err(internal)?, None, 0),
+        };
+        self.arm(&mut store).map_err(internal)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
             .data_mut()
@@ -215,15 +241,27 @@ impl Server {
         self.inflight.fetch_add(1, Ordering::SeqCst);
         let guard = InflightGuard(self.inflight.clone());
         let timeout = self.timeout;
+        let warm = self.warm.clone();
         let task = tokio::task::spawn(async move {
             let _guard = guard;
             let _permit = permit;
             let guest = async move {
-                let proxy = pre.instantiate_async(&mut store).await?;
+                let proxy = match kept {
+                    Some(p) => p,
+                    None => pre.instantiate_async(&mut store).await?,
+                };
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
-                    .await
+                    .await?;
+                if warm.enabled() {
+                    warm.put_back(Warm {
+                        store,
+                        proxy,
+                        served,
+                    });
+                }
+                Ok(())
             };
             match timeout {
                 // Dropping the guest's future unwinds it wherever it waits.

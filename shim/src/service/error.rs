@@ -59,25 +59,69 @@ pub enum ServiceError {
     /// A `binary://` log driver that could not be started.
     #[error("{0}")]
     LogDriver(String),
-    /// Networking in Create (`crate::network`); `invalid_input` when the user's config or
-    /// annotations are at fault.
-    #[error("{message}")]
+    /// Networking in Create of task `id` (`crate::network`); the user's config or
+    /// annotations are at fault when `NetError::is_config`.
+    #[error("network of task {id}: {source}")]
     Network {
-        invalid_input: bool,
-        message: String,
+        id: String,
+        #[source]
+        source: runtime_native::network::NetError,
+    },
+    /// An entrypoint missing from the rootfs, looked up among the image's wasm layers.
+    #[error("entrypoint {path} is not in the rootfs, and {source}")]
+    EntrypointLayer {
+        path: String,
+        #[source]
+        source: Box<crate::wasm_layers::FindError>,
+    },
+    /// The Create's runtime options or a table of the config they carry (`[tenant_files]`).
+    #[error(transparent)]
+    Config(Box<crate::runtime_options::ConfigError>),
+    /// The `[wasm]` settings of the module `module`.
+    #[error("wasm module {module}: {source}")]
+    WasmConfig {
+        module: String,
+        #[source]
+        source: Box<crate::runtime_options::ConfigError>,
+    },
+    /// A compile in the container's cgroup (`crate::compile_helper`); the tenant's module or
+    /// limit, or the host.
+    #[error(transparent)]
+    Compile(crate::compile_helper::CompileError),
+    /// Planning a workload (`what`) on the blocking pool panicked or was cancelled.
+    #[error("{what}: {source}")]
+    PlanFailed {
+        what: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("{what}: not done after {timeout:?} (reading, fetching or compiling the entrypoint)")]
+    PlanTimeout {
+        what: String,
+        timeout: std::time::Duration,
+    },
+    /// The container's rootfs, opened for reading its entrypoint.
+    #[error("open rootfs {}: {source}", path.display())]
+    OpenRootfs {
+        path: std::path::PathBuf,
+        #[source]
+        source: nix::errno::Errno,
     },
     /// Metrics that could not be encoded for containerd.
     #[error("encode metrics: {0}")]
-    Metrics(String),
+    Metrics(#[source] containerd_shim_protos::protobuf::Error),
     /// A blocking-pool job that panicked or was cancelled.
     #[error("blocking task failed: {0}")]
     Blocking(#[from] tokio::task::JoinError),
-    /// A host failure without a more precise variant.
-    #[error("{0}")]
-    Internal(String),
 }
 
 pub type ServiceResult<T> = std::result::Result<T, ServiceError>;
+
+impl From<crate::runtime_options::ConfigError> for ServiceError {
+    fn from(e: crate::runtime_options::ConfigError) -> ServiceError {
+        ServiceError::Config(Box::new(e))
+    }
+}
 
 /// Whether a wasm error is about what the caller sent (the module, its exports and imports,
 /// the settings) rather than the node's own cache, engine or artifact.
@@ -103,14 +147,13 @@ impl ServiceError {
             ServiceError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             ServiceError::InvalidArgument(_) => Code::INVALID_ARGUMENT,
             ServiceError::Unimplemented(_) => Code::UNIMPLEMENTED,
-            ServiceError::Runtime(runtime_native::Error::InvalidSpec { .. }) => {
-                Code::INVALID_ARGUMENT
-            }
+            ServiceError::Runtime(e) if e.is_invalid_spec() => Code::INVALID_ARGUMENT,
             ServiceError::Wasm(e) if wasm_is_callers(e) => Code::INVALID_ARGUMENT,
-            ServiceError::Network {
-                invalid_input: true,
-                ..
-            } => Code::INVALID_ARGUMENT,
+            ServiceError::Network { source, .. } if source.is_config() => Code::INVALID_ARGUMENT,
+            ServiceError::Config(_)
+            | ServiceError::WasmConfig { .. }
+            | ServiceError::EntrypointLayer { .. } => Code::INVALID_ARGUMENT,
+            ServiceError::Compile(e) if e.is_invalid_input() => Code::INVALID_ARGUMENT,
             ServiceError::Runtime(_)
             | ServiceError::Wasm(_)
             | ServiceError::OpenStdio { .. }
@@ -119,9 +162,12 @@ impl ServiceError {
             | ServiceError::Pty { .. }
             | ServiceError::LogDriver(_)
             | ServiceError::Network { .. }
+            | ServiceError::Compile(_)
+            | ServiceError::PlanFailed { .. }
+            | ServiceError::PlanTimeout { .. }
+            | ServiceError::OpenRootfs { .. }
             | ServiceError::Metrics(_)
-            | ServiceError::Blocking(_)
-            | ServiceError::Internal(_) => Code::UNKNOWN,
+            | ServiceError::Blocking(_) => Code::UNKNOWN,
         }
     }
 
@@ -172,10 +218,19 @@ mod tests {
             (
                 ServiceError::Runtime(runtime_native::Error::InvalidSpec {
                     path: "/b/config.json".into(),
-                    reason: "process.args is empty".into(),
+                    source: runtime_native::spec::Invalid::NoArgs,
                 }),
                 Code::INVALID_ARGUMENT,
-                "invalid spec /b/config.json: process.args is empty",
+                "invalid spec /b/config.json: process.args must not be empty",
+            ),
+            (
+                ServiceError::Runtime(runtime_native::Error::InvalidSpec {
+                    path: "/b/config.json".into(),
+                    source: runtime_native::UserNsError::MapsMissing.into(),
+                }),
+                Code::INVALID_ARGUMENT,
+                "invalid spec /b/config.json: a new user namespace needs linux.uidMappings and \
+                 linux.gidMappings",
             ),
             (
                 ServiceError::Runtime(runtime_native::Error::Container(
@@ -225,26 +280,45 @@ mod tests {
             ),
             (
                 ServiceError::Network {
-                    invalid_input: true,
-                    message: "network of task t1: bad subnet".into(),
+                    id: "t1".into(),
+                    source: runtime_native::network::NetError::Config("bad subnet".into()),
                 },
                 Code::INVALID_ARGUMENT,
-                "network of task t1: bad subnet",
+                "network of task t1: network config: bad subnet",
             ),
             (
                 ServiceError::Network {
-                    invalid_input: false,
-                    message: "network of task t1: no bridge".into(),
+                    id: "t1".into(),
+                    source: runtime_native::network::NetError::Firewall("no iptables".into()),
                 },
                 Code::UNKNOWN,
-                "network of task t1: no bridge",
+                "network of task t1: firewall: no iptables",
             ),
             (
-                ServiceError::Metrics("truncated".into()),
+                ServiceError::OpenRootfs {
+                    path: "/b/rootfs".into(),
+                    source: nix::errno::Errno::ENOENT,
+                },
                 Code::UNKNOWN,
-                "encode metrics: truncated",
+                "open rootfs /b/rootfs: ENOENT: No such file or directory",
             ),
-            (ServiceError::Internal("boom".into()), Code::UNKNOWN, "boom"),
+            (
+                ServiceError::PlanTimeout {
+                    what: "plan task t1".into(),
+                    timeout: std::time::Duration::from_secs(120),
+                },
+                Code::UNKNOWN,
+                "plan task t1: not done after 120s (reading, fetching or compiling the entrypoint)",
+            ),
+            (
+                ServiceError::from(crate::runtime_options::ConfigError::Options(
+                    crate::runtime_options::OptionsError::Decode(
+                        crate::runtime_options::DecodeError::TruncatedField,
+                    ),
+                )),
+                Code::INVALID_ARGUMENT,
+                "runtime options: truncated field",
+            ),
             (
                 ServiceError::Wasm(runtime_wasm::Error::InvalidModule {
                     module: "/app.wasm".into(),

@@ -8,7 +8,7 @@
 //! (`tests.rs`). Launcher calls block, so they run on the blocking pool, never on a worker.
 
 mod control;
-mod error;
+pub(crate) mod error;
 mod exits;
 mod launcher;
 mod logger;

@@ -82,8 +82,7 @@ impl NativeLauncher {
         spec: Spec,
         record: &mut ContainerRecord,
     ) -> ServiceResult<Launched<PendingProcess, Cgroup>> {
-        let limits = crate::tenant_limits::from_options(req.options.as_ref())
-            .map_err(ServiceError::InvalidArgument)?;
+        let limits = crate::tenant_limits::from_options(req.options.as_ref())?;
         let mut steps = CreateSteps {
             launcher: self,
             req: &req,
@@ -240,10 +239,6 @@ impl BuildSteps for CreateSteps<'_> {
         // amphi network (shim/src/network.rs): loopback or bridge in the init's new netns.
         crate::network::setup(self.record, self.spec, self.req.options.as_ref(), |r| {
             launcher.save(r)
-        })
-        .map_err(|e| ServiceError::Network {
-            invalid_input: e.invalid_input,
-            message: e.message,
         })?;
         let holders = self.holders.take().unwrap_or_default();
         self.io = Some(process_io(init, holders, &self.req.stdio)?);
@@ -327,7 +322,7 @@ impl Launcher for NativeLauncher {
     ) -> ServiceResult<()> {
         if let Err(m) = runtime_native::hooks::run_poststart(spec, id, bundle, init.pid) {
             let _ = send(init, nix::sys::signal::Signal::SIGKILL);
-            return Err(runtime_native::Error::Container(m).into());
+            return Err(runtime_native::Error::Hook(m).into());
         }
         Ok(())
     }

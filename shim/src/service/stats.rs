@@ -172,13 +172,13 @@ pub fn to_v2(s: &CgroupStats) -> v2::Metrics {
 }
 
 /// The metrics as the `Any` a StatsResponse carries.
-pub fn to_any(s: &CgroupStats) -> Result<Any, String> {
+pub fn to_any(s: &CgroupStats) -> Result<Any, containerd_shim_protos::protobuf::Error> {
     let (type_url, value) = if s.v2 {
         (V2_TYPE_URL, to_v2(s).write_to_bytes())
     } else {
         (V1_TYPE_URL, to_v1(s).write_to_bytes())
     };
-    let value = value.map_err(|e| format!("encode metrics: {e}"))?;
+    let value = value?;
     let mut any = Any::new();
     any.type_url = type_url.to_string();
     any.value = value;

@@ -112,11 +112,14 @@ fn bounded_for<T: Send + 'static>(
     let task = handle.spawn_blocking(f);
     match handle.block_on(tokio::time::timeout(timeout, task)) {
         Ok(Ok(result)) => result,
-        Ok(Err(e)) => Err(ServiceError::Internal(format!("{what}: {e}"))),
-        Err(_) => Err(ServiceError::Internal(format!(
-            "{what}: not done after {:?} (reading, fetching or compiling the entrypoint)",
-            timeout
-        ))),
+        Ok(Err(source)) => Err(ServiceError::PlanFailed {
+            what: what.to_string(),
+            source,
+        }),
+        Err(_) => Err(ServiceError::PlanTimeout {
+            what: what.to_string(),
+            timeout,
+        }),
     }
 }
 
@@ -160,9 +163,10 @@ fn plan_from_layer(
             wasm_plan(path, &layer.bytes, export, input)
         }
         Ok(None) => Ok(native()),
-        Err(e) => Err(ServiceError::InvalidArgument(format!(
-            "entrypoint {path} is not in the rootfs, and {e}"
-        ))),
+        Err(source) => Err(ServiceError::EntrypointLayer {
+            path: path.to_string(),
+            source: Box::new(source),
+        }),
     }
 }
 
@@ -178,7 +182,10 @@ fn wasm_plan(
     runtime_wasm::check_function_sizes(path, bytes, max_function)?;
     let settings = &input.settings;
     let settings = wasm::settings(settings.options.as_ref(), settings.annotations.as_ref())
-        .map_err(|e| ServiceError::InvalidArgument(format!("wasm module {path}: {e}")))?;
+        .map_err(|source| ServiceError::WasmConfig {
+            module: path.to_string(),
+            source: Box::new(source),
+        })?;
     let cache = wasm::cache().map_err(ServiceError::from)?;
     let compiled = match cache
         .lookup(&settings, path, bytes, export)
@@ -194,13 +201,7 @@ fn wasm_plan(
                 input.cgroup.as_ref(),
                 PLAN_TIMEOUT,
             )
-            .map_err(|e| {
-                if e.is_invalid_input() {
-                    ServiceError::InvalidArgument(e.to_string())
-                } else {
-                    ServiceError::Internal(e.to_string())
-                }
-            })?;
+            .map_err(ServiceError::Compile)?;
             cache.finish(&job).map_err(ServiceError::from)?
         }
     };
@@ -262,7 +263,10 @@ fn open_root(rootfs: &Path) -> ServiceResult<File> {
         nix::sys::stat::Mode::empty(),
     )
     .map(File::from)
-    .map_err(|e| ServiceError::Internal(format!("open rootfs {}: {e}", rootfs.display())))
+    .map_err(|source| ServiceError::OpenRootfs {
+        path: rootfs.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]

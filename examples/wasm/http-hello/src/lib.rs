@@ -5,13 +5,18 @@
 //! - `/stream?mb=N` answers N MiB of `x` written in 4 KiB chunks;
 //! - `/fetch?url=http://HOST:PORT/PATH` makes an outgoing request and answers its status and
 //!   body;
-//! - `/trap` traps; `/spin` computes forever.
+//! - `/trap` traps; `/spin` computes forever;
+//! - `/served` answers how many requests this instance has served, this one included (1 for a
+//!   fresh instance per request; more where the host keeps instances).
 use wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
     ResponseOutparam, Scheme,
 };
 
 struct HttpHello;
+
+/// Requests this instance has served.
+static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 wasi::http::proxy::export!(HttpHello);
 
@@ -105,6 +110,11 @@ impl wasi::exports::http::incoming_handler::Guest for HttpHello {
         let method = format!("{:?}", request.method());
         let path = request.path_with_query().unwrap_or_else(|| "/".into());
         let query = |prefix: &str| path.strip_prefix(prefix).map(str::to_string);
+        let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if path == "/served" {
+            respond(response_out, 200, format!("served {served}\n").as_bytes());
+            return;
+        }
         if path == "/trap" {
             core::arch::wasm32::unreachable();
         }

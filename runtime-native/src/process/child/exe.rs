@@ -21,18 +21,20 @@ pub(super) fn is_executable(p: &Path) -> std::result::Result<(), Errno> {
 }
 
 /// Resolves argv[0] inside the container: a path with a slash as is, else through `PATH`.
-pub(crate) fn resolve_exe(arg0: &str, env: &[String]) -> R<PathBuf> {
+pub(crate) fn resolve_exe(arg0: &str, env: &[String]) -> Result<PathBuf, Error> {
     if arg0.is_empty() {
-        return Err("exec: the process has an empty argv[0]".into());
+        return Err(Error::EmptyArgv0);
     }
+    let arg0_ = || arg0.to_string();
     if arg0.contains('/') {
         let p = PathBuf::from(arg0);
         return match is_executable(&p) {
             Ok(()) => Ok(p),
-            Err(Errno::ENOENT) => Err(format!(
-                "exec: \"{arg0}\": stat {arg0}: no such file or directory"
-            )),
-            Err(e) => Err(format!("exec: \"{arg0}\": {}", etext(e))),
+            Err(Errno::ENOENT) => Err(Error::NoSuchExe { arg0: arg0_() }),
+            Err(source) => Err(Error::NotExecutable {
+                arg0: arg0_(),
+                source,
+            }),
         };
     }
     for dir in env_path(env).split(':') {
@@ -42,7 +44,5 @@ pub(crate) fn resolve_exe(arg0: &str, env: &[String]) -> R<PathBuf> {
             return Ok(p);
         }
     }
-    Err(format!(
-        "exec: \"{arg0}\": executable file not found in $PATH"
-    ))
+    Err(Error::NotInPath { arg0: arg0_() })
 }

@@ -3,25 +3,25 @@
 
 use super::*;
 
-pub(super) fn dup_high(fd: RawFd, min: RawFd) -> R<RawFd> {
+pub(super) fn dup_high(fd: RawFd, min: RawFd) -> Result<RawFd, Error> {
     // SAFETY: duplicating an fd we own.
     let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
     if n < 0 {
-        return Err(format!("dup fd {fd}: {}", etext(Errno::last())));
+        return Err(last(format!("dup fd {fd}")));
     }
     Ok(n)
 }
 
-pub(super) fn dup2(from: RawFd, to: RawFd) -> R {
+pub(super) fn dup2(from: RawFd, to: RawFd) -> Result<(), Error> {
     // SAFETY: plain dup2 onto a number we manage.
     if unsafe { libc::dup2(from, to) } < 0 {
-        return Err(format!("dup2 {from} to {to}: {}", etext(Errno::last())));
+        return Err(last(format!("dup2 {from} to {to}")));
     }
     Ok(())
 }
 
 /// Puts stdio on 0..2, the extra fds on 3.., the sync socket above them, closes the rest.
-pub(super) fn setup_fds(c: &mut Child, fds: ChildFds) -> R {
+pub(super) fn setup_fds(c: &mut Child, fds: ChildFds) -> Result<(), Error> {
     let n = fds.extra.len() as RawFd;
     let min = 3 + n + 8;
     let sync = dup_high(c.sync, min)?;
@@ -31,7 +31,7 @@ pub(super) fn setup_fds(c: &mut Child, fds: ChildFds) -> R {
         nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| format!("open /dev/null: {}", etext(e)))?
+    .map_err(sys("open /dev/null"))?
     .into_raw_fd();
     let mut stdio = Vec::new();
     for f in [fds.stdin, fds.stdout, fds.stderr] {

@@ -3,7 +3,22 @@
 
 use super::*;
 
-pub(super) fn oom_score_adj(c: &Child, process: &Process) -> R {
+/// `oom_score_adj` could not be set to `adj`.
+#[derive(Debug, thiserror::Error)]
+#[error("set oom_score_adj to {adj}: {}", ioerr(source))]
+pub(crate) struct OomScoreAdjError {
+    adj: i32,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Writes `adj` into this process's `oom_score_adj` (through the verified procfs handle).
+pub(crate) fn set_oom_score_adj(adj: i32) -> Result<(), OomScoreAdjError> {
+    crate::procfs::write("self/oom_score_adj", adj.to_string().as_bytes())
+        .map_err(|source| OomScoreAdjError { adj, source })
+}
+
+pub(super) fn oom_score_adj(c: &Child, process: &Process) -> Result<(), Error> {
     let Some(adj) = process.oom_score_adj() else {
         return Ok(());
     };
@@ -16,21 +31,24 @@ pub(super) fn oom_score_adj(c: &Child, process: &Process) -> R {
         // where this process could not write the file any more (it belongs to host root).
         return Ok(());
     }
-    if let Err(e) = crate::procfs::write("self/oom_score_adj", adj.to_string().as_bytes()) {
-        let perm = matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES));
+    if let Err(e) = set_oom_score_adj(adj) {
+        let perm = matches!(
+            e.source.raw_os_error(),
+            Some(libc::EPERM) | Some(libc::EACCES)
+        );
         if perm && adj < cur {
             c.warn(format!(
                 "setting oom_score_adj to {adj} (lower than {cur}) failed, ignored: {}",
-                ioerr(&e)
+                ioerr(&e.source)
             ));
         } else {
-            return Err(format!("set oom_score_adj to {adj}: {}", ioerr(&e)));
+            return Err(e.into());
         }
     }
     Ok(())
 }
 
-pub(super) fn rlimits(process: &Process) -> R {
+pub(super) fn rlimits(process: &Process) -> Result<(), Error> {
     use oci_spec::runtime::PosixRlimitType as T;
     for rl in process.rlimits().clone().unwrap_or_default() {
         let res = match rl.typ() {
@@ -57,12 +75,9 @@ pub(super) fn rlimits(process: &Process) -> R {
         };
         // SAFETY: valid rlimit pointer.
         if unsafe { libc::setrlimit(res, &lim) } != 0 {
+            let source = Errno::last();
             let name = serde_json::to_string(&rl.typ()).unwrap_or_default();
-            return Err(format!(
-                "setrlimit {}: {}",
-                name.trim_matches('"'),
-                etext(Errno::last())
-            ));
+            return Err(sys(format!("setrlimit {}", name.trim_matches('"')))(source));
         }
     }
     Ok(())
@@ -119,12 +134,12 @@ pub(crate) fn cap_number(name: &str) -> Option<u32> {
     CAP_NAMES.iter().position(|c| *c == n).map(|i| i as u32)
 }
 
-pub(super) fn cap_set(set: &Option<oci_spec::runtime::Capabilities>) -> R<u64> {
+pub(super) fn cap_set(set: &Option<oci_spec::runtime::Capabilities>) -> Result<u64, Error> {
     let mut bits = 0u64;
     for cap in set.iter().flatten() {
         let name = serde_json::to_string(cap).unwrap_or_default();
         let name = name.trim_matches('"');
-        let n = cap_number(name).ok_or_else(|| format!("unknown capability {name:?}"))?;
+        let n = cap_number(name).ok_or_else(|| Error::UnknownCapability(name.to_string()))?;
         bits |= 1 << n;
     }
     Ok(bits)
@@ -169,7 +184,7 @@ pub(super) fn capset(eff: u64, perm: u64, inh: u64) -> std::result::Result<(), E
     Ok(())
 }
 
-pub(super) fn identity_and_caps(c: &Child, process: &Process) -> R {
+pub(super) fn identity_and_caps(c: &Child, process: &Process) -> Result<(), Error> {
     let caps = process.capabilities().clone();
     let user = process.user();
     let sets = match &caps {
@@ -188,11 +203,10 @@ pub(super) fn identity_and_caps(c: &Child, process: &Process) -> R {
                 // SAFETY: prctl with integer arguments.
                 let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, n as libc::c_ulong, 0, 0, 0) };
                 if r != 0 && Errno::last() != Errno::EINVAL {
-                    return Err(format!(
-                        "drop capability CAP_{} from the bounding set: {}",
-                        CAP_NAMES.get(n as usize).unwrap_or(&"?"),
-                        etext(Errno::last())
-                    ));
+                    return Err(last(format!(
+                        "drop capability CAP_{} from the bounding set",
+                        CAP_NAMES.get(n as usize).unwrap_or(&"?")
+                    )));
                 }
             }
         }
@@ -209,27 +223,21 @@ pub(super) fn identity_and_caps(c: &Child, process: &Process) -> R {
     match nix::unistd::setgroups(&gids) {
         Ok(()) => {}
         Err(Errno::EPERM) if gids.is_empty() => {}
-        Err(e) => {
-            return Err(format!(
-                "setgroups {:?}: {}",
-                user.additional_gids(),
-                etext(e)
-            ))
-        }
+        Err(e) => return Err(sys(format!("setgroups {:?}", user.additional_gids()))(e)),
     }
     let (uid, gid) = (user.uid(), user.gid());
     // SAFETY: plain id syscalls.
     if unsafe { libc::setresgid(gid, gid, gid) } != 0 {
-        return Err(format!("setgid {gid}: {}", etext(Errno::last())));
+        return Err(last(format!("setgid {gid}")));
     }
     // SAFETY: as above.
     if unsafe { libc::setresuid(uid, uid, uid) } != 0 {
-        return Err(format!("setuid {uid}: {}", etext(Errno::last())));
+        return Err(last(format!("setuid {uid}")));
     }
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
     if let Some((_, eff, perm, inh, amb)) = sets {
-        capset(eff, perm, inh).map_err(|e| format!("set capabilities: {}", etext(e)))?;
+        capset(eff, perm, inh).map_err(sys("set capabilities"))?;
         // SAFETY: prctl with integer arguments.
         unsafe {
             libc::prctl(
@@ -265,7 +273,7 @@ pub(super) fn identity_and_caps(c: &Child, process: &Process) -> R {
     if process.no_new_privileges().unwrap_or(false) {
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(format!("set no_new_privs: {}", etext(Errno::last())));
+            return Err(last("set no_new_privs"));
         }
     }
     Ok(())

@@ -4,7 +4,8 @@
 //!
 //! Runs in a fork-like clone of the single-threaded spawner, so it may allocate freely. Every
 //! failure becomes a `Failed(message)` on the sync socket, naming the step and the object in
-//! user terms, followed by `_exit(1)`.
+//! user terms, followed by `_exit(1)`: typed ([`Error`]) up to `main`, which formats it once,
+//! because the caller that shows it to the user is another process.
 
 use std::ffi::CString;
 use std::fs;
@@ -16,30 +17,14 @@ use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
-use crate::fds::{close_fds_except, open_ro};
-use crate::ns::ns_clone_flag;
+use crate::fds::close_fds_except;
 use crate::request::{ChildFds, Request};
 use crate::sync::{self, ChildMsg, ParentMsg};
 use crate::workload::{ProcessContext, Workload, WorkloadTable};
 
-pub(crate) type R<T = ()> = std::result::Result<T, String>;
-
-/// Lower-case errno text, as runc prints it ("no such file or directory").
-pub(crate) fn etext(e: Errno) -> String {
-    let d = e.desc();
-    let mut c = d.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
-        None => d.to_string(),
-    }
-}
-
-pub(crate) fn ioerr(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => etext(Errno::from_raw(n)),
-        None => e.to_string(),
-    }
-}
+mod error;
+pub(crate) use error::{etext, ioerr, Error, R};
+use error::{last, sys};
 
 struct Child {
     sync: RawFd,
@@ -48,7 +33,7 @@ struct Child {
     cap_last: u32,
     /// /proc/self/cgroup as read after joining the cgroups (before a cgroup namespace).
     self_cgroup: std::cell::RefCell<String>,
-    /// The spawner's report on moving us into our cgroup (spawner.rs `join_cgroup`), read by
+    /// The spawner's report on moving us into our cgroup (spawner/cgroup_join.rs `join_cgroup`), read by
     /// `ensure_joined`; `None` once read, or with no cgroup to join.
     join: std::cell::Cell<Option<RawFd>>,
     /// The spec asks for a new cgroup namespace, created (by `ensure_joined`) once we are in
@@ -79,7 +64,7 @@ impl crate::rootfs::Container for Child {
     }
 
     fn joined_cgroups(&self) -> R<String> {
-        ensure_joined(self)?;
+        ensure_joined(self).map_err(|e| e.to_string())?; // text for the rootfs step
         read_self_cgroup(self);
         Ok(self.self_cgroup.borrow().clone())
     }
@@ -90,8 +75,10 @@ impl crate::rootfs::Container for Child {
 
     fn before_pivot(&self) -> R {
         if let Some(h) = &self.hooks {
-            ensure_joined(self)?; // hooks see the container in its cgroup
-            h.before_pivot(self.sync)?; // createRuntime (by the caller), createContainer
+            // hooks see the container in its cgroup; text for the rootfs step
+            ensure_joined(self).map_err(|e| e.to_string())?;
+            // createRuntime (by the caller), createContainer; text for the rootfs step.
+            h.before_pivot(self.sync).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -114,12 +101,13 @@ pub(crate) fn main(req: Request, fds: ChildFds, sync_sock: OwnedFd, workloads: W
         init_pidfd: None,
     };
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut child, req, fds)));
-    let msg = match res {
+    let err = match res {
         Ok(Ok(())) => unsafe { libc::_exit(0) },
-        Ok(Err(m)) => m,
-        Err(_) => "internal error: container setup panicked".to_string(),
+        Ok(Err(e)) => e,
+        Err(_) => Error::Panicked,
     };
-    let _ = sync::send(&child.sync, &ChildMsg::Failed(msg), &[]);
+    // Text from here on: the caller is another process.
+    let _ = sync::send(&child.sync, &ChildMsg::Failed(err.to_string()), &[]);
     unsafe { libc::_exit(1) }
 }
 
@@ -137,7 +125,7 @@ use namespaces::{
 };
 use pty::setup_pty;
 
-fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
+fn run(c: &mut Child, req: Request, fds: ChildFds) -> Result<(), Error> {
     // SAFETY: prctl with plain integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     setup_fds(c, fds)?;
@@ -149,7 +137,7 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
     c.hooks = crate::hooks::ChildHooks::for_request(&req);
     match req {
         Request::Init(r) => {
-            let process = r.spec.process().clone().ok_or("the spec has no process")?;
+            let process = r.spec.process().clone().ok_or(Error::NoProcess)?;
             crate::userns::wait_mapped(c.sync, &r.spec)?;
             init_namespaces(c, &r.spec)?;
             if namespaces(&r.spec)
@@ -173,9 +161,12 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
                 if let Some(h) = &c.hooks {
                     h.before_pivot(c.sync)?;
                 }
-                nix::unistd::chroot(&r.rootfs)
-                    .map_err(|e| format!("chroot to {}: {}", r.rootfs.display(), etext(e)))?;
-                std::env::set_current_dir("/").map_err(|e| format!("chdir /: {}", ioerr(&e)))?;
+                nix::unistd::chroot(&r.rootfs).map_err(|source| Error::Chroot {
+                    path: r.rootfs.clone(),
+                    source,
+                })?;
+                std::env::set_current_dir("/")
+                    .map_err(|source| Error::Chdir { what: "/", source })?;
             }
             let new_uts = nss
                 .iter()
@@ -202,8 +193,10 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
             };
             crate::exec_ns::join(&init, &r.spec)?;
             drop(pidfd);
-            std::env::set_current_dir("/")
-                .map_err(|e| format!("chdir to container root: {}", ioerr(&e)))?;
+            std::env::set_current_dir("/").map_err(|source| Error::Chdir {
+                what: "to container root",
+                source,
+            })?;
             oom_score_adj(c, &r.process)?;
             finish(c, &r.spec, &r.process, &r.workload)
         }
@@ -211,18 +204,20 @@ fn run(c: &mut Child, req: Request, fds: ChildFds) -> R {
 }
 
 /// The runner registered as `name`.
-fn runner(c: &Child, name: &str) -> R<&'static dyn crate::workload::WorkloadRunner> {
+fn runner(c: &Child, name: &str) -> Result<&'static dyn crate::workload::WorkloadRunner, Error> {
     c.workloads
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, r)| *r)
-        .ok_or_else(|| format!("unknown workload runner {name:?}"))
+        .ok_or_else(|| Error::UnknownRunner(name.to_string()))
 }
 
-fn finish(c: &Child, spec: &Spec, process: &Process, workload: &Workload) -> R {
+fn finish(c: &Child, spec: &Spec, process: &Process, workload: &Workload) -> Result<(), Error> {
     // A runner's setup runs while we still have every privilege we will drop below.
     let setup = match workload {
-        Workload::Custom { runner: name, .. } => runner(c, name)?.setup(spec)?,
+        Workload::Custom { runner: name, .. } => {
+            runner(c, name)?.setup(spec).map_err(Error::Runner)?
+        }
         Workload::Exec => Vec::new(),
     };
     let setup_fds: Vec<RawFd> = setup.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
@@ -250,15 +245,12 @@ fn finish(c: &Child, spec: &Spec, process: &Process, workload: &Workload) -> R {
     unsafe { libc::umask(umask as libc::mode_t) };
     let cwd = process.cwd().to_string_lossy().into_owned();
     let cwd = if cwd.is_empty() { "/".to_string() } else { cwd };
-    if let Err(e) = std::env::set_current_dir(&cwd) {
-        return Err(format!(
-            "chdir to cwd ({cwd:?}) set in config.json failed: {}",
-            ioerr(&e)
-        ));
+    if let Err(source) = std::env::set_current_dir(&cwd) {
+        return Err(Error::Cwd { cwd, source });
     }
     let args = process.args().clone().unwrap_or_default();
     if args.is_empty() {
-        return Err("the process has no args in config.json".into());
+        return Err(Error::NoArgs);
     }
     let env = process.env().clone().unwrap_or_default();
     let memory_limit = spec
@@ -285,19 +277,16 @@ fn finish(c: &Child, spec: &Spec, process: &Process, workload: &Workload) -> R {
         Workload::Exec => {
             let exe = resolve_exe(&args[0], &env)?;
             let cexe = CString::new(exe.as_os_str().as_encoded_bytes())
-                .map_err(|_| format!("exec {}: path contains a NUL byte", exe.display()))?;
+                .map_err(|_| Error::NulInPath { path: exe.clone() })?;
             let cargs = to_cstrings(&args, "argument")?;
             let cenv = to_cstrings(&env, "environment variable")?;
             ready_and_wait(c)?;
             if let Some(h) = &c.hooks {
                 h.start_container()?;
             }
-            let e = nix::unistd::execve(&cexe, &cargs, &cenv).unwrap_err();
-            let _ = sync::send(
-                &c.sync,
-                &ChildMsg::Failed(format!("exec {}: {}", exe.display(), etext(e))),
-                &[],
-            );
+            let source = nix::unistd::execve(&cexe, &cargs, &cenv).unwrap_err();
+            let e = Error::Exec { path: exe, source };
+            let _ = sync::send(&c.sync, &ChildMsg::Failed(e.to_string()), &[]);
             // SAFETY: leaving the child without running destructors.
             unsafe { libc::_exit(127) }
         }
@@ -305,7 +294,9 @@ fn finish(c: &Child, spec: &Spec, process: &Process, workload: &Workload) -> R {
             runner: name,
             payload,
         } => {
-            let prepared = runner(c, name)?.prepare(&ctx, payload, setup)?;
+            let prepared = runner(c, name)?
+                .prepare(&ctx, payload, setup)
+                .map_err(Error::Runner)?;
             ready_and_wait(c)?;
             if let Some(h) = &c.hooks {
                 h.start_container()?;
@@ -319,15 +310,18 @@ fn finish(c: &Child, spec: &Spec, process: &Process, workload: &Workload) -> R {
     }
 }
 
-fn to_cstrings(v: &[String], what: &str) -> R<Vec<CString>> {
+fn to_cstrings(v: &[String], what: &'static str) -> Result<Vec<CString>, Error> {
     v.iter()
         .map(|s| {
-            CString::new(s.as_bytes()).map_err(|_| format!("{what} {s:?} contains a NUL byte"))
+            CString::new(s.as_bytes()).map_err(|_| Error::Nul {
+                what,
+                value: s.clone(),
+            })
         })
         .collect()
 }
 
-fn ready_and_wait(c: &Child) -> R {
+fn ready_and_wait(c: &Child) -> Result<(), Error> {
     sync::send(&c.sync, &ChildMsg::Ready, &[])?;
     match sync::recv::<ParentMsg>(&c.sync) {
         Ok(Some((ParentMsg::Start, _))) => {}
@@ -368,11 +362,12 @@ mod tests {
         let env = vec![format!("PATH=/nonexistent:{}", bin.display())];
         assert_eq!(resolve_exe("tool", &env).unwrap(), exe);
         assert_eq!(
-            resolve_exe("nosuchcmd", &env).unwrap_err(),
+            resolve_exe("nosuchcmd", &env).unwrap_err().to_string(),
             "exec: \"nosuchcmd\": executable file not found in $PATH"
         );
         assert!(resolve_exe("/nope/x", &env)
             .unwrap_err()
+            .to_string()
             .contains("no such file or directory"));
     }
 

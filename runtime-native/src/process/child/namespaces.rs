@@ -17,24 +17,25 @@ pub(super) fn read_self_cgroup(c: &Child) {
 /// one. Called where the cgroup matters: before mounting cgroupfs, before the runtime hooks,
 /// before dropping capabilities when a cgroup namespace is to be created (unshare needs
 /// CAP_SYS_ADMIN), else once Start arrived, before the workload runs. Idempotent.
-pub(super) fn ensure_joined(c: &Child) -> R {
+pub(super) fn ensure_joined(c: &Child) -> Result<(), Error> {
     if let Some(fd) = c.join.take() {
         let res = sync::recv_raw(fd);
         // SAFETY: closing the socket we own.
         unsafe { libc::close(fd) };
-        match res.map_err(|e| format!("wait for the cgroup join: {}", etext(e)))? {
+        match res.map_err(Error::CgroupJoinWait)? {
             Some((msg, _)) => match msg.split_first() {
                 Some((b'J', _)) => {}
-                Some((b'E', why)) => return Err(String::from_utf8_lossy(why).into_owned()),
-                _ => return Err("the runtime did not place the process in its cgroup".into()),
+                Some((b'E', why)) => {
+                    return Err(Error::CgroupJoin(String::from_utf8_lossy(why).into_owned()))
+                }
+                _ => return Err(Error::NotPlaced),
             },
-            None => return Err("the runtime did not place the process in its cgroup".into()),
+            None => return Err(Error::NotPlaced),
         }
     }
     if c.unshare_cgroup.replace(false) {
         read_self_cgroup(c);
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
-            .map_err(|e| format!("create cgroup namespace: {}", etext(e)))?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(Error::CgroupNs)?;
     }
     Ok(())
 }
@@ -42,11 +43,16 @@ pub(super) fn ensure_joined(c: &Child) -> R {
 /// Sets the loopback interface up in the container's new network namespace, as runc does for
 /// every new netns. Done here, in parallel with the cgroup join, rather than by the caller
 /// after Ready.
-pub(super) fn loopback_up() -> R {
+pub(super) fn loopback_up() -> Result<(), Error> {
+    // Right after the call that failed: its errno.
+    let failed = |step| Error::Loopback {
+        step,
+        source: Errno::last(),
+    };
     // SAFETY: plain socket call; the fd is owned below.
     let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if s < 0 {
-        return Err(format!("loopback: socket: {}", etext(Errno::last())));
+        return Err(failed("socket"));
     }
     // SAFETY: s is a fresh fd we own.
     let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(s) };
@@ -58,14 +64,11 @@ pub(super) fn loopback_up() -> R {
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS with a valid ifreq.
     unsafe {
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) != 0 {
-            return Err(format!(
-                "loopback: get flags of lo: {}",
-                etext(Errno::last())
-            ));
+            return Err(failed("get flags of lo"));
         }
         ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) != 0 {
-            return Err(format!("loopback: set lo up: {}", etext(Errno::last())));
+            return Err(failed("set lo up"));
         }
     }
     Ok(())
@@ -87,7 +90,7 @@ pub(super) fn ns_order(t: LinuxNamespaceType) -> u8 {
     }
 }
 
-pub(super) fn init_namespaces(c: &Child, spec: &Spec) -> R {
+pub(super) fn init_namespaces(c: &Child, spec: &Spec) -> Result<(), Error> {
     let mut join: Vec<(LinuxNamespaceType, PathBuf, OwnedFd)> = Vec::new();
     let mut new_cgroup = false;
     for (t, p) in namespaces(spec) {
@@ -101,8 +104,7 @@ pub(super) fn init_namespaces(c: &Child, spec: &Spec) -> R {
                     // user namespace the path may not even be openable (/proc/<pid>/ns/*).
                     continue;
                 }
-                let f = open_ro(&p)
-                    .map_err(|e| format!("open {t} namespace {}: {}", p.display(), etext(e)))?;
+                let f = crate::ns::open_path(t, &p)?;
                 if crate::userns::already_in(&f, t) {
                     continue; // entered by the spawner for the clone (userns.rs)
                 }
@@ -112,15 +114,14 @@ pub(super) fn init_namespaces(c: &Child, spec: &Spec) -> R {
     }
     join.sort_by_key(|(t, _, _)| ns_order(*t));
     for (t, p, f) in &join {
-        nix::sched::setns(f, ns_clone_flag(*t))
-            .map_err(|e| format!("join {t} namespace {}: {}", p.display(), etext(e)))?;
+        crate::ns::join_path(*t, p, f)?;
     }
     // Unshared by `ensure_joined`, once the spawner has moved us into our cgroup.
     c.unshare_cgroup.set(new_cgroup);
     Ok(())
 }
 
-pub(super) fn hostname(c: &Child, spec: &Spec, new_uts: bool) -> R {
+pub(super) fn hostname(c: &Child, spec: &Spec, new_uts: bool) -> Result<(), Error> {
     let host = spec.hostname().clone().unwrap_or_default();
     let domain = spec.domainname().clone().unwrap_or_default();
     if host.is_empty() && domain.is_empty() {
@@ -131,17 +132,22 @@ pub(super) fn hostname(c: &Child, spec: &Spec, new_uts: bool) -> R {
         return Ok(());
     }
     if !host.is_empty() {
-        nix::unistd::sethostname(&host)
-            .map_err(|e| format!("set hostname {host:?}: {}", etext(e)))?;
+        nix::unistd::sethostname(&host).map_err(|source| Error::Name {
+            what: "hostname",
+            name: host.clone(),
+            source,
+        })?;
     }
     if !domain.is_empty() {
         // SAFETY: valid pointer and length.
         let r = unsafe { libc::setdomainname(domain.as_ptr().cast(), domain.len()) };
         if r != 0 {
-            return Err(format!(
-                "set domainname {domain:?}: {}",
-                etext(Errno::last())
-            ));
+            let source = Errno::last();
+            return Err(Error::Name {
+                what: "domainname",
+                name: domain,
+                source,
+            });
         }
     }
     Ok(())
@@ -170,7 +176,10 @@ pub(crate) fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
     }
 }
 
-pub(super) fn sysctls(spec: &Spec, nss: &[(LinuxNamespaceType, Option<PathBuf>)]) -> R {
+pub(super) fn sysctls(
+    spec: &Spec,
+    nss: &[(LinuxNamespaceType, Option<PathBuf>)],
+) -> Result<(), Error> {
     let Some(map) = spec.linux().as_ref().and_then(|l| l.sysctl().clone()) else {
         return Ok(());
     };
@@ -180,15 +189,11 @@ pub(super) fn sysctls(spec: &Spec, nss: &[(LinuxNamespaceType, Option<PathBuf>)]
         let key = k.replace('/', ".");
         match sysctl_namespace(&key) {
             Some(t) if nss.iter().any(|(n, _)| *n == t) => {}
-            _ => {
-                return Err(format!(
-                    "sysctl {k:?} is not allowed: it is not in a namespace of the container"
-                ))
-            }
+            _ => return Err(Error::SysctlNotNamespaced { key: k }),
         }
         let path = format!("sys/{}", key.replace('.', "/"));
         crate::procfs::write(&path, v.as_bytes())
-            .map_err(|e| format!("write sysctl {k}: {}", ioerr(&e)))?;
+            .map_err(|source| Error::Sysctl { key: k, source })?;
     }
     Ok(())
 }

@@ -3,25 +3,25 @@
 
 use super::*;
 
-pub(super) fn setup_pty(c: &Child, process: &Process, need_setsid: bool) -> R {
+pub(super) fn setup_pty(c: &Child, process: &Process, need_setsid: bool) -> Result<(), Error> {
     let master = nix::fcntl::open(
         "/dev/ptmx",
         nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| format!("open /dev/ptmx: {}", etext(e)))?;
+    .map_err(sys("open /dev/ptmx"))?;
     let mfd = master.as_raw_fd();
     let unlock: libc::c_int = 0;
     // SAFETY: ioctls on our own pty master with valid arguments.
     unsafe {
         if libc::ioctl(mfd, libc::TIOCSPTLCK, &unlock) != 0 {
-            return Err(format!("unlock pty: {}", etext(Errno::last())));
+            return Err(last("unlock pty"));
         }
     }
     // SAFETY: TIOCGPTPEER returns a new fd for the slave.
     let slave = unsafe { libc::ioctl(mfd, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY) };
     if slave < 0 {
-        return Err(format!("open pty slave: {}", etext(Errno::last())));
+        return Err(last("open pty slave"));
     }
     if let Some(sz) = process.console_size() {
         let ws = libc::winsize {
@@ -39,10 +39,7 @@ pub(super) fn setup_pty(c: &Child, process: &Process, need_setsid: bool) -> R {
     }
     // SAFETY: make the slave our controlling terminal.
     if unsafe { libc::ioctl(slave, libc::TIOCSCTTY, 0) } != 0 {
-        return Err(format!(
-            "set controlling terminal: {}",
-            etext(Errno::last())
-        ));
+        return Err(last("set controlling terminal"));
     }
     for i in 0..3 {
         dup2(slave, i)?;
