@@ -177,12 +177,16 @@ mod tests {
             "start",
         ])
         .unwrap();
-        assert_eq!(f.namespace, "default");
-        assert_eq!(f.address, "/run/containerd/containerd.sock");
-        assert_eq!(f.publish_binary, "/usr/bin/containerd");
-        assert_eq!(f.id, "t1");
-        assert!(f.debug);
-        assert_eq!(f.action, "start");
+        let want = Flags {
+            namespace: "default".into(),
+            address: "/run/containerd/containerd.sock".into(),
+            publish_binary: "/usr/bin/containerd".into(),
+            id: "t1".into(),
+            debug: true,
+            action: "start".into(),
+            ..Default::default()
+        };
+        assert_eq!(f, want);
         assert_eq!(f.mode().unwrap(), Mode::Start);
     }
 
@@ -197,10 +201,14 @@ mod tests {
             "delete",
         ])
         .unwrap();
-        assert_eq!(f.namespace, "k8s.io");
-        assert_eq!(f.id, "c1");
-        assert_eq!(f.bundle, "/b/c1");
-        assert!(!f.debug);
+        let want = Flags {
+            namespace: "k8s.io".into(),
+            id: "c1".into(),
+            bundle: "/b/c1".into(),
+            action: "delete".into(),
+            ..Default::default()
+        };
+        assert_eq!(f, want);
         assert_eq!(f.mode().unwrap(), Mode::Delete);
     }
 

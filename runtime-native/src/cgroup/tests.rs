@@ -160,16 +160,18 @@ fn v1_layout_and_resources() {
     fake_files(root, &[("pids/default/c1/pids.current", "4\n")]);
     let s = cg.stats().unwrap();
     assert!(!s.v2);
-    assert_eq!(s.cpu_usage_ns, 123456789);
-    assert_eq!(s.cpu_user_ns, 100_000_000);
-    assert_eq!(s.cpu_system_ns, 50_000_000);
+    assert_eq!(
+        (s.cpu_usage_ns, s.cpu_user_ns, s.cpu_system_ns),
+        (123456789, 100_000_000, 50_000_000)
+    );
     assert_eq!(
         (s.cpu_nr_periods, s.cpu_nr_throttled, s.cpu_throttled_ns),
         (7, 2, 999)
     );
-    assert_eq!(s.memory_usage, 1000);
-    assert_eq!(s.memory_limit, 268435456);
-    assert_eq!(s.memory_max_usage, 2000);
+    assert_eq!(
+        (s.memory_usage, s.memory_limit, s.memory_max_usage),
+        (1000, 268435456, 2000)
+    );
     assert_eq!(s.memory_swap_usage, 500);
     assert_eq!(
         (s.memory_cache, s.memory_rss, s.memory_oom_kill),
