@@ -92,10 +92,9 @@ impl RunContext {
             .map(|(_, v)| v)
     }
 
-    /// A fresh WASI context builder configured from this run context. Text, for what its
-    /// callers report to the guest's stderr (run.rs, and the HTTP server's set-up in http/).
-    pub(crate) fn wasi_builder(&self) -> std::result::Result<WasiCtxBuilder, String> {
-        self.wasi_builder_with(true).map_err(|e| e.to_string())
+    /// A fresh WASI context builder configured from this run context.
+    pub(crate) fn wasi_builder(&self) -> std::result::Result<WasiCtxBuilder, ContextError> {
+        self.wasi_builder_with(true)
     }
 
     /// The same, for a server that makes a context per request: without `preopens` the

@@ -238,7 +238,7 @@ impl Loaded {
         // comes (the process waited for the SIGNAL_GRACE backstop). Off, they are awaited.
         let wasi = match ctx.wasi_builder() {
             Ok(mut b) => b.build_p1(),
-            Err(e) => return self.setup_failed(ctx, &e),
+            Err(e) => return self.setup_failed(ctx, &e.to_string()),
         };
         let mut store = match self.new_store(CoreState {
             wasi,
@@ -273,7 +273,7 @@ impl Loaded {
         // (a fifo in the rootfs) would hold the thread the signal needs.
         let wasi = match ctx.wasi_builder() {
             Ok(mut b) => b.build(),
-            Err(e) => return self.setup_failed(ctx, &e),
+            Err(e) => return self.setup_failed(ctx, &e.to_string()),
         };
         let state = CompState {
             wasi,

@@ -74,7 +74,7 @@ pub(crate) fn serve(loaded: &Loaded, pre: ProxyPre<CompState>, ctx: RunContext) 
     // directories again (an openat per preopen per request).
     let preopens = match ctx.wasi_builder() {
         Ok(mut b) => b.build().filesystem().clone(),
-        Err(e) => return fail(&ctx, e),
+        Err(e) => return fail(&ctx, e.to_string()),
     };
     let server = Arc::new(Server::new(
         loaded.name.clone(),
