@@ -801,6 +801,38 @@ fn http_instance_reuse(c: &mut Case) -> Result<()> {
     c.remove(&id)
 }
 
+/// A second wasi:http server on a port another one holds fails its start with the reason, as
+/// any server does (two workers each, so the workers' shared sockets are in play: they must
+/// not join the first server's and split its connections). Host network, a port free now.
+fn http_port_taken(c: &mut Case) -> Result<()> {
+    let image = apps_image(c)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let env = format!("PORT={port}");
+    let opts = [
+        "--net-host",
+        "--env",
+        &env,
+        "--annotation",
+        "io.amphi.wasm.http.workers=2",
+    ];
+    let first = c.id("first");
+    c.run_detached_image(&opts, image, &first, &["/http-hello.wasm"])?;
+    let pid = wait_serving(c, &first, port)?;
+    let second = c.id("second");
+    let out = c.run_rm_image(&opts, image, &second, &["/http-hello.wasm"])?;
+    out.expect_code(1)?
+        .expect_output(&format!("bind 0.0.0.0:{port}"), "the second server's error")?
+        .expect_output("in use", "the second server's error")?;
+    let (st, body) = curl_in(pid, &[&format!("http://127.0.0.1:{port}/after")])?;
+    anyhow::ensure!(
+        st == 200 && body.contains("Get /after)"),
+        "the first server after: {st} {body}"
+    );
+    c.remove(&first)
+}
+
 /// `[wasm]` settings: from the runtime options file and from annotations; one that changes
 /// compiled code gives the module a second cache entry; an unknown one fails Create naming it.
 fn settings(c: &mut Case) -> Result<()> {
@@ -1067,6 +1099,7 @@ wasm_e2e!(wasm_signals, signals);
 wasm_e2e!(wasm_process_names, process_names);
 wasm_e2e!(wasm_http_serving, http_serving);
 wasm_e2e!(wasm_http_instance_reuse, http_instance_reuse);
+wasm_e2e!(wasm_http_port_taken, http_port_taken);
 wasm_e2e!(wasm_settings, settings);
 wasm_e2e!(wasm_pause_metrics, pause_metrics);
 wasm_e2e!(wasm_memory_limit, memory_limit);

@@ -100,9 +100,19 @@ pub(crate) fn serve(loaded: &Loaded, pre: ProxyPre<CompState>, ctx: RunContext) 
     });
     // Every worker binds its own socket before any serves, so a port in use fails the start.
     let workers = worker_count(settings.http.workers);
+    if workers > 1 {
+        // SO_REUSEPORT would let our sockets join another server's on the port (one of the
+        // same user that set it too: another container of the pod, another hostNetwork pod)
+        // and share its connections without a word. A plain bind first fails there, as any
+        // server's start does when its port is taken.
+        if let Err(e) = std::net::TcpListener::bind(("0.0.0.0", port)) {
+            server.report(&format!("bind 0.0.0.0:{port}: {e}"));
+            return 1;
+        }
+    }
     let mut built = Vec::with_capacity(workers);
     for _ in 0..workers {
-        match Worker::new(port, &server, loaded, idle.as_ref()) {
+        match Worker::new(port, workers > 1, &server, loaded, idle.as_ref()) {
             Ok(w) => built.push(w),
             Err(e) => {
                 server.report(&e);
@@ -164,6 +174,7 @@ struct Worker {
 impl Worker {
     fn new(
         port: u16,
+        shared: bool,
         server: &Arc<Server>,
         loaded: &Loaded,
         idle: Option<&IdleWatch>,
@@ -179,7 +190,7 @@ impl Worker {
         // Registered with this worker's runtime, which alone polls it.
         let listener = {
             let _in_rt = rt.enter();
-            listen_shared(port).map_err(|e| format!("bind 0.0.0.0:{port}: {e}"))?
+            listen(port, shared).map_err(|e| format!("bind 0.0.0.0:{port}: {e}"))?
         };
         Ok(Worker {
             rt,
@@ -229,12 +240,12 @@ impl Worker {
     }
 }
 
-/// A listening socket on 0.0.0.0:`port` that other workers' sockets share (`SO_REUSEPORT`; the
-/// kernel only lets sockets of the same user join). Within a runtime context.
-fn listen_shared(port: u16) -> std::io::Result<tokio::net::TcpListener> {
+/// A listening socket on 0.0.0.0:`port`, `shared` with the other workers' sockets
+/// (`SO_REUSEPORT`) when there are several. Within a runtime context.
+fn listen(port: u16, shared: bool) -> std::io::Result<tokio::net::TcpListener> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
+    socket.set_reuseport(shared)?;
     socket.bind((std::net::Ipv4Addr::UNSPECIFIED, port).into())?;
     socket.listen(LISTEN_BACKLOG)
 }
