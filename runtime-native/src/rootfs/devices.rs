@@ -61,10 +61,9 @@ fn mknod_or_bind(
     match r {
         Ok(()) => {
             // What is there now must be the node just made (a racer could swap it).
-            let fd = open_entry(dir, name)
-                .map_err(DeviceError::on(format!("open new device {shown}")))?;
-            let st = nix::sys::stat::fstat(&fd)
-                .map_err(DeviceError::on(format!("stat new device {shown}")))?;
+            let fd = open_entry(dir, name).map_err(DeviceError::on("open new device", shown))?;
+            let st =
+                nix::sys::stat::fstat(&fd).map_err(DeviceError::on("stat new device", shown))?;
             if st.st_mode & libc::S_IFMT != kind || (kind != libc::S_IFIFO && st.st_rdev != dev) {
                 return Err(DeviceError::NotTheNodeMade {
                     path: shown.into(),
@@ -75,24 +74,23 @@ fn mknod_or_bind(
             }
             Ok(fd)
         }
-        Err(Errno::EEXIST) => {
-            open_entry(dir, name).map_err(DeviceError::on(format!("open {shown}")))
-        }
+        Err(Errno::EEXIST) => open_entry(dir, name).map_err(DeviceError::on("open", shown)),
         Err(Errno::EPERM) if kind == libc::S_IFCHR || kind == libc::S_IFBLK => {
             // E.g. in a user namespace: bind the host's node instead, onto a new empty file.
             let host = find_host_device(kind, major, minor)
                 .ok_or_else(|| DeviceError::NoHostNode { path: shown.into() })?;
             let target = nix::fcntl::openat(dir, name, inroot::NEW_FILE, Mode::empty())
-                .map_err(DeviceError::on(format!("create {shown}")))?;
+                .map_err(DeviceError::on("create", shown))?;
             let src = nix::fcntl::open(&host, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(DeviceError::on(format!("open {}", host.display())))?;
-            bind_fd(&src, &target, false).map_err(DeviceError::on(format!(
-                "bind {} to {shown}",
-                host.display()
-            )))?;
+                .map_err(DeviceError::on("open", &host.to_string_lossy()))?;
+            bind_fd(&src, &target, false).map_err(|source| DeviceError::BindHost {
+                host: host.clone(),
+                path: shown.into(),
+                source,
+            })?;
             Ok(target)
         }
-        Err(e) => Err(DeviceError::on(format!("mknod {shown}"))(e)),
+        Err(e) => Err(DeviceError::on("mknod", shown)(e)),
     }
 }
 

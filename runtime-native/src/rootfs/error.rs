@@ -38,10 +38,19 @@ impl MountStep {
 /// A failure on a device node in the container's /dev (`shown` paths are the container's).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DeviceError {
-    /// `call` names the call and its object ("mknod /dev/null", "bind /dev/fuse to /dev/fuse").
-    #[error("{call}: {}", ioerr(source))]
+    /// `call` names the call ("mknod", "open new device"), `path` what it was called on.
+    #[error("{call} {path}: {}", ioerr(source))]
     Call {
-        call: String,
+        call: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Binding the host's node where mknod was refused.
+    #[error("bind {} to {path}: {}", host.display(), ioerr(source))]
+    BindHost {
+        host: PathBuf,
+        path: String,
         #[source]
         source: io::Error,
     },
@@ -58,11 +67,14 @@ pub(crate) enum DeviceError {
 }
 
 impl DeviceError {
-    /// `map_err` for a failed call on a device: `DeviceError::on("mknod /dev/null")`.
-    pub(super) fn on<E: Into<io::Error>>(call: impl Into<String>) -> impl FnOnce(E) -> Self {
-        let call = call.into();
+    /// `map_err` for a failed call on a device: `DeviceError::on("mknod", "/dev/null")`.
+    pub(super) fn on<'a, E: Into<io::Error>>(
+        call: &'static str,
+        path: &'a str,
+    ) -> impl FnOnce(E) -> Self + 'a {
         move |e| DeviceError::Call {
             call,
+            path: path.into(),
             source: e.into(),
         }
     }
@@ -215,7 +227,7 @@ mod tests {
         );
         let e = StepError::Device {
             path: "/dev/x".into(),
-            source: DeviceError::on("mknod /dev/x")(Errno::EPERM),
+            source: DeviceError::on("mknod", "/dev/x")(Errno::EPERM),
         };
         assert_eq!(
             e.to_string(),
