@@ -13,9 +13,10 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
+use super::error::DeviceError;
 use super::inroot::{self, Root};
 use super::mounts::bind_fd;
-use crate::child::{etext, ioerr, R};
+use super::{StepError, R};
 
 const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
     ("null", 1, 3),
@@ -48,7 +49,7 @@ fn mknod_or_bind(
     mode: u32,
     major: u64,
     minor: u64,
-) -> R<OwnedFd> {
+) -> Result<OwnedFd, DeviceError> {
     let dev = nix::sys::stat::makedev(major, minor);
     let r = nix::sys::stat::mknodat(
         dir,
@@ -60,36 +61,36 @@ fn mknod_or_bind(
     match r {
         Ok(()) => {
             // What is there now must be the node just made (a racer could swap it).
-            let fd = open_entry(dir, name)
-                .map_err(|e| format!("open new device {shown}: {}", etext(e)))?;
-            let st = nix::sys::stat::fstat(&fd)
-                .map_err(|e| format!("stat new device {shown}: {}", etext(e)))?;
+            let fd = open_entry(dir, name).map_err(DeviceError::on("open new device", shown))?;
+            let st =
+                nix::sys::stat::fstat(&fd).map_err(DeviceError::on("stat new device", shown))?;
             if st.st_mode & libc::S_IFMT != kind || (kind != libc::S_IFIFO && st.st_rdev != dev) {
-                return Err(format!(
-                    "new device {shown} is not the node made ({:o} {}:{})",
-                    st.st_mode & libc::S_IFMT,
-                    nix::sys::stat::major(st.st_rdev),
-                    nix::sys::stat::minor(st.st_rdev)
-                ));
+                return Err(DeviceError::NotTheNodeMade {
+                    path: shown.into(),
+                    kind: st.st_mode & libc::S_IFMT,
+                    major: nix::sys::stat::major(st.st_rdev),
+                    minor: nix::sys::stat::minor(st.st_rdev),
+                });
             }
             Ok(fd)
         }
-        Err(Errno::EEXIST) => {
-            open_entry(dir, name).map_err(|e| format!("open {shown}: {}", etext(e)))
-        }
+        Err(Errno::EEXIST) => open_entry(dir, name).map_err(DeviceError::on("open", shown)),
         Err(Errno::EPERM) if kind == libc::S_IFCHR || kind == libc::S_IFBLK => {
             // E.g. in a user namespace: bind the host's node instead, onto a new empty file.
             let host = find_host_device(kind, major, minor)
-                .ok_or_else(|| format!("mknod {shown}: operation not permitted"))?;
+                .ok_or_else(|| DeviceError::NoHostNode { path: shown.into() })?;
             let target = nix::fcntl::openat(dir, name, inroot::NEW_FILE, Mode::empty())
-                .map_err(|e| format!("create {shown}: {}", etext(e)))?;
+                .map_err(DeviceError::on("create", shown))?;
             let src = nix::fcntl::open(&host, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(|e| format!("open {}: {}", host.display(), etext(e)))?;
-            bind_fd(&src, &target, false)
-                .map_err(|e| format!("bind {} to {shown}: {}", host.display(), ioerr(&e)))?;
+                .map_err(DeviceError::on("open", &host.to_string_lossy()))?;
+            bind_fd(&src, &target, false).map_err(|source| DeviceError::BindHost {
+                host: host.clone(),
+                path: shown.into(),
+                source,
+            })?;
             Ok(target)
         }
-        Err(e) => Err(format!("mknod {shown}: {}", etext(e))),
+        Err(e) => Err(DeviceError::on("mknod", shown)(e)),
     }
 }
 
@@ -116,7 +117,7 @@ fn find_host_device(kind: libc::mode_t, major: u64, minor: u64) -> Option<PathBu
 
 fn open_dev(root: &Root) -> R<OwnedFd> {
     root.mkdir_all(Path::new("/dev"), 0o755)
-        .map_err(|e| format!("open /dev: {}", ioerr(&e)))
+        .map_err(StepError::OpenDev)
 }
 
 pub(super) fn default_devices(root: &Root) -> R {
@@ -132,7 +133,10 @@ pub(super) fn default_devices(root: &Root) -> R {
             major,
             minor,
         )
-        .map_err(|e| format!("create device {shown}: {e}"))?;
+        .map_err(|source| StepError::Device {
+            path: shown,
+            source,
+        })?;
     }
     Ok(())
 }
@@ -159,7 +163,7 @@ pub(super) fn dev_symlinks(root: &Root, devpts: bool) -> R {
         }
         match nix::unistd::symlinkat(src, &dev, name) {
             Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(format!("symlink /dev/{name}: {}", etext(e))),
+            Err(source) => return Err(StepError::DevSymlink { name, source }),
         }
     }
     Ok(())
@@ -169,7 +173,7 @@ pub(super) fn create_device(root: &Root, d: &oci_spec::runtime::LinuxDevice) -> 
     use oci_spec::runtime::LinuxDeviceType as T;
     let path = d.path();
     if !path.starts_with("/dev") {
-        return Err(format!("device {} is not under /dev", path.display()));
+        return Err(StepError::DeviceNotUnderDev { path: path.clone() });
     }
     if path == Path::new("/dev/ptmx") {
         // The container's /dev/ptmx is the link to its own devpts instance (dev_symlinks). A
@@ -180,21 +184,19 @@ pub(super) fn create_device(root: &Root, d: &oci_spec::runtime::LinuxDevice) -> 
         T::C | T::U => libc::S_IFCHR,
         T::B => libc::S_IFBLK,
         T::P => libc::S_IFIFO,
-        T::A => {
-            return Err(format!(
-                "device {}: type \"a\" is not a device",
-                path.display()
-            ))
-        }
+        T::A => return Err(StepError::DeviceTypeA { path: path.clone() }),
     };
     let parts = inroot::clean(path);
     let Some((name, parents)) = parts.split_last() else {
-        return Err(format!("device {} has no name", path.display()));
+        return Err(StepError::DeviceNoName { path: path.clone() });
     };
     let parent: PathBuf = parents.iter().collect();
     let dir = root
         .mkdir_all(&parent, 0o755)
-        .map_err(|e| format!("create /{}: {}", parent.display(), ioerr(&e)))?;
+        .map_err(|source| StepError::DeviceDir {
+            dir: parent.clone(),
+            source,
+        })?;
     let shown = path.display().to_string();
     let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
     let node = mknod_or_bind(
@@ -206,7 +208,10 @@ pub(super) fn create_device(root: &Root, d: &oci_spec::runtime::LinuxDevice) -> 
         d.major() as u64,
         d.minor() as u64,
     )
-    .map_err(|e| format!("create device {shown}: {e}"))?;
+    .map_err(|source| StepError::Device {
+        path: shown.clone(),
+        source,
+    })?;
     let uid = d.uid().map(nix::unistd::Uid::from_raw);
     let gid = d.gid().map(nix::unistd::Gid::from_raw);
     if uid.is_some() || gid.is_some() {
@@ -219,7 +224,10 @@ pub(super) fn create_device(root: &Root, d: &oci_spec::runtime::LinuxDevice) -> 
             gid,
             nix::fcntl::AtFlags::AT_EMPTY_PATH | nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )
-        .map_err(|e| format!("chown device {shown}: {}", etext(e)))?;
+        .map_err(|source| StepError::DeviceChown {
+            path: shown,
+            source,
+        })?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use nix::mount::MsFlags;
 
 use super::inroot::Root;
 use super::mounts::{bind_fd, change_mount, labelled, locked_flags_fd, mount_on};
-use crate::child::{ioerr, R};
+use super::{StepError, R};
 
 /// The masking and read-only steps, in the pivoted root.
 pub(super) struct Masker {
@@ -25,10 +25,30 @@ fn is_null_device(st: &nix::sys::stat::FileStat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == nix::sys::stat::makedev(1, 3)
 }
 
+fn mask_err(p: &str) -> impl FnOnce(std::io::Error) -> StepError + '_ {
+    move |source| StepError::Mask {
+        path: p.into(),
+        source,
+    }
+}
+
+fn null_err(p: &str) -> impl FnOnce(std::io::Error) -> StepError + '_ {
+    move |source| StepError::MaskNull {
+        path: p.into(),
+        source,
+    }
+}
+
+fn readonly_err(p: &str) -> impl FnOnce(std::io::Error) -> StepError + '_ {
+    move |source| StepError::Readonly {
+        path: p.into(),
+        source,
+    }
+}
+
 impl Masker {
     pub(super) fn new(mount_label: Option<String>) -> R<Masker> {
-        let root = Root::open(Path::new("/"))
-            .map_err(|e| format!("open the container's /: {}", ioerr(&e)))?;
+        let root = Root::open(Path::new("/")).map_err(StepError::OpenContainerRoot)?;
         Ok(Masker {
             root,
             null: None,
@@ -43,13 +63,10 @@ impl Masker {
             let fd = self
                 .root
                 .open_path(Path::new("/dev/null"))
-                .map_err(|e| format!("mask path {p}: /dev/null: {}", ioerr(&e)))?;
-            let st =
-                nix::sys::stat::fstat(&fd).map_err(|e| format!("mask path {p}: /dev/null: {e}"))?;
+                .map_err(null_err(p))?;
+            let st = nix::sys::stat::fstat(&fd).map_err(|e| null_err(p)(e.into()))?;
             if !is_null_device(&st) {
-                return Err(format!(
-                    "mask path {p}: /dev/null in the container is not the null device"
-                ));
+                return Err(StepError::NullNotNullDevice { path: p.into() });
             }
             self.null = Some(fd);
         }
@@ -60,9 +77,9 @@ impl Masker {
         let target = match self.root.open_path(Path::new(p)) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-            Err(e) => return Err(format!("mask path {p}: {}", ioerr(&e))),
+            Err(e) => return Err(mask_err(p)(e)),
         };
-        let st = nix::sys::stat::fstat(&target).map_err(|e| format!("mask path {p}: {e}"))?;
+        let st = nix::sys::stat::fstat(&target).map_err(|e| mask_err(p)(e.into()))?;
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             let data = labelled("", "tmpfs", self.mount_label.as_deref());
             let data = (!data.is_empty()).then_some(data.as_str());
@@ -73,10 +90,10 @@ impl Masker {
                 MsFlags::MS_RDONLY,
                 data,
             )
-            .map_err(|e| format!("mask path {p}: {}", ioerr(&e)))
+            .map_err(mask_err(p))
         } else {
             let null = self.null(p)?;
-            bind_fd(null, &target, false).map_err(|e| format!("mask path {p}: {}", ioerr(&e)))
+            bind_fd(null, &target, false).map_err(mask_err(p))
         }
     }
 
@@ -84,19 +101,15 @@ impl Masker {
         let target = match self.root.open_path(Path::new(p)) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-            Err(e) => return Err(format!("make {p} read-only: {}", ioerr(&e))),
+            Err(e) => return Err(readonly_err(p)(e)),
         };
-        bind_fd(&target, &target, true)
-            .map_err(|e| format!("make {p} read-only: {}", ioerr(&e)))?;
-        let bound = self
-            .root
-            .reopen(&target)
-            .map_err(|e| format!("make {p} read-only: {}", ioerr(&e)))?;
+        bind_fd(&target, &target, true).map_err(readonly_err(p))?;
+        let bound = self.root.reopen(&target).map_err(readonly_err(p))?;
         let flags = MsFlags::MS_BIND
             | MsFlags::MS_REMOUNT
             | MsFlags::MS_RDONLY
             | MsFlags::MS_REC
             | locked_flags_fd(&bound);
-        change_mount(&bound, flags, None).map_err(|e| format!("make {p} read-only: {}", ioerr(&e)))
+        change_mount(&bound, flags, None).map_err(readonly_err(p))
     }
 }

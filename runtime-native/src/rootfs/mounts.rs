@@ -13,9 +13,11 @@ use nix::fcntl::OFlag;
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::Mode;
 
+use super::error::{MountError, MountStep};
 use super::inroot::{Make, Root};
+use super::StepError;
 use super::{inroot, Container};
-use crate::child::{etext, ioerr, R};
+use crate::child::ioerr;
 use crate::{mountopt, procfs};
 
 /// A remount or propagation change of the mount at `target`, a path the runtime chose itself
@@ -113,18 +115,16 @@ pub(super) fn labelled(data: &str, typ: &str, label: Option<&str>) -> String {
     }
 }
 
-pub(super) fn mount_one(
-    c: &impl Container,
+pub(super) fn mount_one<C: Container>(
+    c: &C,
     root: &Root,
     m: &oci_spec::runtime::Mount,
     mount_label: Option<&str>,
-) -> R {
+) -> Result<(), C::Error> {
     let dest = m.destination();
     if !dest.is_absolute() {
-        return Err(format!(
-            "mount destination {} is not an absolute path",
-            dest.display()
-        ));
+        let dest = dest.clone();
+        return Err(StepError::from(MountError::NotAbsolute { dest }).into());
     }
     let typ = m.typ().clone().unwrap_or_else(|| "none".into());
     let src = m
@@ -136,26 +136,75 @@ pub(super) fn mount_one(
     if typ == "bind" {
         opts.flags |= MsFlags::MS_BIND;
     }
-    let bind = opts.is_bind();
-    let what = format!("mount {src} to {}", dest.display());
+    let on = Target {
+        src: &src,
+        dest,
+        root,
+    };
     if inroot::clean(dest).is_empty() {
-        return Err(format!("{what}: the mount point is the top of the rootfs"));
+        return Err(StepError::from(on.on_top()).into());
     }
     if typ == "cgroup" || typ == "cgroup2" {
         let self_cgroup = c.joined_cgroups()?;
         if let Err(e) = mount_cgroup(c, root, dest, &opts, &self_cgroup) {
-            c.warn(format!("{what} skipped: {e}"));
+            c.warn(format!(
+                "mount {src} to {} skipped: {}",
+                dest.display(),
+                ioerr(&e)
+            ));
         }
         return Ok(());
     }
+    let proc_mount = (typ == "proc").then(|| c.take_proc_mount()).flatten();
+    mount_fs(&on, &typ, &opts, mount_label, proc_mount)
+        .map_err(|e| C::Error::from(StepError::from(e)))
+}
+
+/// A spec mount's source (as the spec has it) and destination, for its errors.
+struct Target<'a> {
+    src: &'a str,
+    dest: &'a Path,
+    root: &'a Root,
+}
+
+impl Target<'_> {
+    /// `map_err` for a failed `step` of this mount.
+    fn fail<E: Into<io::Error>>(&self, step: MountStep) -> impl FnOnce(E) -> MountError + '_ {
+        move |e| MountError::Failed {
+            src: self.src.to_string(),
+            dest: self.dest.to_path_buf(),
+            step,
+            source: e.into(),
+        }
+    }
+
+    fn on_top(&self) -> MountError {
+        MountError::OnTop {
+            src: self.src.to_string(),
+            dest: self.dest.to_path_buf(),
+        }
+    }
+}
+
+/// Everything of a spec mount but a cgroup view: a bind, a filesystem, or the spawner's proc
+/// mount (`proc_mount`, ours from here on) where the spec mounts proc.
+fn mount_fs(
+    on: &Target,
+    typ: &str,
+    opts: &mountopt::MountOptions,
+    mount_label: Option<&str>,
+    proc_mount: Option<std::os::fd::RawFd>,
+) -> Result<(), MountError> {
+    let root = on.root;
+    let bind = opts.is_bind();
     // A bind's source is opened once: what decides file-or-directory is what gets bound.
     let src_fd = if bind {
         let fd = nix::fcntl::open(
-            Path::new(&src),
+            Path::new(on.src),
             OFlag::O_PATH | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| format!("{what}: {}", etext(e)))?;
+        .map_err(on.fail(MountStep::Mount))?;
         Some(fd)
     } else {
         None
@@ -168,34 +217,38 @@ pub(super) fn mount_one(
     };
     let make = if src_is_file { Make::File } else { Make::Dir };
     let target = root
-        .open_or_make(dest, make)
-        .map_err(|e| format!("{what}: create mount point: {}", ioerr(&e)))?;
+        .open_or_make(on.dest, make)
+        .map_err(on.fail(MountStep::CreateMountPoint))?;
     if root.is_root(&target) {
         // E.g. through a symlink to `/`: a mount there would cover the whole rootfs.
-        return Err(format!("{what}: the mount point is the top of the rootfs"));
+        return Err(on.on_top());
     }
-    let data = labelled(&opts.data, &typ, mount_label);
+    let data = labelled(&opts.data, typ, mount_label);
     let data = (!data.is_empty()).then_some(data.as_str());
     let mut fresh: Option<OwnedFd> = None;
-    if let Some(fd) = (typ == "proc").then(|| c.take_proc_mount()).flatten() {
+    if let Some(fd) = proc_mount {
         // Made (with these options) in our pid namespace by the spawner: our user namespace
         // may not mount that namespace's procfs itself.
         // SAFETY: the mount fd is ours from here on.
         let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        move_mount(&fd, &target)
-            .map_err(|e| format!("{what}: attach the runtime's proc mount: {}", ioerr(&e)))?;
+        move_mount(&fd, &target).map_err(on.fail(MountStep::AttachProc))?;
     } else if let Some(src_fd) = &src_fd {
         bind_fd(src_fd, &target, opts.flags.contains(MsFlags::MS_REC))
-            .map_err(|e| format!("{what}: {}", ioerr(&e)))?;
+            .map_err(on.fail(MountStep::Mount))?;
         let rf = opts.remount_flags();
         if !rf.is_empty() {
-            let new = new_mount(&mut fresh, root, &target, &what)?;
+            let new = new_mount(&mut fresh, on, &target)?;
             let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | rf | locked_flags_fd(new);
-            change_mount(new, flags, None)
-                .map_err(|e| format!("{what}: remount: {}", ioerr(&e)))?;
+            change_mount(new, flags, None).map_err(on.fail(MountStep::Remount))?;
         }
     } else {
-        let r = mount_on(Some(Path::new(&src)), &target, Some(&typ), opts.flags, data);
+        let r = mount_on(
+            Some(Path::new(on.src)),
+            &target,
+            Some(typ),
+            opts.flags,
+            data,
+        );
         match r {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && typ == "sysfs" => {
@@ -207,27 +260,30 @@ pub(super) fn mount_one(
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None,
                 )
-                .map_err(|e| format!("{what}: {}", ioerr(&e)))?;
-                let new = new_mount(&mut fresh, root, &target, &what)?;
+                .map_err(on.fail(MountStep::Mount))?;
+                let new = new_mount(&mut fresh, on, &target)?;
                 let flags = MsFlags::MS_BIND
                     | MsFlags::MS_REMOUNT
                     | opts.remount_flags()
                     | locked_flags_fd(new);
                 let _ = change_mount(new, flags, None);
             }
-            Err(e) => return Err(format!("{what}: {}", ioerr(&e))),
+            Err(e) => return Err(on.fail(MountStep::Mount)(e)),
         }
     }
     if !opts.recursive.is_empty() {
-        let new = new_mount(&mut fresh, root, &target, &what)?;
+        let new = new_mount(&mut fresh, on, &target)?;
         opts.recursive
             .apply(new)
-            .map_err(|e| format!("{what}: {e}"))?;
+            .map_err(|source| MountError::Recursive {
+                src: on.src.to_string(),
+                dest: on.dest.to_path_buf(),
+                source,
+            })?;
     }
     for p in &opts.propagation {
-        let new = new_mount(&mut fresh, root, &target, &what)?;
-        change_mount(new, *p, None)
-            .map_err(|e| format!("{what}: set propagation: {}", ioerr(&e)))?;
+        let new = new_mount(&mut fresh, on, &target)?;
+        change_mount(new, *p, None).map_err(on.fail(MountStep::SetPropagation))?;
     }
     Ok(())
 }
@@ -236,14 +292,11 @@ pub(super) fn mount_one(
 /// what it covers (remount flags, propagation).
 fn new_mount<'a>(
     slot: &'a mut Option<OwnedFd>,
-    root: &Root,
+    on: &Target,
     covered: &OwnedFd,
-    what: &str,
-) -> R<&'a OwnedFd> {
+) -> Result<&'a OwnedFd, MountError> {
     if slot.is_none() {
-        let fd = root
-            .reopen(covered)
-            .map_err(|e| format!("{what}: {}", ioerr(&e)))?;
+        let fd = on.root.reopen(covered).map_err(on.fail(MountStep::Mount))?;
         *slot = Some(fd);
     }
     Ok(slot.as_ref().expect("set above"))
@@ -285,8 +338,8 @@ fn mount_cgroup(
     dest: &Path,
     opts: &mountopt::MountOptions,
     self_cgroup: &str,
-) -> R {
-    let target = root.mkdir_all(dest, 0o755).map_err(|e| ioerr(&e))?;
+) -> io::Result<()> {
+    let target = root.mkdir_all(dest, 0o755)?;
     let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
     if cgroup2_host() {
         return mount_on(
@@ -295,8 +348,7 @@ fn mount_cgroup(
             Some("cgroup2"),
             flags,
             None,
-        )
-        .map_err(|e| ioerr(&e));
+        );
     }
     mount_on(
         Some(Path::new("tmpfs")),
@@ -304,9 +356,8 @@ fn mount_cgroup(
         Some("tmpfs"),
         flags & !MsFlags::MS_RDONLY,
         Some("mode=755"),
-    )
-    .map_err(|e| ioerr(&e))?;
-    let tmpfs = root.reopen(&target).map_err(|e| ioerr(&e))?;
+    )?;
+    let tmpfs = root.reopen(&target)?;
     for line in self_cgroup.lines() {
         let mut it = line.splitn(3, ':');
         let (_, ctrls, path) = match (it.next(), it.next(), it.next()) {

@@ -6,27 +6,33 @@ use nix::errno::Errno;
 use nix::mount::{umount2, MntFlags, MsFlags};
 
 use super::mounts::change_mount_at;
-use crate::child::{etext, ioerr, R};
+use super::{StepError, R};
 use crate::fds::open_ro;
 
+/// `map_err` for a pivot step: `step("chdir to old root")`.
+fn step(step: &'static str) -> impl FnOnce(Errno) -> StepError {
+    move |source| StepError::Pivot { step, source }
+}
+
 pub(super) fn pivot_root(rootfs: &Path) -> R {
-    let oldroot = open_ro(Path::new("/")).map_err(|e| format!("open /: {}", etext(e)))?;
-    let newroot =
-        open_ro(rootfs).map_err(|e| format!("open rootfs {}: {}", rootfs.display(), etext(e)))?;
-    nix::unistd::fchdir(&newroot).map_err(|e| format!("chdir to rootfs: {}", etext(e)))?;
+    let oldroot = open_ro(Path::new("/")).map_err(step("open /"))?;
+    let newroot = open_ro(rootfs).map_err(|e| StepError::OpenRootfs {
+        rootfs: rootfs.to_path_buf(),
+        source: e.into(),
+    })?;
+    nix::unistd::fchdir(&newroot).map_err(step("chdir to rootfs"))?;
     // SAFETY: pivot_root(".", ".") with valid C strings.
     let r = unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) };
     if r != 0 {
-        return Err(format!(
-            "pivot_root to {}: {}",
-            rootfs.display(),
-            etext(Errno::last())
-        ));
+        return Err(StepError::PivotRoot {
+            rootfs: rootfs.to_path_buf(),
+            source: Errno::last(),
+        });
     }
-    nix::unistd::fchdir(&oldroot).map_err(|e| format!("chdir to old root: {}", etext(e)))?;
+    nix::unistd::fchdir(&oldroot).map_err(step("chdir to old root"))?;
     change_mount_at(Path::new("."), MsFlags::MS_SLAVE | MsFlags::MS_REC)
-        .map_err(|e| format!("make old root rslave: {}", etext(e)))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("unmount old root: {}", etext(e)))?;
-    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {}", ioerr(&e)))?;
+        .map_err(step("make old root rslave"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(step("unmount old root"))?;
+    nix::unistd::chdir("/").map_err(step("chdir /"))?;
     Ok(())
 }

@@ -9,10 +9,6 @@ use nix::errno::Errno;
 
 use crate::sync;
 
-/// The result of a setup step whose failure is still built as text (the rootfs steps,
-/// `crate::rootfs`); it becomes [`Error::Step`].
-pub(crate) type R<T = ()> = std::result::Result<T, String>;
-
 /// Why the container process could not be set up or start its workload.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
@@ -126,9 +122,8 @@ pub(crate) enum Error {
     Runner(#[source] crate::workload::RunnerError),
     #[error("internal error: container setup panicked")]
     Panicked,
-    /// A step that reports its failure as text ([`R`]).
-    #[error("{0}")]
-    Step(String),
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::StepError),
 }
 
 /// `map_err` for a failed call: `sys("dup2 5 to 0")`.
@@ -140,12 +135,6 @@ pub(super) fn sys(call: impl Into<String>) -> impl FnOnce(Errno) -> Error {
 /// The error of the call that just failed (its errno).
 pub(super) fn last(call: impl Into<String>) -> Error {
     sys(call)(Errno::last())
-}
-
-impl From<String> for Error {
-    fn from(s: String) -> Error {
-        Error::Step(s)
-    }
 }
 
 /// Lower-case errno text, as runc prints it ("no such file or directory").

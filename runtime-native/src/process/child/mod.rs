@@ -23,7 +23,7 @@ use crate::sync::{self, ChildMsg, ParentMsg};
 use crate::workload::{ProcessContext, Workload, WorkloadTable};
 
 mod error;
-pub(crate) use error::{etext, ioerr, Error, R};
+pub(crate) use error::{etext, ioerr, Error};
 use error::{last, sys};
 
 struct Child {
@@ -59,12 +59,14 @@ impl Child {
 }
 
 impl crate::rootfs::Container for Child {
+    type Error = Error;
+
     fn warn(&self, msg: String) {
         Child::warn(self, msg)
     }
 
-    fn joined_cgroups(&self) -> R<String> {
-        ensure_joined(self).map_err(|e| e.to_string())?; // text for the rootfs step
+    fn joined_cgroups(&self) -> Result<String, Error> {
+        ensure_joined(self)?;
         read_self_cgroup(self);
         Ok(self.self_cgroup.borrow().clone())
     }
@@ -73,12 +75,12 @@ impl crate::rootfs::Container for Child {
         self.proc_mnt.take()
     }
 
-    fn before_pivot(&self) -> R {
+    fn before_pivot(&self) -> Result<(), Error> {
         if let Some(h) = &self.hooks {
-            // hooks see the container in its cgroup; text for the rootfs step
-            ensure_joined(self).map_err(|e| e.to_string())?;
-            // createRuntime (by the caller), createContainer; text for the rootfs step.
-            h.before_pivot(self.sync).map_err(|e| e.to_string())?;
+            // Hooks see the container in its cgroup.
+            ensure_joined(self)?;
+            // createRuntime (by the caller), createContainer.
+            h.before_pivot(self.sync)?;
         }
         Ok(())
     }
