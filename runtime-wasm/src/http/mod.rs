@@ -115,7 +115,7 @@ pub(crate) fn serve(loaded: &Loaded, pre: ProxyPre<CompState>, ctx: RunContext) 
         match Worker::new(port, workers > 1, &server, loaded, idle.as_ref()) {
             Ok(w) => built.push(w),
             Err(e) => {
-                server.report(&e);
+                server.report(&e.to_string());
                 return 1;
             }
         }
@@ -136,21 +136,12 @@ pub(crate) fn serve(loaded: &Loaded, pre: ProxyPre<CompState>, ctx: RunContext) 
             Err(e) => log::warn!("wasm http: cannot start worker {}: {e}", i + 1),
         }
     }
-    let mut code = match first.run() {
-        Ok(()) => 0,
-        Err(e) => {
-            server.report(&e);
-            1
-        }
-    };
+    first.run();
+    let mut code = 0;
     for t in threads {
-        match t.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                server.report(&e);
-                code = 1;
-            }
-            Err(_) => code = 1,
+        if t.join().is_err() {
+            server.report("a server thread panicked");
+            code = 1;
         }
     }
     code
@@ -178,19 +169,16 @@ impl Worker {
         server: &Arc<Server>,
         loaded: &Loaded,
         idle: Option<&IdleWatch>,
-    ) -> Result<Worker, String> {
+    ) -> Result<Worker, WorkerError> {
         let mut b = tokio::runtime::Builder::new_current_thread();
         if let Some(idle) = idle {
             idle.attach(&mut b);
         }
-        let rt = b
-            .enable_all()
-            .build()
-            .map_err(|e| format!("tokio runtime: {e}"))?;
+        let rt = b.enable_all().build().map_err(WorkerError::Runtime)?;
         // Registered with this worker's runtime, which alone polls it.
         let listener = {
             let _in_rt = rt.enter();
-            listen(port, shared).map_err(|e| format!("bind 0.0.0.0:{port}: {e}"))?
+            listen(port, shared).map_err(|source| WorkerError::Bind { port, source })?
         };
         Ok(Worker {
             rt,
@@ -203,7 +191,7 @@ impl Worker {
 
     /// Accepts until the drain signal, then waits for its connections and for every guest task
     /// of the server (some may run on this runtime) to finish.
-    fn run(self) -> Result<(), String> {
+    fn run(self) {
         let Worker {
             rt,
             listener,
@@ -235,9 +223,21 @@ impl Worker {
             while server.inflight() > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            Ok(())
         })
     }
+}
+
+/// Why a server thread could not start.
+#[derive(Debug, thiserror::Error)]
+enum WorkerError {
+    #[error("tokio runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("bind 0.0.0.0:{port}: {source}")]
+    Bind {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A listening socket on 0.0.0.0:`port`, `shared` with the other workers' sockets
