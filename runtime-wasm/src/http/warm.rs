@@ -3,9 +3,10 @@
 //! An instance whose `handle` call returned normally goes back to an idle list with its store
 //! and serves a later request, until it has served `instance_reuse` of them; that saves the
 //! instantiation and the slot reset (about half of what a small guest costs per request). One
-//! that trapped, timed out or failed is dropped, as is one that left a request's HTTP resources
-//! alive: a body it never finished would otherwise stay open (its response never ending) for as
-//! long as the instance is kept, where dropping the store ends it. The idle list is emptied once
+//! that trapped, timed out or failed is dropped, as is one whose table still holds a request's
+//! HTTP resources (a body, a request, an outgoing call): they belong to the finished request,
+//! and dropping the store ends them where keeping the instance would keep them alive into the
+//! next one. The idle list is emptied once
 //! the server has been quiet for a while ([`WarmInstances::clear`], from the idle watcher), so an
 //! idle server holds no more than a fresh one.
 
