@@ -158,14 +158,13 @@ struct Worker {
     rt: tokio::runtime::Runtime,
     listener: tokio::net::TcpListener,
     server: Arc<Server>,
-    drain: tokio::sync::watch::Receiver<bool>,
     shared: Arc<crate::signals::Shared>,
 }
 
 impl Worker {
     fn new(
         port: u16,
-        shared: bool,
+        reuse_port: bool,
         server: &Arc<Server>,
         loaded: &Loaded,
         idle: Option<&IdleWatch>,
@@ -178,13 +177,12 @@ impl Worker {
         // Registered with this worker's runtime, which alone polls it.
         let listener = {
             let _in_rt = rt.enter();
-            listen(port, shared).map_err(|source| WorkerError::Bind { port, source })?
+            listen(port, reuse_port).map_err(|source| WorkerError::Bind { port, source })?
         };
         Ok(Worker {
             rt,
             listener,
             server: server.clone(),
-            drain: loaded.shared.drain.subscribe(),
             shared: loaded.shared.clone(),
         })
     }
@@ -196,9 +194,11 @@ impl Worker {
             rt,
             listener,
             server,
-            mut drain,
             shared,
         } = self;
+        // `wait_for` sees a drain that came before it was called, so subscribing here is soon
+        // enough.
+        let mut drain = shared.drain.subscribe();
         rt.block_on(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
@@ -240,12 +240,12 @@ enum WorkerError {
     },
 }
 
-/// A listening socket on 0.0.0.0:`port`, `shared` with the other workers' sockets
-/// (`SO_REUSEPORT`) when there are several. Within a runtime context.
-fn listen(port: u16, shared: bool) -> std::io::Result<tokio::net::TcpListener> {
+/// A listening socket on 0.0.0.0:`port`, shared with the other workers' sockets
+/// (`SO_REUSEPORT`) when `reuse_port`. Within a runtime context.
+fn listen(port: u16, reuse_port: bool) -> std::io::Result<tokio::net::TcpListener> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
-    socket.set_reuseport(shared)?;
+    socket.set_reuseport(reuse_port)?;
     socket.bind((std::net::Ipv4Addr::UNSPECIFIED, port).into())?;
     socket.listen(LISTEN_BACKLOG)
 }
