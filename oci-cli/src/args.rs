@@ -1,14 +1,14 @@
-//! runc's command line, parsed by hand.
+//! runc's command line.
 //!
 //! Like runc (urfave/cli over Go's flag package): global flags come before the command,
-//! command flags before the positional arguments; a flag is written `-name` or `--name`,
-//! its value as the next argument or after `=`; `--` ends the flags. Flags runc has but we
-//! do not act on (`--criu`, `--no-new-keyring`, ...) are accepted and ignored.
+//! command flags before the positional arguments. The words of each group are split in Go's
+//! grammar by the `goflag` crate (the shim's flags use it too); this module holds runc's
+//! flag tables and what each command makes of them. Flags runc has but we do not act on
+//! (`--criu`, `--no-new-keyring`, ...) are accepted and ignored.
 //!
 //! Over 600 lines on purpose: runc's whole command line (every command, flag and alias)
 //! is one grammar, read and tested in one place.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::Error;
@@ -153,16 +153,8 @@ pub struct Invocation {
     pub command: Command,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Bool,
-    Value,
-}
-
-/// One flag: its names (first is canonical) and whether it takes a value.
-struct Flag(&'static [&'static str], Kind);
-
-use Kind::{Bool, Value};
+use goflag::Kind::{Bool, Value};
+use goflag::{Flag, Parsed as Flags};
 
 const GLOBAL_FLAGS: &[Flag] = &[
     Flag(&["root"], Value),
@@ -212,73 +204,15 @@ const EXEC_FLAGS: &[Flag] = &[
     Flag(&["ignore-paused"], Bool),
 ];
 
-/// Parsed flags: canonical name -> every value given (bools get "true"/"false").
-#[derive(Debug, Default)]
-struct Flags(HashMap<&'static str, Vec<String>>);
-
-impl Flags {
-    fn value(&self, name: &str) -> Option<String> {
-        self.0.get(name).and_then(|v| v.last().cloned())
-    }
-    fn values(&self, name: &str) -> Vec<String> {
-        self.0.get(name).cloned().unwrap_or_default()
-    }
-    fn bool(&self, name: &str) -> bool {
-        self.value(name).is_some_and(|v| v == "true")
-    }
-    fn path(&self, name: &str) -> Option<PathBuf> {
-        self.value(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    }
-}
-
 fn usage(msg: impl Into<String>) -> Error {
     Error::Usage(msg.into())
 }
 
-/// Parses flags from the front of `args`; returns them and the rest (positional arguments).
+/// Parses flags from the front of `args` (Go's grammar, the `goflag` crate); returns them and
+/// the rest (positional arguments).
 fn parse_flags<'a>(args: &'a [String], specs: &[&[Flag]]) -> Result<(Flags, &'a [String]), Error> {
-    let mut flags = Flags::default();
-    let mut i = 0;
-    while i < args.len() {
-        let a = &args[i];
-        if a == "--" {
-            i += 1;
-            break;
-        }
-        if !a.starts_with('-') || a == "-" {
-            break;
-        }
-        let body = a.strip_prefix("--").unwrap_or(&a[1..]);
-        let (name, inline) = match body.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (body, None),
-        };
-        let flag = specs
-            .iter()
-            .flat_map(|s| s.iter())
-            .find(|f| f.0.contains(&name))
-            .ok_or_else(|| usage(format!("flag provided but not defined: -{name}")))?;
-        let value = match (flag.1, inline) {
-            (Bool, None) => "true".to_string(),
-            (Bool, Some(v)) => match v.as_str() {
-                "true" | "1" | "t" | "T" | "TRUE" | "True" => "true".to_string(),
-                "false" | "0" | "f" | "F" | "FALSE" | "False" => "false".to_string(),
-                _ => return Err(usage(format!("invalid boolean value {v:?} for -{name}"))),
-            },
-            (Value, Some(v)) => v,
-            (Value, None) => {
-                i += 1;
-                args.get(i)
-                    .cloned()
-                    .ok_or_else(|| usage(format!("flag needs an argument: -{name}")))?
-            }
-        };
-        flags.0.entry(flag.0[0]).or_default().push(value);
-        i += 1;
-    }
-    Ok((flags, &args[i..]))
+    let (flags, rest) = goflag::parse(args, specs).map_err(|e| usage(e.to_string()))?;
+    Ok((flags, &args[rest..]))
 }
 
 /// The container id argument: exactly one (plus `extra` more allowed for kill/exec).
@@ -315,8 +249,8 @@ impl StartOpts {
     }
 }
 
-fn format_flag(v: Option<String>) -> Result<Format, Error> {
-    match v.as_deref() {
+fn format_flag(v: Option<&str>) -> Result<Format, Error> {
+    match v {
         None | Some("table") => Ok(Format::Table),
         Some("json") => Ok(Format::Json),
         Some(o) => Err(usage(format!("invalid format option {o:?}"))),
@@ -331,7 +265,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, Error> {
         global.root = r;
     }
     global.log = gf.path("log");
-    global.log_format = match gf.value("log-format").as_deref() {
+    global.log_format = match gf.value("log-format") {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
         Some(o) => return Err(usage(format!("invalid log-format: {o}"))),
@@ -428,11 +362,11 @@ pub fn parse(args: &[String]) -> Result<Invocation, Error> {
                 args: argv.to_vec(),
                 tty: f.bool("tty"),
                 start: StartOpts::from_flags(&f)?,
-                cwd: f.value("cwd").filter(|c| !c.is_empty()),
-                env: f.values("env"),
-                user: f.value("user").filter(|u| !u.is_empty()),
-                additional_gids: f.values("additional-gids"),
-                caps: f.values("cap"),
+                cwd: f.value("cwd").filter(|c| !c.is_empty()).map(String::from),
+                env: f.values("env").to_vec(),
+                user: f.value("user").filter(|u| !u.is_empty()).map(String::from),
+                additional_gids: f.values("additional-gids").to_vec(),
+                caps: f.values("cap").to_vec(),
                 no_new_privs: f.bool("no-new-privs"),
                 ignore_paused: f.bool("ignore-paused"),
             })

@@ -1,7 +1,9 @@
-//! Command line of the shim, parsed the way Go's `flag` package does (containerd's shims are Go
-//! programs and containerd passes Go-style flags): `-name value`, `-name=value`, `--name`,
-//! boolean flags without a value (or `-debug=true`), parsing stops at the first non-flag
-//! argument (the action: `start`, `delete`) or at `--`.
+//! Command line of the shim. containerd passes Go-style flags (its shims are Go programs), so
+//! the words are split by the `goflag` crate; the first argument after the flags is the
+//! action (`start`, `delete`, none for the server).
+
+use goflag::Kind::{Bool, Value};
+use goflag::{Flag, Parsed};
 
 use crate::error::{Result, ShimError};
 
@@ -82,134 +84,97 @@ impl Flags {
     }
 }
 
+/// Every flag containerd passes a shim, and the ones a person running it by hand may.
+const FLAGS: &[Flag] = &[
+    Flag(&["debug"], Bool),
+    Flag(&["version", "v"], Bool),
+    Flag(&["info"], Bool),
+    Flag(&["namespace"], Value),
+    Flag(&["id"], Value),
+    Flag(&["socket"], Value),
+    Flag(&["bundle"], Value),
+    Flag(&["address"], Value),
+    Flag(&["publish-binary"], Value),
+];
+
 /// Parses `args` (without the program name).
 pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Flags> {
-    let mut flags = Flags::default();
-    let mut i = 0;
-    while i < args.len() {
-        let arg = args[i].as_ref();
-        if arg == "--" {
-            i += 1;
-            break;
-        }
-        if !arg.starts_with('-') || arg == "-" {
-            break;
-        }
-        let body = arg.strip_prefix("--").unwrap_or(&arg[1..]);
-        if body.is_empty() || body.starts_with('-') || body.starts_with('=') {
-            return Err(ShimError::Args(format!("bad flag syntax: {arg}")));
-        }
-        let (name, inline) = match body.split_once('=') {
-            Some((n, v)) => (n, Some(v)),
-            None => (body, None),
-        };
-        let bool_flag = match name {
-            "debug" => Some(&mut flags.debug),
-            "v" | "version" => Some(&mut flags.version),
-            "info" => Some(&mut flags.info),
-            _ => None,
-        };
-        if let Some(target) = bool_flag {
-            *target = match inline {
-                None => true,
-                Some(v) => parse_bool(v).ok_or_else(|| {
-                    ShimError::Args(format!("invalid boolean value {v:?} for -{name}"))
-                })?,
-            };
-            i += 1;
-            continue;
-        }
-        let target = match name {
-            "namespace" => &mut flags.namespace,
-            "id" => &mut flags.id,
-            "socket" => &mut flags.socket,
-            "bundle" => &mut flags.bundle,
-            "address" => &mut flags.address,
-            "publish-binary" => &mut flags.publish_binary,
-            _ => {
-                return Err(ShimError::Args(format!(
-                    "flag provided but not defined: -{name}"
-                )))
-            }
-        };
-        *target = match inline {
-            Some(v) => v.to_string(),
-            None => {
-                i += 1;
-                args.get(i)
-                    .map(|v| v.as_ref().to_string())
-                    .ok_or_else(|| ShimError::Args(format!("flag needs an argument: -{name}")))?
-            }
-        };
-        i += 1;
-    }
-    if let Some(action) = args.get(i) {
-        flags.action = action.as_ref().to_string();
-    }
-    Ok(flags)
-}
-
-/// Go's `strconv.ParseBool`.
-fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
-    }
+    let (found, rest) =
+        goflag::parse(args, &[FLAGS]).map_err(|e| ShimError::Args(e.to_string()))?;
+    let text = |p: &Parsed, name| p.value(name).unwrap_or_default().to_string();
+    Ok(Flags {
+        debug: found.bool("debug"),
+        namespace: text(&found, "namespace"),
+        id: text(&found, "id"),
+        socket: text(&found, "socket"),
+        bundle: text(&found, "bundle"),
+        address: text(&found, "address"),
+        publish_binary: text(&found, "publish-binary"),
+        version: found.bool("version"),
+        info: found.bool("info"),
+        action: args
+            .get(rest)
+            .map(|a| a.as_ref().to_string())
+            .unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// What containerd passes for `start` and `delete`, in Go's spellings.
     #[test]
-    fn start_as_containerd_runs_it() {
-        let f = parse(&[
-            "-namespace",
-            "default",
-            "-address",
-            "/run/containerd/containerd.sock",
-            "-publish-binary",
-            "/usr/bin/containerd",
-            "-id",
-            "t1",
-            "-debug",
-            "start",
-        ])
-        .unwrap();
-        let want = Flags {
-            namespace: "default".into(),
-            address: "/run/containerd/containerd.sock".into(),
-            publish_binary: "/usr/bin/containerd".into(),
-            id: "t1".into(),
-            debug: true,
-            action: "start".into(),
-            ..Default::default()
-        };
-        assert_eq!(f, want);
-        assert_eq!(f.mode().unwrap(), Mode::Start);
-    }
-
-    #[test]
-    fn delete_with_bundle_and_go_syntax_variants() {
-        let f = parse(&[
-            "--namespace=k8s.io",
-            "-id=c1",
-            "-bundle",
-            "/b/c1",
-            "-debug=false",
-            "delete",
-        ])
-        .unwrap();
-        let want = Flags {
-            namespace: "k8s.io".into(),
-            id: "c1".into(),
-            bundle: "/b/c1".into(),
-            action: "delete".into(),
-            ..Default::default()
-        };
-        assert_eq!(f, want);
-        assert_eq!(f.mode().unwrap(), Mode::Delete);
+    fn containerd_command_lines() {
+        let cases: [(&[&str], Flags, Mode); 2] = [
+            (
+                &[
+                    "-namespace",
+                    "default",
+                    "-address",
+                    "/run/containerd/containerd.sock",
+                    "-publish-binary",
+                    "/usr/bin/containerd",
+                    "-id",
+                    "t1",
+                    "-debug",
+                    "start",
+                ],
+                Flags {
+                    namespace: "default".into(),
+                    address: "/run/containerd/containerd.sock".into(),
+                    publish_binary: "/usr/bin/containerd".into(),
+                    id: "t1".into(),
+                    debug: true,
+                    action: "start".into(),
+                    ..Default::default()
+                },
+                Mode::Start,
+            ),
+            (
+                &[
+                    "--namespace=k8s.io",
+                    "-id=c1",
+                    "-bundle",
+                    "/b/c1",
+                    "-debug=false",
+                    "delete",
+                ],
+                Flags {
+                    namespace: "k8s.io".into(),
+                    id: "c1".into(),
+                    bundle: "/b/c1".into(),
+                    action: "delete".into(),
+                    ..Default::default()
+                },
+                Mode::Delete,
+            ),
+        ];
+        for (args, want, mode) in cases {
+            let f = parse(args).unwrap();
+            assert_eq!(f, want, "{args:?}");
+            assert_eq!(f.mode().unwrap(), mode, "{args:?}");
+        }
     }
 
     #[test]
@@ -234,11 +199,19 @@ mod tests {
     }
 
     #[test]
-    fn errors() {
-        assert!(parse(&["-nosuch"]).is_err());
-        assert!(parse(&["-id"]).is_err());
-        assert!(parse(&["-debug=maybe"]).is_err());
-        assert!(parse(&["---id", "x"]).is_err());
+    fn errors_name_the_flag() {
+        for (args, want) in [
+            (&["-nosuch"][..], "flag provided but not defined: -nosuch"),
+            (&["-id"], "flag needs an argument: -id"),
+            (
+                &["-debug=maybe"],
+                "invalid boolean value \"maybe\" for -debug",
+            ),
+            (&["---id", "x"], "bad flag syntax: ---id"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert_eq!(err, format!("invalid arguments: {want}"), "{args:?}");
+        }
     }
 
     #[test]

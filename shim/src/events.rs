@@ -15,13 +15,14 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use containerd_shim_protos::events::task as ev;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::MessageDyn;
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
 use containerd_shim_protos::shim_async::{Client, EventsClient};
-use containerd_shim_protos::ttrpc;
+use containerd_shim_protos::{topics, ttrpc};
 use tokio::sync::{mpsc, watch};
 
 /// Attempts per event before it is dropped (with an error in the log). With the backoff below
@@ -31,6 +32,32 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Per-request timeout, so a wedged containerd cannot stall the queue forever.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A task event and the topic containerd files it under: the pair is fixed here once, so no
+/// caller can send a message under another message's topic.
+pub trait TaskEvent: MessageDyn + Sized {
+    const TOPIC: &'static str;
+}
+
+macro_rules! task_event_topics {
+    ($($message:ident => $topic:ident,)*) => {
+        $(impl TaskEvent for ev::$message {
+            const TOPIC: &'static str = topics::$topic;
+        })*
+    };
+}
+
+task_event_topics! {
+    TaskCreate => TASK_CREATE_EVENT_TOPIC,
+    TaskStart => TASK_START_EVENT_TOPIC,
+    TaskExecAdded => TASK_EXEC_ADDED_EVENT_TOPIC,
+    TaskExecStarted => TASK_EXEC_STARTED_EVENT_TOPIC,
+    TaskPaused => TASK_PAUSED_EVENT_TOPIC,
+    TaskResumed => TASK_RESUMED_EVENT_TOPIC,
+    TaskOOM => TASK_OOM_EVENT_TOPIC,
+    TaskExit => TASK_EXIT_EVENT_TOPIC,
+    TaskDelete => TASK_DELETE_EVENT_TOPIC,
+}
 
 #[derive(Clone)]
 pub struct Publisher {
@@ -107,6 +134,11 @@ impl Publisher {
             self.inner.pending.send_modify(|n| *n -= 1);
             log::error!("event {topic} dropped: publisher stopped");
         }
+    }
+
+    /// Queues a task event under its own topic.
+    pub fn task_event<E: TaskEvent>(&self, event: E) {
+        self.publish(E::TOPIC, Box::new(event));
     }
 
     /// Waits until every queued event has been sent (or given up on); used before exit.

@@ -4,7 +4,6 @@
 use containerd_shim_protos::api;
 use containerd_shim_protos::events::task as ev;
 use containerd_shim_protos::protobuf::MessageField;
-use containerd_shim_protos::topics;
 
 use super::error::{ServiceError, ServiceResult};
 use super::launcher::{Launcher, TaskCgroup};
@@ -124,21 +123,15 @@ impl<L: Launcher> Inner<L> {
             Ok(())
         })?;
         if pause {
-            self.publish(
-                topics::TASK_PAUSED_EVENT_TOPIC,
-                Box::new(ev::TaskPaused {
-                    container_id: id.to_string(),
-                    ..Default::default()
-                }),
-            );
+            self.publish(ev::TaskPaused {
+                container_id: id.to_string(),
+                ..Default::default()
+            });
         } else {
-            self.publish(
-                topics::TASK_RESUMED_EVENT_TOPIC,
-                Box::new(ev::TaskResumed {
-                    container_id: id.to_string(),
-                    ..Default::default()
-                }),
-            );
+            self.publish(ev::TaskResumed {
+                container_id: id.to_string(),
+                ..Default::default()
+            });
         }
         Ok(())
     }
@@ -202,16 +195,13 @@ impl<L: Launcher> Inner<L> {
         let exit = exit.unwrap_or_else(|| Exit::now(137));
         let launcher = self.launcher.clone();
         blocking(move || launcher.delete(removed)).await?;
-        self.publish(
-            topics::TASK_DELETE_EVENT_TOPIC,
-            Box::new(ev::TaskDelete {
-                container_id: req.id.clone(),
-                pid: pid as u32,
-                exit_status: exit.code,
-                exited_at: MessageField::some(exit.at.clone()),
-                ..Default::default()
-            }),
-        );
+        self.publish(ev::TaskDelete {
+            container_id: req.id.clone(),
+            pid: pid as u32,
+            exit_status: exit.code,
+            exited_at: MessageField::some(exit.at.clone()),
+            ..Default::default()
+        });
         Ok(delete_response(pid, Some(exit)))
     }
 

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use containerd_shim_protos::events::task as ev;
 use containerd_shim_protos::protobuf::MessageField;
-use containerd_shim_protos::topics;
 use tokio::sync::{mpsc, oneshot};
 
 use super::launcher::{Launcher, TaskCgroup};
@@ -138,7 +137,7 @@ impl<L: Launcher> Inner<L> {
                 }))
             });
             if let Ok(Some(event)) = event {
-                inner.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event));
+                inner.publish(event);
             }
             if !exec_id.is_empty() {
                 inner.publish_ready_exits(&id);
@@ -156,13 +155,10 @@ impl<L: Launcher> Inner<L> {
             .with_container(id, |c| Ok(c.note_oom_kills(kills)))
             .unwrap_or(false);
         if new {
-            self.publish(
-                topics::TASK_OOM_EVENT_TOPIC,
-                Box::new(ev::TaskOOM {
-                    container_id: id.to_string(),
-                    ..Default::default()
-                }),
-            );
+            self.publish(ev::TaskOOM {
+                container_id: id.to_string(),
+                ..Default::default()
+            });
         }
     }
 

@@ -30,10 +30,9 @@ use containerd_shim_protos::api;
 use containerd_shim_protos::events::task as ev;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::MessageField;
-use containerd_shim_protos::topics;
 use runtime_native::rootfs;
 
-use crate::events::Publisher;
+use crate::events::{Publisher, TaskEvent};
 use error::{ServiceError, ServiceResult};
 use launcher::CreateTask;
 pub use launcher::Launcher;
@@ -137,12 +136,8 @@ impl<L: Launcher> Inner<L> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn publish(
-        &self,
-        topic: &'static str,
-        event: Box<dyn containerd_shim_protos::protobuf::MessageDyn>,
-    ) {
-        self.ctx.publisher.publish(topic, event);
+    fn publish<E: TaskEvent>(&self, event: E) {
+        self.ctx.publisher.task_event(event);
     }
 
     fn with_container<T>(
@@ -258,7 +253,7 @@ impl<L: Launcher> Inner<L> {
             terminal: req.terminal,
             ..Default::default()
         });
-        self.publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event));
+        self.publish(event);
         self.watch_oom(&id);
         if exited {
             // Died before Create returned: as if the exit had come right after the insert.
@@ -322,24 +317,18 @@ impl<L: Launcher> Inner<L> {
         let exited = self.with_process(id, exec_id, |p, _| Ok(p.end_start(result.is_ok())))?;
         if result.is_ok() {
             if exec_id.is_empty() {
-                self.publish(
-                    topics::TASK_START_EVENT_TOPIC,
-                    Box::new(ev::TaskStart {
-                        container_id: id.to_string(),
-                        pid: pid as u32,
-                        ..Default::default()
-                    }),
-                );
+                self.publish(ev::TaskStart {
+                    container_id: id.to_string(),
+                    pid: pid as u32,
+                    ..Default::default()
+                });
             } else {
-                self.publish(
-                    topics::TASK_EXEC_STARTED_EVENT_TOPIC,
-                    Box::new(ev::TaskExecStarted {
-                        container_id: id.to_string(),
-                        exec_id: exec_id.to_string(),
-                        pid: pid as u32,
-                        ..Default::default()
-                    }),
-                );
+                self.publish(ev::TaskExecStarted {
+                    container_id: id.to_string(),
+                    exec_id: exec_id.to_string(),
+                    pid: pid as u32,
+                    ..Default::default()
+                });
             }
         }
         if exited {
@@ -363,14 +352,11 @@ impl<L: Launcher> Inner<L> {
             terminal: req.terminal,
         };
         self.with_container(&req.id, |c| c.add_exec(&req.exec_id, stdio, process))?;
-        self.publish(
-            topics::TASK_EXEC_ADDED_EVENT_TOPIC,
-            Box::new(ev::TaskExecAdded {
-                container_id: req.id.clone(),
-                exec_id: req.exec_id.clone(),
-                ..Default::default()
-            }),
-        );
+        self.publish(ev::TaskExecAdded {
+            container_id: req.id.clone(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        });
         Ok(())
     }
 

@@ -19,129 +19,62 @@ fn done<T>(r: ServiceResult<T>, rpc: &str) -> TtrpcResult<T> {
     })
 }
 
-#[async_trait]
-impl<L: Launcher> Task for TaskService<L> {
-    async fn state(
-        &self,
-        _: &TtrpcContext,
-        req: api::StateRequest,
-    ) -> TtrpcResult<api::StateResponse> {
-        done(self.inner.state(&req), "state")
-    }
+/// The Task trait's methods, one line each: the RPC, its request and answer, and the call on
+/// `Inner` that answers it (`$inner` is bound to `Inner`, or `_`; `$req` to the request).
+/// Every method logs the error it returns and passes through `done`; writing them out would be
+/// sixteen copies of one eight-line shape. `shutdown` answers without `done`: the server is
+/// going away, there is nothing to trim.
+macro_rules! task_rpcs {
+    ($($rpc:ident($req_ty:ident) -> $resp:ty = |$inner:tt, $req:ident| $answer:expr;)*) => {
+        #[async_trait]
+        impl<L: Launcher> Task for TaskService<L> {
+            $(
+                async fn $rpc(&self, _: &TtrpcContext, $req: api::$req_ty) -> TtrpcResult<$resp> {
+                    let $inner = &self.inner;
+                    done($answer, stringify!($rpc))
+                }
+            )*
 
-    async fn create(
-        &self,
-        _: &TtrpcContext,
-        req: api::CreateTaskRequest,
-    ) -> TtrpcResult<api::CreateTaskResponse> {
+            async fn shutdown(
+                &self,
+                _: &TtrpcContext,
+                req: api::ShutdownRequest,
+            ) -> TtrpcResult<Empty> {
+                self.inner.shutdown(req.now);
+                Ok(Empty::new())
+            }
+        }
+    };
+}
+
+/// An answer that carries nothing but success.
+fn empty<E>(r: Result<(), E>) -> Result<Empty, E> {
+    r.map(|()| Empty::new())
+}
+
+task_rpcs! {
+    state(StateRequest) -> api::StateResponse = |inner, req| inner.state(&req);
+    create(CreateTaskRequest) -> api::CreateTaskResponse = |inner, req| {
         log::info!("create task {} in {}", req.id, req.bundle);
-        done(self.inner.create(req).await, "create")
-    }
-
-    async fn start(
-        &self,
-        _: &TtrpcContext,
-        req: api::StartRequest,
-    ) -> TtrpcResult<api::StartResponse> {
-        done(self.inner.start(req).await, "start")
-    }
-
-    async fn delete(
-        &self,
-        _: &TtrpcContext,
-        req: api::DeleteRequest,
-    ) -> TtrpcResult<api::DeleteResponse> {
-        done(self.inner.delete(&req).await, "delete")
-    }
-
-    async fn pids(
-        &self,
-        _: &TtrpcContext,
-        req: api::PidsRequest,
-    ) -> TtrpcResult<api::PidsResponse> {
-        done(self.inner.pids(&req.id).await, "pids")
-    }
-
-    async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<Empty> {
-        done(
-            self.inner.pause(&req.id, true).await.map(|_| Empty::new()),
-            "pause",
-        )
-    }
-
-    async fn resume(&self, _: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<Empty> {
-        done(
-            self.inner.pause(&req.id, false).await.map(|_| Empty::new()),
-            "resume",
-        )
-    }
-
-    async fn checkpoint(
-        &self,
-        _: &TtrpcContext,
-        req: api::CheckpointTaskRequest,
-    ) -> TtrpcResult<Empty> {
-        done(
-            Err(ServiceError::Unimplemented(format!(
-                "checkpoint of task {}: amphi does not implement checkpoint/restore",
-                req.id
-            ))),
-            "checkpoint",
-        )
-    }
-
-    async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
-        done(self.inner.kill(&req).await.map(|_| Empty::new()), "kill")
-    }
-
-    async fn exec(&self, _: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
-        done(self.inner.exec(req).map(|_| Empty::new()), "exec")
-    }
-
-    async fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<Empty> {
-        done(
-            self.inner.resize_pty(&req).map(|_| Empty::new()),
-            "resize_pty",
-        )
-    }
-
-    async fn close_io(&self, _: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<Empty> {
-        done(self.inner.close_io(&req).map(|_| Empty::new()), "close_io")
-    }
-
-    async fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
-        done(
-            self.inner.update(&req).await.map(|_| Empty::new()),
-            "update",
-        )
-    }
-
-    async fn wait(
-        &self,
-        _: &TtrpcContext,
-        req: api::WaitRequest,
-    ) -> TtrpcResult<api::WaitResponse> {
-        done(self.inner.wait(&req).await, "wait")
-    }
-
-    async fn stats(
-        &self,
-        _: &TtrpcContext,
-        req: api::StatsRequest,
-    ) -> TtrpcResult<api::StatsResponse> {
-        done(self.inner.stats(&req.id).await, "stats")
-    }
-
-    async fn connect(
-        &self,
-        _: &TtrpcContext,
-        req: api::ConnectRequest,
-    ) -> TtrpcResult<api::ConnectResponse> {
-        done(self.inner.connect(&req.id), "connect")
-    }
-
-    async fn shutdown(&self, _: &TtrpcContext, req: api::ShutdownRequest) -> TtrpcResult<Empty> {
-        self.inner.shutdown(req.now);
-        Ok(Empty::new())
-    }
+        inner.create(req).await
+    };
+    start(StartRequest) -> api::StartResponse = |inner, req| inner.start(req).await;
+    delete(DeleteRequest) -> api::DeleteResponse = |inner, req| inner.delete(&req).await;
+    pids(PidsRequest) -> api::PidsResponse = |inner, req| inner.pids(&req.id).await;
+    pause(PauseRequest) -> Empty = |inner, req| empty(inner.pause(&req.id, true).await);
+    resume(ResumeRequest) -> Empty = |inner, req| empty(inner.pause(&req.id, false).await);
+    checkpoint(CheckpointTaskRequest) -> Empty = |_, req| {
+        Err(ServiceError::Unimplemented(format!(
+            "checkpoint of task {}: amphi does not implement checkpoint/restore",
+            req.id
+        )))
+    };
+    kill(KillRequest) -> Empty = |inner, req| empty(inner.kill(&req).await);
+    exec(ExecProcessRequest) -> Empty = |inner, req| empty(inner.exec(req));
+    resize_pty(ResizePtyRequest) -> Empty = |inner, req| empty(inner.resize_pty(&req));
+    close_io(CloseIORequest) -> Empty = |inner, req| empty(inner.close_io(&req));
+    update(UpdateTaskRequest) -> Empty = |inner, req| empty(inner.update(&req).await);
+    wait(WaitRequest) -> api::WaitResponse = |inner, req| inner.wait(&req).await;
+    stats(StatsRequest) -> api::StatsResponse = |inner, req| inner.stats(&req.id).await;
+    connect(ConnectRequest) -> api::ConnectResponse = |inner, req| inner.connect(&req.id);
 }
