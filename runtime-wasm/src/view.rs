@@ -18,6 +18,7 @@
 //! wasmtime-wasi resolves beneath the preopen), and a symlink resolves inside it.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
@@ -92,17 +93,19 @@ const RUNTIME_TREES: &[&str] = &["/proc", "/sys", "/dev"];
 /// `p` made absolute and clean (`.`, `..` and repeated slashes resolved lexically, `..` stops
 /// at `/`).
 fn clean(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
+    let mut out = PathBuf::from("/");
+    for part in Path::new(p).components() {
+        match part {
+            Component::Normal(name) => out.push(name),
+            // Popping `/` leaves `/`: a `..` cannot climb out.
+            Component::ParentDir => {
+                out.pop();
             }
-            c => parts.push(c),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
         }
     }
-    format!("/{}", parts.join("/"))
+    // Made of the parts of a `&str`: still UTF-8.
+    out.to_string_lossy().into_owned()
 }
 
 fn in_runtime_tree(p: &str) -> bool {
