@@ -154,6 +154,7 @@ impl ServiceError {
             ServiceError::Runtime(e) if e.is_invalid_spec() => Code::INVALID_ARGUMENT,
             ServiceError::Wasm(e) if wasm_is_callers(e) => Code::INVALID_ARGUMENT,
             ServiceError::Network { source, .. } if source.is_config() => Code::INVALID_ARGUMENT,
+            ServiceError::LogDriver(e) if e.is_invalid_input() => Code::INVALID_ARGUMENT,
             ServiceError::Config(_)
             | ServiceError::WasmConfig { .. }
             | ServiceError::Entrypoint(_)

@@ -13,8 +13,6 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::error::{ServiceError, ServiceResult};
-
 /// Who the output belongs to, as the driver learns it from its environment.
 #[derive(Debug, Clone, Default)]
 pub struct Owner {
@@ -26,13 +24,13 @@ pub struct Owner {
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Splits `binary:///path?a=1&b` into the program and its arguments.
-pub fn parse_url(url: &str) -> ServiceResult<(String, Vec<String>)> {
+pub fn parse_url(url: &str) -> Result<(String, Vec<String>), LogDriverError> {
     let rest = url.strip_prefix("binary://").unwrap_or(url);
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     if !path.starts_with('/') {
-        return Err(ServiceError::InvalidArgument(format!(
-            "log driver {url:?}: the path must be absolute"
-        )));
+        return Err(LogDriverError::RelativePath {
+            url: url.to_string(),
+        });
     }
     let mut args = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -70,6 +68,9 @@ fn unescape(s: &str) -> String {
 /// A `binary://` log driver that could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum LogDriverError {
+    /// The caller's mistake (containerd passes the URL the user gave).
+    #[error("log driver {url:?}: the path must be absolute")]
+    RelativePath { url: String },
     #[error("log driver pipe: {0}")]
     Pipe(#[source] nix::errno::Errno),
     #[error("start log driver {program}: {source}")]
@@ -82,12 +83,19 @@ pub enum LogDriverError {
     NotReady { program: String, seconds: u64 },
 }
 
-fn pipe() -> ServiceResult<(OwnedFd, OwnedFd)> {
-    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(LogDriverError::Pipe)?)
+impl LogDriverError {
+    /// Whether the URL itself is wrong, rather than the driver failing.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, LogDriverError::RelativePath { .. })
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), LogDriverError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(LogDriverError::Pipe)
 }
 
 /// Starts the driver; returns the write ends the container gets as stdout and stderr.
-pub fn start(url: &str, owner: &Owner) -> ServiceResult<(OwnedFd, OwnedFd)> {
+pub fn start(url: &str, owner: &Owner) -> Result<(OwnedFd, OwnedFd), LogDriverError> {
     let (program, args) = parse_url(url)?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
@@ -126,7 +134,7 @@ pub fn start(url: &str, owner: &Owner) -> ServiceResult<(OwnedFd, OwnedFd)> {
 }
 
 /// Waits until the driver closes or writes to its readiness pipe.
-fn wait_ready(ready: OwnedFd, program: &str) -> ServiceResult<()> {
+fn wait_ready(ready: OwnedFd, program: &str) -> Result<(), LogDriverError> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut f = std::fs::File::from(ready);
@@ -138,8 +146,7 @@ fn wait_ready(ready: OwnedFd, program: &str) -> ServiceResult<()> {
         Err(_) => Err(LogDriverError::NotReady {
             program: program.to_string(),
             seconds: READY_TIMEOUT.as_secs(),
-        }
-        .into()),
+        }),
     }
 }
 
@@ -153,7 +160,18 @@ mod tests {
             parse_url("binary:///usr/bin/logger?tag=web&verbose&path=%2Fvar%2Flog").unwrap();
         assert_eq!(p, "/usr/bin/logger");
         assert_eq!(a, ["tag", "web", "verbose", "path", "/var/log"]);
-        assert!(parse_url("binary://relative/bin").is_err());
+    }
+
+    /// A relative driver path is the caller's mistake (INVALID_ARGUMENT), named with its URL.
+    #[test]
+    fn a_relative_driver_path_is_the_callers_error() {
+        let e = parse_url("binary://relative/bin").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "log driver \"binary://relative/bin\": the path must be absolute"
+        );
+        let code = crate::service::error::ServiceError::from(e).code();
+        assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT);
     }
 
     #[test]

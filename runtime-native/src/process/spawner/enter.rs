@@ -5,13 +5,36 @@
 //! `pid_for_children`, so the clone is born there while the spawner stays itself.
 
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::sched::CloneFlags;
 
-use super::serve::Error;
 use crate::fds::{open_ro, same_file};
 use crate::request::{ChildFds, Request};
+
+/// Why the namespaces a clone is born in could not be entered.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum EnterError {
+    /// An exec's way into its init's pid namespace.
+    #[error(transparent)]
+    ExecNs(#[from] crate::exec_ns::Error),
+    #[error("open pid namespace {}: {source}", path.display())]
+    OpenPidNs {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("join pid namespace {}: {source}", path.display())]
+    JoinPidNs {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    /// The namespaces given by path, entered for a new user namespace.
+    #[error(transparent)]
+    UserNs(#[from] crate::userns::Error),
+}
 
 /// What the spawner entered for a clone; [`Entered::leave`] takes it back to its own.
 #[must_use = "the spawner must leave the container's namespaces after the clone"]
@@ -50,7 +73,7 @@ pub(super) fn enter<'a>(
     req: &Request,
     fds: &ChildFds,
     pidns_path: Option<&Path>,
-) -> Result<Entered<'a>, Error> {
+) -> Result<Entered<'a>, EnterError> {
     let mut entered = Entered {
         own_pidns,
         pidns: false,
@@ -64,14 +87,16 @@ pub(super) fn enter<'a>(
         };
         entered.pidns = crate::exec_ns::enter_pid_ns(&init, own_pidns)?;
     } else if let Some(p) = pidns_path {
-        let f = open_ro(p).map_err(|source| Error::OpenPidNs {
+        let f = open_ro(p).map_err(|source| EnterError::OpenPidNs {
             path: p.to_path_buf(),
             source,
         })?;
         if !same_file(&f, own_pidns) {
-            nix::sched::setns(&f, CloneFlags::CLONE_NEWPID).map_err(|source| Error::JoinPidNs {
-                path: p.to_path_buf(),
-                source,
+            nix::sched::setns(&f, CloneFlags::CLONE_NEWPID).map_err(|source| {
+                EnterError::JoinPidNs {
+                    path: p.to_path_buf(),
+                    source,
+                }
             })?;
             entered.pidns = true;
         }

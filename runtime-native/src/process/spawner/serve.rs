@@ -3,13 +3,13 @@
 //! namespace's maps, the cgroup join owed after the reply).
 
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::errno::Errno;
 
 use super::cgroup_join::{self, JoinJob, Placement};
 use super::clone::{clone_child, clone_plan};
-use super::enter::enter;
+use super::enter::{enter, EnterError};
 use super::wire::{Envelope, Reply};
 use crate::fds::open_ro;
 use crate::request::Request;
@@ -28,18 +28,6 @@ pub(super) enum Error {
     FdCount { got: usize, want: usize },
     #[error("socketpair: {0}")]
     Socketpair(#[source] Errno),
-    #[error("open pid namespace {}: {source}", path.display())]
-    OpenPidNs {
-        path: PathBuf,
-        #[source]
-        source: Errno,
-    },
-    #[error("join pid namespace {}: {source}", path.display())]
-    JoinPidNs {
-        path: PathBuf,
-        #[source]
-        source: Errno,
-    },
     #[error("clone container process: {}", .0.desc())]
     Clone(#[source] Errno),
     /// The spec's user namespace (its maps, or a namespace entered for it).
@@ -47,9 +35,9 @@ pub(super) enum Error {
     UserNs(#[from] crate::userns::Error),
     #[error("user namespace of the container process: {0}")]
     UserNsMaps(#[source] crate::userns::Error),
-    /// An exec's way into its init's pid namespace.
+    /// The namespaces the clone is born in.
     #[error(transparent)]
-    ExecNs(#[from] crate::exec_ns::Error),
+    Enter(#[from] EnterError),
     /// The procfs of a joined pid namespace, made for a new user namespace.
     #[error(transparent)]
     ProcMount(#[from] crate::proc_mount::Error),

@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 
-use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
+use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
 use oci_spec::runtime::{
-    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
+    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
 };
 
+use super::arch;
 use super::enosys::{enosys_stub, largest_syscalls, wants_enosys_stub};
 use super::load::export;
 use super::notify::NO_NOTIFY;
@@ -53,35 +54,6 @@ fn action(a: LinuxSeccompAction, errno_ret: Option<u32>) -> R<ScmpAction, String
     })
 }
 
-pub(super) fn arch(a: Arch) -> ScmpArch {
-    match a {
-        Arch::ScmpArchNative => ScmpArch::Native,
-        Arch::ScmpArchX86 => ScmpArch::X86,
-        Arch::ScmpArchX86_64 => ScmpArch::X8664,
-        Arch::ScmpArchX32 => ScmpArch::X32,
-        Arch::ScmpArchArm => ScmpArch::Arm,
-        Arch::ScmpArchAarch64 => ScmpArch::Aarch64,
-        Arch::ScmpArchMips => ScmpArch::Mips,
-        Arch::ScmpArchMips64 => ScmpArch::Mips64,
-        Arch::ScmpArchMips64n32 => ScmpArch::Mips64N32,
-        Arch::ScmpArchMipsel => ScmpArch::Mipsel,
-        Arch::ScmpArchMipsel64 => ScmpArch::Mipsel64,
-        Arch::ScmpArchMipsel64n32 => ScmpArch::Mipsel64N32,
-        Arch::ScmpArchPpc => ScmpArch::Ppc,
-        Arch::ScmpArchPpc64 => ScmpArch::Ppc64,
-        Arch::ScmpArchPpc64le => ScmpArch::Ppc64Le,
-        Arch::ScmpArchS390 => ScmpArch::S390,
-        Arch::ScmpArchS390x => ScmpArch::S390X,
-        Arch::ScmpArchParisc => ScmpArch::Parisc,
-        Arch::ScmpArchParisc64 => ScmpArch::Parisc64,
-        Arch::ScmpArchRiscv64 => ScmpArch::Riscv64,
-        Arch::ScmpArchLoongarch64 => ScmpArch::Loongarch64,
-        Arch::ScmpArchM68k => ScmpArch::M68k,
-        Arch::ScmpArchSh => ScmpArch::Sh,
-        Arch::ScmpArchSheb => ScmpArch::Sheb,
-    }
-}
-
 /// One argument condition. `SCMP_CMP_MASKED_EQ` takes the mask in `value` and the expected
 /// result in `valueTwo`, as runc reads the spec.
 fn condition(
@@ -126,7 +98,7 @@ pub(crate) fn compile(s: &LinuxSeccomp) -> R<Filter> {
     }
     let mut ctx = ScmpFilterContext::new(default).map_err(|e| err("create filter", e))?;
     for a in s.architectures().iter().flatten() {
-        ctx.add_arch(arch(*a))
+        ctx.add_arch(arch::from_spec(*a))
             .map_err(|e| err(&format!("add architecture {a}"), e))?;
     }
     let mut wait_killable = false;

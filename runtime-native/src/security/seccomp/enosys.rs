@@ -21,7 +21,7 @@
 use libseccomp::{ScmpAction, ScmpArch};
 use oci_spec::runtime::LinuxSeccomp;
 
-use super::compile::arch;
+use super::arch;
 use super::{SeccompError, R};
 
 /// `struct seccomp_data`: offsets of the syscall number and the audit architecture.
@@ -30,39 +30,6 @@ const SECCOMP_DATA_ARCH: u32 = 4;
 /// x32 syscalls are x86_64 (same audit arch) syscalls with this bit set in the number.
 pub(super) const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 pub(super) const RET_ENOSYS: u32 = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
-
-/// The kernel's `AUDIT_ARCH_*` value (what `seccomp_data.arch` holds) for an architecture:
-/// the ELF machine, `__AUDIT_ARCH_64BIT`, `__AUDIT_ARCH_LE` (and MIPS n32's convention bit).
-fn audit_arch(a: ScmpArch) -> Option<u32> {
-    const B64: u32 = 0x8000_0000;
-    const LE: u32 = 0x4000_0000;
-    const N32: u32 = 0x2000_0000;
-    Some(match a {
-        ScmpArch::X86 => 3 | LE,
-        ScmpArch::X8664 | ScmpArch::X32 => 62 | B64 | LE,
-        ScmpArch::Arm => 40 | LE,
-        ScmpArch::Aarch64 => 183 | B64 | LE,
-        ScmpArch::Mips => 8,
-        ScmpArch::Mips64 => 8 | B64,
-        ScmpArch::Mips64N32 => 8 | B64 | N32,
-        ScmpArch::Mipsel => 8 | LE,
-        ScmpArch::Mipsel64 => 8 | B64 | LE,
-        ScmpArch::Mipsel64N32 => 8 | B64 | LE | N32,
-        ScmpArch::Ppc => 20,
-        ScmpArch::Ppc64 => 21 | B64,
-        ScmpArch::Ppc64Le => 21 | B64 | LE,
-        ScmpArch::S390 => 22,
-        ScmpArch::S390X => 22 | B64,
-        ScmpArch::Parisc => 15,
-        ScmpArch::Parisc64 => 15 | B64,
-        ScmpArch::Riscv64 => 243 | B64 | LE,
-        ScmpArch::Loongarch64 => 258 | B64 | LE,
-        ScmpArch::M68k => 4,
-        ScmpArch::Sh => 42 | LE,
-        ScmpArch::Sheb => 42,
-        _ => return None,
-    })
-}
 
 /// Whether a profile with this default action gets the stub: not when unlisted syscalls are
 /// allowed anyway (ALLOW, LOG, and TRACE — a tracer is expected to handle new syscalls), nor
@@ -81,7 +48,7 @@ pub(super) fn largest_syscalls(s: &LinuxSeccomp) -> Vec<(ScmpArch, u32)> {
     let native = ScmpArch::native();
     let mut arches = vec![native];
     for a in s.architectures().iter().flatten() {
-        let a = match arch(*a) {
+        let a = match arch::from_spec(*a) {
             ScmpArch::Native => native,
             a => a,
         };
@@ -152,7 +119,7 @@ pub(super) fn enosys_stub(largest: &[(ScmpArch, u32)]) -> R<Vec<libc::sock_filte
     // Architectures grouped by what the kernel reports: x86_64 and x32 share one value.
     let mut groups: Vec<(u32, Vec<(ScmpArch, u32)>)> = Vec::new();
     for &(a, max) in largest {
-        let Some(token) = audit_arch(a) else {
+        let Some(token) = arch::audit(a) else {
             continue;
         };
         match groups.iter_mut().find(|(t, _)| *t == token) {
@@ -177,7 +144,7 @@ pub(super) fn enosys_stub(largest: &[(ScmpArch, u32)]) -> R<Vec<libc::sock_filte
             // used only to multiplex large numbers): that one is "unknown" too.
             prog.push(jmp(libc::BPF_JEQ, 0, To::Enosys, To::Skip(0)));
         }
-        if *token == audit_arch(ScmpArch::X8664).unwrap_or(0) {
+        if *token == arch::audit(ScmpArch::X8664).unwrap_or(0) {
             match (max_of(ScmpArch::X8664), max_of(ScmpArch::X32)) {
                 (Some(x64), Some(x32)) => {
                     prog.push(x32_bit(To::Skip(1), To::Skip(0)));

@@ -30,10 +30,12 @@
 //! refuses `write` for the same reason).
 //!
 //! The jobs, one module each: `compile` (the profile into a libseccomp filter), `enosys` (the
-//! stub for syscalls newer than the profile), `load` (into the calling process, with
-//! libseccomp or seccomp(2)), `notify` (the agent's state message and the notify fd's
-//! hand-over). This module ties them together for a container process.
+//! stub for syscalls newer than the profile), `arch` (an architecture's names, which both of
+//! them need), `load` (into the calling process, with libseccomp or seccomp(2)), `notify` (the
+//! agent's state message and the notify fd's hand-over). This module ties them together for a
+//! container process.
 
+mod arch;
 mod compile;
 mod enosys;
 mod features;
