@@ -33,6 +33,12 @@ fn uid(name: &str) -> String {
     format!("{name}-{}", std::process::id())
 }
 
+/// What most cases start from: a private root, a bundle running `args` without a terminal,
+/// and a container id made from `name`.
+fn fixture(args: &[&str], name: &str) -> (Env, Bundle, String) {
+    (Env::new(), Bundle::new(args, false), uid(name))
+}
+
 /// A bundle: busybox rootfs and a runc-spec-like config.json running `args`.
 struct Bundle {
     dir: tempfile::TempDir,
@@ -102,6 +108,11 @@ impl Bundle {
 
     fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The bundle directory as `-b` takes it.
+    fn arg(&self) -> &str {
+        self.path().to_str().unwrap()
     }
 
     /// Edits config.json.
@@ -177,6 +188,41 @@ impl Env {
         o
     }
 
+    /// `run -b BUNDLE ID` in the foreground, which must succeed; returns its stdout.
+    fn run_ok(&self, b: &Bundle, id: &str) -> String {
+        self.ok(&["run", "-b", b.arg(), id])
+    }
+
+    /// `run -d -b BUNDLE ID`, which must succeed; returns the init's pid as `state` reports it.
+    fn run_detached(&self, b: &Bundle, id: &str) -> i64 {
+        self.ok(&["run", "-d", "-b", b.arg(), id]);
+        self.state(id)["pid"].as_i64().unwrap()
+    }
+
+    /// `create -b BUNDLE ID`, which must succeed.
+    fn create(&self, b: &Bundle, id: &str) {
+        self.ok(&["create", "-b", b.arg(), id]);
+    }
+
+    /// `run -b BUNDLE ID`, which must fail with `says` in its error and leave nothing of the
+    /// container behind.
+    fn run_fails(&self, b: &Bundle, id: &str, says: &str) {
+        self.fails(&["run", "-b", b.arg(), id], says);
+        self.assert_gone(id);
+    }
+
+    /// Asserts that the state directory holds nothing of container `id`.
+    fn assert_gone(&self, id: &str) {
+        assert!(!self.root().join(id).exists(), "{id} left its state behind");
+    }
+
+    /// The exit status the monitor reaped, as our own state file records it.
+    fn recorded_exit_code(&self, id: &str) -> Value {
+        let path = self.root().join(id).join("state.json");
+        let raw: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        raw["exit_code"].clone()
+    }
+
     fn state(&self, id: &str) -> Value {
         serde_json::from_str(&self.ok(&["state", id])).unwrap()
     }
@@ -248,12 +294,10 @@ fn pid_alive(pid: i64) -> bool {
 #[test]
 fn create_start_state_kill_delete() {
     need_root!();
-    let env = Env::new();
-    let b = Bundle::new(&["sh", "-c", "echo started; exec sleep 1000"], false);
-    let id = uid("life");
+    let (env, b, id) = fixture(&["sh", "-c", "echo started; exec sleep 1000"], "life");
     let out = env.file("ctr.out");
     let pidfile = env.file("pid");
-    let bundle = b.path().to_str().unwrap();
+    let bundle = b.arg();
     let code = oci_to(
         &env,
         &[
@@ -317,14 +361,10 @@ fn create_start_state_kill_delete() {
     let o = env.oci(&["kill", &id]);
     assert_eq!(o.code, 1, "kill of a stopped container");
     // Our state file has the exit status the monitor reaped.
-    let raw: Value = serde_json::from_str(
-        &std::fs::read_to_string(env.root().join(&id).join("state.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(raw["exit_code"], 137);
+    assert_eq!(env.recorded_exit_code(&id), 137);
 
     env.ok(&["delete", &id]);
-    assert!(!env.root().join(&id).exists());
+    env.assert_gone(&id);
     assert!(!pid_alive(pid));
     env.fails(&["state", &id], "does not exist");
 }
@@ -332,57 +372,42 @@ fn create_start_state_kill_delete() {
 #[test]
 fn kill_with_signal_names_and_delete_created() {
     need_root!();
-    let env = Env::new();
-    let b = Bundle::new(
+    let (env, b, id) = fixture(
         &[
             "sh",
             "-c",
             "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.05; done",
         ],
-        false,
+        "sig",
     );
-    let id = uid("sig");
     let out = env.file("out");
-    assert_eq!(
-        oci_to(
-            &env,
-            &["run", "-d", "-b", b.path().to_str().unwrap(), &id],
-            &out
-        ),
-        0
-    );
+    assert_eq!(oci_to(&env, &["run", "-d", "-b", b.arg(), &id], &out), 0);
     wait_file_contains(&out, "ready");
     assert_eq!(env.state(&id)["status"], "running");
     env.ok(&["kill", &id, "SIGTERM"]);
     wait_file_contains(&out, "got-term");
     env.wait_status(&id, "stopped");
-    let raw: Value = serde_json::from_str(
-        &std::fs::read_to_string(env.root().join(&id).join("state.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(raw["exit_code"], 7);
+    assert_eq!(env.recorded_exit_code(&id), 7);
     env.ok(&["delete", &id]);
 
     // A created (never started) container is deleted without --force.
     let id2 = uid("created-del");
-    env.ok(&["create", "-b", b.path().to_str().unwrap(), &id2]);
+    env.create(&b, &id2);
     let pid = env.state(&id2)["pid"].as_i64().unwrap();
     env.ok(&["delete", &id2]);
     assert!(!pid_alive(pid));
-    assert!(!env.root().join(&id2).exists());
+    env.assert_gone(&id2);
 }
 
 #[test]
 fn run_foreground_exit_code() {
     need_root!();
-    let env = Env::new();
-    let b = Bundle::new(&["sh", "-c", "echo out; echo err >&2; exit 3"], false);
-    let id = uid("run3");
+    let (env, b, id) = fixture(&["sh", "-c", "echo out; echo err >&2; exit 3"], "run3");
     let pidfile = env.file("run.pid");
     let o = env.oci(&[
         "run",
         "-b",
-        b.path().to_str().unwrap(),
+        b.arg(),
         "--pid-file",
         pidfile.to_str().unwrap(),
         &id,
@@ -398,7 +423,7 @@ fn run_foreground_exit_code() {
             > 0
     );
     // `run` deletes the container after it exits.
-    assert!(!env.root().join(&id).exists());
+    env.assert_gone(&id);
     assert_eq!(env.oci(&["state", &id]).code, 1);
 
     // Killed by a signal: 128 + n, and a foreground run is visible to `state` meanwhile.
@@ -406,7 +431,7 @@ fn run_foreground_exit_code() {
     let mut child = std::process::Command::new(BIN)
         .arg("--root")
         .arg(env.root())
-        .args(["run", "-b", b.path().to_str().unwrap(), &id])
+        .args(["run", "-b", b.arg(), &id])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
@@ -418,31 +443,25 @@ fn run_foreground_exit_code() {
     }
     env.ok(&["kill", &id, "KILL"]);
     assert_eq!(child.wait().unwrap().code(), Some(137));
-    assert!(!env.root().join(&id).exists());
+    env.assert_gone(&id);
 
     // --keep leaves it stopped.
     let b = Bundle::new(&["true"], false);
-    let o = env.oci(&["run", "--keep", "-b", b.path().to_str().unwrap(), &id]);
+    let o = env.oci(&["run", "--keep", "-b", b.arg(), &id]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(env.state(&id)["status"], "stopped");
     env.ok(&["delete", &id]);
 
     // A missing executable fails run with the reason and leaves nothing behind.
     let b = Bundle::new(&["/nonexistent"], false);
-    env.fails(
-        &["run", "-b", b.path().to_str().unwrap(), &id],
-        "nonexistent",
-    );
-    assert!(!env.root().join(&id).exists());
+    env.run_fails(&b, &id, "nonexistent");
 }
 
 #[test]
 fn exec_ps_pause_resume() {
     need_root!();
-    let env = Env::new();
-    let b = Bundle::new(&["sh", "-c", "exec sleep 1000"], false);
-    let id = uid("exec");
-    env.ok(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]);
+    let (env, b, id) = fixture(&["sh", "-c", "exec sleep 1000"], "exec");
+    env.run_detached(&b, &id);
     let s = env.wait_status(&id, "running");
     let init = s["pid"].as_i64().unwrap();
 
@@ -518,15 +537,12 @@ fn exec_ps_pause_resume() {
 #[test]
 fn delete_force_running_and_paused() {
     need_root!();
-    let env = Env::new();
-    let b = Bundle::new(&["sleep", "1000"], false);
-    let id = uid("force");
-    env.ok(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]);
-    let pid = env.state(&id)["pid"].as_i64().unwrap();
+    let (env, b, id) = fixture(&["sleep", "1000"], "force");
+    let pid = env.run_detached(&b, &id);
     env.ok(&["pause", &id]);
     env.ok(&["delete", "--force", &id]);
     assert!(!pid_alive(pid));
-    assert!(!env.root().join(&id).exists());
+    env.assert_gone(&id);
     // --force on a missing container is not an error (as runc).
     env.ok(&["delete", "-f", &id]);
 }
@@ -601,27 +617,17 @@ fn fds_listed(out: &str) -> BTreeSet<u32> {
 #[test]
 fn no_host_fd_leaks_into_the_container() {
     need_root!();
-    let env = Env::new();
+    let (env, b, id) = fixture(&["ls", "-l", "/proc/self/fd"], "leak");
     let secret = env.file("secret-file");
     let fd = leak_fd(&secret);
-    let b = Bundle::new(&["ls", "-l", "/proc/self/fd"], false);
-    let id = uid("leak");
     // Foreground run (this process's fds go through the CLI).
-    let o = env.oci(&["run", "-b", b.path().to_str().unwrap(), &id]);
-    assert_eq!(o.code, 0, "{}", o.stderr);
-    let fds = fds_listed(&o.stdout);
-    assert_eq!(fds, BTreeSet::from([0, 1, 2, 3]), "{}", o.stdout);
-    assert!(!o.stdout.contains("secret-file"), "{}", o.stdout);
+    let stdout = env.run_ok(&b, &id);
+    let fds = fds_listed(&stdout);
+    assert_eq!(fds, BTreeSet::from([0, 1, 2, 3]), "{stdout}");
+    assert!(!stdout.contains("secret-file"), "{stdout}");
     // create + start (through the monitor).
     let out = env.file("leak.out");
-    assert_eq!(
-        oci_to(
-            &env,
-            &["create", "-b", b.path().to_str().unwrap(), &id],
-            &out
-        ),
-        0
-    );
+    assert_eq!(oci_to(&env, &["create", "-b", b.arg(), &id], &out), 0);
     env.ok(&["start", &id]);
     env.wait_status(&id, "stopped");
     let text = std::fs::read_to_string(&out).unwrap();
@@ -631,7 +637,7 @@ fn no_host_fd_leaks_into_the_container() {
     env.ok(&["delete", &id]);
     // exec.
     let b2 = Bundle::new(&["sleep", "1000"], false);
-    env.ok(&["run", "-d", "-b", b2.path().to_str().unwrap(), &id]);
+    env.run_detached(&b2, &id);
     let o = env.oci(&["exec", &id, "ls", "-l", "/proc/self/fd"]);
     assert_eq!(
         fds_listed(&o.stdout),
@@ -694,14 +700,11 @@ fn console_socket_with_terminal() {
     let l = UnixListener::bind(&sock).unwrap();
     let t = std::thread::spawn(move || recv_console(&l));
     // Without a console socket a detached terminal is refused.
-    env.fails(
-        &["create", "-b", b.path().to_str().unwrap(), &id],
-        "console socket",
-    );
+    env.fails(&["create", "-b", b.arg(), &id], "console socket");
     env.ok(&[
         "create",
         "-b",
-        b.path().to_str().unwrap(),
+        b.arg(),
         "--console-socket",
         sock.to_str().unwrap(),
         &id,
@@ -717,7 +720,7 @@ fn console_socket_with_terminal() {
 
     // exec -t with a console socket.
     let b2 = Bundle::new(&["sleep", "1000"], false);
-    env.ok(&["run", "-d", "-b", b2.path().to_str().unwrap(), &id]);
+    env.run_detached(&b2, &id);
     let sock2 = env.file("console2.sock");
     let l = UnixListener::bind(&sock2).unwrap();
     let t = std::thread::spawn(move || recv_console(&l));
@@ -766,7 +769,7 @@ fn subreaper_reaps_the_init() {
         run(&[
             "create",
             "-b",
-            b.path().to_str().unwrap(),
+            b.arg(),
             "--pid-file",
             pidfile.to_str().unwrap(),
             &id,
@@ -846,11 +849,9 @@ fn subreaper_reaps_the_init() {
 fn preserve_fds() {
     use std::os::unix::process::CommandExt;
     need_root!();
-    let env = Env::new();
+    let (env, b, id) = fixture(&["sh", "-c", "cat <&3; ls /proc/self/fd"], "preserve");
     let data = env.file("data");
     std::fs::write(&data, "preserved-content\n").unwrap();
-    let b = Bundle::new(&["sh", "-c", "cat <&3; ls /proc/self/fd"], false);
-    let id = uid("preserve");
     for detached in [false, true] {
         let f = std::fs::File::open(&data).unwrap();
         // Well away from 3, which dup2 must really replace in the child.
@@ -859,13 +860,7 @@ fn preserve_fds() {
         assert!(raw >= 100);
         let out = env.file(&format!("preserve-{detached}.out"));
         let mut args = vec!["--root", env.root().to_str().unwrap().to_string().leak()];
-        args.extend([
-            "run",
-            "--preserve-fds",
-            "1",
-            "-b",
-            b.path().to_str().unwrap(),
-        ]);
+        args.extend(["run", "--preserve-fds", "1", "-b", b.arg()]);
         if detached {
             args.push("-d");
         }
@@ -901,14 +896,7 @@ fn preserve_fds() {
         unsafe { libc::close(raw) };
     }
     // Asking for more fds than were passed is an error, not a leak of the CLI's own.
-    let o = env.oci(&[
-        "run",
-        "--preserve-fds",
-        "5",
-        "-b",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    let o = env.oci(&["run", "--preserve-fds", "5", "-b", b.arg(), &id]);
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("not open"), "{}", o.stderr);
 }
@@ -916,8 +904,7 @@ fn preserve_fds() {
 #[test]
 fn hooks_run_with_the_state() {
     need_root!();
-    let env = Env::new();
-    let b = Bundle::new(&["sleep", "1000"], false);
+    let (env, b, id) = fixture(&["sleep", "1000"], "hooks");
     let out = env.root.path().join("hooks");
     std::fs::create_dir_all(&out).unwrap();
     let hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/{name}.json", out.display())]});
@@ -928,8 +915,7 @@ fn hooks_run_with_the_state() {
             "poststop": [hook("poststop")],
         })
     });
-    let id = uid("hooks");
-    env.ok(&["create", "-b", b.path().to_str().unwrap(), &id]);
+    env.create(&b, &id);
     let cr: Value =
         serde_json::from_slice(&std::fs::read(out.join("createRuntime.json")).unwrap()).unwrap();
     assert_eq!(cr["id"], id.as_str());
@@ -949,43 +935,33 @@ fn hooks_run_with_the_state() {
     b.config(|c| {
         c["hooks"] = json!({"poststart": [{"path": "/bin/sh", "args": ["sh", "-c", "echo hook-broke >&2; exit 1"]}]})
     });
-    env.ok(&["create", "-b", b.path().to_str().unwrap(), &id]);
+    env.create(&b, &id);
     env.fails(&["start", &id], "hook-broke");
     env.wait_status(&id, "stopped");
     env.ok(&["delete", &id]);
-    env.fails(
-        &["run", "-b", b.path().to_str().unwrap(), &id],
-        "hook-broke",
-    );
-    assert!(!env.root().join(&id).exists());
+    env.run_fails(&b, &id, "hook-broke");
 }
 
 /// The container gets default signal dispositions, not the runtime's (Rust ignores SIGPIPE).
 #[test]
 fn signals_are_default_in_the_container() {
     need_root!();
-    let env = Env::new();
-    let b = Bundle::new(&["cat", "/proc/self/status"], false);
-    let id = uid("sigs");
-    let o = env.oci(&["run", "-b", b.path().to_str().unwrap(), &id]);
-    assert_eq!(o.code, 0, "{}", o.stderr);
+    let (env, b, id) = fixture(&["cat", "/proc/self/status"], "sigs");
+    let status = env.run_ok(&b, &id);
     let field = |name: &str| -> u64 {
-        let l = o.stdout.lines().find(|l| l.starts_with(name)).unwrap();
+        let l = status.lines().find(|l| l.starts_with(name)).unwrap();
         u64::from_str_radix(l.split_whitespace().nth(1).unwrap(), 16).unwrap()
     };
     // Signals 1..=31 (glibc keeps 32 and 33 to itself; a caller may leave those ignored).
-    assert_eq!(field("SigIgn:") & 0x7fff_ffff, 0, "{}", o.stdout);
-    assert_eq!(field("SigBlk:") & 0x7fff_ffff, 0, "{}", o.stdout);
+    assert_eq!(field("SigIgn:") & 0x7fff_ffff, 0, "{status}");
+    assert_eq!(field("SigBlk:") & 0x7fff_ffff, 0, "{status}");
 }
 
 #[test]
 fn update_resources() {
     need_root!();
-    let env = Env::new();
-    let b = Bundle::new(&["sleep", "1000"], false);
-    let id = uid("update");
-    env.ok(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]);
-    let pid = env.state(&id)["pid"].as_i64().unwrap();
+    let (env, b, id) = fixture(&["sleep", "1000"], "update");
+    let pid = env.run_detached(&b, &id);
     let res = env.file("res.json");
     std::fs::write(&res, r#"{"pids": {"limit": 42}}"#).unwrap();
     env.ok(&["update", "--resources", res.to_str().unwrap(), &id]);

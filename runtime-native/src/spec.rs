@@ -201,21 +201,11 @@ mod tests {
         );
         // Joined by path: allowed.
         let mut spec = oci_spec::runtime::Spec::default();
-        let mut l = spec.linux().clone().unwrap();
-        let nss = l
-            .namespaces()
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|mut n| {
-                if n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount {
-                    n.set_path(Some("/proc/1/ns/mnt".into()));
-                }
-                n
-            })
-            .collect();
-        l.set_namespaces(Some(nss));
-        spec.set_linux(Some(l));
+        crate::testgen::join_namespace(
+            &mut spec,
+            oci_spec::runtime::LinuxNamespaceType::Mount,
+            "/proc/1/ns/mnt".as_ref(),
+        );
         validate(&spec).unwrap();
     }
 }

@@ -1,7 +1,13 @@
 //! A small seeded generator for the property tests of the parsers of untrusted input (this
 //! crate's and the shim's): xorshift64*, no dependency, the same cases on every run for a
 //! seed, so a failure names a seed and a case number that reproduce it. Also the one encoder
-//! those tests and the end-to-end ones build binary inputs with ([`uleb128`]).
+//! those tests and the end-to-end ones build binary inputs with ([`uleb128`]), and the edits
+//! of a spec's namespace list that the unit and the integration tests share
+//! ([`edit_namespaces`], [`join_namespace`]).
+
+use std::path::Path;
+
+use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Spec};
 
 /// A deterministic pseudo-random source.
 pub struct Gen(u64);
@@ -71,6 +77,37 @@ pub fn uleb128(mut n: usize, out: &mut Vec<u8>) {
             return;
         }
     }
+}
+
+/// Changes `spec`'s namespace list (an empty one where it has none) through `edit`.
+pub fn edit_namespaces(spec: &mut Spec, edit: impl FnOnce(&mut Vec<LinuxNamespace>)) {
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    edit(&mut namespaces);
+    linux.set_namespaces(Some(namespaces));
+    spec.set_linux(Some(linux));
+}
+
+/// A new namespace of type `typ` (no path), as a spec lists it.
+pub fn new_namespace(typ: LinuxNamespaceType) -> LinuxNamespace {
+    let mut ns = LinuxNamespace::default();
+    ns.set_typ(typ);
+    ns
+}
+
+/// Makes `spec` join the namespace of type `typ` at `path`: the path is set on the one of that
+/// type it lists, or one is added.
+pub fn join_namespace(spec: &mut Spec, typ: LinuxNamespaceType, path: &Path) {
+    edit_namespaces(spec, |namespaces| {
+        let ns = match namespaces.iter().position(|n| n.typ() == typ) {
+            Some(i) => &mut namespaces[i],
+            None => {
+                namespaces.push(new_namespace(typ));
+                namespaces.last_mut().unwrap()
+            }
+        };
+        ns.set_path(Some(path.to_path_buf()));
+    });
 }
 
 #[cfg(test)]

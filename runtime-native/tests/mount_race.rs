@@ -318,14 +318,8 @@ fn masked_null_cases(sp: &Spawner, dir: &Path) {
 }
 
 fn main() {
-    let Some(spawner) = common::spawner("mount_race", RUNNERS) else {
-        return;
-    };
-    let (dir, root) = common::bundle();
-    let bundle = dir.path();
-    race_case(&spawner, &root, bundle);
-    masked_null_cases(&spawner, bundle);
-    assert_nothing_mounted(bundle);
-    drop(spawner);
-    println!("mount_race: all ok");
+    common::main("mount_race", RUNNERS, |spawner, root, bundle| {
+        race_case(spawner, root, bundle);
+        masked_null_cases(spawner, bundle);
+    });
 }

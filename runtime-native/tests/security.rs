@@ -11,12 +11,12 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use common::{
-    assert_nothing_mounted, exec_request, init_request, pipe, read_all, reap_all, run, sh_process,
-    spec, stdio_to, wait,
+    exec_request, init_request, pipe, read_all, reap_all, run, sh_process, spec, stdio_to, wait,
 };
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxSeccomp, Spec};
+use runtime_native::testgen::{edit_namespaces, join_namespace, new_namespace};
 use runtime_native::{
     InitRequest, PreparedWorkload, ProcessContext, Spawner, Stdio, Workload, WorkloadRunner,
 };
@@ -394,15 +394,10 @@ fn hooks_case(sp: &Spawner, root: &Path, bundle: &Path) {
 
 fn userns_spec(root: &Path, args: &[&str]) -> Spec {
     let mut s = spec(root, args);
+    edit_namespaces(&mut s, |nss| {
+        nss.push(new_namespace(oci_spec::runtime::LinuxNamespaceType::User))
+    });
     let mut l = s.linux().clone().unwrap();
-    let mut nss = l.namespaces().clone().unwrap();
-    nss.push(
-        oci_spec::runtime::LinuxNamespaceBuilder::default()
-            .typ(oci_spec::runtime::LinuxNamespaceType::User)
-            .build()
-            .unwrap(),
-    );
-    l.set_namespaces(Some(nss));
     let map = |c: u32, h: u32, n: u32| {
         oci_spec::runtime::LinuxIdMappingBuilder::default()
             .container_id(c)
@@ -461,22 +456,11 @@ fn userns_case(sp: &Spawner, root: &Path, bundle: &Path) {
         .unwrap_or(false);
     if ok {
         let path = PathBuf::from(format!("/run/netns/{netns}"));
-        let mut s = userns_spec(root, &["sh", "-c", "readlink /proc/self/ns/net; id -u"]);
-        let mut l = s.linux().clone().unwrap();
-        let nss: Vec<_> = l
-            .namespaces()
-            .clone()
-            .unwrap()
-            .into_iter()
-            .map(|mut n| {
-                if n.typ() == oci_spec::runtime::LinuxNamespaceType::Network {
-                    n.set_path(Some(path.clone()));
-                }
-                n
-            })
-            .collect();
-        l.set_namespaces(Some(nss));
-        s.set_linux(Some(l));
+        let s = with_ns_path(
+            userns_spec(root, &["sh", "-c", "readlink /proc/self/ns/net; id -u"]),
+            oci_spec::runtime::LinuxNamespaceType::Network,
+            &path,
+        );
         let res = run(sp, req(root, bundle, s, Workload::Exec));
         let want = nix::sys::stat::stat(&path).unwrap().st_ino;
         let _ = std::process::Command::new("ip")
@@ -529,22 +513,7 @@ fn userns_case(sp: &Spawner, root: &Path, bundle: &Path) {
 
 /// `s` with the namespace of type `t` given by `path` (added if the spec has none of that type).
 fn with_ns_path(mut s: Spec, t: oci_spec::runtime::LinuxNamespaceType, path: &Path) -> Spec {
-    let mut l = s.linux().clone().unwrap();
-    let mut nss = l.namespaces().clone().unwrap_or_default();
-    match nss.iter_mut().find(|n| n.typ() == t) {
-        Some(n) => {
-            n.set_path(Some(path.to_path_buf()));
-        }
-        None => nss.push(
-            oci_spec::runtime::LinuxNamespaceBuilder::default()
-                .typ(t)
-                .path(path)
-                .build()
-                .unwrap(),
-        ),
-    }
-    l.set_namespaces(Some(nss));
-    s.set_linux(Some(l));
+    join_namespace(&mut s, t, path);
     s
 }
 
@@ -739,16 +708,7 @@ fn userns_joined_pid_time_case(sp: &Spawner, root: &Path, bundle: &Path) {
     wrong_kind_of_namespace(sp, root, bundle, T::Pid, "pid", &holder, "net");
     // The same type twice is refused before anything is created.
     let mut dup = with_ns_path(userns_spec(root, &["true"]), T::Pid, &pidns);
-    let mut l = dup.linux().clone().unwrap();
-    let mut nss = l.namespaces().clone().unwrap();
-    nss.push(
-        oci_spec::runtime::LinuxNamespaceBuilder::default()
-            .typ(T::Pid)
-            .build()
-            .unwrap(),
-    );
-    l.set_namespaces(Some(nss));
-    dup.set_linux(Some(l));
+    edit_namespaces(&mut dup, |nss| nss.push(new_namespace(T::Pid)));
     let e = run(sp, req(root, bundle, dup, Workload::Exec)).unwrap_err();
     assert!(e.contains("pid namespace is listed more than once"), "{e}");
 
@@ -846,21 +806,13 @@ fn hooks_under_a_reaper(root: &Path, bundle: &Path) {
 }
 
 fn main() {
-    let Some(spawner) = common::spawner("security", RUNNERS) else {
-        return;
-    };
-    let (dir, root) = common::bundle();
-    let bundle = dir.path();
-
-    seccomp_cases(&spawner, &root, bundle);
-    procfs_redirect_cases(&spawner, &root, bundle);
-    personality_case(&spawner, &root, bundle);
-    hooks_case(&spawner, &root, bundle);
-    userns_case(&spawner, &root, bundle);
-    userns_joined_pid_time_case(&spawner, &root, bundle);
-
-    assert_nothing_mounted(bundle);
-    hooks_under_a_reaper(&root, bundle);
-    drop(spawner);
-    println!("security: all ok");
+    common::main("security", RUNNERS, |spawner, root, bundle| {
+        seccomp_cases(spawner, root, bundle);
+        procfs_redirect_cases(spawner, root, bundle);
+        personality_case(spawner, root, bundle);
+        hooks_case(spawner, root, bundle);
+        userns_case(spawner, root, bundle);
+        userns_joined_pid_time_case(spawner, root, bundle);
+        hooks_under_a_reaper(root, bundle);
+    });
 }

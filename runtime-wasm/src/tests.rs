@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use crate::*;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::cache;
+
 const HELLO_EXIT3: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
@@ -109,12 +113,6 @@ fn compile_hello(cache: &Cache) -> Compiled {
         .unwrap()
 }
 
-fn cache() -> (tempfile::TempDir, Cache) {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path().join("cache"), DEFAULT_CACHE_MAX_BYTES).unwrap();
-    (dir, cache)
-}
-
 #[test]
 fn p1_stdout_and_proc_exit() {
     let (_d, cache) = cache();
@@ -157,43 +155,43 @@ fn memory_limit_makes_grow_fail() {
     assert_eq!(out.code, 7, "stderr: {}", out.stderr);
 }
 
-#[test]
-fn interrupt_exits_128_plus_signal() {
-    let (_d, cache) = cache();
-    let loaded = compile_and_load(&cache, "spin.wat", SPIN.as_bytes(), None).unwrap();
-    let int = loaded.interrupter();
-    let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
-        int.interrupt(libc::SIGTERM);
-    });
-    let (c, out_r, err_r) = ctx(&["spin"]);
-    let out = run_loaded(loaded, c, out_r, err_r);
-    t.join().unwrap();
-    assert_eq!(out.code, 143, "stderr: {}", out.stderr);
-}
-
-/// A guest waiting in a host call (a 1000 s sleep) ends with 143 when SIGTERM arrives. The
-/// harness has no SIGNAL_GRACE backstop (`handle_signals` is off), so the run returns at all only
-/// because the interrupt dropped the sleeping guest. A watchdog turns a regression into a
-/// failure instead of a 1000 s hang.
-#[test]
-fn interrupt_reaches_a_guest_blocked_in_a_host_call() {
-    let (_d, cache) = cache();
-    let loaded = compile_and_load(&cache, "sleep.wat", SLEEP.as_bytes(), None).unwrap();
+/// Runs `src` (`name`, a guest that never ends by itself) and interrupts it with SIGTERM after
+/// 200 ms. The harness has no SIGNAL_GRACE backstop (`handle_signals` is off), so the run
+/// returns at all only because the interrupt ended the guest; a watchdog aborts the test binary
+/// when it has not two minutes after the signal, so a regression fails instead of hanging.
+fn run_until_sigterm(cache: &Cache, name: &str, src: &str) -> Out {
+    let loaded = compile_and_load(cache, name, src.as_bytes(), None).unwrap();
     let int = loaded.interrupter();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let guest = name.to_string();
     let t = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(200));
         int.interrupt(libc::SIGTERM);
         if done_rx.recv_timeout(Duration::from_secs(120)).is_err() {
-            eprintln!("the sleeping guest did not end after SIGTERM");
+            eprintln!("the guest {guest} did not end after SIGTERM");
             std::process::abort();
         }
     });
-    let (c, out_r, err_r) = ctx(&["sleep"]);
+    let (c, out_r, err_r) = ctx(&[name.trim_end_matches(".wat")]);
     let out = run_loaded(loaded, c, out_r, err_r);
     done_tx.send(()).unwrap();
     t.join().unwrap();
+    out
+}
+
+#[test]
+fn interrupt_exits_128_plus_signal() {
+    let (_d, cache) = cache();
+    let out = run_until_sigterm(&cache, "spin.wat", SPIN);
+    assert_eq!(out.code, 143, "stderr: {}", out.stderr);
+}
+
+/// A guest waiting in a host call (a 1000 s sleep) ends with 143 when SIGTERM arrives: the
+/// interrupt drops the sleeping guest.
+#[test]
+fn interrupt_reaches_a_guest_blocked_in_a_host_call() {
+    let (_d, cache) = cache();
+    let out = run_until_sigterm(&cache, "sleep.wat", SLEEP);
     assert_eq!(out.code, 143, "stderr: {}", out.stderr);
 }
 

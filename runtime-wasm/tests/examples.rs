@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use runtime_wasm::{load, Cache, GuestDirs, RunContext, Stdio, WasmKind, DEFAULT_CACHE_MAX_BYTES};
 
+mod common;
+use common::cache;
+
 fn out_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm/out")
 }
@@ -69,12 +72,6 @@ fn run_in_process(
             stderr,
         },
     )
-}
-
-fn cache() -> (tempfile::TempDir, Cache) {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path().join("cache"), DEFAULT_CACHE_MAX_BYTES).unwrap();
-    (dir, cache)
 }
 
 #[test]

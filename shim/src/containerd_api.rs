@@ -384,6 +384,12 @@ mod tests {
         assert_eq!(Container::decode(&with_labels[..]).unwrap().image, "i");
     }
 
+    /// Asserts that `r` failed with `says` in its message.
+    fn fails_with<T: std::fmt::Debug>(r: Result<T, BlobError>, says: &str) {
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains(says), "{e}");
+    }
+
     #[test]
     fn blobs_are_capped_by_descriptor_and_limit() {
         // Declared over the limit: refused before a byte is read.
@@ -399,34 +405,18 @@ mod tests {
         // Declared 4: a fifth byte is refused, the exact four are fine, three are short.
         let mut b = BlobBuffer::new("d", 4, 10).unwrap();
         b.push(0, b"ab").unwrap();
-        assert!(b
-            .push(2, b"cde")
-            .unwrap_err()
-            .to_string()
-            .contains("says is 4 bytes"));
+        fails_with(b.push(2, b"cde"), "says is 4 bytes");
         b.push(2, b"cd").unwrap();
         assert_eq!(b.finish().unwrap(), b"abcd");
         let mut short = BlobBuffer::new("d", 4, 10).unwrap();
         short.push(0, b"abc").unwrap();
-        assert!(short
-            .finish()
-            .unwrap_err()
-            .to_string()
-            .contains("3 of its 4"));
+        fails_with(short.finish(), "3 of its 4");
         // Size unknown: the limit caps what streams in.
         let mut open = BlobBuffer::new("d", 0, 3).unwrap();
         open.push(0, b"abc").unwrap();
-        assert!(open
-            .push(3, b"d")
-            .unwrap_err()
-            .to_string()
-            .contains("limit of 3"));
+        fails_with(open.push(3, b"d"), "limit of 3");
         // Chunks must follow each other.
         let mut gap = BlobBuffer::new("d", 0, 10).unwrap();
-        assert!(gap
-            .push(1, b"a")
-            .unwrap_err()
-            .to_string()
-            .contains("offset 1"));
+        fails_with(gap.push(1, b"a"), "offset 1");
     }
 }

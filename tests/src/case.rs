@@ -43,6 +43,47 @@ pub struct Case {
     ids: RefCell<Vec<String>>,
 }
 
+/// `ctr run` of one image in a [`Case`] ([`Case::with_image`]); the case's own `run_*` helpers
+/// are these for busybox.
+pub struct ImageRuns<'c> {
+    case: &'c Case,
+    image: &'c str,
+}
+
+impl ImageRuns<'_> {
+    /// `ctr run --rm --runtime R OPTS IMAGE ID CMD...` to completion.
+    pub fn run_rm(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Result<Output> {
+        let c = self.case;
+        c.cd.ctr(&c.run_args(&["--rm"], opts, self.image, id, cmd))
+    }
+
+    /// `ctr run --rm ...` in the background (ctr's exit code is the task's); returns once the
+    /// task is RUNNING.
+    pub fn run_bg(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Result<Running> {
+        let c = self.case;
+        let mut bg = Running::spawn(
+            c.cd.ctr_command(&c.run_args(&["--rm"], opts, self.image, id, cmd)),
+            None,
+        )?;
+        if let Err(e) = c.wait_status(id, "RUNNING", Duration::from_secs(30)) {
+            if bg.exited() {
+                let out = bg.wait(Duration::from_secs(1))?;
+                return Err(e).context(format!("ctr run exited: {}", out.describe()));
+            }
+            return Err(e);
+        }
+        Ok(bg)
+    }
+
+    /// `ctr run -d ...`; returns once the task is RUNNING.
+    pub fn run_detached(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Result<()> {
+        let c = self.case;
+        c.cd.ctr(&c.run_args(&["-d"], opts, self.image, id, cmd))?
+            .ok()?;
+        c.wait_status(id, "RUNNING", Duration::from_secs(30))
+    }
+}
+
 /// Runs `f` as one case against `version` with `runtime`, then the leak check. Panics (fails
 /// the test) with the error chain and the tail of the containerd log on any failure.
 pub fn run_case(
@@ -155,68 +196,25 @@ impl Case {
         a
     }
 
+    /// The `run_*` helpers for `image` instead of busybox.
+    pub fn with_image<'c>(&'c self, image: &'c str) -> ImageRuns<'c> {
+        ImageRuns { case: self, image }
+    }
+
     /// `ctr run --rm --runtime R OPTS busybox ID CMD...` to completion.
     pub fn run_rm(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Result<Output> {
-        self.run_rm_image(opts, self.image(), id, cmd)
+        self.with_image(self.image()).run_rm(opts, id, cmd)
     }
 
-    /// `ctr run --rm ...` of `image` to completion.
-    pub fn run_rm_image(
-        &self,
-        opts: &[&str],
-        image: &str,
-        id: &str,
-        cmd: &[&str],
-    ) -> Result<Output> {
-        self.cd.ctr(&self.run_args(&["--rm"], opts, image, id, cmd))
-    }
-
-    /// `ctr run --rm ...` in the background (ctr's exit code is the task's); returns once the
-    /// task is RUNNING.
+    /// `ctr run --rm ...` of busybox in the background (ctr's exit code is the task's); returns
+    /// once the task is RUNNING.
     pub fn run_bg(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Result<Running> {
-        self.run_bg_image(opts, self.image(), id, cmd)
+        self.with_image(self.image()).run_bg(opts, id, cmd)
     }
 
-    /// `ctr run --rm ...` of `image` in the background; returns once the task is RUNNING.
-    pub fn run_bg_image(
-        &self,
-        opts: &[&str],
-        image: &str,
-        id: &str,
-        cmd: &[&str],
-    ) -> Result<Running> {
-        let mut bg = Running::spawn(
-            self.cd
-                .ctr_command(&self.run_args(&["--rm"], opts, image, id, cmd)),
-            None,
-        )?;
-        if let Err(e) = self.wait_status(id, "RUNNING", Duration::from_secs(30)) {
-            if bg.exited() {
-                let out = bg.wait(Duration::from_secs(1))?;
-                return Err(e).context(format!("ctr run exited: {}", out.describe()));
-            }
-            return Err(e);
-        }
-        Ok(bg)
-    }
-
-    /// `ctr run -d ...`; returns once the task is RUNNING.
+    /// `ctr run -d ...` of busybox; returns once the task is RUNNING.
     pub fn run_detached(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Result<()> {
-        self.run_detached_image(opts, self.image(), id, cmd)
-    }
-
-    /// `ctr run -d ...` of `image`; returns once the task is RUNNING.
-    pub fn run_detached_image(
-        &self,
-        opts: &[&str],
-        image: &str,
-        id: &str,
-        cmd: &[&str],
-    ) -> Result<()> {
-        self.cd
-            .ctr(&self.run_args(&["-d"], opts, image, id, cmd))?
-            .ok()?;
-        self.wait_status(id, "RUNNING", Duration::from_secs(30))
+        self.with_image(self.image()).run_detached(opts, id, cmd)
     }
 
     /// Sends `ctr task kill KILL_ARGS` every 500ms until `bg` (a `ctr run`/`ctr task exec`)

@@ -19,6 +19,14 @@ pub use k8s_cri::v1;
 /// Deadline of one RPC (ExecSync adds its own timeout on top).
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A pod sandbox as CreateContainer names it: its id and the config it was run with (the CRI
+/// wants both, and they must belong together).
+#[derive(Clone, Copy)]
+pub struct Sandbox<'a> {
+    pub id: &'a str,
+    pub config: &'a cri::PodSandboxConfig,
+}
+
 pub struct CriClient {
     rt: tokio::runtime::Runtime,
     runtime: RuntimeServiceClient<Channel>,
@@ -153,14 +161,13 @@ impl CriClient {
     /// CreateContainer in `sandbox`; returns the container id.
     pub fn create_container(
         &self,
-        sandbox: &str,
+        sandbox: Sandbox,
         config: &cri::ContainerConfig,
-        sandbox_config: &cri::PodSandboxConfig,
     ) -> Result<String> {
         let req = cri::CreateContainerRequest {
-            pod_sandbox_id: sandbox.into(),
+            pod_sandbox_id: sandbox.id.into(),
             config: Some(config.clone()),
-            sandbox_config: Some(sandbox_config.clone()),
+            sandbox_config: Some(sandbox.config.clone()),
         };
         Ok(call!(self, runtime, create_container, "CreateContainer", req)?.container_id)
     }
@@ -169,13 +176,12 @@ impl CriClient {
     /// the container by its metadata name.
     pub fn create_and_start(
         &self,
-        sandbox: &str,
+        sandbox: Sandbox,
         config: &cri::ContainerConfig,
-        sandbox_config: &cri::PodSandboxConfig,
     ) -> Result<String> {
         let name = container_name(config);
         let id = self
-            .create_container(sandbox, config, sandbox_config)
+            .create_container(sandbox, config)
             .with_context(|| format!("CreateContainer {name}"))?;
         self.start_container(&id)
             .with_context(|| format!("StartContainer {name} ({id})"))?;

@@ -85,6 +85,16 @@ pub struct Pod {
     pub log_dir: PathBuf,
 }
 
+impl Pod {
+    /// The pod as CreateContainer names it.
+    pub fn sandbox(&self) -> cri::Sandbox<'_> {
+        cri::Sandbox {
+            id: &self.id,
+            config: &self.config,
+        }
+    }
+}
+
 /// Runs `f` against a CRI daemon of `version` whose pods use `handler`, then the leak check.
 pub fn run_cri_case(
     version: Version,
@@ -196,7 +206,7 @@ impl CriCase {
 
     /// CreateContainer + StartContainer; returns the container id.
     pub fn start_container(&self, pod: &Pod, config: &v1::ContainerConfig) -> Result<String> {
-        self.cri.create_and_start(&pod.id, config, &pod.config)
+        self.cri.create_and_start(pod.sandbox(), config)
     }
 
     /// StopPodSandbox + RemovePodSandbox.

@@ -44,7 +44,10 @@ fn wasm_default_profile(c: &mut Case) -> Result<()> {
         let module = wasm_images::module("hello", target)?;
         let image = wasm_images::import_rootfs_module(&c.cd, &module, name)?;
         let id = c.id(&format!("wsc{tag}"));
-        let out = c.run_rm_image(&["--seccomp"], &image, &id, &[])?.ok()?;
+        let out = c
+            .with_image(&image)
+            .run_rm(&["--seccomp"], &id, &[])?
+            .ok()?;
         anyhow::ensure!(
             out.stdout.contains("hello from wasm"),
             "wasm ({tag}) under the default seccomp profile: {}",
@@ -56,7 +59,8 @@ fn wasm_default_profile(c: &mut Case) -> Result<()> {
     let image =
         wasm_images::import_rootfs_module(&c.cd, &module, "docker.io/amphi/sleeper-wasm:e2e")?;
     let id = c.id("wscsleep");
-    c.run_detached_image(&["--seccomp"], &image, &id, &[])?;
+    c.with_image(&image)
+        .run_detached(&["--seccomp"], &id, &[])?;
     let (pid, _) = c
         .task(&id)?
         .ok_or_else(|| anyhow::anyhow!("task {id} not listed"))?;

@@ -287,12 +287,9 @@ fn compile_in_the_pod(c: &mut Case) -> Result<()> {
         Some(&c.cd.dir),
     )?;
     let id = c.id("tight");
-    let out = c.run_rm_image(
-        &["--memory-limit", TIGHT_LIMIT],
-        &image,
-        &id,
-        &["/hog.wasm"],
-    )?;
+    let out = c
+        .with_image(&image)
+        .run_rm(&["--memory-limit", TIGHT_LIMIT], &id, &["/hog.wasm"])?;
     let out = out.failed().context("Create with a tight memory limit")?;
     println!(
         "Create with memory limit {TIGHT_LIMIT}: {}",
@@ -308,14 +305,10 @@ fn compile_in_the_pod(c: &mut Case) -> Result<()> {
     let _ = c.ctr(&["container", "rm", &id]);
     c.check_leaks()?;
     let id = c.id("roomy");
-    c.run_rm_image(
-        &["--memory-limit", ROOMY_LIMIT],
-        &image,
-        &id,
-        &["/hog.wasm"],
-    )?
-    .ok()
-    .context("the same module with a roomy memory limit")?;
+    c.with_image(&image)
+        .run_rm(&["--memory-limit", ROOMY_LIMIT], &id, &["/hog.wasm"])?
+        .ok()
+        .context("the same module with a roomy memory limit")?;
     c.check_leaks()?;
 
     // Exec into running containers (their shims stay, so their peak RSS can be read).

@@ -180,9 +180,9 @@ fn hello(c: &mut Case) -> Result<()> {
     for (module, tag) in [("/hello.wasm", "p1"), ("/hello-p2.wasm", "p2")] {
         let id = c.id(tag);
         let out = c
-            .run_rm_image(
+            .with_image(image)
+            .run_rm(
                 &["--env", "AMPHI_E2E_FOO=bar baz", "--env", "SECOND=2"],
-                image,
                 &id,
                 &[module, "a1", "b 2"],
             )?
@@ -237,7 +237,7 @@ fn hello(c: &mut Case) -> Result<()> {
 /// `proc_exit(n)` (p1) and `exit` (p2) come back as the task's exit status. (wasmtime's
 /// WASI p1 `proc_exit` accepts 0..126 only; a larger status traps, so 125 is the top here.)
 fn exit_codes(c: &mut Case) -> Result<()> {
-    let image = apps_image(c)?;
+    let apps = c.with_image(apps_image(c)?);
     // The p2 example only imports `wasi:cli/exit.exit(result)` (no `exit-with-code`): a
     // non-zero code reaches the host as `err`, i.e. 1.
     let runs = [
@@ -249,9 +249,7 @@ fn exit_codes(c: &mut Case) -> Result<()> {
     ];
     for (i, (module, code, want)) in runs.into_iter().enumerate() {
         let id = c.id(&format!("e{i}"));
-        let out = c
-            .run_rm_image(&[], image, &id, &[module, code])?
-            .expect_code(want)?;
+        let out = apps.run_rm(&[], &id, &[module, code])?.expect_code(want)?;
         out.expect_stdout(&format!("exiting with {code}"), "output")?;
     }
     Ok(())
@@ -260,11 +258,9 @@ fn exit_codes(c: &mut Case) -> Result<()> {
 /// A trap exits 134 with the trap message and a wasm backtrace on the container's stderr; a
 /// Rust panic (which aborts with `unreachable`) too, after its panic message.
 fn trap(c: &mut Case) -> Result<()> {
-    let image = apps_image(c)?;
+    let apps = c.with_image(apps_image(c)?);
     let id = c.id("trap");
-    let out = c
-        .run_rm_image(&[], image, &id, &["/trap.wasm"])?
-        .expect_code(134)?;
+    let out = apps.run_rm(&[], &id, &["/trap.wasm"])?.expect_code(134)?;
     out.expect_stdout("about to trap", "stdout before the trap")?;
     out.expect_stderr(
         "wasm `unreachable` instruction executed",
@@ -272,8 +268,8 @@ fn trap(c: &mut Case) -> Result<()> {
     )?;
     out.expect_stderr("wasm backtrace", "wasm backtrace missing from stderr")?;
     let id = c.id("panic");
-    let out = c
-        .run_rm_image(&[], image, &id, &["/trap.wasm", "panic"])?
+    let out = apps
+        .run_rm(&[], &id, &["/trap.wasm", "panic"])?
         .expect_code(134)?;
     out.expect_stderr("trap example panicked on purpose", "panic message missing")?;
     out.expect_stderr("wasm backtrace", "wasm backtrace missing from stderr")?;
@@ -284,9 +280,9 @@ fn trap(c: &mut Case) -> Result<()> {
 /// blocked in a host call (a 100 s sleep): it ends at once, not after the runner's backstop
 /// grace period (the time is printed, not asserted beyond a generous bound).
 fn signals(c: &mut Case) -> Result<()> {
-    let image = apps_image(c)?;
+    let apps = c.with_image(apps_image(c)?);
     let id = c.id("term");
-    let bg = c.run_bg_image(&[], image, &id, &["/sleeper.wasm", "100000"])?;
+    let bg = apps.run_bg(&[], &id, &["/sleeper.wasm", "100000"])?;
     // RUNNING is reported after Start; the runner installs its signal thread right after.
     std::thread::sleep(Duration::from_millis(300));
     let sent = std::time::Instant::now();
@@ -298,7 +294,7 @@ fn signals(c: &mut Case) -> Result<()> {
     );
     out.expect_stdout("sleeper started", "sleeper output")?;
     let id = c.id("kill");
-    let bg = c.run_bg_image(&[], image, &id, &["/sleeper.wasm"])?;
+    let bg = apps.run_bg(&[], &id, &["/sleeper.wasm"])?;
     c.ctr(&["task", "kill", "-s", "SIGKILL", &id])?.ok()?;
     bg.wait(Duration::from_secs(30))?.expect_code(137)?;
     Ok(())
@@ -307,9 +303,9 @@ fn signals(c: &mut Case) -> Result<()> {
 /// `ps` and `/proc/<pid>/cmdline` show the module and its arguments, comm is the module's file
 /// name; the shim and its spawner keep their own names.
 fn process_names(c: &mut Case) -> Result<()> {
-    let image = apps_image(c)?;
+    let apps = c.with_image(apps_image(c)?);
     let id = c.id("ps");
-    c.run_detached_image(&[], image, &id, &["/sleeper.wasm", "100000"])?;
+    apps.run_detached(&[], &id, &["/sleeper.wasm", "100000"])?;
     let (pid, _) = c
         .task(&id)?
         .ok_or_else(|| anyhow::anyhow!("no task {id}"))?;
@@ -357,10 +353,10 @@ fn cpu_usage(c: &Case, id: &str) -> Result<(u64, Output)> {
 
 /// Pause freezes the guest (no CPU time while PAUSED), resume lets it go on; metrics answer.
 fn pause_metrics(c: &mut Case) -> Result<()> {
-    let image = apps_image(c)?;
+    let apps = c.with_image(apps_image(c)?);
     let id = c.id("pm");
     // A tick every 5ms keeps it using a little CPU.
-    c.run_detached_image(&[], image, &id, &["/sleeper.wasm", "5"])?;
+    apps.run_detached(&[], &id, &["/sleeper.wasm", "5"])?;
     let (_, m) = cpu_usage(c, &id)?;
     m.expect_stdout("memory", "metrics lack memory")?;
     c.ctr(&["task", "pause", &id])?.ok()?;
@@ -384,7 +380,7 @@ fn pause_metrics(c: &mut Case) -> Result<()> {
 /// The spec's memory limit caps linear memory: `memory.grow` returns -1 inside the guest
 /// (exit 42 from the module), rather than the kernel OOM-killing it (137).
 fn memory_limit(c: &mut Case) -> Result<()> {
-    let image = apps_image(c)?;
+    let apps = c.with_image(apps_image(c)?);
     // The control, with room for the whole 1 GiB: every grow succeeds (exit 1), so the -1 of
     // the first run came from the limit.
     let runs = [
@@ -405,7 +401,7 @@ fn memory_limit(c: &mut Case) -> Result<()> {
     ];
     for (tag, limit, code, says, what) in runs {
         let id = c.id(tag);
-        let out = c.run_rm_image(&["--memory-limit", limit], image, &id, &["/grow.wat"])?;
+        let out = apps.run_rm(&["--memory-limit", limit], &id, &["/grow.wat"])?;
         anyhow::ensure!(
             out.code == Some(code) && out.stdout.contains(says),
             "{what}: {}",
@@ -417,9 +413,9 @@ fn memory_limit(c: &mut Case) -> Result<()> {
 
 /// Exec into a wasm container: a wasm module and a native binary from its rootfs.
 fn exec(c: &mut Case) -> Result<()> {
-    let image = apps_image(c)?;
+    let apps = c.with_image(apps_image(c)?);
     let id = c.id("x");
-    c.run_detached_image(&[], image, &id, &["/sleeper.wasm"])?;
+    apps.run_detached(&[], &id, &["/sleeper.wasm"])?;
     let out = c
         .ctr(&[
             "task",
@@ -481,9 +477,9 @@ fn exec(c: &mut Case) -> Result<()> {
 /// wasi:http: the proxy component serves on :8080 inside the container's netns; a busybox
 /// wget exec'd into the same container reaches it.
 fn http(c: &mut Case) -> Result<()> {
-    let image = apps_image(c)?;
+    let apps = c.with_image(apps_image(c)?);
     let id = c.id("http");
-    c.run_detached_image(&[], image, &id, &["/http-hello.wasm"])?;
+    apps.run_detached(&[], &id, &["/http-hello.wasm"])?;
     let mut n = 0;
     let out = wget_until_ok(
         c,
@@ -499,7 +495,7 @@ fn http(c: &mut Case) -> Result<()> {
     );
     // PORT from the env moves it.
     let id2 = c.id("http-port");
-    c.run_detached_image(&["--env", "PORT=9090"], image, &id2, &["/http-hello.wasm"])?;
+    apps.run_detached(&["--env", "PORT=9090"], &id2, &["/http-hello.wasm"])?;
     let out = wget_until_ok(
         c,
         &mut n,
@@ -618,7 +614,7 @@ fn server_in_netns(pid: u32, body: &'static str) -> Result<u16> {
 /// request body and a 100 MB streamed response pass through a container whose memory limit is
 /// smaller than either; SIGTERM drains: an in-flight request finishes, then exit 0.
 fn http_serving(c: &mut Case) -> Result<()> {
-    let image = apps_image(c)?;
+    let apps = c.with_image(apps_image(c)?);
     let id = c.id("limits");
     let opts = [
         "--annotation",
@@ -628,7 +624,7 @@ fn http_serving(c: &mut Case) -> Result<()> {
         "--annotation",
         "io.amphi.wasm.http.request_timeout_ms=1000",
     ];
-    let bg = c.run_bg_image(&opts, image, &id, &["/http-hello.wasm"])?;
+    let bg = apps.run_bg(&opts, &id, &["/http-hello.wasm"])?;
     let pid = wait_serving(c, &id, 8080)?;
     let url = |p: &str| format!("http://127.0.0.1:8080{p}");
     let (st, body) = curl_in(pid, &[&url("/hi")])?;
@@ -693,12 +689,7 @@ fn http_serving(c: &mut Case) -> Result<()> {
 
     // Defaults (128 MiB body limit), 96 MiB of memory for the whole container.
     let id = c.id("big");
-    let bg = c.run_bg_image(
-        &["--memory-limit", "100663296"],
-        image,
-        &id,
-        &["/http-hello.wasm"],
-    )?;
+    let bg = apps.run_bg(&["--memory-limit", "100663296"], &id, &["/http-hello.wasm"])?;
     let pid = wait_serving(c, &id, 8080)?;
     let file = c.cd.dir.join("hundred-mb");
     std::fs::File::create(&file)?.set_len(100 << 20)?;
@@ -761,7 +752,7 @@ fn http_serving(c: &mut Case) -> Result<()> {
 /// requests in a row, then a fresh one takes over; an instance whose guest trapped is never
 /// kept (the next request finds a fresh one).
 fn http_instance_reuse(c: &mut Case) -> Result<()> {
-    let image = apps_image(c)?;
+    let apps = c.with_image(apps_image(c)?);
     let url = "http://127.0.0.1:8080/served";
     let served = |pid: u32| -> Result<String> {
         let (st, body) = curl_in(pid, &[url])?;
@@ -769,7 +760,7 @@ fn http_instance_reuse(c: &mut Case) -> Result<()> {
         Ok(body.trim().to_string())
     };
     let id = c.id("fresh");
-    c.run_detached_image(&[], image, &id, &["/http-hello.wasm"])?;
+    apps.run_detached(&[], &id, &["/http-hello.wasm"])?;
     let pid = wait_serving(c, &id, 8080)?;
     for _ in 0..3 {
         let got = served(pid)?;
@@ -782,7 +773,7 @@ fn http_instance_reuse(c: &mut Case) -> Result<()> {
 
     let id = c.id("reuse");
     let opts = ["--annotation", "io.amphi.wasm.http.instance_reuse=4"];
-    c.run_detached_image(&opts, image, &id, &["/http-hello.wasm"])?;
+    apps.run_detached(&opts, &id, &["/http-hello.wasm"])?;
     let pid = wait_serving(c, &id, 8080)?;
     // wait_serving's request left an instance that served 1: three more, then a fresh one.
     let got: Vec<String> = (0..5).map(|_| served(pid)).collect::<Result<_>>()?;
@@ -805,7 +796,7 @@ fn http_instance_reuse(c: &mut Case) -> Result<()> {
 /// any server does (two workers each, so the workers' shared sockets are in play: they must
 /// not join the first server's and split its connections). Host network, a port free now.
 fn http_port_taken(c: &mut Case) -> Result<()> {
-    let image = apps_image(c)?;
+    let apps = c.with_image(apps_image(c)?);
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -818,10 +809,10 @@ fn http_port_taken(c: &mut Case) -> Result<()> {
         "io.amphi.wasm.http.workers=2",
     ];
     let first = c.id("first");
-    c.run_detached_image(&opts, image, &first, &["/http-hello.wasm"])?;
+    apps.run_detached(&opts, &first, &["/http-hello.wasm"])?;
     let pid = wait_serving(c, &first, port)?;
     let second = c.id("second");
-    let out = c.run_rm_image(&opts, image, &second, &["/http-hello.wasm"])?;
+    let out = apps.run_rm(&opts, &second, &["/http-hello.wasm"])?;
     out.expect_code(1)?
         .expect_output(&format!("bind 0.0.0.0:{port}"), "the second server's error")?
         .expect_output("in use", "the second server's error")?;
@@ -836,12 +827,11 @@ fn http_port_taken(c: &mut Case) -> Result<()> {
 /// `[wasm]` settings: from the runtime options file and from annotations; one that changes
 /// compiled code gives the module a second cache entry; an unknown one fails Create naming it.
 fn settings(c: &mut Case) -> Result<()> {
-    let image = apps_image(c)?;
+    let apps = c.with_image(apps_image(c)?);
     let id = c.id("unknown");
-    let out = c
-        .run_rm_image(
+    let out = apps
+        .run_rm(
             &["--annotation", "io.amphi.wasm.turbo=true"],
-            image,
             &id,
             &["/hello.wasm"],
         )?
@@ -854,13 +844,8 @@ fn settings(c: &mut Case) -> Result<()> {
     std::fs::write(&cfg, "[wasm]\nfuel = 50\n")?;
     let cfg_s = cfg.display().to_string();
     let id = c.id("fuel");
-    let out = c
-        .run_rm_image(
-            &["--runtime-config-path", &cfg_s],
-            image,
-            &id,
-            &["/hello.wasm"],
-        )?
+    let out = apps
+        .run_rm(&["--runtime-config-path", &cfg_s], &id, &["/hello.wasm"])?
         .expect_code(134)?;
     out.expect_stderr("fuel", "fuel trap")?;
     // Two settings, one module: two cache entries (a unique module, so the count is ours).
@@ -870,16 +855,19 @@ fn settings(c: &mut Case) -> Result<()> {
     let img = format!("docker.io/amphi/wasm-settings:{}", c.cd.namespace);
     wasm_images::import_rootfs_files(&c.cd, &[(src.as_path(), "/u.wat")], &img, Some(&c.cd.dir))?;
     let limit = ["--memory-limit", "33554432"];
-    c.run_rm_image(&limit, &img, &c.id("s0"), &["/u.wat"])?
+    c.with_image(&img)
+        .run_rm(&limit, &c.id("s0"), &["/u.wat"])?
         .expect_code(42)?;
     let mut with_fuel = limit.to_vec();
     with_fuel.extend(["--annotation", "io.amphi.wasm.fuel=100000000000"]);
-    c.run_rm_image(&with_fuel, &img, &c.id("s1"), &["/u.wat"])?
+    c.with_image(&img)
+        .run_rm(&with_fuel, &c.id("s1"), &["/u.wat"])?
         .expect_code(42)?;
     // A setting that does not change code reuses the first entry.
     let mut with_log = limit.to_vec();
     with_log.extend(["--annotation", "io.amphi.wasm.http.access_log=true"]);
-    c.run_rm_image(&with_log, &img, &c.id("s2"), &["/u.wat"])?
+    c.with_image(&img)
+        .run_rm(&with_log, &c.id("s2"), &["/u.wat"])?
         .expect_code(42)?;
     let entries = cache_entries(&sha256_hex(&src)?);
     for e in &entries {
@@ -894,12 +882,12 @@ fn settings(c: &mut Case) -> Result<()> {
 
 /// A wasm container and a native container served by one shim (same group annotation).
 fn mixed_group(c: &mut Case) -> Result<()> {
-    let image = apps_image(c)?;
+    let apps = c.with_image(apps_image(c)?);
     let w = c.id("w");
     let n = c.id("n");
     let ann = format!("io.containerd.runc.v2.group={}-mixed", c.cd.namespace);
-    c.run_detached_image(&["--annotation", &ann], image, &w, &["/sleeper.wasm"])?;
-    c.run_detached_image(&["--annotation", &ann], image, &n, &["sleep", "1000"])?;
+    apps.run_detached(&["--annotation", &ann], &w, &["/sleeper.wasm"])?;
+    apps.run_detached(&["--annotation", &ann], &n, &["sleep", "1000"])?;
     procs::expect_one_top_level(&c.shim_processes(), "shim serving both")?;
     let out = c
         .ctr(&["task", "exec", "--exec-id", "h", &n, "/hello.wasm"])?
@@ -915,7 +903,7 @@ fn mixed_group(c: &mut Case) -> Result<()> {
 /// Bad modules fail with a reason naming the module, visible in ctr's output; nothing is
 /// left behind.
 fn bad_input(c: &mut Case) -> Result<()> {
-    let image = apps_image(c)?;
+    let apps = c.with_image(apps_image(c)?);
     let cases: [(&str, &str, &[&str]); 5] = [
         ("garbage", "/garbage.wasm", &["garbage.wasm"]),
         ("trunc", "/truncated.wasm", &["truncated.wasm"]),
@@ -925,7 +913,7 @@ fn bad_input(c: &mut Case) -> Result<()> {
     ];
     for (tag, entry, needles) in cases {
         let id = c.id(tag);
-        let out = c.run_rm_image(&[], image, &id, &[entry])?.failed()?;
+        let out = apps.run_rm(&[], &id, &[entry])?.failed()?;
         for n in needles {
             out.expect_output(n, &format!("{tag}: the error should name `{n}`"))?;
         }
@@ -935,9 +923,7 @@ fn bad_input(c: &mut Case) -> Result<()> {
     }
     // The export that does exist runs.
     let id = c.id("export-ok");
-    let out = c
-        .run_rm_image(&[], image, &id, &["/hello.wasm#_start"])?
-        .ok()?;
+    let out = apps.run_rm(&[], &id, &["/hello.wasm#_start"])?.ok()?;
     out.expect_stdout("hello from wasm", "hello.wasm#_start")?;
     Ok(())
 }
@@ -1024,13 +1010,9 @@ fn cache(c: &mut Case) -> Result<()> {
     };
     // Miss.
     let id0 = c.id("run0");
-    c.run_rm_image(
-        &["--memory-limit", "33554432"],
-        &image,
-        &id0,
-        &["/unique.wat"],
-    )?
-    .expect_code(42)?;
+    c.with_image(&image)
+        .run_rm(&["--memory-limit", "33554432"], &id0, &["/unique.wat"])?
+        .expect_code(42)?;
     anyhow::ensure!(
         entries().len() == 1,
         "expected one cache entry {digest}-*.cwasm in {} after the first run, found {:?}",
@@ -1044,12 +1026,8 @@ fn cache(c: &mut Case) -> Result<()> {
     // Hit.
     let id1 = c.id("run1");
     let out = c
-        .run_rm_image(
-            &["--memory-limit", "33554432"],
-            &image,
-            &id1,
-            &["/unique.wat"],
-        )?
+        .with_image(&image)
+        .run_rm(&["--memory-limit", "33554432"], &id1, &["/unique.wat"])?
         .expect_code(42)?;
     cmd::wait_for(
         Duration::from_secs(5),
@@ -1079,14 +1057,15 @@ fn hello_module(c: &mut Case) -> Result<()> {
     let image =
         wasm_images::import_rootfs_module(&c.cd, &module, "docker.io/amphi/hello-wasm:e2e")?;
     let id = c.id("hello");
-    let out = c.run_rm_image(&[], &image, &id, &[])?.ok()?;
+    let out = c.with_image(&image).run_rm(&[], &id, &[])?.ok()?;
     out.expect_stdout("hello from wasm", "wasm output")?;
     let module = wasm_images::module("exit-code", Target::P1)?;
     let image =
         wasm_images::import_rootfs_module(&c.cd, &module, "docker.io/amphi/exit-code-wasm:e2e")?;
     let id = c.id("exit");
     // ctr's args replace the image's entrypoint, so the module is named again.
-    c.run_rm_image(&[], &image, &id, &["/exit-code.wasm", "7"])?
+    c.with_image(&image)
+        .run_rm(&[], &id, &["/exit-code.wasm", "7"])?
         .expect_code(7)?;
     Ok(())
 }
@@ -1127,7 +1106,8 @@ fn layer_images(c: &mut Case) -> Result<()> {
             Err(e) => anyhow::ensure!(refused(&format!("{e:#}")), "import: {e:#}"),
             Ok(_) => {
                 let out = c
-                    .run_rm_image(&[], image, &c.id("l16"), &["/hello.wasm"])?
+                    .with_image(image)
+                    .run_rm(&[], &c.id("l16"), &["/hello.wasm"])?
                     .failed()?;
                 anyhow::ensure!(refused(&out.all()), "1.6 run: {}", out.describe());
             }
@@ -1150,7 +1130,8 @@ fn layer_images(c: &mut Case) -> Result<()> {
         wasm_images::import_layer_image(&c.cd, &[module], opts, &image)?;
         let id = c.id(tag);
         let out = c
-            .run_rm_image(&[], &image, &id, &["/hello.wasm", "a", "b"])?
+            .with_image(&image)
+            .run_rm(&[], &id, &["/hello.wasm", "a", "b"])?
             .ok()?;
         anyhow::ensure!(
             out.stdout.contains("hello from wasm") && out.stdout.contains("arg[2]=b"),
@@ -1172,12 +1153,16 @@ fn layer_images(c: &mut Case) -> Result<()> {
     // Two modules in one image: the image's entrypoint, or the one ctr's args name.
     let image = "docker.io/amphi/two-layers:e2e";
     wasm_images::import_layer_image(&c.cd, &[&hello, &exit_code], Default::default(), image)?;
-    let out = c.run_rm_image(&[], image, &c.id("first"), &[])?.ok()?;
+    let out = c.with_image(image).run_rm(&[], &c.id("first"), &[])?.ok()?;
     out.expect_stdout("hello from wasm", "entrypoint")?;
-    c.run_rm_image(&[], image, &c.id("second"), &["/exit-code.wasm", "7"])?
+    c.with_image(image)
+        .run_rm(&[], &c.id("second"), &["/exit-code.wasm", "7"])?
         .expect_code(7)?;
     let id = c.id("none");
-    let out = c.run_rm_image(&[], image, &id, &["/nope.wasm"])?.failed()?;
+    let out = c
+        .with_image(image)
+        .run_rm(&[], &id, &["/nope.wasm"])?
+        .failed()?;
     anyhow::ensure!(
         out.all().contains("nope.wasm") && out.all().contains("2 wasm layers"),
         "an unnamed module: {}",
@@ -1189,7 +1174,7 @@ fn layer_images(c: &mut Case) -> Result<()> {
     let image = "docker.io/amphi/sleeper-hello-layers:e2e";
     wasm_images::import_layer_image(&c.cd, &[&sleeper, &hello], Default::default(), image)?;
     let id = c.id("exec");
-    c.run_detached_image(&[], image, &id, &[])?;
+    c.with_image(image).run_detached(&[], &id, &[])?;
     let out = c
         .ctr(&["task", "exec", "--exec-id", "e1", &id, "/hello.wasm", "x"])?
         .ok()?;

@@ -45,7 +45,7 @@ fn probe_image(c: &Case, image: &str) -> Result<String> {
 
 /// `ctr run --rm` of the probe (no arguments) in `image`.
 fn run_probe(c: &Case, image: &str, id: &str) -> Result<Output> {
-    c.run_rm_image(&[], image, id, &[PROBE])?.ok()
+    c.with_image(image).run_rm(&[], id, &[PROBE])?.ok()
 }
 
 /// What every probe run must show: each escape attempt DENIED (none REACHED), `/proc` without
@@ -221,12 +221,8 @@ fn sealed_artifact(c: &mut Case) -> Result<()> {
     let image = probe_image(c, "docker.io/amphi/sandbox-probe:e2e")?;
     let twin = probe_image(c, "docker.io/amphi/sandbox-probe-twin:e2e")?;
     let id = c.id("sealed");
-    c.run_detached_image(
-        &["--cap-add", "CAP_SYS_PTRACE"],
-        &image,
-        &id,
-        &[PROBE, "wait"],
-    )?;
+    c.with_image(&image)
+        .run_detached(&["--cap-add", "CAP_SYS_PTRACE"], &id, &[PROBE, "wait"])?;
     let entry = cache_entry(&cache)?;
     let before = std::fs::read(&entry)?;
     let out = c

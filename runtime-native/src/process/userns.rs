@@ -380,7 +380,8 @@ pub(crate) fn join_for_clone(req: &crate::request::Request) -> R<Option<Joined>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::{LinuxIdMappingBuilder, LinuxNamespaceBuilder};
+    use crate::testgen::{edit_namespaces, join_namespace, new_namespace};
+    use oci_spec::runtime::LinuxIdMappingBuilder;
 
     fn m(c: u32, h: u32, s: u32) -> LinuxIdMapping {
         LinuxIdMappingBuilder::default()
@@ -399,16 +400,9 @@ mod tests {
         );
         let mut spec = Spec::default();
         assert!(!creates_userns(&spec));
-        let mut l = spec.linux().clone().unwrap();
-        let mut nss = l.namespaces().clone().unwrap();
-        nss.push(
-            LinuxNamespaceBuilder::default()
-                .typ(LinuxNamespaceType::User)
-                .build()
-                .unwrap(),
-        );
-        l.set_namespaces(Some(nss));
-        spec.set_linux(Some(l.clone()));
+        edit_namespaces(&mut spec, |nss| {
+            nss.push(new_namespace(LinuxNamespaceType::User))
+        });
         assert!(creates_userns(&spec));
         assert!(check(&spec)
             .unwrap_err()
@@ -418,6 +412,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("uidMappings"));
+        let mut l = spec.linux().clone().unwrap();
         l.set_uid_mappings(Some(vec![m(0, 100000, 65536)]));
         l.set_gid_mappings(Some(vec![m(0, 100000, 0)]));
         spec.set_linux(Some(l.clone()));
@@ -427,19 +422,12 @@ mod tests {
         check(&spec).unwrap();
         validate(&spec).unwrap();
         // A mount namespace by path with the new user namespace; then the same type twice.
-        let mut with_mnt = l.clone();
-        let mut nss = with_mnt.namespaces().clone().unwrap();
-        nss.retain(|n| n.typ() != LinuxNamespaceType::Mount);
-        nss.push(
-            LinuxNamespaceBuilder::default()
-                .typ(LinuxNamespaceType::Mount)
-                .path("/proc/1/ns/mnt")
-                .build()
-                .unwrap(),
-        );
-        with_mnt.set_namespaces(Some(nss.clone()));
         let mut s2 = spec.clone();
-        s2.set_linux(Some(with_mnt.clone()));
+        join_namespace(
+            &mut s2,
+            LinuxNamespaceType::Mount,
+            "/proc/1/ns/mnt".as_ref(),
+        );
         let e = validate(&s2).unwrap_err().to_string();
         assert!(
             e.starts_with("mount namespace joined by path cannot be combined with a new user")
@@ -447,14 +435,9 @@ mod tests {
             "{e}"
         );
         validate_namespaces(&s2).unwrap();
-        nss.push(
-            LinuxNamespaceBuilder::default()
-                .typ(LinuxNamespaceType::Mount)
-                .build()
-                .unwrap(),
-        );
-        with_mnt.set_namespaces(Some(nss));
-        s2.set_linux(Some(with_mnt));
+        edit_namespaces(&mut s2, |nss| {
+            nss.push(new_namespace(LinuxNamespaceType::Mount))
+        });
         let e = validate_namespaces(&s2).unwrap_err().to_string();
         assert!(
             e.contains("the mnt namespace is listed more than once"),

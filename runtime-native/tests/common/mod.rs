@@ -33,6 +33,20 @@ pub fn spawner(name: &str, runners: WorkloadTable) -> Option<Spawner> {
     Some(spawner)
 }
 
+/// The `main` of a root-only test binary: forks the spawner, makes one [`bundle`], runs `cases`
+/// on (spawner, rootfs, bundle directory), then checks that nothing stayed mounted below the
+/// bundle. Returns at once (the test `name` skipped) when not root.
+pub fn main(name: &str, runners: WorkloadTable, cases: impl FnOnce(&Spawner, &Path, &Path)) {
+    let Some(spawner) = spawner(name, runners) else {
+        return;
+    };
+    let (dir, root) = bundle();
+    cases(&spawner, &root, dir.path());
+    assert_nothing_mounted(dir.path());
+    drop(spawner);
+    println!("{name}: all ok");
+}
+
 /// `dir/rootfs`: busybox with the applets the tests run, and the usual mount points.
 pub fn rootfs(dir: &Path) -> PathBuf {
     let root = dir.join("rootfs");

@@ -193,34 +193,52 @@ mod tests {
         std::io::Error::from(kind)
     }
 
+    /// `err` reaches ttrpc as a status with `code` and `msg`.
+    fn assert_status(err: ServiceError, code: Code, msg: &str) {
+        match err.into_ttrpc() {
+            ttrpc::Error::RpcStatus(s) => {
+                assert_eq!(s.code(), code, "{msg}");
+                assert_eq!(s.message(), msg);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
     #[test]
     fn each_variant_maps_to_its_code_and_keeps_the_message() {
-        let cases = [
+        // The variants that carry only a text: (variant, text, code, message).
+        type Variant = fn(String) -> ServiceError;
+        let texts: [(Variant, &str, Code, &str); 5] = [
             (
-                ServiceError::NotFound("task t1".into()),
+                ServiceError::NotFound,
+                "task t1",
                 Code::NOT_FOUND,
                 "task t1: not found",
             ),
             (
-                ServiceError::AlreadyExists("exec e1".into()),
+                ServiceError::AlreadyExists,
+                "exec e1",
                 Code::ALREADY_EXISTS,
                 "exec e1: already exists",
             ),
             (
-                ServiceError::FailedPrecondition("running".into()),
+                ServiceError::FailedPrecondition,
+                "running",
                 Code::FAILED_PRECONDITION,
                 "running",
             ),
             (
-                ServiceError::InvalidArgument("bad".into()),
+                ServiceError::InvalidArgument,
+                "bad",
                 Code::INVALID_ARGUMENT,
                 "bad",
             ),
-            (
-                ServiceError::Unimplemented("no".into()),
-                Code::UNIMPLEMENTED,
-                "no",
-            ),
+            (ServiceError::Unimplemented, "no", Code::UNIMPLEMENTED, "no"),
+        ];
+        for (variant, text, code, msg) in texts {
+            assert_status(variant(text.into()), code, msg);
+        }
+        let cases = [
             (
                 ServiceError::Runtime(runtime_native::Error::InvalidSpec {
                     path: "/b/config.json".into(),
@@ -347,13 +365,7 @@ mod tests {
             ),
         ];
         for (err, code, msg) in cases {
-            match err.into_ttrpc() {
-                ttrpc::Error::RpcStatus(s) => {
-                    assert_eq!(s.code(), code, "{msg}");
-                    assert_eq!(s.message(), msg);
-                }
-                other => panic!("unexpected {other:?}"),
-            }
+            assert_status(err, code, msg);
         }
     }
 

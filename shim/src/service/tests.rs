@@ -139,6 +139,26 @@ fn arm(slot: &Mutex<Option<Gate>>) -> (oneshot::Receiver<()>, std::sync::mpsc::S
     (entered_rx, release_tx)
 }
 
+/// Runs `call` on a clone of `s` in the background and waits until it is held inside the
+/// launcher at `gate`; returns the running call and the sender that lets the launcher go on.
+async fn held<F>(
+    s: &Service,
+    gate: &Mutex<Option<Gate>>,
+    call: impl FnOnce(Service) -> F,
+) -> (
+    tokio::task::JoinHandle<F::Output>,
+    std::sync::mpsc::Sender<()>,
+)
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (entered, release) = arm(gate);
+    let running = tokio::spawn(call(s.clone()));
+    entered.await.unwrap();
+    (running, release)
+}
+
 impl Launcher for Recorder {
     type Pending = i32;
     type Cgroup = FakeCgroup;
@@ -233,15 +253,35 @@ async fn events(s: &Service, store: &Mutex<Vec<Envelope>>) -> Vec<String> {
         .collect()
 }
 
+/// The exit events published so far, as [`events`] writes them.
+async fn exits(s: &Service, store: &Mutex<Vec<Envelope>>) -> Vec<String> {
+    let mut all = events(s, store).await;
+    all.retain(|e| e.starts_with("/tasks/exit"));
+    all
+}
+
+/// Asserts that the events published so far ([`events`]) are `want`.
+async fn assert_events<W>(s: &Service, store: &Mutex<Vec<Envelope>>, want: W)
+where
+    Vec<String>: PartialEq<W>,
+    W: std::fmt::Debug,
+{
+    assert_eq!(events(s, store).await, want);
+}
+
+/// The events of a created and started task, then `rest`.
+fn with_task_started(rest: &[&str]) -> Vec<String> {
+    ["/tasks/create", "/tasks/start"]
+        .iter()
+        .chain(rest)
+        .map(|e| e.to_string())
+        .collect()
+}
+
 /// The events of a running task with one started exec, then `rest`.
 fn with_exec_started(rest: &[&str]) -> Vec<String> {
-    const PREFIX: [&str; 4] = [
-        "/tasks/create",
-        "/tasks/start",
-        "/tasks/exec-added",
-        "/tasks/exec-started",
-    ];
-    PREFIX.iter().chain(rest).map(|e| e.to_string()).collect()
+    let exec = ["/tasks/exec-added", "/tasks/exec-started"];
+    with_task_started(&[&exec[..], rest].concat())
 }
 
 fn create_req(id: &str) -> api::CreateTaskRequest {
@@ -252,32 +292,50 @@ fn create_req(id: &str) -> api::CreateTaskRequest {
     }
 }
 
-fn start_req(id: &str, exec_id: &str) -> api::StartRequest {
-    api::StartRequest {
-        id: id.into(),
-        exec_id: exec_id.into(),
-        ..Default::default()
-    }
+/// A request addressed to one process of a task: its init (`exec_id` "") or an exec.
+trait ProcessRequest: Default {
+    fn address(&mut self, id: &str, exec_id: &str);
+}
+
+macro_rules! process_requests {
+    ($($t:ty),*) => {$(
+        impl ProcessRequest for $t {
+            fn address(&mut self, id: &str, exec_id: &str) {
+                self.id = id.into();
+                self.exec_id = exec_id.into();
+            }
+        }
+    )*};
+}
+
+process_requests!(
+    api::StartRequest,
+    api::StateRequest,
+    api::WaitRequest,
+    api::KillRequest,
+    api::DeleteRequest,
+    api::ExecProcessRequest
+);
+
+/// A request to process `exec_id` of task `id`, its other fields at their defaults.
+fn req<R: ProcessRequest>(id: &str, exec_id: &str) -> R {
+    let mut r = R::default();
+    r.address(id, exec_id);
+    r
 }
 
 fn exec_req(id: &str, exec_id: &str, terminal: bool) -> api::ExecProcessRequest {
     let mut spec = Any::new();
     spec.value = serde_json::to_vec(&oci_spec::runtime::Process::default()).unwrap();
     api::ExecProcessRequest {
-        id: id.into(),
-        exec_id: exec_id.into(),
         terminal,
         spec: Some(spec).into(),
-        ..Default::default()
+        ..req(id, exec_id)
     }
 }
 
 fn state(s: &Service, id: &str, exec_id: &str) -> ServiceResult<api::StateResponse> {
-    s.state(&api::StateRequest {
-        id: id.into(),
-        exec_id: exec_id.into(),
-        ..Default::default()
-    })
+    s.state(&req(id, exec_id))
 }
 
 fn status(s: &Service, id: &str, exec_id: &str) -> Status {
@@ -286,43 +344,34 @@ fn status(s: &Service, id: &str, exec_id: &str) -> Status {
 
 /// Wait, with a bound so that a lost exit fails the test instead of hanging it.
 async fn wait(s: &Service, id: &str, exec_id: &str) -> u32 {
-    let req = api::WaitRequest {
-        id: id.into(),
-        exec_id: exec_id.into(),
-        ..Default::default()
-    };
-    tokio::time::timeout(Duration::from_secs(60), s.wait(&req))
+    tokio::time::timeout(Duration::from_secs(60), s.wait(&req(id, exec_id)))
         .await
         .unwrap_or_else(|_| panic!("Wait for {id}/{exec_id} never returned"))
         .unwrap()
         .exit_status
 }
 
+/// Creates task `id`; returns its init's pid.
+async fn created(s: &Service, id: &str) -> i32 {
+    s.create(create_req(id)).await.unwrap().pid as i32
+}
+
+/// Creates and starts task `id`; returns its init's pid.
 async fn running(s: &Service, id: &str) -> i32 {
-    let pid = s.create(create_req(id)).await.unwrap().pid as i32;
-    s.start(start_req(id, "")).await.unwrap();
+    let pid = created(s, id).await;
+    s.start(req(id, "")).await.unwrap();
     pid
 }
 
 async fn exec_running(s: &Service, id: &str, exec_id: &str) -> i32 {
     s.exec(exec_req(id, exec_id, false)).unwrap();
-    s.start(start_req(id, exec_id)).await.unwrap().pid as i32
+    s.start(req(id, exec_id)).await.unwrap().pid as i32
 }
 
 fn kill_req(id: &str, exec_id: &str, signal: u32) -> api::KillRequest {
     api::KillRequest {
-        id: id.into(),
-        exec_id: exec_id.into(),
         signal,
-        ..Default::default()
-    }
-}
-
-fn delete_req(id: &str, exec_id: &str) -> api::DeleteRequest {
-    api::DeleteRequest {
-        id: id.into(),
-        exec_id: exec_id.into(),
-        ..Default::default()
+        ..req(id, exec_id)
     }
 }
 
@@ -333,16 +382,16 @@ fn is<T>(r: ServiceResult<T>, code: ttrpc::Code) -> bool {
 #[tokio::test]
 async fn a_task_walks_created_running_paused_stopped_deleted() {
     let (s, store) = service();
-    let pid = s.create(create_req("t1")).await.unwrap().pid as i32;
+    let pid = created(&s, "t1").await;
     assert_eq!(status(&s, "t1", ""), Status::CREATED);
     assert!(is(
         s.pause("t1", true).await,
         ttrpc::Code::FAILED_PRECONDITION
     ));
-    s.start(start_req("t1", "")).await.unwrap();
+    s.start(req("t1", "")).await.unwrap();
     assert_eq!(status(&s, "t1", ""), Status::RUNNING);
     assert!(is(
-        s.start(start_req("t1", "")).await,
+        s.start(req("t1", "")).await,
         ttrpc::Code::FAILED_PRECONDITION
     ));
     s.pause("t1", true).await.unwrap();
@@ -353,7 +402,7 @@ async fn a_task_walks_created_running_paused_stopped_deleted() {
     ));
     s.pause("t1", false).await.unwrap();
     assert!(is(
-        s.delete(&delete_req("t1", "")).await,
+        s.delete(&req("t1", "")).await,
         ttrpc::Code::FAILED_PRECONDITION
     ));
 
@@ -372,7 +421,7 @@ async fn a_task_walks_created_running_paused_stopped_deleted() {
     // A Wait after the exit still sees it.
     assert_eq!(wait(&s, "t1", "").await, 143);
 
-    let d = s.delete(&delete_req("t1", "")).await.unwrap();
+    let d = s.delete(&req("t1", "")).await.unwrap();
     assert_eq!((d.pid as i32, d.exit_status), (pid, 143));
     assert!(is(state(&s, "t1", ""), ttrpc::Code::NOT_FOUND));
     assert_eq!(
@@ -384,17 +433,19 @@ async fn a_task_walks_created_running_paused_stopped_deleted() {
             Call::Delete("t1".into()),
         ]
     );
-    assert_eq!(
-        events(&s, &store).await,
+    assert_events(
+        &s,
+        &store,
         [
             "/tasks/create",
             "/tasks/start",
             "/tasks/paused",
             "/tasks/resumed",
             "/tasks/exit:t1=143",
-            "/tasks/delete"
-        ]
-    );
+            "/tasks/delete",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -405,17 +456,17 @@ async fn execs_register_start_in_the_specs_root_and_stop() {
         s.exec(exec_req("t1", "e1", false)),
         ttrpc::Code::FAILED_PRECONDITION
     ));
-    s.start(start_req("t1", "")).await.unwrap();
+    s.start(req("t1", "")).await.unwrap();
     s.exec(exec_req("t1", "e1", false)).unwrap();
     assert!(is(
         s.exec(exec_req("t1", "e1", false)),
         ttrpc::Code::ALREADY_EXISTS
     ));
     assert_eq!(status(&s, "t1", "e1"), Status::CREATED);
-    let pid = s.start(start_req("t1", "e1")).await.unwrap().pid as i32;
+    let pid = s.start(req("t1", "e1")).await.unwrap().pid as i32;
     assert_eq!(status(&s, "t1", "e1"), Status::RUNNING);
     assert!(is(
-        s.start(start_req("t1", "e1")).await,
+        s.start(req("t1", "e1")).await,
         ttrpc::Code::FAILED_PRECONDITION
     ));
     // The exec's entrypoint is looked up where Create looked up the init's: the spec's
@@ -425,60 +476,47 @@ async fn execs_register_start_in_the_specs_root_and_stop() {
         rootfs: PathBuf::from("/run/bundles/t1/merged"),
     }));
     assert!(is(
-        s.delete(&delete_req("t1", "e1")).await,
+        s.delete(&req("t1", "e1")).await,
         ttrpc::Code::FAILED_PRECONDITION
     ));
     s.reaped(pid, 3);
     assert_eq!(wait(&s, "t1", "e1").await, 3);
     assert_eq!(status(&s, "t1", ""), Status::RUNNING, "the init lives on");
-    let d = s.delete(&delete_req("t1", "e1")).await.unwrap();
+    let d = s.delete(&req("t1", "e1")).await.unwrap();
     assert_eq!((d.pid as i32, d.exit_status), (pid, 3));
     assert!(is(state(&s, "t1", "e1"), ttrpc::Code::NOT_FOUND));
-    assert_eq!(
-        events(&s, &store).await,
-        with_exec_started(&["/tasks/exit:e1=3"])
-    );
+    assert_events(&s, &store, with_exec_started(&["/tasks/exit:e1=3"])).await;
 }
 
 #[tokio::test]
 async fn an_exit_during_start_is_published_after_the_start_event() {
     let (s, store) = service();
-    let pid = s.create(create_req("t1")).await.unwrap().pid as i32;
-    let (entered, release) = arm(&s.launcher.start_gate);
-    let starting = {
-        let s = s.clone();
-        tokio::spawn(async move { s.start(start_req("t1", "")).await })
-    };
-    entered.await.unwrap();
+    let pid = created(&s, "t1").await;
+    let (starting, release) = held(&s, &s.launcher.start_gate, |s| async move {
+        s.start(req("t1", "")).await
+    })
+    .await;
     s.reaped(pid, 7); // the process ran and exited before Start returned
     assert_eq!(status(&s, "t1", ""), Status::CREATED);
     release.send(()).unwrap();
     starting.await.unwrap().unwrap();
     assert_eq!(wait(&s, "t1", "").await, 7);
-    assert_eq!(
-        events(&s, &store).await,
-        ["/tasks/create", "/tasks/start", "/tasks/exit:t1=7"]
-    );
+    assert_events(&s, &store, with_task_started(&["/tasks/exit:t1=7"])).await;
 
     // The same for an exec.
     let (s, store) = service();
     running(&s, "t2").await;
     s.exec(exec_req("t2", "e1", false)).unwrap();
-    let (entered, release) = arm(&s.launcher.start_gate);
-    let starting = {
-        let s = s.clone();
-        tokio::spawn(async move { s.start(start_req("t2", "e1")).await })
-    };
-    entered.await.unwrap();
+    let (starting, release) = held(&s, &s.launcher.start_gate, |s| async move {
+        s.start(req("t2", "e1")).await
+    })
+    .await;
     let pid = state(&s, "t2", "e1").unwrap().pid as i32;
     s.reaped(pid, 9);
     release.send(()).unwrap();
     starting.await.unwrap().unwrap();
     assert_eq!(wait(&s, "t2", "e1").await, 9);
-    assert_eq!(
-        events(&s, &store).await,
-        with_exec_started(&["/tasks/exit:e1=9"])
-    );
+    assert_events(&s, &store, with_exec_started(&["/tasks/exit:e1=9"])).await;
 }
 
 #[tokio::test]
@@ -488,21 +526,16 @@ async fn an_exit_reaped_before_create_returned_is_not_lost() {
     s.create(create_req("t1")).await.unwrap();
     assert_eq!(wait(&s, "t1", "").await, 5);
     assert_eq!(status(&s, "t1", ""), Status::STOPPED);
-    assert_eq!(
-        events(&s, &store).await,
-        ["/tasks/create", "/tasks/exit:t1=5"]
-    );
+    assert_events(&s, &store, ["/tasks/create", "/tasks/exit:t1=5"]).await;
 }
 
 #[tokio::test]
 async fn two_creates_of_one_id_build_one_container() {
     let (s, _) = service();
-    let (entered, release) = arm(&s.launcher.create_gate);
-    let first = {
-        let s = s.clone();
-        tokio::spawn(async move { s.create(create_req("t1")).await })
-    };
-    entered.await.unwrap();
+    let (first, release) = held(&s, &s.launcher.create_gate, |s| async move {
+        s.create(create_req("t1")).await
+    })
+    .await;
     // The first is still in the launcher: the second is refused, not built.
     assert!(is(
         s.create(create_req("t1")).await,
@@ -540,19 +573,14 @@ async fn the_inits_exit_waits_for_its_execs_exits() {
     let init = running(&s, "t1").await;
     let exec = exec_running(&s, "t1", "e1").await;
     s.reaped(init, 0);
-    assert!(!events(&s, &store)
-        .await
-        .iter()
-        .any(|e| e.starts_with("/tasks/exit")));
+    assert_eq!(exits(&s, &store).await, Vec::<String>::new(), "no exit yet");
     assert_eq!(status(&s, "t1", ""), Status::RUNNING);
     s.reaped(exec, 137);
     assert_eq!(wait(&s, "t1", "").await, 0);
-    let exits: Vec<String> = events(&s, &store)
-        .await
-        .into_iter()
-        .filter(|e| e.starts_with("/tasks/exit"))
-        .collect();
-    assert_eq!(exits, ["/tasks/exit:e1=137", "/tasks/exit:t1=0"]);
+    assert_eq!(
+        exits(&s, &store).await,
+        ["/tasks/exit:e1=137", "/tasks/exit:t1=0"]
+    );
 
     // The exec dies first but its terminal output drains late, and the init dies meanwhile:
     // the init's exit still goes after the exec's.
@@ -561,21 +589,16 @@ async fn the_inits_exit_waits_for_its_execs_exits() {
     let (drained, io_done) = oneshot::channel();
     *s.launcher.next_io_done.lock().unwrap() = Some(io_done);
     s.exec(exec_req("t2", "e1", true)).unwrap();
-    let exec = s.start(start_req("t2", "e1")).await.unwrap().pid as i32;
+    let exec = s.start(req("t2", "e1")).await.unwrap().pid as i32;
     s.reaped(exec, 1);
     s.reaped(init, 2);
-    assert!(!events(&s, &store)
-        .await
-        .iter()
-        .any(|e| e.starts_with("/tasks/exit")));
+    assert_eq!(exits(&s, &store).await, Vec::<String>::new(), "no exit yet");
     drained.send(()).unwrap();
     assert_eq!(wait(&s, "t2", "").await, 2);
-    let exits: Vec<String> = events(&s, &store)
-        .await
-        .into_iter()
-        .filter(|e| e.starts_with("/tasks/exit"))
-        .collect();
-    assert_eq!(exits, ["/tasks/exit:e1=1", "/tasks/exit:t2=2"]);
+    assert_eq!(
+        exits(&s, &store).await,
+        ["/tasks/exit:e1=1", "/tasks/exit:t2=2"]
+    );
 }
 
 #[tokio::test]
@@ -585,14 +608,11 @@ async fn a_terminal_processs_exit_waits_for_its_output() {
     *s.launcher.next_io_done.lock().unwrap() = Some(io_done);
     let pid = running(&s, "t1").await;
     s.reaped(pid, 0);
-    assert_eq!(events(&s, &store).await, ["/tasks/create", "/tasks/start"]);
+    assert_events(&s, &store, with_task_started(&[])).await;
     assert_eq!(status(&s, "t1", ""), Status::RUNNING);
     drained.send(()).unwrap();
     assert_eq!(wait(&s, "t1", "").await, 0);
-    assert_eq!(
-        events(&s, &store).await,
-        ["/tasks/create", "/tasks/start", "/tasks/exit:t1=0"]
-    );
+    assert_events(&s, &store, with_task_started(&["/tasks/exit:t1=0"])).await;
 }
 
 #[tokio::test]
@@ -633,18 +653,12 @@ async fn without_its_own_pid_namespace_the_rest_dies_with_the_init() {
 #[tokio::test]
 async fn unknown_tasks_and_execs_are_not_found() {
     let (s, _) = service();
-    assert!(is(
-        s.start(start_req("nope", "")).await,
-        ttrpc::Code::NOT_FOUND
-    ));
+    assert!(is(s.start(req("nope", "")).await, ttrpc::Code::NOT_FOUND));
     assert!(is(state(&s, "nope", ""), ttrpc::Code::NOT_FOUND));
     running(&s, "t1").await;
+    assert!(is(s.start(req("t1", "nope")).await, ttrpc::Code::NOT_FOUND));
     assert!(is(
-        s.start(start_req("t1", "nope")).await,
-        ttrpc::Code::NOT_FOUND
-    ));
-    assert!(is(
-        s.delete(&delete_req("t1", "nope")).await,
+        s.delete(&req("t1", "nope")).await,
         ttrpc::Code::NOT_FOUND
     ));
     assert!(is(

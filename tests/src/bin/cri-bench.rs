@@ -43,7 +43,13 @@ fn start_pod(
         .with_context(|| format!("RunPodSandbox ({handler})"))?;
     let t_pod = t.elapsed();
     let id = client
-        .create_container(&pod, &ctr, cfg)
+        .create_container(
+            cri::Sandbox {
+                id: &pod,
+                config: cfg,
+            },
+            &ctr,
+        )
         .with_context(|| format!("CreateContainer ({handler})"))?;
     let t_create = t.elapsed();
     client

@@ -90,7 +90,11 @@ struct Pod<'a> {
 impl Pod<'_> {
     /// Creates and starts a container; returns (id, init pid, cgroup dir).
     fn start(&self, config: v1::ContainerConfig) -> Result<(String, i32, PathBuf)> {
-        let id = self.cri.create_and_start(&self.id, &config, &self.config)?;
+        let pod = cri::Sandbox {
+            id: &self.id,
+            config: &self.config,
+        };
+        let id = self.cri.create_and_start(pod, &config)?;
         let name = cri::container_name(&config);
         self.cri
             .wait_container_state(&id, v1::ContainerState::ContainerRunning, WAIT)?;
