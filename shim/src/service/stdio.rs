@@ -107,33 +107,51 @@ fn has_reader(writer: &File) -> bool {
     n >= 0 && pfd.revents & libc::POLLERR == 0
 }
 
+/// A stdio address, parsed once: a plain target, or a log driver (which only the callers know
+/// how to place: it takes stdout and stderr together, never stdin).
+enum Address<'a> {
+    Plain(Target<'a>),
+    /// `binary://...`, the whole URL.
+    Driver(&'a str),
+}
+
 enum Target<'a> {
     Null,
     Fifo(&'a str),
     File(&'a str),
-    Binary(&'a str),
 }
 
-fn parse(address: &str) -> ServiceResult<Target<'_>> {
+fn parse(address: &str) -> ServiceResult<Address<'_>> {
+    let plain = |t| Ok(Address::Plain(t));
     if address.is_empty() {
-        return Ok(Target::Null);
+        return plain(Target::Null);
     }
     if let Some(path) = address.strip_prefix("fifo://") {
-        return Ok(Target::Fifo(path));
+        return plain(Target::Fifo(path));
     }
     if let Some(path) = address.strip_prefix("file://") {
-        return Ok(Target::File(path));
+        return plain(Target::File(path));
     }
     if address.starts_with("binary://") {
-        return Ok(Target::Binary(address));
+        return Ok(Address::Driver(address));
     }
     if address.starts_with('/') {
-        return Ok(Target::Fifo(address));
+        return plain(Target::Fifo(address));
     }
     let scheme = address.split("://").next().unwrap_or(address);
     Err(ServiceError::InvalidArgument(format!(
         "stdio address {address:?}: unsupported scheme {scheme:?} (use a fifo path, file:// or binary://)"
     )))
+}
+
+/// The plain target of `stream`'s `address`; a log driver there is refused, saying `why`.
+fn plain<'a>(stream: &str, address: &'a str, why: &str) -> ServiceResult<Target<'a>> {
+    match parse(address)? {
+        Address::Plain(t) => Ok(t),
+        Address::Driver(_) => Err(ServiceError::InvalidArgument(format!(
+            "{stream} {address:?}: {why}"
+        ))),
+    }
 }
 
 fn io_err(what: &str, path: &str, source: std::io::Error) -> ServiceError {
@@ -188,12 +206,9 @@ fn open_fifo(path: &str, side: Side, what: &str) -> ServiceResult<File> {
 }
 
 /// Opens the stdin source: (fd for the process, writer the shim holds).
-fn open_input(address: &str) -> ServiceResult<(OwnedFd, Option<File>)> {
-    match parse(address)? {
+fn open_input(target: Target) -> ServiceResult<(OwnedFd, Option<File>)> {
+    match target {
         Target::Null => Ok((dev_null(false)?, None)),
-        Target::Binary(_) => Err(ServiceError::InvalidArgument(format!(
-            "stdin {address:?}: a binary:// log driver can only take output"
-        ))),
         Target::File(path) => {
             let f = File::open(path).map_err(|e| io_err("stdin", path, e))?;
             Ok((f.into(), None))
@@ -207,12 +222,9 @@ fn open_input(address: &str) -> ServiceResult<(OwnedFd, Option<File>)> {
 }
 
 /// Opens an output sink: (fd for the process, reader-writer the shim holds).
-fn open_output(address: &str) -> ServiceResult<(OwnedFd, Option<OutputHolder>)> {
-    match parse(address)? {
+fn open_output(target: Target) -> ServiceResult<(OwnedFd, Option<OutputHolder>)> {
+    match target {
         Target::Null => Ok((dev_null(true)?, None)),
-        Target::Binary(_) => Err(ServiceError::InvalidArgument(format!(
-            "{address:?}: binary:// is opened for stdout and stderr together"
-        ))),
         Target::File(path) => {
             if let Some(dir) = Path::new(path).parent() {
                 std::fs::create_dir_all(dir).map_err(|e| io_err("log dir", path, e))?;
@@ -236,21 +248,29 @@ fn open_output(address: &str) -> ServiceResult<(OwnedFd, Option<OutputHolder>)> 
     }
 }
 
+/// Why a log driver cannot be where it was named.
+const STDIN_DRIVER: &str = "a binary:// log driver can only take output";
+const STDERR_DRIVER: &str =
+    "a binary:// log driver takes stdout and stderr together, not stderr alone";
+const TERMINAL_DRIVER: &str = "a binary:// log driver is not supported with a terminal";
+
 /// Opens what a process without a terminal gets as fds 0, 1, 2. `owner` names the container
 /// to a `binary://` log driver.
 pub fn open_direct(
     paths: &StdioPaths,
     owner: &logger::Owner,
 ) -> ServiceResult<(Stdio, StdioHolders)> {
-    let (stdin, stdin_writer) = open_input(&paths.stdin)?;
+    let (stdin, stdin_writer) = open_input(plain("stdin", &paths.stdin, STDIN_DRIVER)?)?;
+    // containerd names a log driver as stdout and stderr both: it takes the two together.
     let (stdout, out_holder, stderr, err_holder) = match parse(&paths.stdout)? {
-        Target::Binary(url) => {
+        Address::Driver(url) => {
             let (out, err) = logger::start(url, owner)?;
             (out, None, err, None)
         }
-        _ => {
-            let (stdout, out_holder) = open_output(&paths.stdout)?;
-            let (stderr, err_holder) = open_output(&paths.stderr)?;
+        Address::Plain(out) => {
+            let err = plain("stderr", &paths.stderr, STDERR_DRIVER)?;
+            let (stdout, out_holder) = open_output(out)?;
+            let (stderr, err_holder) = open_output(err)?;
             (stdout, out_holder, stderr, err_holder)
         }
     };
@@ -301,8 +321,8 @@ pub fn spawn_pty_copy(
     master: OwnedFd,
     paths: &StdioPaths,
 ) -> ServiceResult<(oneshot::Receiver<()>, StdioHolders)> {
-    let (out_fd, out_holder) = open_output(&paths.stdout)?;
-    let input = match parse(&paths.stdin)? {
+    let (out_fd, out_holder) = open_output(plain("stdout", &paths.stdout, TERMINAL_DRIVER)?)?;
+    let input = match plain("stdin", &paths.stdin, STDIN_DRIVER)? {
         // Read-write keeps the fifo from reporting EOF before containerd writes.
         Target::Fifo(path) => Some(open_fifo(path, Side::Both, "stdin")?),
         _ => None,
@@ -419,15 +439,22 @@ mod tests {
 
     #[test]
     fn addresses_are_parsed_by_scheme() {
-        assert!(matches!(parse("").unwrap(), Target::Null));
+        assert!(matches!(parse("").unwrap(), Address::Plain(Target::Null)));
         assert!(matches!(
             parse("/run/x/stdout").unwrap(),
-            Target::Fifo("/run/x/stdout")
+            Address::Plain(Target::Fifo("/run/x/stdout"))
         ));
-        assert!(matches!(parse("fifo:///a").unwrap(), Target::Fifo("/a")));
+        assert!(matches!(
+            parse("fifo:///a").unwrap(),
+            Address::Plain(Target::Fifo("/a"))
+        ));
         assert!(matches!(
             parse("file:///var/log/a").unwrap(),
-            Target::File("/var/log/a")
+            Address::Plain(Target::File("/var/log/a"))
+        ));
+        assert!(matches!(
+            parse("binary:///bin/d?x").unwrap(),
+            Address::Driver("binary:///bin/d?x")
         ));
         let err = parse("http://x").err().unwrap().to_string();
         assert!(err.contains("unsupported scheme \"http\""), "{err}");
@@ -442,7 +469,7 @@ mod tests {
             .custom_flags(libc::O_NONBLOCK)
             .open(&path)
             .unwrap();
-        let (fd, holder) = open_output(path.to_str().unwrap()).unwrap();
+        let (fd, holder) = open_output(Target::Fifo(path.to_str().unwrap())).unwrap();
         let mut w = File::from(fd);
         w.write_all(b"hello").unwrap();
         drop(w);
@@ -455,7 +482,7 @@ mod tests {
     fn a_reader_that_opens_after_the_process_exited_still_gets_data_and_eof() {
         use std::io::Write;
         let (_dir, path) = fifo("late");
-        let (fd, holder) = open_output(path.to_str().unwrap()).unwrap();
+        let (fd, holder) = open_output(Target::Fifo(path.to_str().unwrap())).unwrap();
         File::from(fd).write_all(b"early bird").unwrap(); // the process writes and exits
         let holders = StdioHolders {
             stdin_writer: None,
@@ -473,11 +500,41 @@ mod tests {
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("logs/a.log");
-        let addr = format!("file://{}", path.display());
         for line in ["one\n", "two\n"] {
-            let (fd, _) = open_output(&addr).unwrap();
+            let (fd, _) = open_output(Target::File(path.to_str().unwrap())).unwrap();
             File::from(fd).write_all(line.as_bytes()).unwrap();
         }
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\n");
+    }
+
+    /// A log driver takes stdout and stderr together: as stdin, as stderr alone or behind a
+    /// terminal it is refused, naming the stream and why, before anything is opened.
+    #[test]
+    fn a_log_driver_is_refused_where_it_cannot_go() {
+        let paths = |stdin: &str, stdout: &str, stderr: &str| StdioPaths {
+            stdin: stdin.into(),
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            terminal: false,
+        };
+        let d = "binary:///bin/driver";
+        let owner = logger::Owner::default();
+        let direct = |p: StdioPaths| open_direct(&p, &owner).err().unwrap().to_string();
+        assert_eq!(
+            direct(paths(d, "", "")),
+            format!("stdin {d:?}: a binary:// log driver can only take output")
+        );
+        assert_eq!(
+            direct(paths("", "", d)),
+            format!(
+                "stderr {d:?}: a binary:// log driver takes stdout and stderr together, not stderr alone"
+            )
+        );
+        let master = OwnedFd::from(File::open("/dev/null").unwrap());
+        let err = spawn_pty_copy(master, &paths("", d, "")).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!("stdout {d:?}: a binary:// log driver is not supported with a terminal")
+        );
     }
 }
