@@ -72,7 +72,9 @@ fn invalid_spec(c: &mut Case) -> Result<()> {
 /// runc's refusals, in runc's words on both runtimes: a spec without a mount namespace (it
 /// masks paths), and LSM settings on a host without that LSM.
 fn refused_like_runc(c: &mut Case) -> Result<()> {
-    let cases: [(&str, fn(&mut serde_json::Value), &str); 3] = [
+    /// A case: its name, how it changes the spec, and the error runc gives.
+    type Refusal = (&'static str, fn(&mut serde_json::Value), &'static str);
+    let cases: [Refusal; 3] = [
         (
             "nomntns",
             |s| {

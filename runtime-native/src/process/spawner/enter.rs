@@ -18,7 +18,7 @@ use crate::request::{ChildFds, Request};
 pub(super) enum EnterError {
     /// An exec's way into its init's pid namespace.
     #[error(transparent)]
-    ExecNs(#[from] crate::exec_ns::Error),
+    ExecInit(#[from] crate::exec_ns::Error),
     #[error("open pid namespace {}: {source}", path.display())]
     OpenPidNs {
         path: PathBuf,
@@ -33,7 +33,7 @@ pub(super) enum EnterError {
     },
     /// The namespaces given by path, entered for a new user namespace.
     #[error(transparent)]
-    UserNs(#[from] crate::userns::Error),
+    UserNsPaths(#[from] crate::userns::Error),
 }
 
 /// What the spawner entered for a clone; [`Entered::leave`] takes it back to its own.
