@@ -29,7 +29,7 @@ pub enum Error {
     Syntax(String),
     #[error("flag provided but not defined: -{0}")]
     Undefined(String),
-    #[error("invalid boolean value {value:?} for -{name}")]
+    #[error("invalid boolean value {value:?} for -{name}: parse error")]
     Bool { name: String, value: String },
     #[error("flag needs an argument: -{0}")]
     NeedsArgument(String),
@@ -164,7 +164,7 @@ mod tests {
         }
         assert_eq!(
             run(&["-debug=yes"]).unwrap_err().to_string(),
-            "invalid boolean value \"yes\" for -debug"
+            "invalid boolean value \"yes\" for -debug: parse error"
         );
     }
 

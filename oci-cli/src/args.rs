@@ -6,8 +6,8 @@
 //! flag tables and what each command makes of them. Flags runc has but we do not act on
 //! (`--criu`, `--no-new-keyring`, ...) are accepted and ignored.
 //!
-//! Over 600 lines on purpose: runc's whole command line (every command, flag and alias)
-//! is one grammar, read and tested in one place.
+//! Over 600 lines on purpose: runc's flag tables and commands (every command, flag and
+//! alias), read and tested in one place.
 
 use std::path::PathBuf;
 

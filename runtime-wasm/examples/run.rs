@@ -7,7 +7,9 @@
 //! argv[0] for the guest is FILE.
 use std::time::Instant;
 
-use runtime_wasm::{load, split_entry, Cache, GuestDirs, RunContext, DEFAULT_CACHE_MAX_BYTES};
+use runtime_wasm::{
+    load, split_entry, Cache, GuestDirs, Module, RunContext, DEFAULT_CACHE_MAX_BYTES,
+};
 
 fn main() {
     // Before compiling (a thread pool) so every thread has SIGTERM/SIGINT blocked.
@@ -44,7 +46,11 @@ fn main() {
     let engine_t = t.elapsed();
     let t = Instant::now();
     let compiled = cache
-        .compile(&path, &bytes, export.as_deref())
+        .compile(Module {
+            name: &path,
+            bytes: &bytes,
+            export: export.as_deref(),
+        })
         .unwrap_or_else(|e| fail(&e.to_string()));
     let compile_t = t.elapsed();
     let payload = runtime_wasm::WasmPayload::from_bytes(&compiled.payload.to_bytes()).unwrap();

@@ -36,7 +36,8 @@ mod view;
 use std::path::PathBuf;
 
 pub use cache::{
-    compile_entry, Cache, CompileJob, Compiled, Lookup, DEFAULT_CACHE_DIR, DEFAULT_CACHE_MAX_BYTES,
+    compile_entry, Cache, CompileJob, Compiled, Lookup, Module, DEFAULT_CACHE_DIR,
+    DEFAULT_CACHE_MAX_BYTES,
 };
 pub use code_size::{check_function_sizes, largest_function};
 pub use context::{GuestDirs, RunContext, Stdio};

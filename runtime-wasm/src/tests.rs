@@ -109,7 +109,7 @@ fn compile_and_run(
 /// `hello.wat` compiled through `cache` (a hit or a miss: see its `cache_hit`).
 fn compile_hello(cache: &Cache) -> Compiled {
     cache
-        .compile("hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .compile(Module::new("hello.wat", HELLO_EXIT3.as_bytes()))
         .unwrap()
 }
 
@@ -273,25 +273,31 @@ fn eviction_is_lru_and_bounded() {
         .collect();
     let size = std::fs::metadata(
         probe
-            .compile("m", modules[0].as_bytes(), None)
+            .compile(Module::new("m", modules[0].as_bytes()))
             .unwrap()
             .artifact,
     )
     .unwrap()
     .len();
     let cache = Cache::open(dir.path().join("c"), size * 5 / 2).unwrap();
-    let a = cache.compile("a", modules[0].as_bytes(), None).unwrap();
+    let a = cache
+        .compile(Module::new("a", modules[0].as_bytes()))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    let b = cache.compile("b", modules[1].as_bytes(), None).unwrap();
+    let b = cache
+        .compile(Module::new("b", modules[1].as_bytes()))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(20));
     assert!(
         cache
-            .compile("a", modules[0].as_bytes(), None)
+            .compile(Module::new("a", modules[0].as_bytes()))
             .unwrap()
             .cache_hit
     ); // touch a
     std::thread::sleep(Duration::from_millis(20));
-    let c = cache.compile("c", modules[2].as_bytes(), None).unwrap();
+    let c = cache
+        .compile(Module::new("c", modules[2].as_bytes()))
+        .unwrap();
     assert!(a.artifact.exists(), "recently used entry evicted");
     assert!(!b.artifact.exists(), "LRU entry kept");
     assert!(c.artifact.exists());
@@ -302,7 +308,11 @@ fn eviction_is_lru_and_bounded() {
 /// Compiles through the cache and loads, as the shim and then the container do: the error of
 /// whichever step refused the module.
 fn compile_and_load(cache: &Cache, name: &str, src: &[u8], export: Option<&str>) -> Result<Loaded> {
-    let c = cache.compile(name, src, export)?;
+    let c = cache.compile(Module {
+        name,
+        bytes: src,
+        export,
+    })?;
     load(c.file, &c.payload)
 }
 
@@ -342,7 +352,7 @@ fn errors_name_the_module_and_problem() {
     let again = err("env.wat", IMPORTS_ENV.as_bytes(), None);
     assert!(
         cache
-            .compile("env.wat", IMPORTS_ENV.as_bytes(), None)
+            .compile(Module::new("env.wat", IMPORTS_ENV.as_bytes()))
             .unwrap()
             .cache_hit
     );
@@ -538,7 +548,7 @@ fn component_loads_without_procfs() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm/out/hello-p2.wasm");
     let compiled = cache
-        .compile("hello-p2.wasm", &std::fs::read(path).unwrap(), None)
+        .compile(Module::new("hello-p2.wasm", &std::fs::read(path).unwrap()))
         .unwrap();
     assert_eq!(compiled.payload.kind, WasmKind::ComponentCommand);
     let c = crate::run::deserialize_component_via(cache.engine(), compiled.file, false).unwrap();
@@ -561,13 +571,13 @@ fn settings_that_change_code_get_their_own_cache_entry() {
     let mut log = base.clone();
     log.http.access_log = true;
     let a = cache
-        .compile_with(&base, "hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .compile_with(&base, Module::new("hello.wat", HELLO_EXIT3.as_bytes()))
         .unwrap();
     let b = cache
-        .compile_with(&fuel, "hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .compile_with(&fuel, Module::new("hello.wat", HELLO_EXIT3.as_bytes()))
         .unwrap();
     let c = cache
-        .compile_with(&log, "hello.wat", HELLO_EXIT3.as_bytes(), None)
+        .compile_with(&log, Module::new("hello.wat", HELLO_EXIT3.as_bytes()))
         .unwrap();
     assert_ne!(a.artifact, b.artifact);
     assert!(!b.cache_hit);
@@ -595,7 +605,7 @@ fn settings_that_change_code_get_their_own_cache_entry() {
 fn run_spin_with(settings: &WasmSettings) -> Out {
     let (_d, cache) = cache();
     let c = cache
-        .compile_with(settings, "spin.wat", SPIN.as_bytes(), None)
+        .compile_with(settings, Module::new("spin.wat", SPIN.as_bytes()))
         .unwrap();
     let loaded = load(c.file, &c.payload).unwrap();
     let (ctx, out_r, err_r) = ctx(&["spin"]);

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use runtime_wasm::{load, Cache, GuestDirs, RunContext, Stdio, WasmKind, DEFAULT_CACHE_MAX_BYTES};
+use runtime_wasm::{
+    load, Cache, GuestDirs, Module, RunContext, Stdio, WasmKind, DEFAULT_CACHE_MAX_BYTES,
+};
 
 mod common;
 use common::cache;
@@ -45,7 +47,7 @@ fn run_in_process(
     args: &[&str],
     root: Option<PathBuf>,
 ) -> (WasmKind, Out) {
-    let compiled = cache.compile(file, &example(file), None).unwrap();
+    let compiled = cache.compile(Module::new(file, &example(file))).unwrap();
     let loaded = load(compiled.file, &compiled.payload).unwrap();
     let (out_r, out_w) = nix::unistd::pipe().unwrap();
     let (err_r, err_w) = nix::unistd::pipe().unwrap();

@@ -205,7 +205,7 @@ mod tests {
             (&["-id"], "flag needs an argument: -id"),
             (
                 &["-debug=maybe"],
-                "invalid boolean value \"maybe\" for -debug",
+                "invalid boolean value \"maybe\" for -debug: parse error",
             ),
             (&["---id", "x"], "bad flag syntax: ---id"),
         ] {

@@ -116,7 +116,7 @@ impl Publisher {
     }
 
     /// Queues `event` under `topic` (e.g. `/tasks/exit`), stamped with the current time.
-    pub fn publish(&self, topic: &'static str, event: Box<dyn MessageDyn>) {
+    fn publish(&self, topic: &'static str, event: Box<dyn MessageDyn>) {
         let envelope = match envelope(&self.inner.namespace, topic, event.as_ref()) {
             Ok(e) => e,
             Err(e) => {

@@ -69,6 +69,27 @@ pub struct Cache {
     verified: Mutex<HashMap<EntryVersion, WasmKind>>,
 }
 
+/// A module to compile: its bytes (binary module, component, or `.wat` text), its name (for
+/// messages: the entrypoint path) and, for a core module, the export to call instead of
+/// `_start` (`path#export`).
+#[derive(Debug, Clone, Copy)]
+pub struct Module<'a> {
+    pub name: &'a str,
+    pub bytes: &'a [u8],
+    pub export: Option<&'a str>,
+}
+
+impl<'a> Module<'a> {
+    /// A module that starts at `_start` (or is a component).
+    pub fn new(name: &'a str, bytes: &'a [u8]) -> Module<'a> {
+        Module {
+            name,
+            bytes,
+            export: None,
+        }
+    }
+}
+
 /// A compiled (or cached) module, ready to hand to a container.
 #[derive(Debug)]
 pub struct Compiled {
@@ -155,31 +176,24 @@ impl Cache {
         &self.engine
     }
 
-    /// Compile `bytes` (binary module, component, or `.wat` text) named `name` (for
-    /// messages), with an optional core-module `export` to call instead of `_start`.
-    /// Classifies a component (command or HTTP proxy); imports and the entry point are
-    /// checked where the program is linked, once, when the container loads it ([`crate::load`]).
-    pub fn compile(&self, name: &str, bytes: &[u8], export: Option<&str>) -> Result<Compiled> {
-        self.compile_with(&WasmSettings::default(), name, bytes, export)
+    /// Compiles `module` with the default settings. Classifies a component (command or HTTP
+    /// proxy); imports and the entry point are checked where the program is linked, once,
+    /// when the container loads it ([`crate::load`]).
+    pub fn compile(&self, module: Module) -> Result<Compiled> {
+        self.compile_with(&WasmSettings::default(), module)
     }
 
     /// [`Cache::compile`] with the `[wasm]` settings of the container: those that change
     /// compiled code select the engine (and so the entry); all of them travel in the payload.
     /// Compiles in this process; the shim compiles in a helper instead ([`Cache::lookup`],
     /// [`compile_entry`], [`Cache::finish`]).
-    pub fn compile_with(
-        &self,
-        settings: &WasmSettings,
-        name: &str,
-        bytes: &[u8],
-        export: Option<&str>,
-    ) -> Result<Compiled> {
-        let job = match self.lookup(settings, name, bytes, export)? {
+    pub fn compile_with(&self, settings: &WasmSettings, module: Module) -> Result<Compiled> {
+        let job = match self.lookup(settings, module)? {
             Lookup::Hit(c) => return Ok(c),
             Lookup::Miss(job) => job,
         };
         let (engine, _) = self.engine_for(settings)?;
-        let kind = compile_and_write(&self.dir, &engine, &job, bytes)?;
+        let kind = compile_and_write(&self.dir, &engine, &job, module.bytes)?;
         let entry = self
             .dir
             .open_entry(&job.entry)?
@@ -191,18 +205,12 @@ impl Cache {
         Ok(self.compiled(&job, entry.file, kind, false))
     }
 
-    /// Looks `bytes` (named `name`, for messages) up: the trusted entry when the cache has
-    /// one, else the [`CompileJob`] that makes it. Checks what can be checked without
-    /// compiling (the format, an `#export` on a component).
-    pub fn lookup(
-        &self,
-        settings: &WasmSettings,
-        name: &str,
-        bytes: &[u8],
-        export: Option<&str>,
-    ) -> Result<Lookup> {
+    /// Looks `module` up: the trusted entry when the cache has one, else the [`CompileJob`]
+    /// that makes it. Checks what can be checked without compiling (the format, an `#export`
+    /// on a component).
+    pub fn lookup(&self, settings: &WasmSettings, module: Module) -> Result<Lookup> {
         let (_, engine_hash) = self.engine_for(settings)?;
-        let job = CompileJob::new(settings, name, bytes, export, &engine_hash)?;
+        let job = CompileJob::new(settings, module, &engine_hash)?;
         if let Some((file, kind)) = self.hit(&job.entry, job.is_component) {
             self.dir.touch(&job.entry);
             return Ok(Lookup::Hit(self.compiled(&job, file, kind, true)));
@@ -313,13 +321,12 @@ pub struct CompileJob {
 }
 
 impl CompileJob {
-    fn new(
-        settings: &WasmSettings,
-        name: &str,
-        bytes: &[u8],
-        export: Option<&str>,
-        engine_hash: &str,
-    ) -> Result<CompileJob> {
+    fn new(settings: &WasmSettings, module: Module, engine_hash: &str) -> Result<CompileJob> {
+        let Module {
+            name,
+            bytes,
+            export,
+        } = module;
         let format =
             match detect_bytes(name, bytes)? {
                 Entrypoint::Wasm(f) => f,
@@ -383,13 +390,12 @@ fn compiling_engine(settings: &WasmSettings) -> Result<Engine> {
 /// otherwise the entry would not be the one the caller opens.
 pub fn compile_entry(dir: &Path, job: &CompileJob, bytes: &[u8]) -> Result<WasmKind> {
     let engine = compiling_engine(&job.settings)?;
-    let ours = CompileJob::new(
-        &job.settings,
-        &job.name,
+    let module = Module {
+        name: &job.name,
         bytes,
-        job.export.as_deref(),
-        &engine_hash(&engine),
-    )?;
+        export: job.export.as_deref(),
+    };
+    let ours = CompileJob::new(&job.settings, module, &engine_hash(&engine))?;
     if ours != *job {
         return Err(Error::Engine(format!(
             "compiling {}: this process makes entry {} of these bytes, not {} (a different engine or module?)",

@@ -2,13 +2,13 @@
 //! opens, a refusal it explains, an OOM kill it names.
 
 use super::*;
-use runtime_wasm::{Cache, Lookup, WasmSettings};
+use runtime_wasm::{Cache, Lookup, Module, WasmSettings};
 
 const HELLO: &str = r#"(module (func (export "_start")))"#;
 
 fn job_for(cache: &Cache, name: &str, bytes: &[u8]) -> CompileJob {
     match cache
-        .lookup(&WasmSettings::default(), name, bytes, None)
+        .lookup(&WasmSettings::default(), Module::new(name, bytes))
         .unwrap()
     {
         Lookup::Miss(job) => job,
@@ -43,9 +43,7 @@ fn a_helper_writes_the_entry_the_shim_then_opens() {
     match cache
         .lookup(
             &WasmSettings::default(),
-            "/hello.wat",
-            HELLO.as_bytes(),
-            None,
+            Module::new("/hello.wat", HELLO.as_bytes()),
         )
         .unwrap()
     {

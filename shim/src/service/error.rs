@@ -56,7 +56,7 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
-    /// A `binary://` log driver that could not be started.
+    /// A `binary://` log driver that is misnamed or could not be started.
     #[error(transparent)]
     LogDriver(#[from] crate::service::logger::LogDriverError),
     /// Networking in Create of task `id` (`crate::network`); the user's config or

@@ -65,7 +65,7 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A `binary://` log driver that could not be started.
+/// A `binary://` log driver that is misnamed or could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum LogDriverError {
     /// The caller's mistake (containerd passes the URL the user gave).

@@ -254,21 +254,32 @@ const STDERR_DRIVER: &str =
     "a binary:// log driver takes stdout and stderr together, not stderr alone";
 const TERMINAL_DRIVER: &str = "a binary:// log driver is not supported with a terminal";
 
+/// Where a process's stdout and stderr go: one log driver for both, or a target each.
+enum Outputs<'a> {
+    Driver(&'a str),
+    Plain(Target<'a>, Target<'a>),
+}
+
 /// Opens what a process without a terminal gets as fds 0, 1, 2. `owner` names the container
 /// to a `binary://` log driver.
 pub fn open_direct(
     paths: &StdioPaths,
     owner: &logger::Owner,
 ) -> ServiceResult<(Stdio, StdioHolders)> {
-    let (stdin, stdin_writer) = open_input(plain("stdin", &paths.stdin, STDIN_DRIVER)?)?;
+    // Every address is checked before anything is opened.
+    let stdin = plain("stdin", &paths.stdin, STDIN_DRIVER)?;
     // containerd names a log driver as stdout and stderr both: it takes the two together.
-    let (stdout, out_holder, stderr, err_holder) = match parse(&paths.stdout)? {
-        Address::Driver(url) => {
+    let outputs = match parse(&paths.stdout)? {
+        Address::Driver(url) => Outputs::Driver(url),
+        Address::Plain(out) => Outputs::Plain(out, plain("stderr", &paths.stderr, STDERR_DRIVER)?),
+    };
+    let (stdin, stdin_writer) = open_input(stdin)?;
+    let (stdout, out_holder, stderr, err_holder) = match outputs {
+        Outputs::Driver(url) => {
             let (out, err) = logger::start(url, owner)?;
             (out, None, err, None)
         }
-        Address::Plain(out) => {
-            let err = plain("stderr", &paths.stderr, STDERR_DRIVER)?;
+        Outputs::Plain(out, err) => {
             let (stdout, out_holder) = open_output(out)?;
             let (stderr, err_holder) = open_output(err)?;
             (stdout, out_holder, stderr, err_holder)
@@ -321,8 +332,11 @@ pub fn spawn_pty_copy(
     master: OwnedFd,
     paths: &StdioPaths,
 ) -> ServiceResult<(oneshot::Receiver<()>, StdioHolders)> {
-    let (out_fd, out_holder) = open_output(plain("stdout", &paths.stdout, TERMINAL_DRIVER)?)?;
-    let input = match plain("stdin", &paths.stdin, STDIN_DRIVER)? {
+    // Both addresses are checked before anything is opened.
+    let out = plain("stdout", &paths.stdout, TERMINAL_DRIVER)?;
+    let input = plain("stdin", &paths.stdin, STDIN_DRIVER)?;
+    let (out_fd, out_holder) = open_output(out)?;
+    let input = match input {
         // Read-write keeps the fifo from reporting EOF before containerd writes.
         Target::Fifo(path) => Some(open_fifo(path, Side::Both, "stdin")?),
         _ => None,
@@ -530,11 +544,17 @@ mod tests {
                 "stderr {d:?}: a binary:// log driver takes stdout and stderr together, not stderr alone"
             )
         );
-        let master = OwnedFd::from(File::open("/dev/null").unwrap());
-        let err = spawn_pty_copy(master, &paths("", d, "")).err().unwrap();
+        let terminal = |p: StdioPaths| {
+            let master = OwnedFd::from(File::open("/dev/null").unwrap());
+            spawn_pty_copy(master, &p).err().unwrap().to_string()
+        };
         assert_eq!(
-            err.to_string(),
+            terminal(paths("", d, "")),
             format!("stdout {d:?}: a binary:// log driver is not supported with a terminal")
+        );
+        assert_eq!(
+            terminal(paths(d, "", "")),
+            format!("stdin {d:?}: a binary:// log driver can only take output")
         );
     }
 }

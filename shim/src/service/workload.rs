@@ -188,7 +188,14 @@ fn wasm_plan(
         })?;
     let cache = wasm::cache().map_err(ServiceError::from)?;
     let compiled = match cache
-        .lookup(&settings, path, bytes, export)
+        .lookup(
+            &settings,
+            runtime_wasm::Module {
+                name: path,
+                bytes,
+                export,
+            },
+        )
         .map_err(ServiceError::from)?
     {
         runtime_wasm::Lookup::Hit(compiled) => compiled,

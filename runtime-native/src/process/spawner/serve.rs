@@ -30,7 +30,7 @@ pub(super) enum Error {
     Socketpair(#[source] Errno),
     #[error("clone container process: {}", .0.desc())]
     Clone(#[source] Errno),
-    /// The spec's user namespace (its maps, or a namespace entered for it).
+    /// The spec's user namespace maps (checked in the clone plan).
     #[error(transparent)]
     UserNs(#[from] crate::userns::Error),
     #[error("user namespace of the container process: {0}")]
