@@ -3,10 +3,16 @@
 //! (containerd's runc shim passes runc's flags).
 //!
 //! The grammar: `-name` or `--name`; a value as the next argument or after `=`; a boolean
-//! flag takes no next argument, only `=value` in the words Go's `strconv.ParseBool` knows;
-//! the flags end at the first argument that is not one (`start`, a container id), at a lone
-//! `-`, or after `--`. What each program does with the flags stays with it: this crate only
-//! splits the words and names the one that is wrong.
+//! flag takes no next argument, only `=value` in the words Go's `strconv.ParseBool` knows.
+//! Where the flags end is the one thing the two callers differ in:
+//! - [`parse`], Go's `flag` package (the shim): at the first argument that is not a flag
+//!   (`start`, a container id), at a lone `-`, or after `--`;
+//! - [`parse_interspersed`], runc's commands (urfave/cli v3): flags may also follow the
+//!   positional arguments (`delete ID --force`), up to `--`, or until a command's first N
+//!   positionals were read (`exec ID cmd -l`: what follows the id is the command's).
+//!
+//! What each program does with the flags stays with it: this crate only splits the words
+//! and names the one that is wrong.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -77,6 +83,60 @@ pub fn parse<S: AsRef<str>>(args: &[S], tables: &[&[Flag]]) -> Result<(Parsed, u
         if !arg.starts_with('-') || arg == "-" {
             break;
         }
+        i = parsed.take(args, i, tables)?;
+    }
+    Ok((parsed, i))
+}
+
+/// Reads flags anywhere in `args`, as urfave/cli does for runc's commands: every argument
+/// that is not a flag is positional, in order. The flags end at `--` (dropped), at an
+/// argument such as `-` or `-1` (a dash and no letter: it and the rest are positional), or,
+/// with `stop_after` = N, once N positionals were read (the rest are positional whatever
+/// they look like).
+pub fn parse_interspersed<S: AsRef<str>>(
+    args: &[S],
+    tables: &[&[Flag]],
+    stop_after: Option<usize>,
+) -> Result<(Parsed, Vec<String>), Error> {
+    let mut parsed = Parsed::default();
+    let mut positional = Vec::new();
+    let rest = |from: usize| args[from..].iter().map(|a| a.as_ref().to_string());
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i].as_ref();
+        if arg == "--" {
+            positional.extend(rest(i + 1));
+            break;
+        }
+        if stop_after == Some(positional.len()) {
+            positional.extend(rest(i));
+            break;
+        }
+        let mut chars = arg.chars();
+        if chars.next() != Some('-') {
+            positional.push(arg.to_string());
+            i += 1;
+            continue;
+        }
+        if !chars.next().is_some_and(|c| c == '-' || c.is_alphabetic()) {
+            positional.extend(rest(i));
+            break;
+        }
+        i = parsed.take(args, i, tables)?;
+    }
+    Ok((parsed, positional))
+}
+
+impl Parsed {
+    /// Files the flag at `args[i]` (and its value, when that is the next argument); returns
+    /// the index after what it took.
+    fn take<S: AsRef<str>>(
+        &mut self,
+        args: &[S],
+        mut i: usize,
+        tables: &[&[Flag]],
+    ) -> Result<usize, Error> {
+        let arg = args[i].as_ref();
         let body = arg.strip_prefix("--").unwrap_or(&arg[1..]);
         if body.is_empty() || body.starts_with('-') || body.starts_with('=') {
             return Err(Error::Syntax(arg.to_string()));
@@ -109,10 +169,9 @@ pub fn parse<S: AsRef<str>>(args: &[S], tables: &[&[Flag]]) -> Result<(Parsed, u
                     .ok_or_else(|| Error::NeedsArgument(name.to_string()))?
             }
         };
-        parsed.0.entry(flag.0[0]).or_default().push(value);
-        i += 1;
+        self.0.entry(flag.0[0]).or_default().push(value);
+        Ok(i + 1)
     }
-    Ok((parsed, i))
 }
 
 /// Go's `strconv.ParseBool`.
@@ -188,6 +247,45 @@ mod tests {
         for (args, want) in cases {
             assert_eq!(run(args).unwrap_err().to_string(), *want, "{args:?}");
         }
+    }
+
+    fn spread(args: &[&str], stop_after: Option<usize>) -> (Parsed, Vec<String>) {
+        parse_interspersed(args, &[FLAGS], stop_after).unwrap()
+    }
+
+    #[test]
+    fn interspersed_flags_may_follow_positionals() {
+        let (p, pos) = spread(&["c1", "--debug", "-b", "/x", "c2"], None);
+        assert!(p.bool("debug"));
+        assert_eq!(p.value("bundle"), Some("/x"));
+        assert_eq!(pos, ["c1", "c2"]);
+        // `--` ends the flags and is dropped.
+        let (p, pos) = spread(&["c1", "--", "--debug"], None);
+        assert!(!p.bool("debug"));
+        assert_eq!(pos, ["c1", "--debug"]);
+        // A dash without a letter is not a flag: it and the rest are positional.
+        let (p, pos) = spread(&["c1", "-1", "--debug"], None);
+        assert!(!p.bool("debug"));
+        assert_eq!(pos, ["c1", "-1", "--debug"]);
+        let (_, pos) = spread(&["-", "-b"], None);
+        assert_eq!(pos, ["-", "-b"]);
+        assert_eq!(
+            parse_interspersed(&["c1", "--nope"], &[FLAGS], None)
+                .unwrap_err()
+                .to_string(),
+            "flag provided but not defined: -nope"
+        );
+    }
+
+    #[test]
+    fn interspersed_flags_stop_after_n_positionals() {
+        let (p, pos) = spread(&["-b", "/x", "c1", "sh", "--debug", "-e", "A=1"], Some(1));
+        assert_eq!(p.value("bundle"), Some("/x"));
+        assert!(!p.bool("debug"));
+        assert_eq!(pos, ["c1", "sh", "--debug", "-e", "A=1"]);
+        // `--` right after the first positional is still the end of the flags.
+        let (_, pos) = spread(&["c1", "--", "ls", "-l"], Some(1));
+        assert_eq!(pos, ["c1", "ls", "-l"]);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! runc's command line.
 //!
-//! Like runc (urfave/cli over Go's flag package): global flags come before the command,
-//! command flags before the positional arguments. The words of each group are split in Go's
-//! grammar by the `goflag` crate (the shim's flags use it too); this module holds runc's
-//! flag tables and what each command makes of them. Flags runc has but we do not act on
+//! Like runc (urfave/cli): global flags come before the command; a command's flags may come
+//! before or after its positional arguments (`delete ID --force`), except that for `exec`,
+//! `kill` and `ps` everything after the container id is the command's (`exec ID ls -l`), as
+//! runc marks them (`StopOnNthArg: 1`). The words are split by the `goflag` crate (the
+//! shim's flags use it too); this module holds runc's flag tables and what each command makes
+//! of them. Unlike runc, a global flag is not taken after the command. Flags runc has but we do not act on
 //! (`--criu`, `--no-new-keyring`, ...) are accepted and ignored.
 //!
 //! Over 600 lines on purpose: runc's flag tables and commands (every command, flag and
@@ -208,11 +210,25 @@ fn usage(msg: impl Into<String>) -> Error {
     Error::Usage(msg.into())
 }
 
-/// Parses flags from the front of `args` (Go's grammar, the `goflag` crate); returns them and
-/// the rest (positional arguments).
-fn parse_flags<'a>(args: &'a [String], specs: &[&[Flag]]) -> Result<(Flags, &'a [String]), Error> {
-    let (flags, rest) = goflag::parse(args, specs).map_err(|e| usage(e.to_string()))?;
+/// Parses the global flags from the front of `args`; returns them and the rest (the command
+/// and its arguments).
+fn global_flags<'a>(args: &'a [String]) -> Result<(Flags, &'a [String]), Error> {
+    let (flags, rest) = goflag::parse(args, &[GLOBAL_FLAGS]).map_err(|e| usage(e.to_string()))?;
     Ok((flags, &args[rest..]))
+}
+
+/// Where a command's flags end: anywhere (`None`), or once its container id was read.
+const FLAGS_ANYWHERE: Option<usize> = None;
+const FLAGS_BEFORE_THE_ARGS: Option<usize> = Some(1);
+
+/// Parses a command's flags from `args`, wherever `layout` lets them stand; returns them and
+/// the positional arguments.
+fn command_flags(
+    args: &[String],
+    specs: &[&[Flag]],
+    layout: Option<usize>,
+) -> Result<(Flags, Vec<String>), Error> {
+    goflag::parse_interspersed(args, specs, layout).map_err(|e| usage(e.to_string()))
 }
 
 /// The container id argument: exactly one (plus `extra` more allowed for kill/exec).
@@ -259,7 +275,7 @@ fn format_flag(v: Option<&str>) -> Result<Format, Error> {
 
 /// Parses the whole command line (without argv[0]).
 pub fn parse(args: &[String]) -> Result<Invocation, Error> {
-    let (gf, rest) = parse_flags(args, &[GLOBAL_FLAGS])?;
+    let (gf, rest) = global_flags(args)?;
     let mut global = Global::default();
     if let Some(r) = gf.path("root") {
         global.root = r;
@@ -298,9 +314,9 @@ pub fn parse(args: &[String]) -> Result<Invocation, Error> {
             } else {
                 &[CREATE_FLAGS]
             };
-            let (f, rest) = parse_flags(rest, specs)?;
+            let (f, rest) = command_flags(rest, specs, FLAGS_ANYWHERE)?;
             let o = CreateOpts {
-                id: one_id(cmd, rest)?,
+                id: one_id(cmd, &rest)?,
                 bundle: f.path("bundle"),
                 keep: f.bool("keep"),
                 start: StartOpts::from_flags(&f)?,
@@ -312,8 +328,8 @@ pub fn parse(args: &[String]) -> Result<Invocation, Error> {
             }
         }
         "start" | "state" | "pause" | "resume" => {
-            let (_, rest) = parse_flags(rest, &[])?;
-            let id = one_id(cmd, rest)?;
+            let (_, rest) = command_flags(rest, &[], FLAGS_ANYWHERE)?;
+            let id = one_id(cmd, &rest)?;
             match cmd.as_str() {
                 "start" => Command::Start { id },
                 "state" => Command::State { id },
@@ -322,8 +338,9 @@ pub fn parse(args: &[String]) -> Result<Invocation, Error> {
             }
         }
         "kill" => {
-            let (f, rest) = parse_flags(rest, &[&[Flag(&["all", "a"], Bool)]])?;
-            let (id, signal) = match rest {
+            let all: &[Flag] = &[Flag(&["all", "a"], Bool)];
+            let (f, rest) = command_flags(rest, &[all], FLAGS_BEFORE_THE_ARGS)?;
+            let (id, signal) = match rest.as_slice() {
                 [id] => (id.clone(), libc::SIGTERM),
                 [id, sig] => (id.clone(), parse_signal(sig)?),
                 [] => return Err(usage("\"kill\" requires a minimum of 1 argument(s)")),
@@ -336,23 +353,20 @@ pub fn parse(args: &[String]) -> Result<Invocation, Error> {
             }
         }
         "delete" | "rm" => {
-            let (f, rest) = parse_flags(rest, &[&[Flag(&["force", "f"], Bool)]])?;
+            let force: &[Flag] = &[Flag(&["force", "f"], Bool)];
+            let (f, rest) = command_flags(rest, &[force], FLAGS_ANYWHERE)?;
             Command::Delete {
-                id: one_id("delete", rest)?,
+                id: one_id("delete", &rest)?,
                 force: f.bool("force"),
             }
         }
         "exec" => {
-            let (f, rest) = parse_flags(rest, &[EXEC_FLAGS])?;
+            // `exec ID -- cmd args`: the `--` ends the flags and is dropped.
+            let (f, rest) = command_flags(rest, &[EXEC_FLAGS], FLAGS_BEFORE_THE_ARGS)?;
             let Some((id, argv)) = rest.split_first() else {
                 return Err(usage("\"exec\" requires a minimum of 1 argument(s)"));
             };
             let process = f.path("process");
-            // runc allows `exec ID -- cmd args`.
-            let argv = match argv.first() {
-                Some(a) if a == "--" => &argv[1..],
-                _ => argv,
-            };
             if process.is_none() && argv.is_empty() {
                 return Err(usage("exec: args or --process must be given"));
             }
@@ -372,13 +386,10 @@ pub fn parse(args: &[String]) -> Result<Invocation, Error> {
             })
         }
         "ps" => {
-            let (f, rest) = parse_flags(rest, &[&[Flag(&["format", "f"], Value)]])?;
+            let format: &[Flag] = &[Flag(&["format", "f"], Value)];
+            let (f, rest) = command_flags(rest, &[format], FLAGS_BEFORE_THE_ARGS)?;
             let Some((id, ps_args)) = rest.split_first() else {
                 return Err(usage("\"ps\" requires a minimum of 1 argument(s)"));
-            };
-            let ps_args = match ps_args.first() {
-                Some(a) if a == "--" => &ps_args[1..],
-                _ => ps_args,
             };
             Command::Ps {
                 id: id.clone(),
@@ -387,17 +398,16 @@ pub fn parse(args: &[String]) -> Result<Invocation, Error> {
             }
         }
         "update" => {
-            let (f, rest) = parse_flags(rest, &[&[Flag(&["resources", "r"], Value)]])?;
+            let resources: &[Flag] = &[Flag(&["resources", "r"], Value)];
+            let (f, rest) = command_flags(rest, &[resources], FLAGS_ANYWHERE)?;
             Command::Update {
-                id: one_id(cmd, rest)?,
+                id: one_id(cmd, &rest)?,
                 resources: f.path("resources"),
             }
         }
         "list" | "ls" => {
-            let (f, rest) = parse_flags(
-                rest,
-                &[&[Flag(&["format", "f"], Value), Flag(&["quiet", "q"], Bool)]],
-            )?;
+            let list: &[Flag] = &[Flag(&["format", "f"], Value), Flag(&["quiet", "q"], Bool)];
+            let (f, rest) = command_flags(rest, &[list], FLAGS_ANYWHERE)?;
             if !rest.is_empty() {
                 return Err(usage("\"list\" takes no arguments"));
             }
@@ -596,6 +606,36 @@ mod tests {
                 force: false
             }
         );
+        // Like runc: a command's flags may follow its id...
+        assert_eq!(
+            cmd("delete c --force"),
+            Command::Delete {
+                id: "c".into(),
+                force: true
+            }
+        );
+        let Command::Create(o) = cmd("create c1 --bundle /b --pid-file=/p") else {
+            panic!()
+        };
+        assert_eq!((o.id.as_str(), o.bundle), ("c1", Some("/b".into())));
+        assert_eq!(o.start.pid_file, Some("/p".into()));
+        assert!(p("delete c --nope")
+            .unwrap_err()
+            .to_string()
+            .contains("flag provided but not defined: -nope"));
+        // ...except where everything after the id is the command's (runc's StopOnNthArg).
+        assert!(
+            p("kill c --all").is_err(),
+            "--all after the id is a signal name"
+        );
+        assert_eq!(
+            cmd("ps c -o pid"),
+            Command::Ps {
+                id: "c".into(),
+                format: Format::Table,
+                ps_args: vec!["-o".into(), "pid".into()]
+            }
+        );
         assert_eq!(
             cmd("ps --format json c"),
             Command::Ps {
@@ -652,6 +692,13 @@ mod tests {
             panic!()
         };
         assert_eq!(o.args, vec!["ls", "-l"]);
+        let Command::Exec(o) = cmd("exec -t c sh --cwd /x") else {
+            panic!()
+        };
+        assert_eq!(
+            (o.tty, o.cwd, o.args),
+            (true, None, vec!["sh".into(), "--cwd".into(), "/x".into()])
+        );
         let Command::Exec(o) = cmd("exec --process /p.json c") else {
             panic!()
         };
