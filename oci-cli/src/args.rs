@@ -212,7 +212,7 @@ fn usage(msg: impl Into<String>) -> Error {
 
 /// Parses the global flags from the front of `args`; returns them and the rest (the command
 /// and its arguments).
-fn global_flags<'a>(args: &'a [String]) -> Result<(Flags, &'a [String]), Error> {
+fn global_flags(args: &[String]) -> Result<(Flags, &[String]), Error> {
     let (flags, rest) = goflag::parse(args, &[GLOBAL_FLAGS]).map_err(|e| usage(e.to_string()))?;
     Ok((flags, &args[rest..]))
 }
